@@ -251,4 +251,3 @@ class RecsCache:
         """The outcome recorded by the last training run, or None."""
         value = self.client.get(self.outcome_key)
         return json.loads(value) if value else None
-

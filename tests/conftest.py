@@ -54,9 +54,7 @@ def pg_conn(database_url):
     yield conn
     conn.rollback()
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT string_agg(format('%I', tablename), ', ') FROM pg_tables WHERE schemaname = 'public'"
-        )
+        cur.execute("SELECT string_agg(format('%I', tablename), ', ') FROM pg_tables WHERE schemaname = 'public'")
         tables = cur.fetchone()[0]
         if tables:
             cur.execute(f"DROP TABLE {tables} CASCADE")
