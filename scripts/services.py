@@ -1,0 +1,164 @@
+"""Make sure the PostgreSQL and Redis servers the service needs are up (used by ``make run`` and ``make test``).
+
+For each server: if it answers, nothing happens. If it does not answer and it is meant to run on this
+machine (localhost), the locally installed server is started; if none is installed, the script stops with
+a message naming what is missing and how to get it. ``--create-database`` also creates the PostgreSQL
+database of the URL if it does not exist yet.
+
+    python scripts/services.py [--database-url URL] [--redis-url URL] [--create-database]
+
+The URLs default to the service's configuration (DATABASE_URL, REDIS_URL, or a ``.env`` file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import redis
+from psycopg2 import sql
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common.config import ConfigError, load_settings  # noqa: E402
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
+WAIT_SECONDS = 30
+
+
+def postgres_up(url: str) -> bool:
+    """Whether the PostgreSQL server of ``url`` accepts connections (to its maintenance database)."""
+    try:
+        psycopg2.connect(maintenance_url(url), connect_timeout=3).close()
+    except psycopg2.OperationalError as exc:
+        return "does not exist" in str(exc)  # the server answered; only the role/db is missing
+    return True
+
+
+def redis_up(url: str) -> bool:
+    """Whether the Redis server of ``url`` answers PING."""
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=3).ping())
+    except redis.RedisError:
+        return False
+
+
+def maintenance_url(url: str) -> str:
+    """The same server's ``postgres`` database, used to check the server and create databases."""
+    return urlunsplit(urlsplit(url)._replace(path="/postgres"))
+
+
+def start_postgres() -> str | None:
+    """Start the locally installed PostgreSQL cluster; return what was run, or None if none is installed."""
+    if shutil.which("pg_ctlcluster") and glob.glob("/etc/postgresql/*/main"):
+        version = sorted(os.listdir("/etc/postgresql"))[-1]
+        cmd = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"]
+    elif shutil.which("pg_ctl") and os.environ.get("PGDATA"):
+        cmd = ["pg_ctl", "start", "-w", "-l", os.path.join(os.environ["PGDATA"], "server.log")]
+    else:
+        return None
+    subprocess.run(cmd, check=False)
+    return " ".join(cmd)
+
+
+def start_redis(url: str) -> str | None:
+    """Start a local redis-server on the URL's port; return what was run, or None if it is not installed."""
+    if not shutil.which("redis-server"):
+        return None
+    port = str(urlsplit(url).port or 6379)
+    cmd = [
+        "redis-server",
+        "--daemonize",
+        "yes",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    subprocess.run(cmd, check=False)
+    return " ".join(cmd)
+
+
+def ensure(name: str, url: str, is_up, start, install_hint: str) -> None:
+    """Check one server, start it locally if needed, and exit with a clear message if it cannot be had."""
+    if is_up(url):
+        return
+    host = urlsplit(url).hostname or ""
+    if host not in LOCAL_HOSTS:
+        sys.exit(f"error: {name} at {host} does not answer; start it or fix the URL ({redact(url)})")
+    started = start()
+    if started is None:
+        sys.exit(f"error: {name} is not running on {host or 'localhost'} and is not installed here. {install_hint}")
+    print(f"started {name}: {started}", flush=True)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if is_up(url):
+            return
+        time.sleep(0.5)
+    sys.exit(f"error: started {name} ({started}) but it does not answer at {redact(url)} after {WAIT_SECONDS} s")
+
+
+def create_database(url: str) -> None:
+    """Create the database named in ``url`` if it does not exist."""
+    name = urlsplit(url).path.lstrip("/")
+    conn = psycopg2.connect(maintenance_url(url))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cur.fetchone() is None:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            print(f"created database {name}", flush=True)
+    conn.close()
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        return urlunsplit(parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@")))
+    return url
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--create-database", action="store_true")
+    args = parser.parse_args(argv)
+    if not (args.database_url and args.redis_url):
+        settings = load_settings()
+        args.database_url = args.database_url or settings.database_url
+        args.redis_url = args.redis_url or settings.redis_url
+    ensure(
+        "PostgreSQL",
+        args.database_url,
+        postgres_up,
+        start_postgres,
+        "Install it (Debian/Ubuntu: apt-get install postgresql) or point DATABASE_URL at a running server.",
+    )
+    ensure(
+        "Redis",
+        args.redis_url,
+        redis_up,
+        lambda: start_redis(args.redis_url),
+        "Install it (Debian/Ubuntu: apt-get install redis-server) or point REDIS_URL at a running server.",
+    )
+    if args.create_database:
+        create_database(args.database_url)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
