@@ -228,11 +228,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
     tests pass a plain dict. Raises :class:`ConfigError` naming the first bad variable.
     """
     if env is None:
-        if dotenv:
-            from dotenv import load_dotenv
+        env = dict(os.environ)
+        if dotenv and os.path.isfile(".env"):
+            from dotenv import dotenv_values
 
-            load_dotenv(override=False)
-        env = os.environ
+            # The file fills in what the environment leaves unset; os.environ itself is left untouched.
+            env = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **env}
     d = Settings()
     redis_url = _read(env, "REDIS_URL", _url("redis", "rediss", "unix"), d.redis_url)
     queries = {

@@ -1,0 +1,96 @@
+"""Configuration: defaults per DESIGN section 8, and every bad value refused by name."""
+
+import pytest
+
+from common.config import DEFAULT_QUERIES, ConfigError, Settings, load_settings
+
+
+def test_defaults_match_the_design():
+    s = load_settings({})
+    assert s.database_url == "postgresql://localhost:5432/recsvc"
+    assert s.redis_url == s.celery_broker_url == s.celery_result_backend == "redis://localhost:6379/0"
+    assert (s.model_dir, s.model_backups) == ("var/models", 5)
+    assert s.train_interval_seconds == 300
+    assert (s.top_k, s.default_page_limit, s.max_page_limit) == (100, 20, 100)
+    assert s.recs_retain_seconds == 1800
+    assert s.admin_token is None and s.rate_limit is None and s.cors_origins == ("*",)
+    assert (s.api_host, s.api_port) == ("0.0.0.0", 8000)
+    assert s.redis_prefix == "recsvc:"
+    assert dict(s.sql_queries) == DEFAULT_QUERIES
+    assert s == Settings()
+
+
+def test_values_are_parsed():
+    s = load_settings(
+        {
+            "REDIS_URL": "redis://cache:6380/2",
+            "TOP_K_RECOMMENDATIONS": "200",
+            "CORS_ORIGINS": "https://a.example, https://b.example",
+            "RATE_LIMIT": "100/second",
+            "ADMIN_TOKEN": "x" * 32,
+            "LIGHTFM_EPOCHS": "5",
+            "LOG_LEVEL": "debug",
+            "SQL_POSTS": "SELECT 1",
+        }
+    )
+    assert s.redis_url == s.celery_broker_url == "redis://cache:6380/2"  # broker follows REDIS_URL
+    assert s.top_k == 200
+    assert s.cors_origins == ("https://a.example", "https://b.example")
+    assert s.training.epochs == 5
+    assert s.log_level == "DEBUG"
+    assert s.sql_queries["posts"] == "SELECT 1"
+
+
+def test_database_url_from_parts():
+    s = load_settings({"DB_HOST": "db", "DB_PORT": "6543", "DB_NAME": "app", "DB_USER": "u", "DB_PASSWORD": "p@ss"})
+    assert s.database_url == "postgresql://u:p%40ss@db:6543/app"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "mysql://localhost/x"),
+        ("REDIS_URL", "localhost:6379"),
+        ("MODEL_BACKUPS", "-1"),
+        ("TRAIN_INTERVAL_SECONDS", "soon"),
+        ("TRAIN_INTERVAL_SECONDS", "nan"),
+        ("TOP_K_RECOMMENDATIONS", "0"),
+        ("MAX_PAGE_LIMIT", "1.5"),
+        ("RECS_RETAIN_SECONDS", "-5"),
+        ("API_PORT", "70000"),
+        ("API_WORKERS", "0"),
+        ("RATE_LIMIT", "lots"),
+        ("CORS_ORIGINS", " , "),
+        ("LIGHTFM_LOSS", "mse"),
+        ("LIGHTFM_COMPONENTS", "0"),
+        ("LOG_LEVEL", "loud"),
+        ("FLOWER_BASIC_AUTH", "admin"),
+        ("DB_PORT", "x"),
+    ],
+)
+def test_bad_values_are_refused_by_name(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value})
+
+
+def test_secrets_are_not_echoed():
+    with pytest.raises(ConfigError, match="ADMIN_TOKEN") as info:
+        load_settings({"ADMIN_TOKEN": "short-secret"})
+    assert "short-secret" not in str(info.value)
+
+
+def test_inconsistent_page_limits_are_refused():
+    with pytest.raises(ConfigError, match="DEFAULT_PAGE_LIMIT"):
+        load_settings({"DEFAULT_PAGE_LIMIT": "50", "MAX_PAGE_LIMIT": "40"})
+    with pytest.raises(ConfigError, match="MAX_PAGE_LIMIT"):
+        load_settings({"TOP_K_RECOMMENDATIONS": "50"})
+
+
+def test_dotenv_file_is_read_and_environment_wins(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("TOP_K_RECOMMENDATIONS=150\nMODEL_DIR=/from/dotenv\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODEL_DIR", "/from/env")
+    monkeypatch.delenv("TOP_K_RECOMMENDATIONS", raising=False)
+    s = load_settings()
+    assert s.top_k == 150
+    assert s.model_dir == "/from/env"
