@@ -1,0 +1,375 @@
+"""The model artifact on disk (DESIGN section 5): versioned, atomic, checksummed, without pickle.
+
+A model directory holds, per version ``YYYYMMDDTHHMMSSZ-xxxxxxxx``:
+
+- ``<version>.npz``: every array of the :class:`~ml.model.RecModel` (``np.savez``). Strings (ids, tags,
+  communities) are stored as one UTF-8 blob of NUL-separated values, so the file loads with
+  ``allow_pickle=False``.
+- ``<version>.json``: the format version, the sha256 of the ``.npz`` bytes, the array shapes, the counts,
+  and the caller's metadata (params, metrics, data window...).
+
+and a ``CURRENT`` file naming the current version. Each file is written under a temporary name in the
+same directory, fsynced and moved into place with ``os.replace``; the ``.json`` is written after the
+``.npz``, so a version whose ``.json`` exists is complete. Loading verifies the checksum, the format and
+every shape, and raises :class:`~ml.errors.ArtifactError` naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import tempfile
+import time
+import zipfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml.errors import ArtifactError
+from ml.model import RecModel
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "recsvc-model"
+FORMAT_VERSION = 1
+CURRENT_FILE = "CURRENT"
+VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+# Temporary files older than this are left-overs of a writer that died; pruning removes them.
+STALE_TEMP_SECONDS = 3600
+_TEMP_PREFIX = ".tmp-"
+_SEPARATOR = "\x00"
+
+# The numeric arrays of a RecModel, stored under their own names.
+_MODEL_ARRAYS = (
+    "user_embeddings",
+    "user_biases",
+    "item_embeddings",
+    "item_biases",
+    "exclude_indptr",
+    "exclude_indices",
+    "popular_items",
+    "popular_scores",
+)
+# Keys of the .json that the artifact itself writes; caller metadata may not use them.
+_RESERVED_KEYS = frozenset(
+    {"format", "format_version", "version", "created_at", "sha256", "arrays", "num_users", "num_items", "components"}
+)
+
+
+def new_version(now: datetime | None = None) -> str:
+    """A new version id ``YYYYMMDDTHHMMSSZ-xxxxxxxx``: UTC time then 8 random hex digits, so ids sort by time."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def save(
+    model: RecModel,
+    model_dir: str | os.PathLike,
+    metadata: Mapping[str, Any],
+    version: str | None = None,
+    keep: int = 5,
+    make_current: bool = True,
+) -> str:
+    """Write ``model`` as a new version in ``model_dir`` and return the version id.
+
+    Parameters
+    ----------
+    model : RecModel
+    model_dir : path
+        Created if missing.
+    metadata : mapping
+        JSON-serialisable extras stored in the ``.json`` (e.g. ``params``, ``metrics``, ``data_window``).
+        Keys the artifact writes itself (``version``, ``sha256``...) are refused.
+    version : str, optional
+        Defaults to :func:`new_version`.
+    keep : int
+        How many versions to keep besides the current one; older ones are deleted.
+    make_current : bool
+        Point ``CURRENT`` at the new version. The training task passes False and calls
+        :func:`set_current` only once the version is published in Redis.
+    """
+    version = version or new_version()
+    _check_version(version)
+    if keep < 0:
+        raise ValueError(f"keep must be >= 0, got {keep}")
+    clash = _RESERVED_KEYS & set(metadata)
+    if clash:
+        raise ValueError(f"metadata may not set {sorted(clash)}: the artifact writes them")
+    directory = Path(model_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    npz_path, json_path = _paths(directory, version)
+    if json_path.exists() or npz_path.exists():
+        raise ArtifactError(f"{json_path}: version {version} already exists")
+
+    arrays = _to_arrays(model)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    payload = buffer.getvalue()
+    document = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "num_users": model.num_users,
+        "num_items": model.num_items,
+        "components": model.num_components,
+        "arrays": {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()},
+        **metadata,
+    }
+    try:
+        text = json.dumps(document, indent=2, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata is not strict JSON: {exc}") from exc
+    _write_atomically(npz_path, payload)
+    _write_atomically(json_path, text.encode())
+    logger.info(
+        "saved model %s (%d users, %d items, %.1f MB)", version, model.num_users, model.num_items, len(payload) / 1e6
+    )
+    if make_current:
+        set_current(directory, version)
+    prune(directory, keep)
+    return version
+
+
+def load(model_dir: str | os.PathLike, version: str | None = None) -> tuple[RecModel, dict[str, Any]]:
+    """Read a version (the current one by default), verified; return the model and its metadata.
+
+    Raises
+    ------
+    ArtifactError
+        When there is no current version, a file is missing, unreadable, partial or corrupt, the checksum
+        or the format version does not match, or an array has the wrong name, type or shape. The message
+        names the file and the reason.
+    """
+    directory = Path(model_dir)
+    if version is None:
+        version = current_version(directory)
+        if version is None:
+            raise ArtifactError(f"{directory / CURRENT_FILE}: no current model version")
+    _check_version(version)
+    npz_path, json_path = _paths(directory, version)
+    document = _read_metadata(json_path)
+    try:
+        payload = npz_path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{npz_path}: cannot read: {exc.strerror or exc}") from exc
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != document["sha256"]:
+        raise ArtifactError(f"{npz_path}: checksum mismatch (sha256 {digest}, metadata says {document['sha256']})")
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+        raise ArtifactError(f"{npz_path}: not a readable model archive: {exc}") from exc
+    expected = document["arrays"]
+    if set(arrays) != set(expected):
+        raise ArtifactError(f"{npz_path}: arrays {sorted(arrays)} do not match the metadata {sorted(expected)}")
+    for name, array in arrays.items():
+        if list(array.shape) != expected[name].get("shape") or array.dtype.str != expected[name].get("dtype"):
+            raise ArtifactError(
+                f"{npz_path}: array {name} is {array.dtype.str}{list(array.shape)}, metadata says "
+                f"{expected[name].get('dtype')}{expected[name].get('shape')}"
+            )
+    try:
+        model = _from_arrays(arrays)
+    except (ValueError, KeyError, IndexError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{npz_path}: inconsistent model: {exc}") from exc
+    if (model.num_users, model.num_items) != (document["num_users"], document["num_items"]):
+        raise ArtifactError(f"{npz_path}: user/item counts do not match {json_path.name}")
+    return model, document
+
+
+def current_version(model_dir: str | os.PathLike) -> str | None:
+    """The version ``CURRENT`` names, or None when there is none yet."""
+    path = Path(model_dir) / CURRENT_FILE
+    try:
+        version = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if not VERSION_PATTERN.match(version):
+        raise ArtifactError(f"{path}: does not hold a version id: {version[:80]!r}")
+    return version
+
+
+def list_versions(model_dir: str | os.PathLike) -> list[str]:
+    """Every complete version in ``model_dir`` (those with a ``.json``), oldest first."""
+    directory = Path(model_dir)
+    if not directory.is_dir():
+        return []
+    versions = (p.name[: -len(".json")] for p in directory.glob("*.json"))
+    return sorted(v for v in versions if VERSION_PATTERN.match(v) and (directory / f"{v}.npz").is_file())
+
+
+def set_current(model_dir: str | os.PathLike, version: str) -> None:
+    """Point ``CURRENT`` at ``version`` (publish, or roll back); the version's metadata must be readable."""
+    directory = Path(model_dir)
+    _check_version(version)
+    npz_path, json_path = _paths(directory, version)
+    _read_metadata(json_path)
+    if not npz_path.is_file():
+        raise ArtifactError(f"{npz_path}: missing")
+    _write_atomically(directory / CURRENT_FILE, f"{version}\n".encode())
+    logger.info("current model is now %s", version)
+
+
+def prune(model_dir: str | os.PathLike, keep: int) -> list[str]:
+    """Delete all but the ``keep`` newest versions besides the current one, and stale temporary files.
+
+    Returns the deleted versions. The newest version is always kept too, so that with ``keep=0`` a
+    version saved but not yet made current survives until it is published.
+    """
+    directory = Path(model_dir)
+    current = current_version(directory)
+    versions = list_versions(directory)
+    newest = versions[-1] if versions else None
+    candidates = [v for v in versions if v not in (current, newest)]
+    # The newest version, when it is not the current one, takes one of the ``keep`` places.
+    places = max(0, keep - 1) if newest != current else keep
+    doomed = candidates[: max(0, len(candidates) - places)]
+    for version in doomed:
+        for path in _paths(directory, version)[::-1]:  # the .json first: without it the version is gone
+            path.unlink(missing_ok=True)
+        logger.info("deleted model version %s", version)
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for path in directory.glob(f"{_TEMP_PREFIX}*"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+    return doomed
+
+
+# --- internals ---
+
+
+def _paths(directory: Path, version: str) -> tuple[Path, Path]:
+    return directory / f"{version}.npz", directory / f"{version}.json"
+
+
+def _check_version(version: str) -> None:
+    # Versions become file names: anything else (a path, "..") is refused before it touches the disk.
+    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+        raise ArtifactError(f"not a version id (YYYYMMDDTHHMMSSZ-xxxxxxxx): {str(version)[:80]!r}")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one, never a part."""
+    fd, temp = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    # Persist the rename itself.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable metadata: {exc}") from exc
+    if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
+        raise ArtifactError(f"{path}: not a {FORMAT_NAME} metadata file")
+    if document.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: format version {document.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
+        )
+    sha = document.get("sha256")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise ArtifactError(f"{path}: missing or malformed sha256")
+    if not isinstance(document.get("arrays"), dict) or not all(
+        isinstance(spec, dict) for spec in document["arrays"].values()
+    ):
+        raise ArtifactError(f"{path}: missing or malformed array list")
+    for key in ("num_users", "num_items"):
+        if not isinstance(document.get(key), int):
+            raise ArtifactError(f"{path}: missing or malformed {key}")
+    return document
+
+
+def _pack_strings(values: list[str], what: str) -> np.ndarray:
+    """One UTF-8 blob of the values separated by NUL (a byte no id, tag or name may contain)."""
+    if any(_SEPARATOR in v for v in values):
+        raise ValueError(f"{what} contains a NUL character, which the artifact cannot store")
+    return np.frombuffer(_SEPARATOR.join(values).encode("utf-8"), dtype=np.uint8)
+
+
+def _unpack_strings(blob: np.ndarray, count: int, what: str) -> list[str]:
+    if count == 0:
+        if len(blob):
+            raise ValueError(f"{what}: data present for zero entries")
+        return []
+    values = blob.tobytes().decode("utf-8").split(_SEPARATOR)
+    if len(values) != count:
+        raise ValueError(f"{what}: {len(values)} entries, expected {count}")
+    return values
+
+
+def _to_arrays(model: RecModel) -> dict[str, np.ndarray]:
+    """Every array to store: the model's numeric arrays, plus strings packed without pickle."""
+    # Tags and communities repeat across posts: store each distinct one once, and indices.
+    tag_vocabulary = sorted({tag for tags in model.item_tags for tag in tags})
+    tag_index = {tag: i for i, tag in enumerate(tag_vocabulary)}
+    tag_indptr = np.zeros(model.num_items + 1, dtype=np.int64)
+    tag_indptr[1:] = np.cumsum([len(tags) for tags in model.item_tags])
+    tag_indices = np.array([tag_index[t] for tags in model.item_tags for t in tags], dtype=np.int32)
+    communities = sorted(set(model.item_community_ids))
+    community_index = {c: i for i, c in enumerate(communities)}
+    return {
+        "user_ids": _pack_strings(model.user_ids, "a user id"),
+        "item_ids": _pack_strings(model.item_ids, "a post id"),
+        "tag_vocabulary": _pack_strings(tag_vocabulary, "a tag"),
+        "tag_counts": np.array([len(tag_vocabulary)], dtype=np.int64),
+        "item_tag_indptr": tag_indptr,
+        "item_tag_indices": tag_indices,
+        "community_vocabulary": _pack_strings(communities, "a community id"),
+        "community_counts": np.array([len(communities)], dtype=np.int64),
+        "item_community": np.array([community_index[c] for c in model.item_community_ids], dtype=np.int32),
+        **{name: getattr(model, name) for name in _MODEL_ARRAYS},
+    }
+
+
+def _from_arrays(arrays: Mapping[str, np.ndarray]) -> RecModel:
+    num_users = len(arrays["user_biases"])
+    num_items = len(arrays["item_biases"])
+    tags = _unpack_strings(arrays["tag_vocabulary"], int(arrays["tag_counts"][0]), "tag_vocabulary")
+    communities = _unpack_strings(
+        arrays["community_vocabulary"], int(arrays["community_counts"][0]), "community_vocabulary"
+    )
+    tag_indptr, tag_indices = arrays["item_tag_indptr"], arrays["item_tag_indices"]
+    if len(tag_indptr) != num_items + 1 or tag_indptr[-1] != len(tag_indices):
+        raise ValueError("item_tag_indptr does not match the items and item_tag_indices")
+    item_community = arrays["item_community"].tolist()
+    item_tag_indices = tag_indices.tolist()
+    bounds = tag_indptr.tolist()
+    return RecModel(
+        user_ids=_unpack_strings(arrays["user_ids"], num_users, "user_ids"),
+        item_ids=_unpack_strings(arrays["item_ids"], num_items, "item_ids"),
+        item_tags=[tuple(tags[j] for j in item_tag_indices[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)],
+        item_community_ids=[communities[c] for c in item_community],
+        **{name: arrays[name] for name in _MODEL_ARRAYS},
+    )

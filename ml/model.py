@@ -1,0 +1,249 @@
+"""The trained model as plain arrays, and its vectorised top-K ranking.
+
+:class:`RecModel` holds what LightFM computed for every user and post from their features (the
+feature-combined embeddings and biases of ``get_user_representations`` / ``get_item_representations``),
+so the web workers and the precompute can score without lightfm:
+
+    score(u, i) = user_embeddings[u] · item_embeddings[i] + item_biases[i] + user_biases[u]
+
+which is exactly what ``LightFM.predict`` returns for the same features. The user bias is constant per
+user, so it does not change the ranking; it is kept so that reported scores match LightFM's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Scores of one block of users against all items are held at once: this many float32 values (64 MiB).
+BLOCK_ELEMENTS = 1 << 24
+
+
+@dataclass(frozen=True, eq=False)
+class RecModel:
+    """A trained recommendation model: ids, item metadata, representations, exclusions, popularity.
+
+    Attributes
+    ----------
+    user_ids : list of str, length U
+        Every user known at training time, including users with features but no interactions.
+    item_ids : list of str, length I
+        Every post known at training time.
+    item_tags : list of tuple of str, length I
+    item_community_ids : list of str, length I
+    user_embeddings : float32 array, shape (U, d)
+    user_biases : float32 array, shape (U,)
+    item_embeddings : float32 array, shape (I, d)
+    item_biases : float32 array, shape (I,)
+    exclude_indptr : int64 array, shape (U + 1,)
+    exclude_indices : int32 array
+        CSR rows: for each user the items never to recommend to it (the posts it interacted with and
+        the posts it authored), sorted within each row.
+    popular_items : int32 array
+        Item indices by descending popularity (best first); every item appears once.
+    popular_scores : float32 array, same length
+        The popularity of each entry of ``popular_items`` (the number of users who interacted with it).
+
+    Construction checks that every array has the shape and type the others imply and raises
+    ``ValueError`` otherwise, so an inconsistent model never reaches a ranking.
+    """
+
+    user_ids: list[str]
+    item_ids: list[str]
+    item_tags: list[tuple[str, ...]]
+    item_community_ids: list[str]
+    user_embeddings: np.ndarray
+    user_biases: np.ndarray
+    item_embeddings: np.ndarray
+    item_biases: np.ndarray
+    exclude_indptr: np.ndarray
+    exclude_indices: np.ndarray
+    popular_items: np.ndarray
+    popular_scores: np.ndarray
+    _user_index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        num_users, num_items = len(self.user_ids), len(self.item_ids)
+        if len(self.item_tags) != num_items or len(self.item_community_ids) != num_items:
+            raise ValueError(f"item_tags and item_community_ids must have one entry per item ({num_items})")
+        _check_array("user_embeddings", self.user_embeddings, np.float32, 2, num_users)
+        _check_array("item_embeddings", self.item_embeddings, np.float32, 2, num_items)
+        if self.user_embeddings.shape[1] != self.item_embeddings.shape[1]:
+            raise ValueError(
+                f"user and item embeddings differ in dimension: {self.user_embeddings.shape[1]} "
+                f"!= {self.item_embeddings.shape[1]}"
+            )
+        _check_array("user_biases", self.user_biases, np.float32, 1, num_users)
+        _check_array("item_biases", self.item_biases, np.float32, 1, num_items)
+        _check_array("exclude_indptr", self.exclude_indptr, np.int64, 1, num_users + 1)
+        _check_array("exclude_indices", self.exclude_indices, np.int32, 1)
+        indptr = self.exclude_indptr
+        if indptr[0] != 0 or indptr[-1] != len(self.exclude_indices) or np.any(np.diff(indptr) < 0):
+            raise ValueError("exclude_indptr is not a valid CSR index pointer for exclude_indices")
+        if len(self.exclude_indices) and (self.exclude_indices.min() < 0 or self.exclude_indices.max() >= num_items):
+            raise ValueError("exclude_indices holds an item index out of range")
+        _check_array("popular_items", self.popular_items, np.int32, 1, num_items)
+        _check_array("popular_scores", self.popular_scores, np.float32, 1, num_items)
+        if num_items and not np.array_equal(np.sort(self.popular_items), np.arange(num_items, dtype=np.int32)):
+            raise ValueError("popular_items must list every item index exactly once")
+        index = {user_id: i for i, user_id in enumerate(self.user_ids)}
+        if len(index) != num_users:
+            raise ValueError("user_ids holds duplicates")
+        object.__setattr__(self, "_user_index", index)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def num_components(self) -> int:
+        return int(self.item_embeddings.shape[1])
+
+    def user_index(self, user_id: str) -> int | None:
+        """The index of ``user_id``, or None when the model does not know the user."""
+        return self._user_index.get(user_id)
+
+    def excluded_items(self, user: int) -> np.ndarray:
+        """The item indices never recommended to user index ``user`` (sorted int32)."""
+        return self.exclude_indices[self.exclude_indptr[user] : self.exclude_indptr[user + 1]]
+
+    def top_k(self, user_indices: Iterable[int] | np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best items of each user, best first, excluding the user's excluded items.
+
+        Parameters
+        ----------
+        user_indices : array-like of int, length n
+            User indices (see :meth:`user_index`).
+        k : int
+            How many items per user (>= 1).
+
+        Returns
+        -------
+        items : int32 array, shape (n, k)
+            Item indices, best first; ``-1`` pads a row when the user has fewer than ``k`` candidates.
+        scores : float32 array, shape (n, k)
+            Their scores (as LightFM's ``predict``); ``nan`` where ``items`` is ``-1``.
+
+        Notes
+        -----
+        Users are scored in blocks of at most :data:`BLOCK_ELEMENTS` scores (one float32 BLAS product
+        per block), so memory stays bounded whatever the number of users. Excluded items get ``-inf``
+        through the exclusion CSR, and the k best of each row are found without sorting the row.
+        """
+        users = np.asarray(user_indices, dtype=np.int64).reshape(-1)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if len(users) and (users.min() < 0 or users.max() >= self.num_users):
+            raise ValueError(f"user index out of range [0, {self.num_users})")
+        items = np.full((len(users), k), -1, dtype=np.int32)
+        scores = np.full((len(users), k), np.nan, dtype=np.float32)
+        kept = min(k, self.num_items)
+        if kept == 0 or len(users) == 0:
+            return items, scores
+        selector = _TopSelector(self.num_items, kept)
+        block_users = max(1, BLOCK_ELEMENTS // selector.width)
+        for start in range(0, len(users), block_users):
+            block = users[start : start + block_users]
+            block_scores = selector.buffer(len(block))
+            np.matmul(self.user_embeddings[block], self.item_embeddings.T, out=block_scores[:, : self.num_items])
+            block_scores[:, : self.num_items] += self.item_biases
+            rows, cols = self._exclusion_coordinates(block)
+            block_scores[rows, cols] = -np.inf
+            top_items, top_scores = selector.select(block_scores)
+            top_scores += self.user_biases[block][:, None]
+            missing = np.isneginf(top_scores)
+            top_items[missing] = -1
+            top_scores[missing] = np.nan
+            items[start : start + len(block), :kept] = top_items
+            scores[start : start + len(block), :kept] = top_scores
+        return items, scores
+
+    def popular(self, k: int, exclude: Iterable[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` most popular items, best first, skipping the item indices in ``exclude``.
+
+        Returns ``(items int32, scores float32)`` of length at most ``k`` (shorter only when fewer items
+        remain). This is the feed of a user the model does not know, and the offline baseline.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        ranked, ranked_scores = self.popular_items, self.popular_scores
+        if exclude is not None:
+            excluded = np.fromiter(exclude, dtype=np.int64) if not isinstance(exclude, np.ndarray) else exclude
+            if len(excluded):
+                keep = ~np.isin(ranked, excluded)
+                ranked, ranked_scores = ranked[keep], ranked_scores[keep]
+        return ranked[:k].copy(), ranked_scores[:k].copy()
+
+    def _exclusion_coordinates(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row within block, item) of every excluded pair of the users in ``block``, without a loop."""
+        starts = self.exclude_indptr[block]
+        lengths = self.exclude_indptr[block + 1] - starts
+        total = int(lengths.sum())
+        rows = np.repeat(np.arange(len(block)), lengths)
+        # Position of each excluded entry in exclude_indices: its row's start plus its rank in the row.
+        row_offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        return rows, self.exclude_indices[row_offsets + np.arange(total)]
+
+
+class _TopSelector:
+    """Finds the ``k`` largest scores of each row of a block, best first, in far less than a full sort.
+
+    The columns are dealt into ``groups`` interleaved groups (column ``j`` is in group ``j % groups``).
+    The k best scores of a row all lie in the k groups whose maxima are largest: any other group's
+    maximum is beaten by k group maxima, so everything in it is too. So a row only needs the group
+    maxima (one vectorised reduction), a partition of those, and a partition of the k × group-size
+    candidates: about 2·sqrt(k·I) elements partitioned per row instead of I. Rows are padded with
+    ``-inf`` to a whole number of groups. For few items the plain partition of the whole row is used.
+    """
+
+    def __init__(self, num_items: int, k: int):
+        self.num_items, self.k = num_items, k
+        group_size = max(1, int(round(np.sqrt(num_items / k))))
+        self.groups = -(-num_items // group_size)
+        if self.groups < 2 * k:  # too few groups to prune anything
+            group_size, self.groups = 1, num_items
+        self.group_size = group_size
+        self.width = self.groups * group_size
+
+    def buffer(self, rows: int) -> np.ndarray:
+        """A float32 block of ``rows`` × :attr:`width` whose padding columns are ``-inf``."""
+        block = np.empty((rows, self.width), dtype=np.float32)
+        block[:, self.num_items :] = -np.inf
+        return block
+
+    def select(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(items int32, scores float32), each rows × k, best first, of a block from :meth:`buffer`."""
+        rows, k = block.shape[0], self.k
+        if self.group_size == 1:
+            candidates = block[:, : self.num_items]
+            groups = None
+        else:
+            by_group = block.reshape(rows, self.group_size, self.groups)
+            maxima = by_group.max(axis=1)
+            groups = np.argpartition(maxima, self.groups - k, axis=1)[:, self.groups - k :]
+            # candidates[r, m * k + j] is block[r, groups[r, j] + m * self.groups]
+            candidates = np.take_along_axis(by_group, groups[:, None, :], axis=2).reshape(rows, -1)
+        width = candidates.shape[1]
+        best = np.argpartition(candidates, width - k, axis=1)[:, width - k :]
+        best_scores = np.take_along_axis(candidates, best, axis=1)
+        order = np.argsort(-best_scores, axis=1, kind="stable")
+        best = np.take_along_axis(best, order, axis=1)
+        best_scores = np.take_along_axis(best_scores, order, axis=1)
+        if groups is None:
+            return best.astype(np.int32), best_scores
+        items = np.take_along_axis(groups, best % k, axis=1) + (best // k) * self.groups
+        return items.astype(np.int32), best_scores
+
+
+def _check_array(name: str, array: np.ndarray, dtype: type, ndim: int, length: int | None = None) -> None:
+    if not isinstance(array, np.ndarray) or array.dtype != dtype or array.ndim != ndim:
+        got = f"{array.dtype} with {array.ndim} dimensions" if isinstance(array, np.ndarray) else type(array).__name__
+        raise ValueError(f"{name} must be a {np.dtype(dtype)} array with {ndim} dimension(s), got {got}")
+    if length is not None and array.shape[0] != length:
+        raise ValueError(f"{name} has {array.shape[0]} rows, expected {length}")

@@ -1,0 +1,207 @@
+"""The model artifact: round trip, atomic files, refusal of anything corrupt, partial or foreign, pruning."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from ml import artifact
+from ml.errors import ArtifactError
+from tests.ml.factories import random_model
+
+T0 = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
+
+
+def _version(minutes: int) -> str:
+    return artifact.new_version(T0 + timedelta(minutes=minutes))
+
+
+def test_round_trip_keeps_every_array_string_and_metadata(tmp_path):
+    model = random_model(num_users=7, num_items=11, exclude={0: [1, 2], 5: [10]})
+    model = _with_strings(model, user_ids=["유저-1", "ü-2", "u3", "u4", "u5", "u6", "🎤"], tag="블랙핑크|concert")
+    metadata = {"params": {"components": 4}, "metrics": {"model": {"ndcg": 0.25}}, "data_window": ["a", "b"]}
+    version = artifact.save(model, tmp_path, metadata)
+    assert artifact.current_version(tmp_path) == version
+    loaded, document = artifact.load(tmp_path)
+    assert loaded.user_ids == model.user_ids
+    assert loaded.item_ids == model.item_ids
+    assert loaded.item_tags == model.item_tags
+    assert loaded.item_community_ids == model.item_community_ids
+    for name in ("user_embeddings", "user_biases", "item_embeddings", "item_biases", "exclude_indptr",
+                 "exclude_indices", "popular_items", "popular_scores"):  # fmt: skip
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name), err_msg=name)
+        assert getattr(loaded, name).dtype == getattr(model, name).dtype
+    assert document["params"] == {"components": 4}
+    assert document["metrics"] == {"model": {"ndcg": 0.25}}
+    assert document["version"] == version
+    assert (document["num_users"], document["num_items"], document["components"]) == (7, 11, 4)
+    np.testing.assert_array_equal(loaded.top_k(np.arange(7), 5)[0], model.top_k(np.arange(7), 5)[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["CURRENT", f"{version}.npz", f"{version}.json"])
+
+
+def test_npz_holds_no_pickled_objects(tmp_path):
+    version = artifact.save(random_model(), tmp_path, {})
+    with np.load(tmp_path / f"{version}.npz", allow_pickle=False) as archive:
+        assert all(archive[name].dtype != object for name in archive.files)
+
+
+def test_checksum_covers_the_npz_bytes(tmp_path):
+    version = artifact.save(random_model(), tmp_path, {})
+    document = json.loads((tmp_path / f"{version}.json").read_text())
+    assert document["sha256"] == hashlib.sha256((tmp_path / f"{version}.npz").read_bytes()).hexdigest()
+    assert document["format_version"] == artifact.FORMAT_VERSION
+
+
+def test_corrupt_npz_is_refused_with_file_and_reason(tmp_path):
+    version = artifact.save(random_model(), tmp_path, {})
+    path = tmp_path / f"{version}.npz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=rf"{version}\.npz: checksum mismatch"):
+        artifact.load(tmp_path)
+
+
+def test_truncated_npz_is_refused(tmp_path):
+    version = artifact.save(random_model(), tmp_path, {})
+    path = tmp_path / f"{version}.npz"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        artifact.load(tmp_path, version)
+
+
+def test_pickled_array_is_refused_even_with_a_matching_checksum(tmp_path):
+    version = artifact.save(random_model(), tmp_path, {})
+    npz_path, json_path = tmp_path / f"{version}.npz", tmp_path / f"{version}.json"
+    with np.load(npz_path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays["user_ids"] = np.array(["user-0", {"evil": 1}], dtype=object)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    npz_path.write_bytes(buffer.getvalue())
+    document = json.loads(json_path.read_text())
+    document["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    json_path.write_text(json.dumps(document))
+    with pytest.raises(ArtifactError, match="not a readable model archive"):
+        artifact.load(tmp_path)
+
+
+def test_array_shape_not_matching_metadata_is_refused(tmp_path):
+    version = artifact.save(random_model(), tmp_path, {})
+    json_path = tmp_path / f"{version}.json"
+    document = json.loads(json_path.read_text())
+    document["arrays"]["item_biases"]["shape"] = [3]
+    json_path.write_text(json.dumps(document))
+    with pytest.raises(ArtifactError, match="array item_biases is"):
+        artifact.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: {**d, "format_version": 99}, "format version 99 is not supported"),
+        (lambda d: {**d, "format": "something-else"}, "not a recsvc-model metadata file"),
+        (lambda d: {**d, "sha256": "abc"}, "malformed sha256"),
+        (lambda d: {**d, "num_users": 1}, "user/item counts do not match"),
+    ],
+)
+def test_foreign_or_inconsistent_metadata_is_refused(tmp_path, edit, message):
+    version = artifact.save(random_model(), tmp_path, {})
+    json_path = tmp_path / f"{version}.json"
+    json_path.write_text(json.dumps(edit(json.loads(json_path.read_text()))))
+    with pytest.raises(ArtifactError, match=message):
+        artifact.load(tmp_path)
+
+
+def test_partial_metadata_is_refused(tmp_path):
+    version = artifact.save(random_model(), tmp_path, {})
+    json_path = tmp_path / f"{version}.json"
+    json_path.write_text(json_path.read_text()[:40])
+    with pytest.raises(ArtifactError, match=rf"{version}\.json: unreadable metadata"):
+        artifact.load(tmp_path)
+
+
+def test_missing_files_and_pointer(tmp_path):
+    with pytest.raises(ArtifactError, match="no current model version"):
+        artifact.load(tmp_path)
+    version = artifact.save(random_model(), tmp_path, {})
+    (tmp_path / f"{version}.npz").unlink()
+    with pytest.raises(ArtifactError, match=rf"{version}\.npz: cannot read"):
+        artifact.load(tmp_path)
+    (tmp_path / "CURRENT").write_text("../../etc/passwd\n")
+    with pytest.raises(ArtifactError, match="does not hold a version id"):
+        artifact.load(tmp_path)
+    with pytest.raises(ArtifactError, match="not a version id"):
+        artifact.load(tmp_path, "../x")
+
+
+def test_saving_without_making_current_then_publishing(tmp_path):
+    first = artifact.save(random_model(seed=1), tmp_path, {}, version=_version(0))
+    second = artifact.save(random_model(seed=2), tmp_path, {}, version=_version(1), make_current=False)
+    assert artifact.current_version(tmp_path) == first
+    assert artifact.list_versions(tmp_path) == [first, second]
+    artifact.set_current(tmp_path, second)
+    assert artifact.current_version(tmp_path) == second
+    artifact.set_current(tmp_path, first)  # rollback
+    assert artifact.load(tmp_path)[1]["version"] == first
+    with pytest.raises(ArtifactError, match="missing"):
+        artifact.set_current(tmp_path, _version(5))
+    with pytest.raises(ArtifactError, match="already exists"):
+        artifact.save(random_model(), tmp_path, {}, version=first)
+
+
+def test_old_versions_are_pruned_to_keep(tmp_path):
+    versions = [artifact.save(random_model(seed=i), tmp_path, {}, version=_version(i)) for i in range(8)]
+    assert artifact.list_versions(tmp_path) == versions[-6:]  # the current one and 5 earlier ones
+    assert artifact.current_version(tmp_path) == versions[-1]
+    artifact.set_current(tmp_path, versions[3])  # rolled back: the current one is kept whatever its age
+    pending = artifact.save(random_model(), tmp_path, {}, keep=2, make_current=False)
+    # The current one, the pending (newest) one, and the newest earlier one: 2 besides the current.
+    assert artifact.list_versions(tmp_path) == [versions[3], versions[7], pending]
+
+
+def test_keep_zero_keeps_a_version_awaiting_publication(tmp_path):
+    first = artifact.save(random_model(), tmp_path, {}, version=_version(0), keep=0)
+    pending = artifact.save(random_model(), tmp_path, {}, version=_version(1), keep=0, make_current=False)
+    assert artifact.list_versions(tmp_path) == [first, pending]
+    artifact.set_current(tmp_path, pending)
+    third = artifact.save(random_model(), tmp_path, {}, version=_version(2), keep=0)
+    assert artifact.list_versions(tmp_path) == [third]
+
+
+def test_stale_temporary_files_are_removed(tmp_path):
+    stale, fresh = tmp_path / ".tmp-x.npz-1", tmp_path / ".tmp-y.npz-2"
+    stale.write_bytes(b"partial")
+    fresh.write_bytes(b"being written")
+    old = time.time() - artifact.STALE_TEMP_SECONDS - 10
+    os.utime(stale, (old, old))
+    artifact.save(random_model(), tmp_path, {})
+    assert not stale.exists() and fresh.exists()
+
+
+def test_bad_metadata_is_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="may not set"):
+        artifact.save(random_model(), tmp_path, {"sha256": "x"})
+    with pytest.raises(ValueError, match="not strict JSON"):
+        artifact.save(random_model(), tmp_path, {"metrics": {"ndcg": float("nan")}})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_version_sorts_by_time():
+    early, late = artifact.new_version(T0), artifact.new_version(T0 + timedelta(seconds=1))
+    assert artifact.VERSION_PATTERN.match(early)
+    assert early.startswith("20261126T100000Z-")
+    assert early < late
+
+
+def _with_strings(model, user_ids, tag):
+    tags = [tuple(tag.split("|")) if i % 2 else () for i in range(model.num_items)]
+    return dataclasses.replace(model, user_ids=user_ids, item_tags=tags)

@@ -1,0 +1,114 @@
+"""RecModel: the vectorised top-K against a brute-force reference, exclusions, padding, popularity."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import ml.model
+from ml.model import RecModel
+from tests.ml.factories import brute_force_top_k, random_model
+
+
+@pytest.mark.parametrize(
+    ("num_items", "k"),
+    [(9, 3), (9, 9), (2000, 10), (2000, 100), (5003, 37)],
+    ids=["few-items", "k-equals-items", "grouped-k10", "grouped-k100", "grouped-odd-sizes"],
+)
+def test_top_k_matches_brute_force(num_items, k):
+    rng = np.random.default_rng(1)
+    exclude = {u: rng.choice(num_items, size=min(5, num_items - 1), replace=False).tolist() for u in range(0, 40, 2)}
+    model = random_model(num_users=40, num_items=num_items, dim=8, seed=2, exclude=exclude)
+    items, scores = model.top_k(np.arange(40), k)
+    assert items.shape == scores.shape == (40, k)
+    assert items.dtype == np.int32 and scores.dtype == np.float32
+    for user in range(40):
+        expected_items, expected_scores = brute_force_top_k(model, user, k)
+        got = [i for i in items[user].tolist() if i >= 0]
+        assert got == expected_items, f"user {user}"
+        np.testing.assert_allclose(scores[user, : len(got)], expected_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_top_k_never_returns_excluded_items():
+    exclude = {0: [0, 1, 2, 3], 3: list(range(0, 2000, 3))}
+    model = random_model(num_users=4, num_items=2000, dim=6, seed=3, exclude=exclude)
+    items, _ = model.top_k([0, 3], 100)
+    assert not set(items[0].tolist()) & {0, 1, 2, 3}
+    assert not set(items[1].tolist()) & set(range(0, 2000, 3))
+
+
+def test_top_k_pads_when_fewer_candidates_than_k():
+    model = random_model(num_users=2, num_items=5, exclude={1: [0, 2, 4]})
+    items, scores = model.top_k([1, 0], 8)
+    assert sorted(items[0, :2].tolist()) == [1, 3]
+    assert (items[0, 2:] == -1).all() and np.isnan(scores[0, 2:]).all()
+    assert sorted(items[1, :5].tolist()) == [0, 1, 2, 3, 4]
+    assert (items[1, 5:] == -1).all() and np.isnan(scores[1, 5:]).all()
+    assert np.isfinite(scores[1, :5]).all()
+
+
+def test_top_k_is_the_same_in_small_blocks(monkeypatch):
+    model = random_model(num_users=50, num_items=3000, dim=8, seed=4, exclude={7: [1, 2, 3], 49: [0]})
+    whole_items, whole_scores = model.top_k(np.arange(50), 20)
+    monkeypatch.setattr(ml.model, "BLOCK_ELEMENTS", 3000 * 3)  # three users per block
+    items, scores = model.top_k(np.arange(50), 20)
+    np.testing.assert_array_equal(items, whole_items)
+    np.testing.assert_array_equal(scores, whole_scores)
+
+
+def test_top_k_in_the_order_asked_with_repeats():
+    model = random_model(num_users=5, num_items=30, seed=5)
+    items, _ = model.top_k([4, 0, 4], 5)
+    np.testing.assert_array_equal(items[0], items[2])
+    np.testing.assert_array_equal(items[1], model.top_k([0], 5)[0][0])
+
+
+def test_top_k_refuses_bad_arguments():
+    model = random_model(num_users=3)
+    with pytest.raises(ValueError, match="out of range"):
+        model.top_k([3], 5)
+    with pytest.raises(ValueError, match="out of range"):
+        model.top_k([-1], 5)
+    with pytest.raises(ValueError, match="k must be"):
+        model.top_k([0], 0)
+    items, scores = model.top_k([], 5)
+    assert items.shape == scores.shape == (0, 5)
+
+
+def test_user_index():
+    model = random_model(num_users=3)
+    assert model.user_index("user-2") == 2
+    assert model.user_index("nobody") is None
+
+
+def test_popular_skips_excluded_items():
+    model = random_model(num_items=9)
+    items, scores = model.popular(4)
+    np.testing.assert_array_equal(items, model.popular_items[:4])
+    np.testing.assert_array_equal(scores, model.popular_scores[:4])
+    excluded = model.popular_items[[0, 2]].tolist()
+    items, _ = model.popular(9, exclude=excluded)
+    assert len(items) == 7
+    assert not set(items.tolist()) & set(excluded)
+    np.testing.assert_array_equal(items, [i for i in model.popular_items if i not in excluded])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"user_biases": np.zeros(5, dtype=np.float32)}, "user_biases has 5 rows"),
+        ({"item_embeddings": np.zeros((9, 3), dtype=np.float32)}, "differ in dimension"),
+        ({"user_embeddings": np.zeros((6, 4), dtype=np.float64)}, "must be a float32 array"),
+        ({"exclude_indices": np.array([0, 99], dtype=np.int32)}, "exclude_indptr is not a valid CSR"),
+        ({"popular_items": np.zeros(9, dtype=np.int32)}, "every item index exactly once"),
+        ({"item_tags": [()]}, "one entry per item"),
+        ({"user_ids": ["a", "a", "b", "c", "d", "e"]}, "duplicates"),
+    ],
+)
+def test_inconsistent_model_is_refused(change, message):
+    model = random_model()
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(RecModel) if f.init}
+    with pytest.raises(ValueError, match=message):
+        RecModel(**{**fields, **change})
