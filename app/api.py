@@ -1,0 +1,105 @@
+"""flask-smorest's ``Api`` and ``Blueprint`` adapted to this service's single error shape.
+
+Every error the service answers, whether raised by ``abort(...)`` in a view, by argument validation, by
+werkzeug routing (404, 405), by the rate limiter (429) or by an unexpected exception (500), has the shape
+of DESIGN section 7::
+
+    {"error": {"code": "<machine_code>", "message": "<human text>", "details": {...}}}
+
+Views raise errors with :func:`abort`, which takes the machine code and details as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any, NoReturn
+
+import flask_smorest
+from flask import request
+from webargs.flaskparser import FlaskParser
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from app.schemas import ErrorResponseSchema
+
+log = logging.getLogger(__name__)
+
+# Machine codes of the statuses the service answers; others get their HTTP phrase in snake case.
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+def error_body(status: int, message: str, code: str | None = None, details: dict | None = None) -> dict:
+    """The DESIGN error payload for ``status``."""
+    code = code or _CODES.get(status) or HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def abort(
+    status: int, message: str, *, code: str | None = None, details: dict | None = None, headers: dict | None = None
+) -> NoReturn:
+    """Stop the request with an error of the DESIGN shape (``code`` defaults to one per status)."""
+    flask_smorest.abort(status, message=message, code=code, details=details, headers=headers)
+    raise AssertionError("unreachable")  # flask_smorest.abort always raises; this tells type checkers
+
+
+class ArgumentsParser(FlaskParser):
+    """webargs' parser answering invalid query or path arguments with 400 rather than 422."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """A flask-smorest blueprint whose argument errors are 400 JSON errors of the DESIGN shape."""
+
+    ARGUMENTS_PARSER = ArgumentsParser()
+
+
+class Api(flask_smorest.Api):
+    """The flask-smorest API: documents and answers every error in the DESIGN shape."""
+
+    ERROR_SCHEMA = ErrorResponseSchema
+
+    def _register_error_handlers(self):
+        super()._register_error_handlers()
+        # Anything that is not an HTTPException is a bug or an outage: log it with its traceback and the
+        # request id, and answer a 500 JSON error that reveals nothing internal.
+        self._app.register_error_handler(Exception, self.handle_unexpected_exception)
+
+    def handle_http_exception(self, error: HTTPException):
+        """Answer an HTTPException (abort, validation, routing, rate limit) as a DESIGN error."""
+        data: dict[str, Any] = getattr(error, "data", None) or {}
+        status = error.code or 500
+        details = data.get("details") or {}
+        code = data.get("code")
+        message = data.get("message") or error.description or HTTPStatus(status).phrase
+        if "messages" in data:  # webargs validation: field errors per location
+            code = code or "invalid_arguments"
+            message = data.get("message") or "invalid request arguments"
+            details = {"fields": data["messages"]}
+        elif status == 405 and getattr(error, "valid_methods", None):
+            details = {"allowed_methods": sorted(error.valid_methods)}
+        if isinstance(error, InternalServerError) and error.original_exception is not None:
+            log.error("unhandled exception", exc_info=error.original_exception)
+        headers = {
+            name: value for name, value in error.get_headers() if name.lower() not in ("content-type", "content-length")
+        }
+        headers.update(data.get("headers") or {})
+        return error_body(status, message, code, details), status, headers
+
+    def handle_unexpected_exception(self, error: Exception):
+        """Answer an exception no view handled: log it, and return a 500 DESIGN error."""
+        if isinstance(error, HTTPException):
+            return self.handle_http_exception(error)
+        log.exception("unhandled exception in %s %s", request.method, request.path)
+        return error_body(500, "internal server error; the request id identifies it in the logs"), 500

@@ -1,0 +1,94 @@
+"""Prometheus metrics of a web worker, correct across several gunicorn workers.
+
+Under gunicorn, ``gunicorn.conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker starts, so
+prometheus_client keeps every value in a per-process file there and :func:`render` adds them up across the
+live workers (a dead worker's files are marked by the ``child_exit`` hook). Without that variable (Flask's
+test client, the dev server) the values live in this process's default registry.
+
+The model's age is derived at scrape time: ``recsvc_model_created_timestamp_seconds`` per worker, and
+``recsvc_model_age_seconds`` of the worker that answered the scrape.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+REQUESTS = Counter("recsvc_http_requests_total", "HTTP requests answered", ["endpoint", "method", "status"])
+LATENCY = Histogram(
+    "recsvc_http_request_duration_seconds",
+    "Time to answer an HTTP request, by endpoint",
+    ["endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+PAGES = Counter(
+    "recsvc_recommendation_pages_total",
+    "Recommendation pages served; source=cache is a Redis hit, source=model a fallback computed by the worker",
+    ["strategy", "source"],
+)
+CACHE_ERRORS = Counter("recsvc_cache_errors_total", "Redis calls of request handling that failed")
+MODEL_LOADS = Counter("recsvc_model_loads_total", "Model loads by the web workers, by outcome", ["outcome"])
+MODEL_INFO = Gauge(
+    "recsvc_model_info", "1 for the model version each worker holds", ["version"], multiprocess_mode="liveall"
+)
+MODEL_CREATED = Gauge(
+    "recsvc_model_created_timestamp_seconds",
+    "When the model each worker holds was trained (Unix time)",
+    multiprocess_mode="liveall",
+)
+MODEL_LOADED = Gauge(
+    "recsvc_model_loaded_timestamp_seconds",
+    "When each worker loaded the model it holds (Unix time)",
+    multiprocess_mode="liveall",
+)
+
+
+def record_model_swap(previous_version: str | None, version: str, created_at: float | None) -> None:
+    """Update the model gauges after a worker swapped in ``version``."""
+    if previous_version is not None and previous_version != version:
+        MODEL_INFO.labels(previous_version).set(0)
+    MODEL_INFO.labels(version).set(1)
+    if created_at is not None:
+        MODEL_CREATED.set(created_at)
+    MODEL_LOADED.set(time.time())
+
+
+class _ModelAgeCollector:
+    """``recsvc_model_age_seconds`` of the answering worker, computed at scrape time."""
+
+    def __init__(self, created_at: Callable[[], float | None]):
+        self._created_at = created_at
+
+    def collect(self):
+        created = self._created_at()
+        if created is not None:
+            yield GaugeMetricFamily(
+                "recsvc_model_age_seconds",
+                "Seconds since the model held by the worker answering this scrape was trained",
+                value=time.time() - created,
+            )
+
+
+def render(model_created_at: Callable[[], float | None]) -> tuple[bytes, str]:
+    """The Prometheus text exposition of every worker's metrics, and its content type."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shared = CollectorRegistry()
+        multiprocess.MultiProcessCollector(shared)
+    else:
+        shared = REGISTRY
+    local = CollectorRegistry()
+    local.register(_ModelAgeCollector(model_created_at))
+    return generate_latest(shared) + generate_latest(local), CONTENT_TYPE_LATEST

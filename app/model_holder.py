@@ -1,0 +1,155 @@
+"""The model a web worker holds in memory, and how it is replaced.
+
+Each worker process holds one :class:`LoadedModel`. Requests read :attr:`ModelHolder.current` without a
+lock; a reload builds the new model completely and then swaps it in with one assignment, so a request sees
+either the old or the new model, never a mix. Loads are serialised by a lock (the reloader thread and an
+admin request may ask at the same time). A failed load is logged and recorded, and the old model stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from app import metrics
+from ml import artifact
+from ml.model import RecModel
+
+log = logging.getLogger(__name__)
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    """Unix time as ISO 8601 UTC, or None."""
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def _created_timestamp(version: str, metadata: dict[str, Any]) -> float | None:
+    """When the model was trained: the metadata's ``created_at``, else the time in the version id."""
+    for raw, fmt in ((metadata.get("created_at"), None), (version.split("-")[0], "%Y%m%dT%H%M%SZ")):
+        if not isinstance(raw, str):
+            continue
+        try:
+            parsed = datetime.strptime(raw, fmt) if fmt else datetime.fromisoformat(raw)
+        except ValueError:
+            continue
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    return None
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A model version in memory, with when it was trained and loaded."""
+
+    version: str
+    model: RecModel
+    metadata: dict[str, Any]
+    loaded_at: float  # Unix time
+    created_at: float | None = field(default=None)  # Unix time of training
+
+    @property
+    def num_users(self) -> int:
+        return len(self.model.user_ids)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.model.item_ids)
+
+    def age_seconds(self, now: float | None = None) -> float | None:
+        """Seconds since training, or None if unknown."""
+        return None if self.created_at is None else (now or time.time()) - self.created_at
+
+    def item(self, index: int) -> tuple[str, Any, str]:
+        """(post_id, tags, community_id) of an item index of this model."""
+        m = self.model
+        return m.item_ids[index], m.item_tags[index], m.item_community_ids[index]
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """What a reload did: ``success`` is False only when a load was attempted and failed."""
+
+    success: bool
+    reloaded: bool
+    reason: str
+    previous: LoadedModel | None
+    current: LoadedModel | None
+
+
+class ModelHolder:
+    """Holds the worker's current model and replaces it on request.
+
+    Parameters
+    ----------
+    model_dir : str
+        The artifact directory (``MODEL_DIR``).
+    published_version : callable
+        Returns the version Redis says is current, or None when there is none or Redis cannot be reached;
+        the disk's ``CURRENT`` pointer is used then.
+    """
+
+    def __init__(self, model_dir: str, published_version: Callable[[], str | None]):
+        self._model_dir = model_dir
+        self._published_version = published_version
+        self._current: LoadedModel | None = None
+        self._load_lock = threading.Lock()
+        self._attempted = False
+        self.last_error: dict[str, Any] | None = None
+
+    @property
+    def current(self) -> LoadedModel | None:
+        """The model in use (None before the first successful load)."""
+        return self._current
+
+    def get(self) -> LoadedModel | None:
+        """The model in use, loading it first if no load was tried yet.
+
+        Under gunicorn the worker loads before serving (``post_worker_init``); under Flask's test client
+        and dev server this first-use load is what loads the model.
+        """
+        if self._current is None and not self._attempted:
+            self.reload()
+        return self._current
+
+    def reload(self, version: str | None = None) -> ReloadOutcome:
+        """Load ``version`` (default: the published one, else the disk's current) unless it is held already."""
+        with self._load_lock:
+            self._attempted = True
+            previous = self._current
+            target = version
+            started = time.perf_counter()
+            try:
+                target = target or self._published_version() or artifact.current_version(self._model_dir)
+                if target is None:
+                    return ReloadOutcome(True, False, "no model has been published yet", previous, previous)
+                if previous is not None and previous.version == target:
+                    return ReloadOutcome(True, False, f"version {target} is already loaded", previous, previous)
+                model, metadata = artifact.load(self._model_dir, target)
+            except Exception as exc:  # any failure must leave the worker serving its old model
+                log.error("loading model version %s failed, keeping %s: %s", target, _name(previous), exc, exc_info=exc)
+                self.last_error = {"version": target, "error": str(exc), "at": iso_time(time.time())}
+                metrics.MODEL_LOADS.labels("failed").inc()
+                reason = f"loading version {target} failed: {exc}; still serving {_name(previous)}"
+                return ReloadOutcome(False, False, reason, previous, previous)
+            loaded = LoadedModel(target, model, metadata, time.time(), _created_timestamp(target, metadata))
+            self._current = loaded  # the swap: one assignment
+            self.last_error = None
+            metrics.MODEL_LOADS.labels("loaded").inc()
+            metrics.record_model_swap(previous.version if previous else None, target, loaded.created_at)
+            log.info(
+                "loaded model version %s (%d users, %d items) in %.0f ms, replacing %s",
+                target,
+                loaded.num_users,
+                loaded.num_items,
+                (time.perf_counter() - started) * 1000,
+                _name(previous),
+            )
+            return ReloadOutcome(True, True, f"loaded version {target}", previous, loaded)
+
+
+def _name(loaded: LoadedModel | None) -> str:
+    return loaded.version if loaded is not None else "no model"

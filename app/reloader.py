@@ -1,0 +1,156 @@
+"""The model reloader of a web worker: a daemon thread that keeps the held model on the published version.
+
+It listens on the cache's update channel and loads each announced version. Pub/sub drops messages while a
+connection is down, so it also polls the current-version pointer every ``poll_interval`` seconds (and right
+after each reconnect); a lost message is caught within one interval. When Redis is away it reconnects with
+capped exponential backoff. A version whose load failed is retried only after ``retry_failed_after``
+seconds, so a broken artifact does not make the worker re-read it every poll.
+
+Under gunicorn, :func:`start` runs in ``post_worker_init`` (in each worker after the fork, never in the
+master and never at import) and :func:`stop` in ``worker_exit``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+from flask import Flask
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from app.model_holder import ModelHolder
+from app.runtime import Runtime
+from common.recs_cache import RecsCache
+
+log = logging.getLogger(__name__)
+
+# The reloader's own Redis connection blocks on the channel, so it gets a longer timeout than requests,
+# plus periodic health checks that notice a connection that died silently.
+RELOADER_SOCKET_TIMEOUT = 5.0
+RELOADER_HEALTH_CHECK_INTERVAL = 10
+
+
+class ModelReloader(threading.Thread):
+    """Keeps ``holder`` on the version ``cache`` publishes.
+
+    Parameters
+    ----------
+    holder : ModelHolder
+        The worker's model.
+    cache : RecsCache
+        A cache on a dedicated client (the subscription occupies its connection).
+    poll_interval : float
+        Seconds between checks of the current-version pointer.
+    max_backoff : float
+        Cap of the wait between reconnection attempts.
+    retry_failed_after : float
+        Seconds before a version that failed to load is tried again.
+    """
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        cache: RecsCache,
+        poll_interval: float = 2.0,
+        max_backoff: float = 30.0,
+        retry_failed_after: float = 30.0,
+    ):
+        super().__init__(name="model-reloader", daemon=True)
+        self._holder = holder
+        self._cache = cache
+        self._poll_interval = poll_interval
+        self._max_backoff = max_backoff
+        self._retry_failed_after = retry_failed_after
+        self._stopping = threading.Event()
+        self._failed: dict[str, float] = {}  # version -> monotonic time of its failed load
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to finish and wait for it (it notices within one poll interval)."""
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout)
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            pubsub = None
+            try:
+                pubsub = self._cache.subscribe()
+                backoff = 0.5
+                self._follow(pubsub)
+            except redis.RedisError as exc:
+                log.warning("model reloader lost Redis (%s); reconnecting in %.1fs", exc, backoff)
+            except Exception:  # the thread must survive anything to keep the worker's model fresh
+                log.exception("model reloader failed; restarting it in %.1fs", backoff)
+            finally:
+                if pubsub is not None:
+                    _close_quietly(pubsub)
+            if self._stopping.wait(backoff):
+                break
+            backoff = min(backoff * 2, self._max_backoff)
+
+    def _follow(self, pubsub: redis.client.PubSub) -> None:
+        """Load announced versions, and poll the pointer, until stopped or Redis fails."""
+        self._check_pointer()  # catches anything published while we were not subscribed
+        next_poll = time.monotonic() + self._poll_interval
+        while not self._stopping.is_set():
+            wait = max(0.0, min(next_poll - time.monotonic(), 1.0))
+            update = self._cache.parse_update(pubsub.get_message(timeout=wait))
+            if update is not None:
+                self._load(str(update["version"]))
+            if time.monotonic() >= next_poll:
+                self._check_pointer()
+                next_poll = time.monotonic() + self._poll_interval
+
+    def _check_pointer(self) -> None:
+        version = self._cache.current_version()
+        if version is not None:
+            self._load(version)
+
+    def _load(self, version: str) -> None:
+        held = self._holder.current
+        if held is not None and held.version == version:
+            return
+        failed_at = self._failed.get(version)
+        if failed_at is not None and time.monotonic() - failed_at < self._retry_failed_after:
+            return
+        outcome = self._holder.reload(version)
+        if outcome.success:
+            self._failed.pop(version, None)
+        else:
+            self._failed[version] = time.monotonic()
+
+
+def _close_quietly(pubsub: redis.client.PubSub) -> None:
+    try:
+        pubsub.close()
+    except redis.RedisError:
+        pass  # the connection is already gone; nothing to release
+
+
+def start(app: Flask) -> ModelReloader:
+    """Load the model now (before the worker serves) and start the worker's reloader thread."""
+    runtime: Runtime = app.extensions["recsvc"]
+    runtime.holder.reload()
+    client = redis.Redis.from_url(
+        runtime.settings.redis_url,
+        socket_timeout=RELOADER_SOCKET_TIMEOUT,
+        socket_connect_timeout=RELOADER_SOCKET_TIMEOUT,
+        socket_keepalive=True,
+        health_check_interval=RELOADER_HEALTH_CHECK_INTERVAL,
+        retry=Retry(NoBackoff(), 0),  # the loop above reconnects, with its own backoff
+    )
+    reloader = ModelReloader(runtime.holder, RecsCache(client, runtime.settings.redis_prefix))
+    runtime.reloader = reloader
+    reloader.start()
+    return reloader
+
+
+def stop(app: Flask) -> None:
+    """Stop the worker's reloader thread, if it runs."""
+    reloader = app.extensions["recsvc"].reloader
+    if reloader is not None:
+        reloader.stop()

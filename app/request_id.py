@@ -1,0 +1,40 @@
+"""The ``X-Request-ID`` of every request: taken from the caller when well-formed, else made up.
+
+It is echoed in the response, attached to every log record written while the request is handled (see
+:class:`RequestIdFilter`), and gunicorn's access log prints it from the response header.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from flask import Flask, Response, g, has_request_context, request
+
+HEADER = "X-Request-ID"
+# Caller-supplied ids are kept only if they are short and plain, so they cannot forge log lines.
+_ACCEPTED = re.compile(r"^[A-Za-z0-9._:@+=/-]{1,128}$")
+
+
+def init_app(app: Flask) -> None:
+    """Give every request an id and put it in the response."""
+
+    @app.before_request
+    def _assign_request_id() -> None:
+        supplied = request.headers.get(HEADER, "")
+        g.request_id = supplied if _ACCEPTED.match(supplied) else uuid.uuid4().hex
+
+    @app.after_request
+    def _echo_request_id(response: Response) -> Response:
+        # g.request_id is missing only if an earlier before_request hook failed before ours ran.
+        response.headers[HEADER] = g.get("request_id") or uuid.uuid4().hex
+        return response
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to log records (``-`` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True

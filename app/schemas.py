@@ -1,0 +1,194 @@
+"""Marshmallow schemas of every query, path argument and response of the HTTP API (DESIGN section 7).
+
+They validate what comes in (a bad value is a 400 error naming the field) and describe what goes out in
+the OpenAPI document served at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
+
+# A model version id, as ml.artifact.new_version makes them: YYYYMMDDTHHMMSSZ-xxxxxxxx.
+VERSION_PATTERN = r"^\d{8}T\d{6}Z-[0-9a-f]{8}$"
+MAX_USER_ID_LENGTH = 128  # DESIGN section 3
+MAX_OFFSET = 2**31 - 1
+
+
+def check_user_id(value: str) -> None:
+    """User ids are 1 to 128 printable characters (no control characters, tabs or newlines) and no ``/``.
+
+    ``/`` cannot reach the route anyway (it separates path segments, even when sent as ``%2F``); control
+    characters are refused so that an id can be logged and stored safely.
+    """
+    if not 1 <= len(value) <= MAX_USER_ID_LENGTH:
+        raise ValidationError(f"must be 1 to {MAX_USER_ID_LENGTH} characters long")
+    if not value.isprintable() or "/" in value:
+        raise ValidationError("must contain only printable characters (no control characters and no '/')")
+
+
+# --- errors ---
+
+
+class ErrorSchema(Schema):
+    code = fields.String(required=True, metadata={"description": "Machine-readable error code", "example": "not_found"})
+    message = fields.String(required=True, metadata={"description": "What went wrong, for humans"})
+    details = fields.Dict(required=True, metadata={"description": "Structured details, e.g. invalid fields"})
+
+
+class ErrorResponseSchema(Schema):
+    """The one shape of every error response."""
+
+    error = fields.Nested(ErrorSchema, required=True)
+
+
+# --- recommendations ---
+
+
+class UserPathSchema(Schema):
+    user_id = fields.String(
+        required=True,
+        validate=check_user_id,
+        metadata={"description": "The user's id: 1-128 printable characters, no '/'", "example": "user123"},
+    )
+
+
+class RecommendationsQuerySchema(Schema):
+    limit = fields.Integer(
+        load_default=None,
+        metadata={"description": "Page size, 1..MAX_PAGE_LIMIT (default DEFAULT_PAGE_LIMIT: 20, max 100)"},
+    )
+    offset = fields.Integer(
+        load_default=0,
+        validate=validate.Range(min=0, max=MAX_OFFSET),
+        metadata={"description": "Position of the page's first item; past the end gives an empty page"},
+    )
+    version = fields.String(
+        load_default=None,
+        validate=validate.Regexp(VERSION_PATTERN, error="must be a model version id like 20261126T101500Z-1a2b3c4d"),
+        metadata={"description": "Keep paging on this model version (the model_version of the first page)"},
+    )
+
+    @validates("limit")
+    def _check_limit(self, value: int | None, data_key: str) -> None:
+        settings = current_app.config["SETTINGS"]
+        if value is not None and not 1 <= value <= settings.max_page_limit:
+            raise ValidationError(f"must be between 1 and {settings.max_page_limit}")
+
+    @post_load
+    def _default_limit(self, data: dict, **kwargs) -> dict:
+        if data.get("limit") is None:
+            data["limit"] = current_app.config["SETTINGS"].default_page_limit
+        return data
+
+
+class PostMetadataSchema(Schema):
+    tags = fields.List(fields.String(), required=True)
+    communityId = fields.String(required=True)  # noqa: N815 - the JSON name the NestJS backend reads
+
+
+class RecommendationSchema(Schema):
+    post_id = fields.String(required=True)
+    score = fields.Float(required=True, metadata={"description": "Model score; higher is better"})
+    rank = fields.Integer(required=True, metadata={"description": "1-based position in the whole feed"})
+    metadata = fields.Nested(PostMetadataSchema, required=True)
+
+
+class PaginationSchema(Schema):
+    total = fields.Integer(required=True, metadata={"description": "Number of items in the whole feed"})
+    limit = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+    has_more = fields.Boolean(required=True)
+    next_offset = fields.Integer(required=True, allow_none=True, metadata={"description": "null on the last page"})
+
+
+class RecommendationsSchema(Schema):
+    user_id = fields.String(required=True)
+    model_version = fields.String(required=True, metadata={"description": "Pass back as `version` to keep paging"})
+    strategy = fields.String(
+        required=True,
+        validate=validate.OneOf(["personalized", "popular"]),
+        metadata={"description": "`popular` for users the model does not know yet"},
+    )
+    source = fields.String(
+        required=True,
+        validate=validate.OneOf(["cache", "model"]),
+        metadata={"description": "`cache`: the precomputed list; `model`: computed by the web worker (no list)"},
+    )
+    version_fallback = fields.Boolean(
+        required=True,
+        metadata={"description": "true when the requested `version` is no longer available and the current one served"},
+    )
+    recommendations = fields.List(fields.Nested(RecommendationSchema), required=True)
+    pagination = fields.Nested(PaginationSchema, required=True)
+
+
+# --- health, root, admin ---
+
+
+class DependencySchema(Schema):
+    ok = fields.Boolean(required=True)
+    required = fields.Boolean(required=True, metadata={"description": "Whether serving depends on it"})
+    latency_ms = fields.Float(allow_none=True)
+    error = fields.String(allow_none=True)
+
+
+class ModelCheckSchema(Schema):
+    ok = fields.Boolean(required=True)
+    required = fields.Boolean(required=True)
+    version = fields.String(allow_none=True)
+    age_seconds = fields.Float(allow_none=True, metadata={"description": "Seconds since the model was trained"})
+    error = fields.String(allow_none=True)
+
+
+class HealthChecksSchema(Schema):
+    model = fields.Nested(ModelCheckSchema, required=True)
+    redis = fields.Nested(DependencySchema, required=True)
+    postgres = fields.Nested(DependencySchema, required=True, metadata={"description": "Information only"})
+
+
+class HealthSchema(Schema):
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(["ok", "degraded", "unavailable"]),
+        metadata={"description": "`degraded`: serving from the model without Redis; `unavailable`: no model"},
+    )
+    checks = fields.Nested(HealthChecksSchema, required=True)
+
+
+class RootSchema(Schema):
+    service = fields.String(required=True)
+    version = fields.String(required=True)
+    model_version = fields.String(allow_none=True)
+    links = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+
+
+class ReloadDetailsSchema(Schema):
+    reloaded = fields.Boolean(required=True)
+    reason = fields.String(required=True)
+    previous_version = fields.String(allow_none=True)
+    current_version = fields.String(allow_none=True)
+    previous_reload_time = fields.String(allow_none=True, metadata={"description": "ISO 8601"})
+    current_reload_time = fields.String(allow_none=True, metadata={"description": "ISO 8601"})
+    num_users = fields.Integer(allow_none=True)
+    num_items = fields.Integer(allow_none=True)
+
+
+class ReloadSchema(Schema):
+    success = fields.Boolean(required=True)
+    message = fields.String(required=True)
+    details = fields.Nested(ReloadDetailsSchema, required=True)
+
+
+class ModelStatusSchema(Schema):
+    worker_pid = fields.Integer(required=True, metadata={"description": "The web worker that answered"})
+    version = fields.String(allow_none=True)
+    created_at = fields.String(allow_none=True)
+    loaded_at = fields.String(allow_none=True)
+    age_seconds = fields.Float(allow_none=True)
+    num_users = fields.Integer(allow_none=True)
+    num_items = fields.Integer(allow_none=True)
+    metrics = fields.Dict(allow_none=True, metadata={"description": "Offline evaluation of this model"})
+    cache_version = fields.String(allow_none=True, metadata={"description": "The current version in Redis"})
+    last_load_error = fields.Dict(allow_none=True, metadata={"description": "The last failed load, if any"})
+    last_training_outcome = fields.Dict(allow_none=True)

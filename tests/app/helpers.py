@@ -1,0 +1,41 @@
+"""Publishing model versions the way the training task does (artifact on disk, lists in Redis, flip).
+
+Shared by the web app's unit tests and the end-to-end tests that run gunicorn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from common.recs_cache import RecsCache
+from ml import artifact
+from ml.model import RecModel
+
+STAGING_TTL = 600
+
+
+def publish(
+    cache: RecsCache,
+    model_dir: Path | str,
+    model: RecModel,
+    top_k: int = 100,
+    retain_seconds: int = 1800,
+    skip_users: tuple[str, ...] = (),
+) -> str:
+    """Save ``model`` as a new version, write its lists to Redis, publish it and point CURRENT at it.
+
+    ``skip_users`` are left without a cached list (as if a write had been lost).
+    """
+    version = artifact.save(model, model_dir, {"metrics": {"ndcg@10": 0.25}}, make_current=False)
+    items = list(zip(model.item_ids, model.item_tags, model.item_community_ids, strict=True))
+    meta = {"created_at": f"{version[:4]}-{version[4:6]}-{version[6:8]}", "num_users": model.num_users}
+    meta["num_items"] = model.num_items
+    cache.stage_version(version, items, model.popular_items, model.popular_scores, meta, STAGING_TTL)
+    users = [u for u in range(model.num_users) if model.user_ids[u] not in skip_users]
+    ranked, scores = model.top_k(np.array(users, dtype=np.int64), top_k)
+    cache.write_user_lists(version, [model.user_ids[u] for u in users], ranked, scores, STAGING_TTL)
+    cache.publish_version(version, {"version": version, **meta}, retain_seconds)
+    artifact.set_current(model_dir, version)
+    return version
