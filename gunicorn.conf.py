@@ -62,12 +62,13 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Stop the worker's reloader thread (a no-op when gunicorn calls this in the master)."""
+    """Stop the worker's reloader thread and close its connections (a no-op when called in the master)."""
     app = getattr(worker, "wsgi", None)
     if app is not None and "recsvc" in getattr(app, "extensions", {}):
         from app import reloader
 
         reloader.stop(app)
+        app.extensions["recsvc"].close()
 
 
 def child_exit(server, worker):

@@ -73,6 +73,10 @@ class ModelReloader(threading.Thread):
         if self.is_alive():
             self.join(timeout)
 
+    def close(self) -> None:
+        """Release the reloader's Redis connection (after :meth:`stop`)."""
+        self._cache.client.close()
+
     def run(self) -> None:
         backoff = 0.5
         while not self._stopping.is_set():
@@ -150,7 +154,8 @@ def start(app: Flask) -> ModelReloader:
 
 
 def stop(app: Flask) -> None:
-    """Stop the worker's reloader thread, if it runs."""
+    """Stop the worker's reloader thread, if it runs, and release its connection."""
     reloader = app.extensions["recsvc"].reloader
     if reloader is not None:
         reloader.stop()
+        reloader.close()

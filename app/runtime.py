@@ -38,6 +38,10 @@ class Runtime:
     postgres_probe: CachedProbe
     reloader: object | None = field(default=None)  # app.reloader.ModelReloader once started
 
+    def close(self) -> None:
+        """Release the Redis connections (at worker exit, and in tests)."""
+        self.cache.client.close()
+
 
 def published_version(cache: RecsCache, guard: CacheGuard) -> str | None:
     """The version Redis says is current, or None if there is none or Redis cannot be reached."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import redis
 
@@ -34,8 +36,23 @@ def settings_env(redis_url, model_dir):
 
 
 @pytest.fixture
-def app(settings_env):
-    return create_app({"TESTING": True, "SETTINGS": load_settings(settings_env, dotenv=False)})
+def make_app():
+    """Makes apps from an environment mapping; their Redis connections are closed after the test."""
+    made = []
+
+    def make(env, **config):
+        app = create_app({"TESTING": True, "SETTINGS": load_settings(env, dotenv=False), **config})
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        app.extensions["recsvc"].close()
+
+
+@pytest.fixture
+def app(make_app, settings_env):
+    return make_app(settings_env)
 
 
 @pytest.fixture
@@ -53,3 +70,12 @@ def cache(redis_url):
 @pytest.fixture
 def admin_headers():
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def dead_redis_url():
+    """A Redis URL where nothing listens (connections are refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"

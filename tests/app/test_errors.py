@@ -1,0 +1,107 @@
+"""Bad input and unexpected failures: always a JSON error of the DESIGN shape, never HTML, never a 500."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.app.helpers import publish
+from tests.ml.factories import random_model
+
+
+@pytest.fixture(autouse=True)
+def published(cache, model_dir):
+    publish(cache, model_dir, random_model(num_users=10, num_items=40, seed=3), top_k=30)
+
+
+def assert_error(response, status, code):
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code and body["error"]["message"]
+    assert response.headers["X-Request-ID"]
+    return body["error"]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=26", "limit"),  # MAX_PAGE_LIMIT is 25 in the test settings
+        ("limit=-3", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=1.5", "limit"),
+        ("limit=", "limit"),
+        ("offset=-1", "offset"),
+        ("offset=ten", "offset"),
+        ("offset=99999999999", "offset"),
+        ("version=latest", "version"),
+        ("version=20261126T101500Z-1A2B3C4D", "version"),
+    ],
+)
+def test_bad_query_arguments_are_400_naming_the_field(client, query, field):
+    error = assert_error(client.get(f"/recommendations/user-1?{query}"), 400, "invalid_arguments")
+    assert field in error["details"]["fields"]["query"]
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    ["x" * 129, "bad%01id", "tab%09id", "new%0Aline", "%E2%80%A8separator"],
+)
+def test_malformed_user_ids_are_400(client, user_id):
+    error = assert_error(client.get(f"/recommendations/{user_id}"), 400, "invalid_arguments")
+    assert "user_id" in error["details"]["fields"]["path"]
+
+
+@pytest.mark.parametrize("user_id", ["x" * 128, "user with spaces", "ünïcødé-ユーザー", "cuid_ckx1y2z3"])
+def test_unusual_but_valid_user_ids_are_served(client, user_id):
+    response = client.get(f"/recommendations/{user_id}")
+    assert response.status_code == 200
+    assert response.get_json()["user_id"] == user_id
+
+
+def test_unknown_path_is_a_json_404(client):
+    assert_error(client.get("/no/such/path"), 404, "not_found")
+    assert_error(client.get("/recommendations/"), 404, "not_found")
+    assert_error(client.get("/recommendations/a/b"), 404, "not_found")
+
+
+def test_wrong_method_is_a_json_405_listing_the_allowed_ones(client):
+    response = client.post("/recommendations/user-1")
+    error = assert_error(response, 405, "method_not_allowed")
+    assert "GET" in error["details"]["allowed_methods"]
+    assert "GET" in response.headers["Allow"]
+    assert_error(client.delete("/health"), 405, "method_not_allowed")
+    assert_error(client.get("/admin/reload-model"), 405, "method_not_allowed")
+
+
+def test_unexpected_exception_is_a_json_500_and_logged(make_app, settings_env, caplog):
+    app = make_app(settings_env, TESTING=False)
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("kaboom")
+
+    response = app.test_client().get("/boom", headers={"X-Request-ID": "trace-me-123"})
+    error = assert_error(response, 500, "internal_error")
+    assert "kaboom" not in error["message"]
+    assert response.headers["X-Request-ID"] == "trace-me-123"
+    assert any(r.exc_info and "kaboom" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_request_id_is_echoed_or_made_up(client):
+    assert client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
+    made_up = client.get("/health").headers["X-Request-ID"]
+    assert len(made_up) == 32
+    forged = client.get("/health", headers={"X-Request-ID": 'bad"id\\ with spaces'}).headers["X-Request-ID"]
+    assert forged != 'bad"id\\ with spaces' and len(forged) == 32
+    assert client.get("/nope", headers={"X-Request-ID": "e-1"}).headers["X-Request-ID"] == "e-1"
+
+
+def test_cors_allows_the_configured_origins_only(make_app, settings_env):
+    client = make_app({**settings_env, "CORS_ORIGINS": "https://app.example"}).test_client()
+    allowed = client.get("/health", headers={"Origin": "https://app.example"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "X-Request-ID" in allowed.headers["Access-Control-Expose-Headers"]
+    other = client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers

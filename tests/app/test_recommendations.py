@@ -1,0 +1,143 @@
+"""GET /recommendations/<user_id>: pages from the Redis lists, fallbacks to the model, pinned versions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.app.helpers import publish
+from tests.ml.factories import random_model
+
+TOP_K = 30  # TOP_K_RECOMMENDATIONS of the test settings
+
+
+@pytest.fixture
+def model():
+    return random_model(num_users=40, num_items=60, seed=1, exclude={3: [0, 1, 2, 5]})
+
+
+@pytest.fixture
+def version(cache, model_dir, model):
+    return publish(cache, model_dir, model, top_k=TOP_K)
+
+
+def expected_posts(model, user_id):
+    items, _ = model.top_k(np.array([model.user_index(user_id)]), TOP_K)
+    return [model.item_ids[i] for i in items[0] if i >= 0]
+
+
+def get_page(client, user_id, **query):
+    response = client.get(f"/recommendations/{user_id}", query_string=query)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def test_personalised_page_comes_from_the_cached_list(client, model, version):
+    body = get_page(client, "user-3", limit=5)
+    assert body["user_id"] == "user-3"
+    assert body["model_version"] == version
+    assert (body["strategy"], body["source"], body["version_fallback"]) == ("personalized", "cache", False)
+    posts = [r["post_id"] for r in body["recommendations"]]
+    assert posts == expected_posts(model, "user-3")[:5]
+    assert not {"post-0", "post-1", "post-2", "post-5"} & set(expected_posts(model, "user-3"))
+    first = body["recommendations"][0]
+    index = model.item_ids.index(first["post_id"])
+    assert first["rank"] == 1
+    assert first["metadata"] == {"tags": list(model.item_tags[index]), "communityId": model.item_community_ids[index]}
+    scores = [r["score"] for r in body["recommendations"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_default_limit_is_the_configured_one(client, version):
+    body = get_page(client, "user-1")
+    assert body["pagination"]["limit"] == 10 and len(body["recommendations"]) == 10
+
+
+@pytest.mark.parametrize(
+    ("offset", "limit", "count", "has_more", "next_offset"),
+    [
+        (0, 10, 10, True, 10),  # first page
+        (20, 10, 10, False, None),  # last full page
+        (25, 10, 5, False, None),  # short last page
+        (29, 1, 1, False, None),  # the very last item
+        (30, 10, 0, False, None),  # offset == total: empty page
+        (500, 10, 0, False, None),  # far past the end: empty page, not an error
+    ],
+)
+def test_pagination_boundaries(client, model, version, offset, limit, count, has_more, next_offset):
+    body = get_page(client, "user-1", limit=limit, offset=offset)
+    assert body["pagination"] == {
+        "total": TOP_K,
+        "limit": limit,
+        "offset": offset,
+        "has_more": has_more,
+        "next_offset": next_offset,
+    }
+    assert [r["post_id"] for r in body["recommendations"]] == expected_posts(model, "user-1")[offset : offset + limit]
+    assert [r["rank"] for r in body["recommendations"]] == list(range(offset + 1, offset + count + 1))
+
+
+def test_paging_through_the_feed_shows_every_post_once(client, model, version):
+    seen, offset = [], 0
+    while offset is not None:
+        body = get_page(client, "user-7", limit=7, offset=offset)
+        seen += [r["post_id"] for r in body["recommendations"]]
+        offset = body["pagination"]["next_offset"]
+    assert seen == expected_posts(model, "user-7")
+
+
+def test_unknown_user_gets_the_popularity_feed(client, model, version):
+    body = get_page(client, "someone-new", limit=4)
+    assert (body["strategy"], body["source"]) == ("popular", "cache")
+    assert [r["post_id"] for r in body["recommendations"]] == [model.item_ids[i] for i in model.popular_items[:4]]
+    assert body["pagination"]["total"] == model.num_items
+
+
+def test_known_user_without_a_cached_list_is_computed_from_the_model(client, cache, model_dir, model):
+    publish(cache, model_dir, model, top_k=TOP_K, skip_users=("user-3",))
+    body = get_page(client, "user-3", limit=25)
+    assert (body["strategy"], body["source"]) == ("personalized", "model")
+    assert [r["post_id"] for r in body["recommendations"]] == expected_posts(model, "user-3")[:25]
+
+
+def test_without_redis_pages_come_from_the_model_with_the_same_ranking(
+    make_app, settings_env, dead_redis_url, model, version
+):
+    cached = get_page(make_app(settings_env).test_client(), "user-3", limit=25)
+    client = make_app({**settings_env, "REDIS_URL": dead_redis_url}).test_client()
+    body = get_page(client, "user-3", limit=25)
+    assert (body["source"], body["strategy"], body["model_version"]) == ("model", "personalized", version)
+    assert [r["post_id"] for r in body["recommendations"]] == [r["post_id"] for r in cached["recommendations"]]
+    assert [r["score"] for r in body["recommendations"]] == pytest.approx(
+        [r["score"] for r in cached["recommendations"]], abs=1e-4
+    )
+    unknown = get_page(client, "someone-new", limit=3)
+    assert (unknown["source"], unknown["strategy"]) == ("model", "popular")
+    assert [r["post_id"] for r in unknown["recommendations"]] == [model.item_ids[i] for i in model.popular_items[:3]]
+
+
+def test_no_model_yet_is_a_503(client):
+    response = client.get("/recommendations/user-1")
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "model_unavailable"
+
+
+def test_pinned_version_keeps_paging_stable_across_a_new_model(client, app, cache, model_dir, model, version):
+    first = get_page(client, "user-2", limit=10)
+    newer = random_model(num_users=40, num_items=60, seed=2)
+    new_version = publish(cache, model_dir, newer, top_k=TOP_K)
+    assert app.extensions["recsvc"].holder.reload().current.version == new_version
+
+    second = get_page(client, "user-2", limit=10, offset=10, version=first["model_version"])
+    assert (second["model_version"], second["version_fallback"]) == (version, False)
+    assert [r["post_id"] for r in first["recommendations"] + second["recommendations"]] == expected_posts(
+        model, "user-2"
+    )[:20]
+    unpinned = get_page(client, "user-2", limit=10)
+    assert unpinned["model_version"] == new_version
+    assert [r["post_id"] for r in unpinned["recommendations"]] == expected_posts(newer, "user-2")[:10]
+
+
+def test_expired_pinned_version_falls_back_to_the_current_one(client, version):
+    body = get_page(client, "user-2", limit=3, version="20200101T000000Z-00000000")
+    assert (body["model_version"], body["version_fallback"]) == (version, True)
