@@ -5,6 +5,7 @@ Shared by the web app's unit tests and the end-to-end tests that run gunicorn.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +24,16 @@ def publish(
     top_k: int = 100,
     retain_seconds: int = 1800,
     skip_users: tuple[str, ...] = (),
+    before_publish: Callable[[str], None] | None = None,
 ) -> str:
     """Save ``model`` as a new version, write its lists to Redis, publish it and point CURRENT at it.
 
-    ``skip_users`` are left without a cached list (as if a write had been lost).
+    ``skip_users`` are left without a cached list (as if a write had been lost); ``before_publish`` is
+    called with the version once its artifact is saved (e.g. to damage it).
     """
     version = artifact.save(model, model_dir, {"metrics": {"ndcg@10": 0.25}}, make_current=False)
+    if before_publish is not None:
+        before_publish(version)
     items = list(zip(model.item_ids, model.item_tags, model.item_community_ids, strict=True))
     meta = {"created_at": f"{version[:4]}-{version[4:6]}-{version[6:8]}", "num_users": model.num_users}
     meta["num_items"] = model.num_items

@@ -1,0 +1,118 @@
+"""/metrics, the OpenAPI document with its offline Swagger UI and ReDoc, rate limiting, the circuit breaker."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.cache_guard import CacheGuard, CacheUnavailable
+from tests.app.helpers import publish
+from tests.conftest import TEST_REDIS_PREFIX
+from tests.ml.factories import random_model
+
+STATIC = Path(__file__).resolve().parents[2] / "app" / "static"
+
+
+def sample(text, name, **labels):
+    """The value of one sample of the Prometheus text ``text`` (0.0 if absent); other labels may exist."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def test_metrics_count_requests_pages_and_the_model(client, cache, model_dir):
+    version = publish(cache, model_dir, random_model(seed=1), top_k=5)
+    before = client.get("/metrics").get_data(as_text=True)
+    for _ in range(3):
+        assert client.get("/recommendations/user-1").status_code == 200
+    assert client.get("/recommendations/stranger").status_code == 200
+    assert client.get("/recommendations/user-1?limit=0").status_code == 400
+    after = client.get("/metrics").get_data(as_text=True)
+    route = "/recommendations/<user_id>"
+
+    def grew(name, **labels):
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert grew("recsvc_http_requests_total", endpoint=route, method="GET", status="200") == 4
+    assert grew("recsvc_http_requests_total", endpoint=route, method="GET", status="400") == 1
+    assert grew("recsvc_http_request_duration_seconds_count", endpoint=route) == 5
+    assert grew("recsvc_recommendation_pages_total", strategy="personalized", source="cache") == 3
+    assert grew("recsvc_recommendation_pages_total", strategy="popular", source="cache") == 1
+    assert sample(after, "recsvc_model_info", version=version) == 1
+    assert 0 <= sample(after, "recsvc_model_age_seconds") < 3600
+    assert "user-1" not in after  # user ids never become labels
+
+
+def test_openapi_document_describes_every_endpoint_and_the_error_shape(client):
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    documented = {"/", "/recommendations/{user_id}", "/health", "/admin/reload-model", "/admin/model-status"}
+    assert documented | {"/metrics"} <= set(spec["paths"])
+    get = spec["paths"]["/recommendations/{user_id}"]["get"]
+    assert get["summary"] == "A page of the user's feed"
+    assert {p["name"] for p in get["parameters"]} >= {"user_id", "limit", "offset", "version"}
+    assert {"200", "400", "503"} <= set(get["responses"])
+    error = spec["components"]["schemas"]["ErrorResponse"]
+    assert error["properties"]["error"]["$ref"].endswith("/Error")
+    assert set(spec["components"]["schemas"]["Error"]["properties"]) == {"code", "message", "details"}
+    assert spec["paths"]["/admin/reload-model"]["post"]["security"] == [{"adminToken": []}]
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_their_assets_from_the_service_itself(client, page):
+    html = client.get(page).get_data(as_text=True)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets and all(a.startswith("/static/vendor/") for a in assets), assets
+    missing = [a for a in assets if not (STATIC / a.removeprefix("/static/")).is_file()]
+    assert not missing, f"missing {missing}: run app/static/fetch-docs-assets.sh"
+    for asset in assets:
+        response = client.get(asset)
+        assert response.status_code == 200 and len(response.data) > 1000
+        response.close()
+
+
+def test_rate_limit_answers_429_in_the_error_shape_and_spares_health(make_app, settings_env, redis_url):
+    client = make_app({**settings_env, "RATE_LIMIT": "3/minute"}).test_client()
+    statuses = [client.get("/").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    limited = client.get("/")
+    assert limited.get_json()["error"]["code"] == "rate_limited"
+    assert int(limited.headers["Retry-After"]) > 0
+    assert all(client.get("/health").status_code in (200, 503) for _ in range(5))
+    keys = redis.Redis.from_url(redis_url).keys("*")
+    assert keys and all(k.decode().startswith(TEST_REDIS_PREFIX + "ratelimit") for k in keys)
+
+
+def test_rate_limit_keeps_serving_when_redis_is_down(make_app, settings_env, dead_redis_url):
+    client = make_app({**settings_env, "RATE_LIMIT": "100/minute", "REDIS_URL": dead_redis_url}).test_client()
+    assert [client.get("/").status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_circuit_breaker_skips_redis_during_the_cooldown(dead_redis_url):
+    now = [100.0]
+    guard = CacheGuard(cooldown=2.0, clock=lambda: now[0])
+    client = redis.Redis.from_url(dead_redis_url)
+    calls = []
+
+    def ping():
+        calls.append(1)
+        return client.ping()
+
+    with pytest.raises(CacheUnavailable):
+        guard.call(ping)
+    assert not guard.available
+    with pytest.raises(CacheUnavailable):
+        guard.call(ping)
+    assert len(calls) == 1  # skipped without touching Redis
+    now[0] += 2.0
+    assert guard.available
+    with pytest.raises(CacheUnavailable):
+        guard.call(ping)
+    assert len(calls) == 2
+    client.close()
