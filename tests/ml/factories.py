@@ -12,27 +12,31 @@ from ml.model import RecModel
 POSTS_START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def make_dataset(
+def make_tables(
     users: list[tuple[str, str]],
     posts: list[tuple[str, str, str, str]],
     interactions: list[tuple[str, str, str, str]],
     follows: list[tuple[str, str]] = (),
     communities: tuple[str, ...] = ("bts", "blackpink"),
-) -> Dataset:
-    """A validated Dataset from short rows.
+) -> dict[str, list[tuple[str, ...]]]:
+    """The full rows of the five tables (DESIGN section 3) from short ones.
 
     ``users`` are (id, role); ``posts`` (id, community, author or "", "tag|tag"); ``interactions``
-    (user, post, type, ISO time or datetime); ``follows`` (user, community). Posts are created an hour
-    apart, in their order.
+    (user, post, type, ISO time); ``follows`` (user, community). Posts are created an hour apart, in
+    their order.
     """
-    tables = {
+    return {
         "users": [(u, role, "2026-01-01T00:00:00Z") for u, role in users],
         "communities": [(c, c.upper()) for c in communities],
         "follows": [(u, c, "2026-01-02T00:00:00Z") for u, c in follows],
-        "posts": [(p, c, a, tags, POSTS_START + timedelta(hours=n)) for n, (p, c, a, tags) in enumerate(posts)],
+        "posts": [(p, c, a, tags, _iso(POSTS_START + timedelta(hours=n))) for n, (p, c, a, tags) in enumerate(posts)],
         "interactions": list(interactions),
     }
-    return build_dataset({name: Table(name, rows) for name, rows in tables.items()})
+
+
+def make_dataset(*args, **kwargs) -> Dataset:
+    """A validated Dataset from the short rows of :func:`make_tables`."""
+    return build_dataset({name: Table(name, rows) for name, rows in make_tables(*args, **kwargs).items()})
 
 
 def random_model(num_users: int = 6, num_items: int = 9, dim: int = 4, seed: int = 0, exclude=None) -> RecModel:
@@ -73,9 +77,14 @@ def brute_force_top_k(model: RecModel, user: int, k: int) -> tuple[list[int], np
     return ranked[:k], scores[ranked[:k]]
 
 
-def planted_dataset(
+def planted_dataset(**kwargs) -> Dataset:
+    """The Dataset of :func:`planted_tables`."""
+    return build_dataset({name: Table(name, rows) for name, rows in planted_tables(**kwargs).items()})
+
+
+def planted_tables(
     num_users: int = 300, num_items: int = 240, groups: int = 4, per_user: int = 16, seed: int = 0
-) -> Dataset:
+) -> dict[str, list[tuple[str, ...]]]:
     """Generated data with planted structure: users and posts fall into ``groups`` fandoms.
 
     Post ``i`` belongs to community ``g{i % groups}`` with tag ``topic{i % groups}`` and one random
@@ -104,5 +113,9 @@ def planted_dataset(
         for n, i in enumerate(chosen):
             kind = ("view", "like", "comment")[rng.choice(3, p=[0.6, 0.3, 0.1])]
             when = POSTS_START + timedelta(days=60 + n, minutes=int(rng.integers(600)))
-            interactions.append((f"u{u}", f"p{i}", kind, when))
-    return make_dataset(users, posts, interactions, follows=follows, communities=communities)
+            interactions.append((f"u{u}", f"p{i}", kind, _iso(when)))
+    return make_tables(users, posts, interactions, follows=follows, communities=communities)
+
+
+def _iso(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")

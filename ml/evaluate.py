@@ -1,0 +1,239 @@
+"""Offline evaluation with the protocol of DESIGN section 9, and its command line.
+
+The protocol, so that numbers compare across runs and projects:
+
+- For each user, its distinct posts are ordered by the time of the user's first interaction with each
+  (ties by post index). A user with at least :data:`MIN_USER_POSTS` (5) distinct posts puts the last 20%
+  of them, rounded **up** (so at least 1), in the test set; everything else is train.
+- Test posts that nobody interacted with in train are dropped (no model could have learned them).
+- The model is trained on the train interactions only (every user, post and feature is kept), and each
+  user's train posts are excluded from its ranking.
+- precision@k, recall@k and NDCG@k (binary relevance) are averaged over the users with at least one test
+  post, for the model and for the popularity baseline (posts by the number of distinct train users).
+
+Command line::
+
+    python -m ml.evaluate DIR [--json]
+    python -m ml.evaluate --from-db [--database-url URL] [--json]
+
+Hyperparameters come from the environment (``LIGHTFM_*``, ``WEIGHT_*``, see ``common.config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from common.config import TrainingSettings, load_settings
+from ml.dataset import Dataset, read_dataset_dir
+from ml.errors import DatasetError, TrainingError
+from ml.model import RecModel
+from ml.training import train
+
+logger = logging.getLogger(__name__)
+
+MIN_USER_POSTS = 5
+TEST_PERCENT = 20
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Split:
+    """A temporal holdout split.
+
+    Attributes
+    ----------
+    train : Dataset
+        The dataset with only the interactions of train (user, post) pairs, and no post authors, so the
+        model excludes exactly each user's train posts from its ranking.
+    test_user, test_item : int32 arrays
+        The test (user, post) pairs, sorted by user.
+    """
+
+    train: Dataset
+    test_user: np.ndarray
+    test_item: np.ndarray
+
+
+def temporal_split(dataset: Dataset) -> Split:
+    """Split ``dataset`` per user by time, as the protocol above says."""
+    num_items = dataset.num_items
+    keys = dataset.inter_user.astype(np.int64) * num_items + dataset.inter_item
+    order = np.lexsort((dataset.inter_time, keys))
+    pair_keys, first = np.unique(keys[order], return_index=True)
+    first_time = dataset.inter_time[order][first]
+    pair_user, pair_item = pair_keys // num_items, pair_keys % num_items
+
+    # Each user's pairs by first interaction time; rank within the user, and how many go to test.
+    by_time = np.lexsort((pair_item, first_time, pair_user))
+    pair_user, pair_item, pair_keys = pair_user[by_time], pair_item[by_time], pair_keys[by_time]
+    per_user = np.bincount(pair_user, minlength=dataset.num_users)
+    user_start = np.concatenate([[0], np.cumsum(per_user)[:-1]])
+    rank = np.arange(len(pair_user)) - user_start[pair_user]
+    test_count = np.where(per_user >= MIN_USER_POSTS, (per_user * TEST_PERCENT + 99) // 100, 0)
+    is_test = rank >= per_user[pair_user] - test_count[pair_user]
+
+    seen_in_train = np.bincount(pair_item[~is_test], minlength=num_items) > 0
+    kept_test = is_test & seen_in_train[pair_item]
+    train_mask = np.isin(keys, pair_keys[~is_test])
+    train = dataclasses.replace(
+        dataset,
+        inter_user=dataset.inter_user[train_mask],
+        inter_item=dataset.inter_item[train_mask],
+        inter_type=dataset.inter_type[train_mask],
+        inter_time=dataset.inter_time[train_mask],
+        item_author=np.full(num_items, -1, dtype=dataset.item_author.dtype),
+    )
+    return Split(train, pair_user[kept_test].astype(np.int32), pair_item[kept_test].astype(np.int32))
+
+
+def ranking_metrics(
+    ranked: np.ndarray, users: np.ndarray, test_user: np.ndarray, test_item: np.ndarray, num_items: int, k: int
+) -> dict[str, float]:
+    """Mean precision@k, recall@k and NDCG@k (binary relevance) of ``ranked`` over ``users``.
+
+    Parameters
+    ----------
+    ranked : int array, shape (n, >= k)
+        Item indices per user, best first; ``-1`` for an empty place.
+    users : int array, length n
+        The user of each row; each must have at least one test pair.
+    test_user, test_item : int arrays
+        The relevant (user, item) pairs.
+    """
+    ranked = ranked[:, :k]
+    relevant = np.unique(test_user.astype(np.int64) * num_items + test_item)
+    hits = np.isin(users.astype(np.int64)[:, None] * num_items + ranked, relevant) & (ranked >= 0)
+    num_relevant = np.bincount(test_user, minlength=int(users.max()) + 1)[users]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discounts)[np.minimum(num_relevant, k) - 1]
+    return {
+        f"precision@{k}": float(np.mean(hits.sum(axis=1) / k)),
+        f"recall@{k}": float(np.mean(hits.sum(axis=1) / num_relevant)),
+        f"ndcg@{k}": float(np.mean((hits * discounts).sum(axis=1) / ideal)),
+    }
+
+
+def evaluate(dataset: Dataset, params: TrainingSettings, k: int = 10) -> dict[str, Any]:
+    """Train on the holdout split of ``dataset`` and measure the model and the popularity baseline.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    params : TrainingSettings
+    k : int
+        The cut-off of the metrics.
+
+    Returns
+    -------
+    dict
+        ``{"k", "users", "test_pairs", "train_pairs", "seconds", "model": {...}, "popularity": {...}}``
+        where each metrics dict holds ``precision@k``, ``recall@k`` and ``ndcg@k``; strict JSON.
+
+    Raises
+    ------
+    DatasetError
+        When no user has a test post (too few users with 5 distinct posts).
+    TrainingError
+        From :func:`ml.training.train`.
+    """
+    started = time.perf_counter()
+    split = temporal_split(dataset)
+    if len(split.test_user) == 0:
+        raise DatasetError(
+            f"no user has a test post: a holdout needs users with at least {MIN_USER_POSTS} distinct posts"
+        )
+    model = train(split.train, params)
+    users = np.unique(split.test_user)
+    model_ranked, _ = model.top_k(users, k)
+    popular_ranked = _popular_rankings(model, users, k)
+    args = (users, split.test_user, split.test_item, dataset.num_items, k)
+    return {
+        "k": k,
+        "users": int(len(users)),
+        "test_pairs": int(len(split.test_user)),
+        "train_pairs": int(
+            len(np.unique(split.train.inter_user.astype(np.int64) * dataset.num_items + split.train.inter_item))
+        ),
+        "seconds": round(time.perf_counter() - started, 3),
+        "model": ranking_metrics(model_ranked, *args),
+        "popularity": ranking_metrics(popular_ranked, *args),
+    }
+
+
+def _popular_rankings(model: RecModel, users: np.ndarray, k: int) -> np.ndarray:
+    """The popularity baseline's top ``k`` of each user, skipping its train posts; ``-1`` pads."""
+    ranked = np.full((len(users), k), -1, dtype=np.int32)
+    for row, user in enumerate(users):
+        items, _ = model.popular(k, exclude=model.excluded_items(user))
+        ranked[row, : len(items)] = items
+    return ranked
+
+
+# --- command line ---
+
+
+def _format_table(result: dict[str, Any], source: str) -> str:
+    k = result["k"]
+    names = [f"precision@{k}", f"recall@{k}", f"ndcg@{k}"]
+    lines = [
+        f"{source}: {result['users']} users evaluated, {result['test_pairs']} test pairs, "
+        f"{result['train_pairs']} train pairs ({result['seconds']:.1f} s)",
+        f"{'':<12}" + "".join(f"{name:>14}" for name in names),
+    ]
+    for label in ("model", "popularity"):
+        lines.append(f"{label:<12}" + "".join(f"{result[label][name]:>14.4f}" for name in names))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ml.evaluate", description="Offline evaluation (DESIGN section 9): model vs popularity."
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("dataset_dir", nargs="?", help="a dataset directory (DESIGN section 3)")
+    source.add_argument("--from-db", action="store_true", help="read the dataset from PostgreSQL")
+    parser.add_argument("--database-url", help="with --from-db; default DATABASE_URL")
+    parser.add_argument("--k", type=int, default=10, help="metric cut-off (default 10)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    if args.database_url and not args.from_db:
+        parser.error("--database-url needs --from-db")
+    if args.k < 1:
+        parser.error("--k must be >= 1")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    try:
+        if args.from_db:
+            dataset = _read_from_db(args.database_url or settings.database_url, settings.sql_queries)
+            label = "PostgreSQL"
+        else:
+            dataset = read_dataset_dir(args.dataset_dir)
+            label = args.dataset_dir
+        result = evaluate(dataset, settings.training, k=args.k)
+    except (DatasetError, TrainingError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result["params"] = dataclasses.asdict(settings.training)
+    print(json.dumps(result, indent=2) if args.json else _format_table(result, label))
+    return 0
+
+
+def _read_from_db(database_url: str, queries) -> Dataset:
+    import ml.db
+
+    conn = ml.db.connect(database_url)
+    try:
+        return ml.db.read_dataset(conn, queries)
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
