@@ -1,0 +1,130 @@
+"""Real server processes for end-to-end tests: gunicorn running the app, and a private redis-server.
+
+Each binds a port found free by binding to port 0, so parallel test runs do not collide.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[2]
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout: float, interval: float = 0.05):
+    """Poll ``condition`` until it returns something truthy (returned) or ``timeout`` passes (None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = condition()
+        except (requests.RequestException, redis.RedisError):
+            result = None
+        if result or time.monotonic() >= deadline:
+            return result
+        time.sleep(interval)
+
+
+class RedisServer:
+    """A throwaway redis-server without persistence, which a test may stop and start again on the same port."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = tempfile.mkdtemp(prefix="recsvc-redis-")
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self._process = subprocess.Popen(
+            [*command, "--dir", self._dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        client = redis.Redis.from_url(self.url)
+        try:
+            if not wait_until(client.ping, 10):
+                raise RuntimeError(f"redis-server on port {self.port} did not start")
+        finally:
+            client.close()
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            self._process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class GunicornServer:
+    """``gunicorn wsgi:app`` with the repository's gunicorn.conf.py, several workers, on a free port."""
+
+    def __init__(self, env: dict[str, str], workers: int = 3, log_path: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self._env = {
+            **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+            **env,
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(self.port),
+            "API_WORKERS": str(workers),
+        }
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="recsvc-gunicorn-", suffix=".log")[1])
+        self._process: subprocess.Popen | None = None
+
+    def start(self, ready_timeout: float = 60) -> GunicornServer:
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                [str(GUNICORN), "wsgi:app"], cwd=REPO, env=self._env, stdout=log, stderr=subprocess.STDOUT
+            )
+        if not wait_until(lambda: len(self.worker_versions()) == self.workers, ready_timeout, 0.2):
+            self.stop()
+            raise RuntimeError(f"gunicorn did not start {self.workers} workers:\n{self.log()}")
+        return self
+
+    def worker_versions(self) -> dict[str, str]:
+        """pid -> model version held, for every live worker (from the multiprocess model_info gauge)."""
+        text = requests.get(f"{self.url}/metrics", timeout=5).text
+        return {
+            s.labels["pid"]: s.labels["version"]
+            for family in text_string_to_metric_families(text)
+            if family.name == "recsvc_model_info"
+            for s in family.samples
+            if s.value == 1
+        }
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int | None:
+        """SIGTERM (graceful shutdown) and wait; returns the exit code."""
+        if self._process is None:
+            return None
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            code = self._process.wait(30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            code = self._process.wait(10)
+        self._process = None
+        return code

@@ -1,0 +1,179 @@
+"""End to end: the app under real gunicorn with several workers, real Redis, new versions published live."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from common.recs_cache import RecsCache
+from tests.app.helpers import publish
+from tests.app.processes import GUNICORN, REPO, GunicornServer, RedisServer, wait_until
+from tests.conftest import TEST_REDIS_PREFIX
+from tests.ml.factories import random_model
+
+TOP_K = 30
+ADMIN_TOKEN = "e2e-admin-token-0123456789"
+
+
+def server_env(redis_url: str, model_dir: Path) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": TEST_REDIS_PREFIX,
+        "MODEL_DIR": str(model_dir),
+        "TOP_K_RECOMMENDATIONS": str(TOP_K),
+        "MAX_PAGE_LIMIT": str(TOP_K),
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "LOG_LEVEL": "info",
+    }
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    return tmp_path / "models"
+
+
+@pytest.fixture
+def cache(redis_client):
+    return RecsCache(redis_client, TEST_REDIS_PREFIX)
+
+
+@pytest.fixture
+def server(redis_url, model_dir, cache, tmp_path):
+    publish(cache, model_dir, random_model(num_users=50, num_items=80, seed=1), top_k=TOP_K)
+    gunicorn = GunicornServer(server_env(redis_url, model_dir), workers=3, log_path=tmp_path / "gunicorn.log").start()
+    yield gunicorn
+    assert gunicorn.stop() == 0, gunicorn.log()
+
+
+def test_every_worker_serves_a_new_version_within_a_second(server, cache, model_dir):
+    old = set(server.worker_versions().values())
+    assert len(old) == 1 and len(server.worker_versions()) == 3
+    session = requests.Session()
+    first = session.get(f"{server.url}/recommendations/user-4", params={"limit": 10}).json()
+    assert first["model_version"] in old and first["source"] == "cache"
+
+    newer = random_model(num_users=50, num_items=80, seed=2)
+    version = publish(cache, model_dir, newer, top_k=TOP_K)
+    published = time.monotonic()
+    switched = wait_until(lambda: set(server.worker_versions().values()) == {version}, 1.0, 0.02)
+    elapsed = time.monotonic() - published
+    assert switched, f"workers hold {server.worker_versions()} {elapsed:.2f}s after publishing {version}"
+    assert elapsed < 1.0
+    # Fresh connections spread over the workers: every answer now carries the new version.
+    answers = [requests.get(f"{server.url}/recommendations/user-4", params={"limit": 10}).json() for _ in range(30)]
+    assert {a["model_version"] for a in answers} == {version}
+    expected = [newer.item_ids[i] for i in newer.top_k([newer.user_index("user-4")], TOP_K)[0][0][:10]]
+    assert [r["post_id"] for r in answers[0]["recommendations"]] == expected
+
+    # Paging pinned to the old version continues its ranking on every worker.
+    pinned = [
+        requests.get(
+            f"{server.url}/recommendations/user-4",
+            params={"limit": 10, "offset": 10, "version": first["model_version"]},
+        ).json()
+        for _ in range(12)
+    ]
+    assert {p["model_version"] for p in pinned} == {first["model_version"]}
+    assert len({json.dumps(p["recommendations"]) for p in pinned}) == 1
+    assert pinned[0]["recommendations"][0]["rank"] == 11
+    first_posts = {r["post_id"] for r in first["recommendations"]}
+    assert not first_posts & {r["post_id"] for r in pinned[0]["recommendations"]}
+
+
+def test_metrics_add_up_over_all_workers(server):
+    def count():
+        text = requests.get(f"{server.url}/metrics").text
+        line = next(
+            (
+                line
+                for line in text.splitlines()
+                if line.startswith("recsvc_http_requests_total{")
+                and 'endpoint="/recommendations/<user_id>"' in line
+                and 'status="200"' in line
+            ),
+            None,
+        )
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    before = count()
+    for i in range(40):  # new connection each time, so several workers answer
+        assert requests.get(f"{server.url}/recommendations/user-{i % 7}").status_code == 200
+    assert count() - before == 40
+
+
+def test_errors_are_json_and_access_log_has_the_request_id(server):
+    response = requests.get(
+        f"{server.url}/recommendations/user-1", params={"limit": "x"}, headers={"X-Request-ID": "e2e-42"}
+    )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_arguments"
+    assert response.headers["X-Request-ID"] == "e2e-42"
+    assert requests.get(f"{server.url}/nowhere").json()["error"]["code"] == "not_found"
+    assert wait_until(lambda: "request_id=e2e-42" in server.log(), 5)
+    for line in server.log().splitlines():
+        json.loads(line)  # every log line is one JSON object
+
+
+def test_requests_keep_succeeding_while_redis_stops_and_restarts(model_dir, tmp_path):
+    private = RedisServer().start()
+    try:
+        cache = RecsCache(redis.Redis.from_url(private.url), TEST_REDIS_PREFIX)
+        first = publish(cache, model_dir, random_model(num_users=50, num_items=80, seed=1), top_k=TOP_K)
+        server = GunicornServer(server_env(private.url, model_dir), workers=2, log_path=tmp_path / "g.log").start()
+        failures, answers, stop = [], [], threading.Event()
+
+        def load():
+            session = requests.Session()
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    r = session.get(f"{server.url}/recommendations/user-{i % 50}", params={"limit": 5}, timeout=5)
+                    (answers if r.status_code == 200 else failures).append(r.json())
+                except requests.RequestException as exc:
+                    failures.append(repr(exc))
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(0.5)
+            private.stop()
+            time.sleep(2.0)
+            during = len(answers)
+            private.start()  # empty: no persistence
+            time.sleep(1.0)
+            second = publish(cache, model_dir, random_model(num_users=50, num_items=80, seed=2), top_k=TOP_K)
+            caught_up = wait_until(lambda: set(server.worker_versions().values()) == {second}, 15, 0.1)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        assert not failures, failures[:3]
+        assert caught_up, server.worker_versions()
+        sources = {(a["model_version"], a["source"]) for a in answers}
+        assert (first, "cache") in sources and (first, "model") in sources and (second, "cache") in sources
+        assert during > 0
+        assert server.stop() == 0
+    finally:
+        private.close()
+
+
+def test_a_bad_setting_stops_gunicorn_at_start_naming_the_variable():
+    result = subprocess.run(
+        [str(GUNICORN), "wsgi:app"],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "API_WORKERS": "many"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "API_WORKERS" in result.stderr and "invalid" in result.stderr
