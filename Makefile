@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR := var/demo
 
-.PHONY: help venv services test lint run train demo-data bench clean
+.PHONY: help venv docs-assets services test lint run bench clean
 
 help:
 	@echo "make run    - set up and run web, worker, beat and flower on demo data (Ctrl-C stops all)"
@@ -26,6 +26,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
+# Swagger UI and ReDoc for /docs and /redoc, pinned and checksummed, fetched from npm (not committed).
+docs-assets:
+	bash app/static/fetch-docs-assets.sh
+
 # Starts local PostgreSQL and Redis if they are installed but not running; fails naming what is missing.
 services: venv
 	$(PY) scripts/services.py $(SERVICES_ARGS)
@@ -36,7 +40,7 @@ lint: venv
 
 test: SERVICES_ARGS = --database-url $${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} \
 	--redis-url $${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
-test: services lint
+test: services docs-assets lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:
