@@ -55,10 +55,14 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """In each worker, after the fork: load the model, then start the reloader thread."""
-    from app import reloader
+    """In each worker, after the fork: load the model, then start the reloader thread.
 
-    reloader.start(worker.wsgi)
+    Skipped for another WSGI app run with these settings (the benchmark's bare endpoint).
+    """
+    if "recsvc" in getattr(worker.wsgi, "extensions", {}):
+        from app import reloader
+
+        reloader.start(worker.wsgi)
 
 
 def worker_exit(server, worker):

@@ -76,12 +76,13 @@ class RedisServer:
 
 
 class GunicornServer:
-    """``gunicorn wsgi:app`` with the repository's gunicorn.conf.py, several workers, on a free port."""
+    """gunicorn with the repository's gunicorn.conf.py (``wsgi:app`` by default), on a free port."""
 
-    def __init__(self, env: dict[str, str], workers: int = 3, log_path: Path | None = None):
+    def __init__(self, env: dict[str, str], workers: int = 3, log_path: Path | None = None, app: str = "wsgi:app"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
+        self.app = app
         self._env = {
             **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
             **env,
@@ -93,14 +94,30 @@ class GunicornServer:
         self._process: subprocess.Popen | None = None
 
     def start(self, ready_timeout: float = 60) -> GunicornServer:
+        """Start, and wait until every worker is up (for the recsvc app: holds a model)."""
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                [str(GUNICORN), "wsgi:app"], cwd=REPO, env=self._env, stdout=log, stderr=subprocess.STDOUT
+                [str(GUNICORN), self.app], cwd=REPO, env=self._env, stdout=log, stderr=subprocess.STDOUT
             )
-        if not wait_until(lambda: len(self.worker_versions()) == self.workers, ready_timeout, 0.2):
+        if not wait_until(self._ready, ready_timeout, 0.2):
             self.stop()
             raise RuntimeError(f"gunicorn did not start {self.workers} workers:\n{self.log()}")
         return self
+
+    def _ready(self) -> bool:
+        if self.app == "wsgi:app":
+            return len(self.worker_versions()) == self.workers
+        # Any other app: every worker process exists and the server answers.
+        return len(self.worker_pids()) == self.workers and requests.get(self.url, timeout=5).status_code > 0
+
+    @property
+    def master_pid(self) -> int:
+        return self._process.pid
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the master's worker processes."""
+        children = Path(f"/proc/{self.master_pid}/task/{self.master_pid}/children").read_text().split()
+        return [int(pid) for pid in children]
 
     def worker_versions(self) -> dict[str, str]:
         """pid -> model version held, for every live worker (from the multiprocess model_info gauge)."""

@@ -1,0 +1,198 @@
+"""Benchmark the web API under gunicorn on loopback with wrk, against a bare Flask endpoint.
+
+In one run, with the same gunicorn settings (``gunicorn.conf.py``, ``API_WORKERS`` workers) for both apps:
+
+1. the bare endpoint (``benchmarks/bare_app.py``, a constant JSON answer): requests per second, p50/p99;
+2. ``GET /recommendations/<user>`` for random known users and random pages: the same figures;
+3. the same load while three new model versions are published: failed requests, latency, and how long
+   each version took to be held by every worker (read from the per-worker ``recsvc_model_info`` gauge);
+4. the memory of one web worker (RSS and PSS).
+
+It starts its own redis-server on a free port and writes the model to a temporary directory, so it
+touches no other data. The model is random (serving cost does not depend on what it learnt) with the
+demo data's default size (``ml.demo``) and the default number of components. Usage, from the repository
+root::
+
+    .venv/bin/python -m benchmarks.serve [--duration 10] [--connections 32] [--worker-class gthread|sync]
+
+Needs ``wrk`` (Debian package ``wrk``). Prints a markdown table (the README's figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+from common.config import TrainingSettings, load_settings
+from common.recs_cache import RecsCache
+from ml.demo import DEFAULT_POSTS, DEFAULT_USERS
+from tests.app.helpers import publish
+from tests.app.processes import GunicornServer, RedisServer, wait_until
+from tests.ml.factories import random_model
+
+PAGE_LIMIT = 20
+WARM_UP_SECONDS = 2
+# wrk's Lua hooks: random known users and pages, and a JSON summary line at the end.
+WRK_SCRIPT = r"""
+local counter, mode, users, pages = 0, "bare", 1, 1
+function setup(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+end
+function init(args)
+  mode, users, pages = args[1], tonumber(args[2]), tonumber(args[3])
+  math.randomseed(os.time() * 100 + id)
+end
+function request()
+  if mode == "bare" then
+    return wrk.format("GET", "/bare")
+  end
+  local path = string.format("/recommendations/user-%d?limit=%d&offset=%d",
+    math.random(0, users - 1), LIMIT, math.random(0, pages - 1) * LIMIT)
+  return wrk.format("GET", path)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK {"requests": %d, "seconds": %f, "non_2xx": %d, "socket_errors": %d, ' ..
+    '"p50_ms": %f, "p99_ms": %f, "max_ms": %f}\n',
+    summary.requests, summary.duration / 1e6, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
+end
+""".replace("LIMIT", str(PAGE_LIMIT))
+
+
+def run_wrk(url: str, script: Path, duration: float, connections: int, mode: str, users: int, pages: int) -> dict:
+    """One wrk run; returns requests/s, p50/p99/max latency (ms) and the failed-request count."""
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration:g}s", "-s", str(script), url, "--"]
+    output = subprocess.run(
+        [*command, mode, str(users), str(pages)], capture_output=True, text=True, check=True, timeout=duration + 60
+    ).stdout
+    line = next(line for line in output.splitlines() if line.startswith("WRK "))
+    result = json.loads(line[4:])
+    result["rps"] = result["requests"] / result["seconds"]
+    result["errors"] = result["non_2xx"] + result["socket_errors"]
+    return result
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) of a process in MB; PSS shares pages inherited from the master fairly among workers."""
+    rss = pss = 0.0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == "Rss":
+            rss = int(value.split()[0]) / 1024
+        elif name == "Pss":
+            pss = int(value.split()[0]) / 1024
+    return rss, pss
+
+
+def reload_under_load(server: GunicornServer, cache: RecsCache, model_dir: Path, args, wrk) -> tuple[dict, list]:
+    """wrk load while three versions are published; returns wrk's result and each version's visibility time."""
+    visible_after: list[float] = []
+    result: dict = {}
+    load = threading.Thread(target=lambda: result.update(wrk()))
+    load.start()
+    time.sleep(args.duration / 5)
+    for seed in (11, 12, 13):
+        model = random_model(args.users, args.items, args.components, seed=seed)
+        version = publish(cache, model_dir, model)
+        published = time.monotonic()
+        everywhere = wait_until(
+            lambda v=version: (
+                set(server.worker_versions().values()) == {v} and len(server.worker_versions()) == server.workers
+            ),
+            10,
+            0.01,
+        )
+        visible_after.append(time.monotonic() - published if everywhere else float("inf"))
+        time.sleep(args.duration / 5)
+    load.join()
+    return result, visible_after
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
+    parser.add_argument("--worker-class", choices=["gthread", "sync"], help="override gunicorn.conf.py's")
+    parser.add_argument("--users", type=int, default=DEFAULT_USERS, help=f"model users (default {DEFAULT_USERS})")
+    parser.add_argument("--items", type=int, default=DEFAULT_POSTS, help=f"model posts (default {DEFAULT_POSTS})")
+    parser.add_argument("--components", type=int, default=TrainingSettings().components)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed (apt-get install wrk)")
+
+    settings = load_settings()
+    pages = settings.top_k // PAGE_LIMIT
+    work = Path(tempfile.mkdtemp(prefix="recsvc-bench-"))
+    script = work / "load.lua"
+    script.write_text(WRK_SCRIPT)
+    private_redis = RedisServer().start()
+    servers: list[GunicornServer] = []
+    try:
+        cache = RecsCache(redis.Redis.from_url(private_redis.url), settings.redis_prefix)
+        publish(cache, work / "models", random_model(args.users, args.items, args.components, seed=1))
+        env = {"REDIS_URL": private_redis.url, "MODEL_DIR": str(work / "models"), "LOG_LEVEL": "warning"}
+        if args.worker_class:
+            env["GUNICORN_CMD_ARGS"] = f"--worker-class {args.worker_class}"
+        workers = settings.api_workers
+
+        def wrk_on(server, mode, duration=args.duration):
+            return lambda: run_wrk(server.url, script, duration, args.connections, mode, args.users, pages)
+
+        bare = GunicornServer(env, workers, work / "bare.log", app="benchmarks.bare_app:app").start()
+        servers.append(bare)
+        wrk_on(bare, "bare", WARM_UP_SECONDS)()  # every worker imported, connections made
+        baseline = wrk_on(bare, "bare")()
+        bare.stop()
+
+        app = GunicornServer(env, workers, work / "app.log").start()
+        servers.append(app)
+        wrk_on(app, "recs", WARM_UP_SECONDS)()  # and each version's item metadata fetched once
+        recs = wrk_on(app, "recs")()
+        during_reload, visible_after = reload_under_load(app, cache, work / "models", args, wrk_on(app, "recs"))
+        memory = [memory_mb(pid) for pid in app.worker_pids()]
+        app.stop()
+    finally:
+        for server in servers:
+            server.stop()
+        private_redis.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+    worker_class = args.worker_class or "gthread (gunicorn.conf.py)"
+    print(
+        f"\n{workers} workers, worker class {worker_class}, {args.connections} connections, "
+        f"{args.duration:g} s per run, {os.cpu_count()} cores; "
+        f"model {args.users} users x {args.items} posts x {args.components} components\n"
+    )
+    print("| run | requests/s | p50 ms | p99 ms | max ms | failed requests |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, r in (
+        ("bare Flask endpoint (constant JSON)", baseline),
+        (f"GET /recommendations (random known users, pages of {PAGE_LIMIT})", recs),
+        ("GET /recommendations while 3 versions are published", during_reload),
+    ):
+        print(
+            f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['errors']} |"
+        )
+    print(f"\n/recommendations throughput: {100 * recs['rps'] / baseline['rps']:.0f}% of the bare endpoint")
+    print("new version held by every worker after: " + ", ".join(f"{1000 * s:.0f} ms" for s in visible_after))
+    rss = max(m[0] for m in memory)
+    pss = max(m[1] for m in memory)
+    print(f"memory of one web worker: {rss:.0f} MB RSS, {pss:.0f} MB PSS (largest of {len(memory)} workers)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
