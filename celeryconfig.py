@@ -1,0 +1,56 @@
+"""Celery settings (lowercase names, as in the Celery docs), all derived from the service's validated settings.
+
+The values come from :data:`tasks.settings`, read from the environment once when the ``tasks`` package is
+imported, so the worker, beat, Flower and the ``celery`` CLI agree with the rest of the service. Names that
+are not Celery settings start with an underscore so that ``celery inspect conf`` leaves them out.
+"""
+
+from tasks import limits as _limits
+from tasks import settings as _settings
+
+broker_url = _settings.celery_broker_url
+result_backend = _settings.celery_result_backend
+broker_connection_retry_on_startup = True
+
+# JSON only: no pickle anywhere, and results stay readable by Flower and the celery CLI.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+# Results carry the task name, arguments and worker, so `celery result` and Flower show a run in full.
+result_extended = True
+result_expires = 7 * 86400
+task_track_started = True
+
+# Events on, so Flower (and `celery events`) see every task from the moment it is sent.
+worker_send_task_events = True
+task_send_sent_event = True
+
+# A training run is long and heavy: a worker process reserves one task at a time, so chunk tasks spread
+# over every free process instead of queueing behind a busy one.
+worker_prefetch_multiplier = 1
+# Acknowledge after the task ran: a message whose worker machine died is delivered again (after the
+# visibility timeout below) instead of being lost. task_reject_on_worker_lost stays off: a child killed by
+# the OOM killer or the hard time limit would be redelivered and killed again in a loop; the next scheduled
+# run retrains from scratch anyway, and a killed run leaves nothing half-published (see tasks.pipeline).
+task_acks_late = True
+task_reject_on_worker_lost = False
+
+task_soft_time_limit = _limits.soft_time_limit(_settings)
+task_time_limit = _limits.hard_time_limit(_settings)
+
+# The Redis broker redelivers an unacknowledged message after visibility_timeout; it must exceed the
+# longest run (the hard time limit) or a task still running would be started a second time.
+broker_transport_options = {"visibility_timeout": int(_limits.hard_time_limit(_settings)) + 600}
+
+beat_schedule = {
+    "train": {
+        "task": "tasks.train",
+        "schedule": _settings.train_interval_seconds,
+        # A run not started within one interval (no worker was free) is dropped: the next one supersedes it.
+        "options": {"expires": _settings.train_interval_seconds},
+    },
+}

@@ -1,0 +1,31 @@
+"""Time budgets of a training run, derived from ``TRAIN_TIME_LIMIT_SECONDS`` in one place.
+
+The soft limit is the setting itself: at that point Celery raises ``SoftTimeLimitExceeded`` inside the task,
+which releases the training lock and records the failure. The hard limit, a little later, kills the worker
+child if the task did not stop. The training lock and a staged (unpublished) version outlive the hard
+limit, so a live run never loses them, yet both disappear on their own soon after a run that was killed.
+"""
+
+from __future__ import annotations
+
+from common.config import Settings
+
+
+def _grace(settings: Settings) -> float:
+    # Time between the soft and the hard limit: long enough to clean up, short next to the budget.
+    return max(2.0, 0.1 * settings.train_time_limit_seconds)
+
+
+def soft_time_limit(settings: Settings) -> float:
+    """Seconds after which a training-pipeline task is asked to stop (``SoftTimeLimitExceeded``)."""
+    return settings.train_time_limit_seconds
+
+
+def hard_time_limit(settings: Settings) -> float:
+    """Seconds after which the worker child running a training-pipeline task is killed."""
+    return settings.train_time_limit_seconds + _grace(settings)
+
+
+def lock_ttl(settings: Settings) -> int:
+    """Lifetime of the training lock and of a staged version: a whole run, from lock to publish, fits in it."""
+    return int(hard_time_limit(settings) + _grace(settings))

@@ -1,0 +1,163 @@
+"""The Celery tasks of the training pipeline: thin wrappers around :mod:`tasks.pipeline`.
+
+``tasks.train`` (scheduled by beat, or ``celery -A tasks call tasks.train``) takes the training lock, builds and
+saves a candidate model, and then either precomputes every user's list itself and publishes, or, above
+``PRECOMPUTE_CHUNK_USERS`` users, replaces itself with a chord: ``tasks.precompute_chunk`` tasks that any
+worker process may run, then ``tasks.publish_version``. The chord inherits the train task's id, so the
+result a caller waits for is the final outcome either way. The lock is held by the run, not by a process:
+its token (the train task's id) travels to ``tasks.publish_version``, which publishes only if the run still
+holds it and then releases it. A run that dies keeps it until its TTL (:func:`tasks.limits.lock_ttl`) ends.
+
+Outcomes are JSON dicts (see :func:`tasks.pipeline.outcome`); failures are task failures after retries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from typing import Any
+
+import psycopg2
+import redis
+from celery import Task, chord, group
+from celery.exceptions import Ignore
+
+import ml.artifact
+from common.recs_cache import RecsCache
+from ml.model import RecModel
+from tasks import app, limits, pipeline, settings
+
+log = logging.getLogger(__name__)
+
+# Outages worth waiting out. The retries are short on purpose: beat starts a fresh run every interval,
+# which is the long-term retry.
+RETRY_ON = (psycopg2.OperationalError, redis.ConnectionError, redis.TimeoutError)
+RETRY_OPTIONS: dict[str, Any] = {
+    "autoretry_for": RETRY_ON,
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "max_retries": 3,
+}
+
+
+@functools.cache
+def recs_cache() -> RecsCache:
+    """This process's RecsCache (redis-py reconnects, and resets its pool in a forked worker child)."""
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=5, socket_timeout=60, health_check_interval=30
+    )
+    return RecsCache(client, settings.redis_prefix)
+
+
+@functools.lru_cache(maxsize=1)
+def _model(model_dir: str, version: str) -> RecModel:
+    # A worker process runs many chunks of one version in a row: load (and verify) the artifact once.
+    model, _ = ml.artifact.load(model_dir, version)
+    return model
+
+
+def _finish(result: dict[str, Any]) -> dict[str, Any]:
+    """Record the run's outcome for /admin/model-status and return it as the task result."""
+    log.info("training run %s%s", result["status"], f": {result['reason']}" if result["reason"] else "")
+    try:
+        recs_cache().record_training_outcome(result)
+    except redis.RedisError as exc:
+        # The outcome is also the task result; failing the run here would retrain for nothing.
+        log.warning("could not record the training outcome in Redis: %s", exc)
+    return result
+
+
+class PipelineTask(Task):
+    """Base of the tasks that end a run: a final failure is recorded as the last training outcome."""
+
+    # Task events carry the result's repr, cut at this size: room for the whole outcome in Flower.
+    resultrepr_maxsize = 4096
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        _finish(pipeline.outcome("failed", f"{type(exc).__name__}: {exc}", task_id=task_id))
+
+
+@app.task(name="tasks.train", bind=True, base=PipelineTask, **RETRY_OPTIONS)
+def train(self) -> dict[str, Any]:
+    """Train, evaluate and publish a new model version, unless another run holds the training lock."""
+    cache = recs_cache()
+    lock = cache.training_lock(limits.lock_ttl(settings))
+    if not lock.acquire(token=self.request.id):
+        return _finish(pipeline.skipped_outcome())
+    handed_over = False
+    try:
+        stages = pipeline.Stages()
+        try:
+            candidate, model = pipeline.build_candidate(settings, cache, stages)
+        except pipeline.RunRejected as exc:
+            return _finish(pipeline.rejected_outcome(exc, stages))
+
+        ranges = pipeline.chunk_ranges(candidate.num_users, settings.precompute_chunk_users)
+        if len(ranges) == 1:
+            previous = pipeline.precompute_and_publish(settings, cache, lock, candidate, model, stages)
+            return _finish(pipeline.published_outcome(candidate, stages, previous))
+
+        dispatched_at = time.time()
+        pipeline.stage_version(settings, cache, candidate, model)
+        log.info("precomputing %d users of %s in %d chunk tasks", candidate.num_users, candidate.version, len(ranges))
+        header = group(precompute_chunk.s(candidate.version, start, stop) for start, stop in ranges)
+        callback = publish_version.s(
+            candidate=dataclasses.asdict(candidate),
+            stages=stages.durations,
+            dispatched_at=dispatched_at,
+            lock_token=self.request.id,
+        )
+        try:
+            return self.replace(chord(header, callback))
+        except Ignore:
+            # The chord now runs the rest of this training run, and releases the lock when it publishes.
+            handed_over = True
+            raise
+    finally:
+        if not handed_over:
+            pipeline.release_lock(lock)
+
+
+@app.task(name="tasks.precompute_chunk", bind=True, **RETRY_OPTIONS)
+def precompute_chunk(self, version: str, start: int, stop: int) -> dict[str, Any]:
+    """Write the top-K lists of users ``start..stop-1`` of a staged version (one part of a chunked run)."""
+    began = time.perf_counter()
+    model = _model(settings.model_dir, version)
+    written = pipeline.precompute_users(settings, recs_cache(), version, model, start, stop)
+    return {"users": written, "seconds": round(time.perf_counter() - began, 3), "worker": self.request.hostname}
+
+
+@app.task(name="tasks.publish_version", bind=True, base=PipelineTask, **RETRY_OPTIONS)
+def publish_version(
+    self,
+    chunk_results: list[dict[str, Any]],
+    candidate: dict[str, Any],
+    stages: dict[str, float],
+    dispatched_at: float,
+    lock_token: str,
+) -> dict[str, Any]:
+    """Publish a version once every chunk of it is written, then release the run's training lock."""
+    cache = recs_cache()
+    lock = pipeline.held_lock(settings, cache, lock_token)
+    run = pipeline.Candidate(**candidate)
+    timings = pipeline.Stages(stages)
+    timings.record("precompute", time.time() - dispatched_at)
+    retrying = False
+    try:
+        written = sum(result["users"] for result in chunk_results)
+        if written != run.num_users:
+            raise pipeline.RunAborted(f"chunks wrote {written} of {run.num_users} user lists of {run.version}")
+        with timings.time("publish"):
+            previous = pipeline.publish(settings, cache, lock, run)
+        workers = sorted({result["worker"] for result in chunk_results})
+        return _finish(
+            pipeline.published_outcome(run, timings, previous, chunks={"count": len(chunk_results), "workers": workers})
+        )
+    except RETRY_ON:
+        retrying = True  # keep the lock for the retry; it expires on its own if every retry fails
+        raise
+    finally:
+        if not retrying:
+            pipeline.release_lock(lock)
