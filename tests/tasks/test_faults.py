@@ -1,0 +1,115 @@
+"""Faults with real processes: unreachable PostgreSQL or Redis, and a worker killed in the middle of a run.
+
+In every case the version being served stays current (in Redis and on disk), nothing half-written becomes
+visible, and the training lock frees itself so that a later run publishes.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+import ml.artifact
+import ml.db
+from tasks import limits
+from tests.tasks.conftest import (
+    free_port,
+    publish_once,
+    run_train,
+    settings_from,
+    start_worker,
+    wait_until,
+    write_demo,
+)
+
+
+@pytest.fixture(scope="module")
+def many_users_dir(tmp_path_factory) -> Path:
+    """A demo dataset with enough users for 15 precompute chunks of 100."""
+    return write_demo(tmp_path_factory.mktemp("many-users"), users=1500, posts=300, interactions=9000)
+
+
+def model_files(model_dir: str) -> list[str]:
+    return sorted(path.name for path in Path(model_dir).iterdir())
+
+
+@pytest.mark.parametrize("unreachable", ["DATABASE_URL", "REDIS_URL"])
+def test_unreachable_store_retries_then_fails_cleanly(
+    loaded_db, cache, service_env, services, celery_client, unreachable
+):
+    settings = settings_from(service_env)
+    current, _, _, _ = publish_once(settings, cache)
+    files = model_files(settings.model_dir)
+    scheme = "postgresql://postgres@" if unreachable == "DATABASE_URL" else "redis://"
+    worker = start_worker(services, {**service_env, unreachable: f"{scheme}127.0.0.1:{free_port()}/0"})
+
+    run = celery_client.send_task("tasks.train")
+    run.get(timeout=120, propagate=False)
+
+    assert run.failed()
+    assert ("OperationalError" if unreachable == "DATABASE_URL" else "ConnectionError") in repr(run.result)
+    assert len(re.findall(r"tasks\.train\[[^]]+\] retry: Retry in", worker.log())) == 3
+    assert cache.current_version() == current.version
+    assert ml.artifact.current_version(settings.model_dir) == current.version
+    assert model_files(settings.model_dir) == files
+    assert not cache.client.exists(cache.lock_key)
+    if unreachable == "DATABASE_URL":  # with Redis down there is nowhere to record it but the task result
+        outcome = cache.last_training_outcome()
+        assert outcome["status"] == "failed" and "OperationalError" in outcome["reason"]
+
+
+def test_worker_killed_in_fit_changes_nothing_and_frees_the_lock(
+    loaded_db, cache, service_env, services, celery_client
+):
+    env = {**service_env, "TRAIN_TIME_LIMIT_SECONDS": "10"}
+    settings = settings_from(env)
+    current, _, _, _ = publish_once(settings, cache)
+    files = model_files(settings.model_dir)
+    slow = start_worker(services, {**env, "LIGHTFM_EPOCHS": "2000"})
+
+    celery_client.send_task("tasks.train")
+    slow.wait_for_log(r"training stage fit started")
+    slow.signal(signal.SIGKILL)
+
+    assert cache.current_version() == current.version
+    assert ml.artifact.current_version(settings.model_dir) == current.version
+    assert model_files(settings.model_dir) == files  # no new version, no temporary file
+    assert 0 < cache.client.ttl(cache.lock_key) <= limits.lock_ttl(settings)
+    wait_until(lambda: not cache.client.exists(cache.lock_key), limits.lock_ttl(settings) + 5, "the lock's TTL")
+
+    start_worker(services, env, name="w2")
+    result = run_train(celery_client)
+    assert result["status"] == "published" and result["version"] > current.version
+    assert cache.current_version() == result["version"]
+
+
+def test_worker_killed_in_chunked_precompute_never_publishes_a_partial_version(
+    pg_conn, many_users_dir, cache, service_env, services, celery_client
+):
+    ml.db.create_schema(pg_conn)
+    ml.db.load_dataset_dir(pg_conn, many_users_dir)
+    pg_conn.commit()
+    env = {**service_env, "TRAIN_TIME_LIMIT_SECONDS": "10", "PRECOMPUTE_CHUNK_USERS": "100"}
+    settings = settings_from(env)
+    current, _, _, _ = publish_once(settings, cache)
+    worker = start_worker(services, env)
+
+    celery_client.send_task("tasks.train")
+    match = worker.wait_for_log(r"tasks\.precompute_chunk\[[^]]+\] succeeded")
+    worker.signal(signal.SIGKILL)
+
+    staged = re.search(r"precomputing \d+ users of (\S+) in 15 chunk tasks", worker.log()[: match.end()]).group(1)
+    assert cache.current_version() == current.version
+    assert ml.artifact.current_version(settings.model_dir) == current.version
+    assert not cache.is_published(staged)
+    assert 0 < cache.client.ttl(cache.recs_key(staged)) <= limits.lock_ttl(settings)
+    wait_until(lambda: not cache.client.exists(cache.lock_key), limits.lock_ttl(settings) + 5, "the lock's TTL")
+
+    start_worker(services, env, name="w2")
+    result = run_train(celery_client)
+    assert result["status"] == "published" and result["version"] > staged
+    assert cache.current_version() == result["version"]
+    assert not cache.is_published(staged)

@@ -1,0 +1,52 @@
+"""Operating the pipeline: a manual retrain through the celery CLI, and the run seen in Flower's HTTP API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import requests
+
+from tests.tasks.conftest import REPO, free_port, start_worker, wait_until
+
+FLOWER_USER, FLOWER_PASSWORD = "ops", "flower-test-password"
+
+
+def celery_cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    """Run ``celery -A tasks ARGS`` as an operator would; return its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tasks", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_manual_retrain_through_the_cli_appears_in_flower(loaded_db, cache, service_env, services):
+    env = {**service_env, "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}"}
+    port = free_port()
+    flower = services("flower", ["flower", "--address=127.0.0.1", f"--port={port}"], env)
+    start_worker(services, env)
+    flower.wait_for_log(r"Visit me at")
+    api = f"http://127.0.0.1:{port}/api"
+    auth = (FLOWER_USER, FLOWER_PASSWORD)
+
+    task_id = celery_cli(env, "call", "tasks.train").strip()
+    output = celery_cli(env, "result", task_id)  # waits for the run to finish
+
+    assert "'status': 'published'" in output
+    assert cache.current_version() in output
+
+    def finished_in_flower():
+        tasks = requests.get(f"{api}/tasks", params={"taskname": "tasks.train"}, auth=auth, timeout=5).json()
+        task = tasks.get(task_id)
+        return task if task and task["state"] == "SUCCESS" else None
+
+    task = wait_until(finished_in_flower, 30, "the run to appear in Flower as SUCCESS")
+    assert "'status': 'published'" in task["result"] and cache.current_version() in task["result"]
+    workers = requests.get(f"{api}/workers", params={"refresh": "1"}, auth=auth, timeout=30).json()
+    assert any(name.startswith("w1@") for name in workers)
+    assert requests.get(f"{api}/tasks", timeout=5).status_code == 401  # basic auth is required
+
+    active = celery_cli(env, "inspect", "active", "--timeout=5")
+    assert "w1@" in active

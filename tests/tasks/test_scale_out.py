@@ -1,0 +1,42 @@
+"""Scale out: above PRECOMPUTE_CHUNK_USERS the precompute is shared by every worker process as chunk tasks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import ml.artifact
+import ml.db
+from tests.tasks.conftest import run_train, settings_from, start_worker, wait_until, write_demo
+
+
+def test_two_workers_share_the_precompute_and_the_version_flips_once(
+    pg_conn, cache, service_env, services, celery_client, tmp_path
+):
+    ml.db.create_schema(pg_conn)
+    ml.db.load_dataset_dir(pg_conn, write_demo(tmp_path / "demo", users=1000, posts=300, interactions=7000))
+    pg_conn.commit()
+    env = {**service_env, "PRECOMPUTE_CHUNK_USERS": "100"}
+    settings = settings_from(env)
+    updates = cache.subscribe()
+    start_worker(services, env, name="w1")
+    start_worker(services, env, name="w2")
+
+    result = run_train(celery_client)
+
+    assert result["status"] == "published", result
+    assert result["chunks"]["count"] == 10
+    assert [worker.split("@")[0] for worker in result["chunks"]["workers"]] == ["w1", "w2"]
+    assert set(result["stages"]) == {"load", "evaluate", "fit", "artifact", "precompute", "publish"}
+    version = result["version"]
+    assert cache.current_version() == version
+    assert ml.artifact.current_version(settings.model_dir) == version
+    model, _ = ml.artifact.load(settings.model_dir, version)
+    expected_items, _ = model.top_k(np.arange(model.num_users), settings.top_k)
+    for user, user_id in enumerate(model.user_ids):
+        items, _ = cache.user_list(version, user_id)
+        np.testing.assert_array_equal(items, expected_items[user][expected_items[user] >= 0])
+    # One announcement, after the flip; the run's lock is released by the publishing task.
+    announced = [cache.parse_update(updates.get_message(timeout=1)) for _ in range(3)]
+    assert [update["version"] for update in announced if update] == [version]
+    wait_until(lambda: not cache.client.exists(cache.lock_key), 5, "the lock to be released")
+    assert cache.last_training_outcome()["version"] == version
