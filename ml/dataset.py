@@ -181,6 +181,12 @@ def csv_table(file: TextIO, source: str, columns: Sequence[str]) -> Table:
     return Table(source, rows, rows.line_of)
 
 
+def csv_rows(file: TextIO, source: str) -> Table:
+    """A :class:`Table` over CSV text without a header (such as ``COPY ... TO STDOUT``), rows numbered from 1."""
+    rows = _CsvRows(file, source)
+    return Table(source, rows, rows.line_of)
+
+
 class _CsvRows:
     """The data rows of a CSV file, read lazily in chunks, remembering on which line each row starts."""
 
