@@ -6,7 +6,8 @@ saves a candidate model, and then either precomputes every user's list itself an
 worker process may run, then ``tasks.publish_version``. The chord inherits the train task's id, so the
 result a caller waits for is the final outcome either way. The lock is held by the run, not by a process:
 its token (the train task's id) travels to ``tasks.publish_version``, which publishes only if the run still
-holds it and then releases it. A run that dies keeps it until its TTL (:func:`tasks.limits.lock_ttl`) ends.
+holds it and then releases it, or to ``tasks.abandon_run`` (the chord's errback) if a chunk or the publish
+fails for good. A run whose worker dies keeps it until its TTL (:func:`tasks.limits.lock_ttl`) ends.
 
 Outcomes are JSON dicts (see :func:`tasks.pipeline.outcome`); failures are task failures after retries.
 """
@@ -41,6 +42,10 @@ RETRY_OPTIONS: dict[str, Any] = {
     "max_retries": 3,
 }
 
+# Task events carry the result's repr, cut at this size (Celery's default is 1024): room for a whole outcome
+# in Flower.
+OUTCOME_REPR_MAXSIZE = 4096
+
 
 @functools.cache
 def recs_cache() -> RecsCache:
@@ -60,7 +65,8 @@ def _model(model_dir: str, version: str) -> RecModel:
 
 def _finish(result: dict[str, Any]) -> dict[str, Any]:
     """Record the run's outcome for /admin/model-status and return it as the task result."""
-    log.info("training run %s%s", result["status"], f": {result['reason']}" if result["reason"] else "")
+    level = logging.WARNING if result["status"] == "failed" else logging.INFO
+    log.log(level, "training run %s%s", result["status"], f": {result['reason']}" if result["reason"] else "")
     try:
         recs_cache().record_training_outcome(result)
     except redis.RedisError as exc:
@@ -69,17 +75,16 @@ def _finish(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-class PipelineTask(Task):
-    """Base of the tasks that end a run: a final failure is recorded as the last training outcome."""
+class TrainTask(Task):
+    """Base of ``tasks.train``: a final failure (after the retries) is recorded as the last training outcome."""
 
-    # Task events carry the result's repr, cut at this size: room for the whole outcome in Flower.
-    resultrepr_maxsize = 4096
+    resultrepr_maxsize = OUTCOME_REPR_MAXSIZE
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         _finish(pipeline.outcome("failed", f"{type(exc).__name__}: {exc}", task_id=task_id))
 
 
-@app.task(name="tasks.train", bind=True, base=PipelineTask, **RETRY_OPTIONS)
+@app.task(name="tasks.train", bind=True, base=TrainTask, **RETRY_OPTIONS)
 def train(self) -> dict[str, Any]:
     """Train, evaluate and publish a new model version, unless another run holds the training lock."""
     cache = recs_cache()
@@ -108,11 +113,12 @@ def train(self) -> dict[str, Any]:
             stages=stages.durations,
             dispatched_at=dispatched_at,
             lock_token=self.request.id,
-        )
+        ).on_error(abandon_run.s(lock_token=self.request.id))
         try:
             return self.replace(chord(header, callback))
         except Ignore:
-            # The chord now runs the rest of this training run, and releases the lock when it publishes.
+            # The chord now runs the rest of this training run; it releases the lock when it publishes
+            # (publish_version) or fails for good (abandon_run).
             handed_over = True
             raise
     finally:
@@ -129,7 +135,7 @@ def precompute_chunk(self, version: str, start: int, stop: int) -> dict[str, Any
     return {"users": written, "seconds": round(time.perf_counter() - began, 3), "worker": self.request.hostname}
 
 
-@app.task(name="tasks.publish_version", bind=True, base=PipelineTask, **RETRY_OPTIONS)
+@app.task(name="tasks.publish_version", bind=True, resultrepr_maxsize=OUTCOME_REPR_MAXSIZE, **RETRY_OPTIONS)
 def publish_version(
     self,
     chunk_results: list[dict[str, Any]],
@@ -138,26 +144,32 @@ def publish_version(
     dispatched_at: float,
     lock_token: str,
 ) -> dict[str, Any]:
-    """Publish a version once every chunk of it is written, then release the run's training lock."""
+    """Publish a version once every chunk of it is written, then release the run's training lock.
+
+    On a final failure the lock is left to :func:`abandon_run`, the chord's errback; between retries the
+    run keeps it.
+    """
     cache = recs_cache()
-    lock = pipeline.held_lock(settings, cache, lock_token)
     run = pipeline.Candidate(**candidate)
     timings = pipeline.Stages(stages)
     timings.record("precompute", time.time() - dispatched_at)
-    retrying = False
-    try:
-        written = sum(result["users"] for result in chunk_results)
-        if written != run.num_users:
-            raise pipeline.RunAborted(f"chunks wrote {written} of {run.num_users} user lists of {run.version}")
-        with timings.time("publish"):
-            previous = pipeline.publish(settings, cache, lock, run)
-        workers = sorted({result["worker"] for result in chunk_results})
-        return _finish(
-            pipeline.published_outcome(run, timings, previous, chunks={"count": len(chunk_results), "workers": workers})
-        )
-    except RETRY_ON:
-        retrying = True  # keep the lock for the retry; it expires on its own if every retry fails
-        raise
-    finally:
-        if not retrying:
-            pipeline.release_lock(lock)
+    written = sum(result["users"] for result in chunk_results)
+    if written != run.num_users:
+        raise pipeline.RunAborted(f"chunks wrote {written} of {run.num_users} user lists of {run.version}")
+    lock = pipeline.held_lock(settings, cache, lock_token)
+    with timings.time("publish"):
+        previous = pipeline.publish(settings, cache, lock, run)
+    pipeline.release_lock(lock)
+    chunks = {"count": len(chunk_results), "workers": sorted({result["worker"] for result in chunk_results})}
+    return _finish(pipeline.published_outcome(run, timings, previous, chunks=chunks))
+
+
+@app.task(name="tasks.abandon_run")
+def abandon_run(request, exc, traceback, lock_token: str) -> None:
+    """Errback of a chunked run: a chunk or the publish failed for good, so free the lock and say why.
+
+    Celery calls it in the worker that saw the failure, with the failed task's request and exception. The
+    staged version is left to expire; the current model stays.
+    """
+    pipeline.release_lock(pipeline.held_lock(settings, recs_cache(), lock_token))
+    _finish(pipeline.outcome("failed", f"chunked run {lock_token} failed: {type(exc).__name__}: {exc}"))

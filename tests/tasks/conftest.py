@@ -24,9 +24,12 @@ import ml.db
 from common.config import Settings, load_settings
 from common.recs_cache import RecsCache
 from tasks import limits, pipeline
-from tests.conftest import TEST_REDIS_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
+
+# Pub/sub channels are global to the Redis server, not per database: a prefix of this session's own keeps
+# other test runs' model updates off the channel these tests listen to.
+REDIS_PREFIX = f"recsvc-test-tasks-{os.getpid()}:"
 
 # Small enough that a run takes a second or two on a busy 2-core machine, big enough to beat popularity.
 DEMO_USERS, DEMO_POSTS, DEMO_INTERACTIONS = 150, 240, 4000
@@ -83,7 +86,7 @@ def service_env(database_url, redis_url, celery_redis_url, tmp_path) -> dict[str
     env.update(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
-        REDIS_PREFIX=TEST_REDIS_PREFIX,
+        REDIS_PREFIX=REDIS_PREFIX,
         CELERY_BROKER_URL=celery_redis_url,
         CELERY_RESULT_BACKEND=celery_redis_url,
         MODEL_DIR=str(tmp_path / "models"),
@@ -107,7 +110,7 @@ def settings_from(env: dict[str, str]) -> Settings:
 @pytest.fixture
 def cache(redis_client) -> RecsCache:
     """A RecsCache on the test Redis database, with the prefix the test processes use."""
-    return RecsCache(redis_client, TEST_REDIS_PREFIX)
+    return RecsCache(redis_client, REDIS_PREFIX)
 
 
 @pytest.fixture

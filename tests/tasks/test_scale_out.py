@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from celery import chord
 
 import ml.artifact
 import ml.db
@@ -40,3 +41,28 @@ def test_two_workers_share_the_precompute_and_the_version_flips_once(
     assert [update["version"] for update in announced if update] == [version]
     wait_until(lambda: not cache.client.exists(cache.lock_key), 5, "the lock to be released")
     assert cache.last_training_outcome()["version"] == version
+
+
+def test_failed_chunk_fails_the_run_frees_the_lock_and_says_why(cache, service_env, services, celery_client):
+    # A chunked run whose version cannot be loaded: its chunk fails (no retry for a missing artifact), the
+    # chord fails, and the errback frees the run's lock at once instead of leaving it to its TTL.
+    run_id, missing_version = "run-with-a-missing-artifact", "20200101T000000Z-deadbeef"
+    assert cache.training_lock(600).acquire(token=run_id)
+    start_worker(services, service_env)
+    chunks = [celery_client.signature("tasks.precompute_chunk", args=(missing_version, 0, 100))]
+    candidate = {"version": missing_version, "created_at": "2020-01-01T00:00:00Z", "num_users": 100,
+                 "num_items": 10, "num_interactions": 1000, "metrics": {}}  # fmt: skip
+    publish = celery_client.signature(
+        "tasks.publish_version",
+        kwargs={"candidate": candidate, "stages": {}, "dispatched_at": 0.0, "lock_token": run_id},
+    ).on_error(celery_client.signature("tasks.abandon_run", kwargs={"lock_token": run_id}))
+
+    result = chord(chunks, app=celery_client)(publish)
+    result.get(timeout=60, propagate=False)
+
+    assert result.failed() and "ArtifactError" in repr(result.result)
+    wait_until(lambda: not cache.client.exists(cache.lock_key), 10, "the errback to free the lock")
+    outcome = cache.last_training_outcome()
+    assert outcome["status"] == "failed"
+    assert run_id in outcome["reason"] and "ArtifactError" in outcome["reason"]
+    assert cache.current_version() is None
