@@ -58,6 +58,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config is not None:
         app.config.from_mapping(test_config)
     settings = app.config["SETTINGS"]
+    app.json.sort_keys = False  # keep the documented field order, and skip sorting on every response
 
     from app import limiter, request_id
     from app.api import Api

@@ -45,14 +45,6 @@ class ErrorResponseSchema(Schema):
 # --- recommendations ---
 
 
-class UserPathSchema(Schema):
-    user_id = fields.String(
-        required=True,
-        validate=check_user_id,
-        metadata={"description": "The user's id: 1-128 printable characters, no '/'", "example": "user123"},
-    )
-
-
 class RecommendationsQuerySchema(Schema):
     limit = fields.Integer(
         load_default=None,

@@ -2,29 +2,53 @@
 
 from __future__ import annotations
 
+from flask import jsonify
 from flask.views import MethodView
+from marshmallow import ValidationError
 
 from app.api import Blueprint, abort
 from app.feed import NoModel
 from app.runtime import get_runtime
-from app.schemas import RecommendationsQuerySchema, RecommendationsSchema, UserPathSchema
+from app.schemas import MAX_USER_ID_LENGTH, RecommendationsQuerySchema, RecommendationsSchema, check_user_id
 
 blp = Blueprint("recommendations", __name__, url_prefix="/recommendations", description="Personalised feeds")
 
 
-@blp.route("/<user_id>")
+_USER_ID_DOC = {
+    "in": "path",
+    "name": "user_id",
+    "required": True,
+    "description": "The user's id: 1-128 printable characters (no control characters), no '/'",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_USER_ID_LENGTH},
+}
+
+
+@blp.route("/<user_id>", parameters=[_USER_ID_DOC])
 class Recommendations(MethodView):
-    @blp.arguments(UserPathSchema, location="path")
-    @blp.arguments(RecommendationsQuerySchema, location="query")
+    # A schema instance, not the class: webargs would otherwise build a schema object on every request.
+    @blp.arguments(RecommendationsQuerySchema(), location="query")
     @blp.response(200, RecommendationsSchema)
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
-    def get(self, path_args, query, user_id):
+    def get(self, query, user_id):
         """A page of the user's feed
 
         Unknown users get the popularity feed (`strategy: popular`). Pass `model_version` back as `version`
         to keep paging on the same ranking while a new model is published.
         """
+        # The path is checked here rather than by a second webargs pass: this is the hot path.
         try:
-            return get_runtime().feed.page(path_args["user_id"], query["limit"], query["offset"], query["version"])
+            check_user_id(user_id)
+        except ValidationError as exc:
+            abort(400, "invalid request arguments", code="invalid_arguments", details=_path_error(exc))
+        try:
+            page = get_runtime().feed.page(user_id, query["limit"], query["offset"], query["version"])
         except NoModel:
             abort(503, "no model is available yet: train one first", code="model_unavailable")
+        # The page is built in exactly the documented shape (a test loads every answer with the schema), so
+        # it is sent as is: dumping it through marshmallow again would double the cost of this hot path.
+        return jsonify(page)
+
+
+def _path_error(exc: ValidationError) -> dict:
+    """Details of an invalid user id, shaped like webargs' errors for query arguments."""
+    return {"fields": {"path": {"user_id": exc.messages}}}

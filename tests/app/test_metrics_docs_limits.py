@@ -54,9 +54,11 @@ def test_openapi_document_describes_every_endpoint_and_the_error_shape(client):
     assert spec["openapi"].startswith("3.")
     documented = {"/", "/recommendations/{user_id}", "/health", "/admin/reload-model", "/admin/model-status"}
     assert documented | {"/metrics"} <= set(spec["paths"])
-    get = spec["paths"]["/recommendations/{user_id}"]["get"]
+    path = spec["paths"]["/recommendations/{user_id}"]
+    get = path["get"]
     assert get["summary"] == "A page of the user's feed"
-    assert {p["name"] for p in get["parameters"]} >= {"user_id", "limit", "offset", "version"}
+    assert {p["name"] for p in get["parameters"] + path["parameters"]} == {"user_id", "limit", "offset", "version"}
+    assert next(p for p in path["parameters"] if p["name"] == "user_id")["schema"]["maxLength"] == 128
     assert {"200", "400", "503"} <= set(get["responses"])
     error = spec["components"]["schemas"]["ErrorResponse"]
     assert error["properties"]["error"]["$ref"].endswith("/Error")

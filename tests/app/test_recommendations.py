@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from app.schemas import RecommendationsSchema
 from tests.app.helpers import publish
 from tests.ml.factories import random_model
 
@@ -27,9 +28,12 @@ def expected_posts(model, user_id):
 
 
 def get_page(client, user_id, **query):
+    """A page, checked against the documented response schema (the view does not dump through it)."""
     response = client.get(f"/recommendations/{user_id}", query_string=query)
     assert response.status_code == 200, response.get_json()
-    return response.get_json()
+    body = response.get_json()
+    assert RecommendationsSchema().load(body) == body
+    return body
 
 
 def test_personalised_page_comes_from_the_cached_list(client, model, version):
