@@ -47,32 +47,32 @@ def parse_timestamps(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     fits = lengths <= MAX_TIMESTAMP_LENGTH
     if not fits.all():
         values = [v if ok else "" for v, ok in zip(values, fits, strict=True)]
-    # Padded (with code 0, a non-digit) so that every row ends in a non-digit and the zone, read up to six
-    # columns past the end of the time, is always in bounds. Characters outside ASCII become 255, which is
-    # neither a digit nor a separator.
-    width = max(int(lengths[fits].max(initial=0)), 20) + 7
-    wide = np.array(values, dtype=f"<U{width}").view(np.uint32).reshape(n, width)
-    chars = np.minimum(wide, 255).astype(np.uint8)
-    digit = chars.astype(np.int64) - ord("0")
-    is_digit = (chars >= ord("0")) & (chars <= ord("9"))
+        lengths = np.where(fits, lengths, 0)
+    # One row of character codes per column (column-major, so each column is contiguous), padded with
+    # code 0, a non-digit, so that every value ends in a non-digit and the zone, read up to six columns past
+    # the end of the time, is always in bounds. Characters outside ASCII become 255: no digit, no separator.
+    width = max(int(lengths.max()), 20) + 7
+    columns = np.zeros((width, n), dtype=np.uint8)
+    columns[: lengths.max()] = _char_codes(values, lengths).T
     rows = np.arange(n)
 
-    def column_of(matrix: np.ndarray, column) -> np.ndarray:
-        return matrix[:, column] if isinstance(column, int) else matrix[rows, column]
+    def column_of(column) -> np.ndarray:
+        return columns[column] if isinstance(column, int) else columns[column, rows]
 
     def char_is(column, allowed: str) -> np.ndarray:
         found = np.zeros(n, dtype=bool)
-        at = column_of(chars, column)
+        at = column_of(column)
         for c in allowed:
             found |= at == ord(c)
         return found
 
-    def number(*columns) -> tuple[np.ndarray, np.ndarray]:
+    def number(*digits) -> tuple[np.ndarray, np.ndarray]:
         value = np.zeros(n, dtype=np.int64)
         ok = np.ones(n, dtype=bool)
-        for column in columns:
-            value = value * 10 + column_of(digit, column)
-            ok &= column_of(is_digit, column)
+        for column in digits:
+            at = column_of(column)
+            value = value * 10 + at - ord("0")
+            ok &= (at >= ord("0")) & (at <= ord("9"))
         return value, ok
 
     year, ok_y = number(0, 1, 2, 3)
@@ -91,7 +91,8 @@ def parse_timestamps(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
     # A fraction follows the seconds only; it runs to the first non-digit after the dot.
     has_fraction = has_seconds & char_is(19, ".")
-    fraction_end = 20 + np.argmin(is_digit[:, 20:], axis=1)
+    tail = columns[20:]
+    fraction_end = 20 + np.argmin((tail >= ord("0")) & (tail <= ord("9")), axis=0)
     valid &= ~has_fraction | ((fraction_end > 20) & (fraction_end <= 29))  # 1 to 9 digits
     end = np.where(has_fraction, fraction_end, end)
 
@@ -121,6 +122,18 @@ def parse_timestamps(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
     seconds -= offset_minutes * 60
     return seconds, valid
+
+
+def _char_codes(values: Sequence[str], lengths: np.ndarray) -> np.ndarray:
+    """An n x max-length matrix of the values' character codes (0 past each end, 255 outside ASCII)."""
+    longest = int(lengths.max())
+    if lengths.min() == longest:  # the usual case: one fixed format, encoded in one go
+        try:
+            return np.frombuffer("".join(values).encode("ascii"), dtype=np.uint8).reshape(len(values), longest)
+        except UnicodeEncodeError:
+            pass
+    wide = np.array(values, dtype=f"<U{longest}").view(np.uint32).reshape(len(values), longest)
+    return np.minimum(wide, 255).astype(np.uint8)
 
 
 def format_timestamps(seconds: np.ndarray) -> np.ndarray:
