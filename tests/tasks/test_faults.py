@@ -57,7 +57,8 @@ def test_unreachable_store_retries_then_fails_cleanly(
     assert model_files(settings.model_dir) == files
     assert not cache.client.exists(cache.lock_key)
     if unreachable == "DATABASE_URL":  # with Redis down there is nowhere to record it but the task result
-        outcome = cache.last_training_outcome()
+        # Celery stores the task's failure before it calls on_failure, which records the outcome.
+        outcome = wait_until(cache.last_training_outcome, 10, "the failure to be recorded")
         assert outcome["status"] == "failed" and "OperationalError" in outcome["reason"]
 
 
