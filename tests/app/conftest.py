@@ -10,7 +10,8 @@ import redis
 from app import create_app
 from common.config import load_settings
 from common.recs_cache import RecsCache
-from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_PREFIX
+from tests.app.helpers import REDIS_PREFIX
+from tests.conftest import TEST_DATABASE_URL
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -25,7 +26,7 @@ def settings_env(redis_url, model_dir):
     """The environment the app's settings are read from; tests may add variables before ``app`` is made."""
     return {
         "REDIS_URL": redis_url,
-        "REDIS_PREFIX": TEST_REDIS_PREFIX,
+        "REDIS_PREFIX": REDIS_PREFIX,
         "DATABASE_URL": TEST_DATABASE_URL,
         "MODEL_DIR": str(model_dir),
         "ADMIN_TOKEN": ADMIN_TOKEN,
@@ -63,7 +64,7 @@ def client(app):
 @pytest.fixture
 def cache(redis_url):
     client = redis.Redis.from_url(redis_url)
-    yield RecsCache(client, TEST_REDIS_PREFIX)
+    yield RecsCache(client, REDIS_PREFIX)
     client.close()
 
 

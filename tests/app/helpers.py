@@ -5,6 +5,7 @@ Shared by the web app's unit tests and the end-to-end tests that run gunicorn.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from ml import artifact
 from ml.model import RecModel
 
 STAGING_TTL = 600
+# Pub/sub channels are server-wide (not per database): a prefix of this run's own keeps other test runs'
+# model updates off the channel the web workers under test listen to.
+REDIS_PREFIX = f"recsvc-test-app-{os.getpid()}:"
 
 
 def publish(

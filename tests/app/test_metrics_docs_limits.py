@@ -10,8 +10,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.cache_guard import CacheGuard, CacheUnavailable
-from tests.app.helpers import publish
-from tests.conftest import TEST_REDIS_PREFIX
+from tests.app.helpers import REDIS_PREFIX, publish
 from tests.ml.factories import random_model
 
 STATIC = Path(__file__).resolve().parents[2] / "app" / "static"
@@ -88,7 +87,7 @@ def test_rate_limit_answers_429_in_the_error_shape_and_spares_health(make_app, s
     assert int(limited.headers["Retry-After"]) > 0
     assert all(client.get("/health").status_code in (200, 503) for _ in range(5))
     keys = redis.Redis.from_url(redis_url).keys("*")
-    assert keys and all(k.decode().startswith(TEST_REDIS_PREFIX + "ratelimit") for k in keys)
+    assert keys and all(k.decode().startswith(REDIS_PREFIX + "ratelimit") for k in keys)
 
 
 def test_rate_limit_keeps_serving_when_redis_is_down(make_app, settings_env, dead_redis_url):

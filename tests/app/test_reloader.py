@@ -10,8 +10,7 @@ import redis
 from app.model_holder import ModelHolder
 from app.reloader import ModelReloader
 from common.recs_cache import RecsCache
-from tests.app.helpers import publish
-from tests.conftest import TEST_REDIS_PREFIX
+from tests.app.helpers import REDIS_PREFIX, publish
 from tests.ml.factories import random_model
 
 
@@ -37,7 +36,7 @@ def run_reloader(redis_url):
     started = []
 
     def run(holder, cache_class=RecsCache, **options):
-        cache = cache_class(redis.Redis.from_url(redis_url), TEST_REDIS_PREFIX)
+        cache = cache_class(redis.Redis.from_url(redis_url), REDIS_PREFIX)
         reloader = ModelReloader(holder, cache, **options)
         reloader.start()
         started.append(reloader)
@@ -98,7 +97,7 @@ def test_a_failed_load_keeps_the_old_model_and_is_not_retried_at_once(cache, mod
 
 def test_the_reloader_keeps_retrying_an_unreachable_redis_and_stops_cleanly(dead_redis_url, model_dir):
     holder = ModelHolder(str(model_dir), lambda: None)
-    dead = RecsCache(redis.Redis.from_url(dead_redis_url), TEST_REDIS_PREFIX)
+    dead = RecsCache(redis.Redis.from_url(dead_redis_url), REDIS_PREFIX)
     reloader = ModelReloader(holder, dead, max_backoff=0.2)
     reloader.start()
     try:

@@ -13,9 +13,8 @@ import redis
 import requests
 
 from common.recs_cache import RecsCache
-from tests.app.helpers import publish
+from tests.app.helpers import REDIS_PREFIX, publish
 from tests.app.processes import GUNICORN, REPO, GunicornServer, RedisServer, wait_until
-from tests.conftest import TEST_REDIS_PREFIX
 from tests.ml.factories import random_model
 
 TOP_K = 30
@@ -25,7 +24,7 @@ ADMIN_TOKEN = "e2e-admin-token-0123456789"
 def server_env(redis_url: str, model_dir: Path) -> dict[str, str]:
     return {
         "REDIS_URL": redis_url,
-        "REDIS_PREFIX": TEST_REDIS_PREFIX,
+        "REDIS_PREFIX": REDIS_PREFIX,
         "MODEL_DIR": str(model_dir),
         "TOP_K_RECOMMENDATIONS": str(TOP_K),
         "MAX_PAGE_LIMIT": str(TOP_K),
@@ -41,7 +40,7 @@ def model_dir(tmp_path):
 
 @pytest.fixture
 def cache(redis_client):
-    return RecsCache(redis_client, TEST_REDIS_PREFIX)
+    return RecsCache(redis_client, REDIS_PREFIX)
 
 
 @pytest.fixture
@@ -123,7 +122,7 @@ def test_errors_are_json_and_access_log_has_the_request_id(server):
 def test_requests_keep_succeeding_while_redis_stops_and_restarts(model_dir, tmp_path):
     private = RedisServer().start()
     try:
-        cache = RecsCache(redis.Redis.from_url(private.url), TEST_REDIS_PREFIX)
+        cache = RecsCache(redis.Redis.from_url(private.url), REDIS_PREFIX)
         first = publish(cache, model_dir, random_model(num_users=50, num_items=80, seed=1), top_k=TOP_K)
         server = GunicornServer(server_env(private.url, model_dir), workers=2, log_path=tmp_path / "g.log").start()
         failures, answers, stop = [], [], threading.Event()

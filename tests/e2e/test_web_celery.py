@@ -1,0 +1,64 @@
+"""End to end with the real pipeline: a Celery worker trains and publishes, gunicorn workers serve it live.
+
+The training-side fixtures (demo data in PostgreSQL, the processes' environment, ``celery -A tasks``
+processes) are the pipeline tests' own, imported from ``tests.tasks.conftest``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from tests.app.processes import GunicornServer, wait_until
+from tests.tasks import conftest as pipeline_fixtures
+from tests.tasks.conftest import run_train, start_worker
+
+# The pipeline tests' fixtures, made available to this module by name.
+cache = pipeline_fixtures.cache
+celery_client = pipeline_fixtures.celery_client
+demo_dir = pipeline_fixtures.demo_dir
+loaded_db = pipeline_fixtures.loaded_db
+service_env = pipeline_fixtures.service_env
+services = pipeline_fixtures.services
+
+
+def known_user(conn) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SELECT user_id FROM interactions GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1")
+        return cur.fetchone()[0]
+
+
+def test_versions_trained_by_celery_reach_every_gunicorn_worker(
+    loaded_db, cache, service_env, services, celery_client, tmp_path
+):
+    start_worker(services, service_env)
+    first = run_train(celery_client)
+    assert first["status"] == "published", first
+    server = GunicornServer(service_env, workers=3, log_path=tmp_path / "gunicorn.log").start()
+    try:
+        assert set(server.worker_versions().values()) == {first["version"]}
+        user = known_user(loaded_db)
+        page = requests.get(f"{server.url}/recommendations/{user}", params={"limit": 10}).json()
+        assert (page["model_version"], page["strategy"], page["source"]) == (first["version"], "personalized", "cache")
+
+        second = run_train(celery_client)
+        done = time.monotonic()
+        assert second["status"] == "published", second
+        # The task published before it returned: every worker must hold the version within a second of that.
+        assert wait_until(lambda: set(server.worker_versions().values()) == {second["version"]}, 1.0, 0.02), (
+            server.worker_versions()
+        )
+        assert time.monotonic() - done < 1.0
+        answers = [requests.get(f"{server.url}/recommendations/{user}").json() for _ in range(12)]
+        assert {a["model_version"] for a in answers} == {second["version"]}
+
+        pinned = requests.get(
+            f"{server.url}/recommendations/{user}",
+            params={"limit": 10, "offset": 10, "version": first["version"]},
+        ).json()
+        assert (pinned["model_version"], pinned["version_fallback"]) == (first["version"], False)
+        assert [r["rank"] for r in pinned["recommendations"]] == list(range(11, 21))
+        assert not {r["post_id"] for r in page["recommendations"]} & {r["post_id"] for r in pinned["recommendations"]}
+    finally:
+        assert server.stop() == 0, server.log()
