@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import redis
 from flask import current_app
@@ -20,6 +21,9 @@ from app.model_holder import ModelHolder
 from app.probes import CachedProbe, postgres_check
 from common.config import Settings
 from common.recs_cache import RecsCache
+
+if TYPE_CHECKING:  # app.reloader imports this module
+    from app.reloader import ModelReloader
 
 # Requests must not wait long for Redis: they can be answered from the model instead.
 REQUEST_REDIS_TIMEOUT = 0.2
@@ -36,7 +40,7 @@ class Runtime:
     feed: FeedService
     redis_probe: CachedProbe
     postgres_probe: CachedProbe
-    reloader: object | None = field(default=None)  # app.reloader.ModelReloader once started
+    reloader: ModelReloader | None = field(default=None)  # set by app.reloader.start in a gunicorn worker
 
     def close(self) -> None:
         """Release the Redis connections (at worker exit, and in tests)."""

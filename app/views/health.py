@@ -23,7 +23,7 @@ class Health(MethodView):
         """
         runtime = get_runtime()
         loaded = runtime.holder.get()
-        redis = runtime.redis_probe.result()
+        redis_check = runtime.redis_probe.result()
         postgres = runtime.postgres_probe.result()
         model = {
             "ok": loaded is not None,
@@ -34,7 +34,7 @@ class Health(MethodView):
         }
         if loaded is None:
             status = "unavailable"
-        elif not redis.ok:
+        elif not redis_check.ok:
             status = "degraded"
         else:
             status = "ok"
@@ -42,7 +42,12 @@ class Health(MethodView):
             "status": status,
             "checks": {
                 "model": model,
-                "redis": {"ok": redis.ok, "required": False, "latency_ms": redis.latency_ms, "error": redis.error},
+                "redis": {
+                    "ok": redis_check.ok,
+                    "required": False,
+                    "latency_ms": redis_check.latency_ms,
+                    "error": redis_check.error,
+                },
                 "postgres": {
                     "ok": postgres.ok,
                     "required": False,

@@ -22,5 +22,10 @@ class Metrics(MethodView):
         summed over every worker of this gunicorn.
         """
         holder = get_runtime().holder
-        body, content_type = metrics.render(lambda: holder.current.created_at if holder.current else None)
+
+        def model_created_at() -> float | None:
+            loaded = holder.current
+            return loaded.created_at if loaded is not None else None
+
+        body, content_type = metrics.render(model_created_at)
         return Response(body, content_type=content_type)
