@@ -193,16 +193,15 @@ def read_dataset(conn: extensions.connection, queries: Mapping[str, str]) -> Dat
             tables = {}
             for table in TABLES:
                 source = f"SQL_{table.upper()} query"
-                text = _copy_out(cur, table, queries[table], source)
-                tables[table] = csv_rows(io.StringIO(text, newline=""), source)
+                tables[table] = csv_rows(_copy_out(cur, table, queries[table], source), source)
             return build_dataset(tables, name="database")
     finally:
         conn.rollback()
         conn.autocommit = autocommit
 
 
-def _copy_out(cur: extensions.cursor, table: str, query: str, source: str) -> str:
-    """Run one configured query and return its rows as CSV text, with timestamps and tags normalised."""
+def _copy_out(cur: extensions.cursor, table: str, query: str, source: str) -> io.StringIO:
+    """Run one configured query and return its rows as CSV text (tags as ``|``-joined text), rewound."""
     query = query.strip().rstrip(";")
     try:
         cur.execute(sql.SQL("SELECT * FROM ({}) AS q LIMIT 0").format(sql.SQL(query)))
@@ -234,7 +233,8 @@ def _copy_out(cur: extensions.cursor, table: str, query: str, source: str) -> st
         cur.copy_expert(statement, out)
     except psycopg2.Error as exc:
         raise DatasetError(f"{source} failed: {(exc.pgerror or str(exc)).strip()}\n  query: {query}") from exc
-    return out.getvalue()
+    out.seek(0)
+    return out
 
 
 def count_rows(conn: extensions.connection) -> dict[str, int]:
