@@ -18,6 +18,7 @@ from typing import Any
 
 from app import metrics
 from ml import artifact
+from ml.errors import ArtifactError
 from ml.model import RecModel
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,14 @@ class ModelHolder:
                     return ReloadOutcome(True, False, f"version {target} is already loaded", previous, previous)
                 model, metadata = artifact.load(self._model_dir, target)
             except Exception as exc:  # any failure must leave the worker serving its old model
-                log.error("loading model version %s failed, keeping %s: %s", target, _name(previous), exc, exc_info=exc)
+                # An ArtifactError names the file and the reason; anything else is unexpected: keep its traceback.
+                log.error(
+                    "loading model version %s failed, keeping %s: %s",
+                    target,
+                    _name(previous),
+                    exc,
+                    exc_info=None if isinstance(exc, ArtifactError) else exc,
+                )
                 self.last_error = {"version": target, "error": str(exc), "at": iso_time(time.time())}
                 metrics.MODEL_LOADS.labels("failed").inc()
                 reason = f"loading version {target} failed: {exc}; still serving {_name(previous)}"

@@ -3,7 +3,8 @@
 In one run, with the same gunicorn settings (``gunicorn.conf.py``, ``API_WORKERS`` workers) for both apps:
 
 1. the bare endpoint (``benchmarks/bare_app.py``, a constant JSON answer): requests per second, p50/p99;
-2. ``GET /recommendations/<user>`` for random known users and random pages: the same figures;
+2. ``GET /recommendations/<user>`` for random known users and random pages: the same figures (runs of 1
+   and 2 alternate, ``--rounds`` times, and the medians are reported);
 3. the same load while three new model versions are published: failed requests, latency, and how long
    each version took to be held by every worker (read from the per-worker ``recsvc_model_info`` gauge);
 4. the memory of one web worker (RSS and PSS).
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,6 +87,13 @@ def run_wrk(url: str, script: Path, duration: float, connections: int, mode: str
     return result
 
 
+def median_run(runs: list[dict]) -> dict:
+    """Each figure's median over rounds; failed requests are added up."""
+    summary = {key: statistics.median(run[key] for run in runs) for key in ("rps", "p50_ms", "p99_ms", "max_ms")}
+    summary["errors"] = sum(run["errors"] for run in runs)
+    return summary
+
+
 def memory_mb(pid: int) -> tuple[float, float]:
     """(RSS, PSS) of a process in MB; PSS shares pages inherited from the master fairly among workers."""
     rss = pss = 0.0
@@ -124,6 +133,7 @@ def reload_under_load(server: GunicornServer, cache: RecsCache, model_dir: Path,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/app runs; medians (default 3)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--worker-class", choices=["gthread", "sync"], help="override gunicorn.conf.py's")
     parser.add_argument("--users", type=int, default=DEFAULT_USERS, help=f"model users (default {DEFAULT_USERS})")
@@ -134,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("wrk is not installed (apt-get install wrk)")
 
     settings = load_settings()
+    load_before = os.getloadavg()[0]
     pages = settings.top_k // PAGE_LIMIT
     work = Path(tempfile.mkdtemp(prefix="recsvc-bench-"))
     script = work / "load.lua"
@@ -153,14 +164,15 @@ def main(argv: list[str] | None = None) -> int:
 
         bare = GunicornServer(env, workers, work / "bare.log", app="benchmarks.bare_app:app").start()
         servers.append(bare)
-        wrk_on(bare, "bare", WARM_UP_SECONDS)()  # every worker imported, connections made
-        baseline = wrk_on(bare, "bare")()
-        bare.stop()
-
         app = GunicornServer(env, workers, work / "app.log").start()
         servers.append(app)
+        wrk_on(bare, "bare", WARM_UP_SECONDS)()  # every worker imported, connections made
         wrk_on(app, "recs", WARM_UP_SECONDS)()  # and each version's item metadata fetched once
-        recs = wrk_on(app, "recs")()
+        # Alternate the two so that both see the same background load (this machine may be shared).
+        rounds = [(wrk_on(bare, "bare")(), wrk_on(app, "recs")()) for _ in range(args.rounds)]
+        baseline = median_run([bare_run for bare_run, _ in rounds])
+        recs = median_run([recs_run for _, recs_run in rounds])
+        bare.stop()
         during_reload, visible_after = reload_under_load(app, cache, work / "models", args, wrk_on(app, "recs"))
         memory = [memory_mb(pid) for pid in app.worker_pids()]
         app.stop()
@@ -173,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     worker_class = args.worker_class or "gthread (gunicorn.conf.py)"
     print(
         f"\n{workers} workers, worker class {worker_class}, {args.connections} connections, "
-        f"{args.duration:g} s per run, {os.cpu_count()} cores; "
-        f"model {args.users} users x {args.items} posts x {args.components} components\n"
+        f"median of {args.rounds} alternating runs of {args.duration:g} s, {os.cpu_count()} cores; "
+        f"model {args.users} users x {args.items} posts x {args.components} components; "
+        f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n"
     )
     print("| run | requests/s | p50 ms | p99 ms | max ms | failed requests |")
     print("|---|---:|---:|---:|---:|---:|")
