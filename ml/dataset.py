@@ -183,8 +183,7 @@ def csv_table(file: TextIO, source: str, columns: Sequence[str]) -> Table:
 
 def csv_rows(file: TextIO, source: str) -> Table:
     """A :class:`Table` over CSV text without a header (such as ``COPY ... TO STDOUT``), rows numbered from 1."""
-    rows = _CsvRows(file, source)
-    return Table(source, rows, rows.line_of)
+    return Table(source, _CsvRows(file, source))
 
 
 class _CsvRows:

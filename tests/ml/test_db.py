@@ -303,6 +303,20 @@ def test_bad_rows_from_queries_are_reported_by_query_and_row(pg_conn, tiny_datas
     ]
 
 
+def test_query_rows_are_numbered_by_row_even_across_multiline_values(pg_conn, tiny_dataset_dir):
+    load_dataset_dir(pg_conn, tiny_dataset_dir)
+    with pg_conn.cursor() as cur:
+        cur.execute("UPDATE posts SET tags = ARRAY[E'two\\nlines', 'fine'] WHERE id = 'p1'")
+    pg_conn.commit()
+    posts = (
+        "SELECT id, CASE WHEN id = 'p3' THEN 'nowhere' ELSE community_id END AS community_id, author_id, tags,"
+        " created_at FROM posts"
+    )
+    with pytest.raises(DatasetError) as info:
+        read_dataset(pg_conn, {**DEFAULT_QUERIES, "posts": posts})
+    assert info.value.problems == ["SQL_POSTS query:3: unknown community_id 'nowhere' (no such community)"]
+
+
 def test_reader_leaves_the_connection_as_it_found_it(pg_conn, tiny_dataset_dir):
     load_dataset_dir(pg_conn, tiny_dataset_dir)
     pg_conn.autocommit = True
