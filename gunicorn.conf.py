@@ -29,8 +29,9 @@ from app.logs import logging_config  # noqa: E402  (after PROMETHEUS_MULTIPROC_D
 _host = _settings.api_host
 bind = f"[{_host}]:{_settings.api_port}" if ":" in _host else f"{_host}:{_settings.api_port}"
 workers = _settings.api_workers
-# gthread: a worker keeps HTTP keep-alive connections and overlaps a request's Redis round trip with
-# others; on the benchmark (benchmarks/serve.py, README) it beat sync workers at equal worker count.
+# gthread rather than sync: on the benchmark (benchmarks/serve.py) both gave the same throughput and
+# latency within the noise of a shared 2-core machine, and gthread keeps HTTP keep-alive connections to
+# the backend and lets a request stuck on a Redis timeout (0.2 s) block one thread instead of the worker.
 worker_class = "gthread"
 threads = 4
 keepalive = 5
