@@ -58,6 +58,15 @@ def test_top_k_is_the_same_in_small_blocks(monkeypatch):
     np.testing.assert_array_equal(scores, whole_scores)
 
 
+def test_top_k_is_the_same_on_several_threads(monkeypatch):
+    model = random_model(num_users=60, num_items=2500, dim=8, seed=6, exclude={3: [0, 5], 59: [7]})
+    monkeypatch.setattr(ml.model, "BLOCK_ELEMENTS", 2500 * 4)  # 15 blocks
+    alone_items, alone_scores = model.top_k(np.arange(60), 30, num_threads=1)
+    items, scores = model.top_k(np.arange(60), 30, num_threads=3)
+    np.testing.assert_array_equal(items, alone_items)
+    np.testing.assert_array_equal(scores, alone_scores)
+
+
 def test_top_k_in_the_order_asked_with_repeats():
     model = random_model(num_users=5, num_items=30, seed=5)
     items, _ = model.top_k([4, 0, 4], 5)
@@ -101,6 +110,7 @@ def test_popular_skips_excluded_items():
         ({"user_biases": np.zeros(5, dtype=np.float32)}, "user_biases has 5 rows"),
         ({"item_embeddings": np.zeros((9, 3), dtype=np.float32)}, "differ in dimension"),
         ({"user_embeddings": np.zeros((6, 4), dtype=np.float64)}, "must be a float32 array"),
+        ({"item_biases": np.full(9, np.nan, dtype=np.float32)}, "item_biases holds NaN or infinite"),
         ({"exclude_indices": np.array([0, 99], dtype=np.int32)}, "exclude_indptr is not a valid CSR"),
         ({"popular_items": np.zeros(9, dtype=np.int32)}, "every item index exactly once"),
         ({"item_tags": [()]}, "one entry per item"),
