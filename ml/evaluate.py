@@ -27,10 +27,13 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import psycopg2
 
+import ml.db
 from common.config import TrainingSettings, load_settings
 from ml.dataset import Dataset, read_dataset_dir
 from ml.errors import DatasetError, TrainingError
@@ -217,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset = read_dataset_dir(args.dataset_dir)
             label = args.dataset_dir
         result = evaluate(dataset, settings.training, k=args.k)
-    except (DatasetError, TrainingError, OSError) as exc:
+    except (DatasetError, TrainingError, OSError, psycopg2.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result["params"] = dataclasses.asdict(settings.training)
@@ -225,9 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _read_from_db(database_url: str, queries) -> Dataset:
-    import ml.db
-
+def _read_from_db(database_url: str, queries: Mapping[str, str]) -> Dataset:
     conn = ml.db.connect(database_url)
     try:
         return ml.db.read_dataset(conn, queries)

@@ -10,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 
+import ml.db
 from common.config import TrainingSettings
 from ml.errors import DatasetError
-from ml.evaluate import evaluate, ranking_metrics, temporal_split
+from ml.evaluate import evaluate, main, ranking_metrics, temporal_split
 from tests.ml.datasets import write_dataset_dir
 from tests.ml.factories import make_dataset, planted_dataset, planted_tables
 
@@ -108,6 +109,20 @@ def test_command_line_on_a_dataset_directory(tmp_path):
         [sys.executable, "-m", "ml.evaluate", str(directory)], capture_output=True, text=True, env=env
     )
     assert "precision@10" in table.stdout and "popularity" in table.stdout
+
+
+def test_command_line_from_postgresql(tmp_path, database_url, pg_conn, capsys, monkeypatch):
+    tables = planted_tables(num_users=80, num_items=60, per_user=8)
+    ml.db.load_dataset_dir(pg_conn, write_dataset_dir(tmp_path / "data", tables))
+    for name, value in {"LIGHTFM_EPOCHS": "3", "LIGHTFM_COMPONENTS": "8", "TRAIN_THREADS": "1"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["--from-db", "--database-url", database_url, "--json"]) == 0
+    from_db = json.loads(capsys.readouterr().out)
+    assert main([str(tmp_path / "data"), "--json"]) == 0
+    from_dir = json.loads(capsys.readouterr().out)
+    # The same data through PostgreSQL gives the same split.
+    for key in ("users", "test_pairs", "train_pairs"):
+        assert from_db[key] == from_dir[key] > 0
 
 
 def test_command_line_refuses_a_bad_directory(tmp_path):
