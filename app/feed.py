@@ -93,6 +93,10 @@ class FeedService:
         metrics.PAGES.labels(ranking.strategy, ranking.source).inc()
         return _page_body(user_id, served, ranking, limit, offset, version is not None and served != version)
 
+    def prefetch(self, version: str) -> None:
+        """Fetch a version's item metadata now (the reloader calls this after a swap), not on a request."""
+        self._version_data(version)
+
     def _from_cache(self, version: str, user_id: str, loaded: LoadedModel) -> _Ranking | None:
         """The ranking from Redis, or None when it has to come from the model."""
         data = self._version_data(version)

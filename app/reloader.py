@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 from flask import Flask
@@ -48,6 +49,8 @@ class ModelReloader(threading.Thread):
         Cap of the wait between reconnection attempts.
     retry_failed_after : float
         Seconds before a version that failed to load is tried again.
+    on_loaded : callable, optional
+        Called with each version swapped in (the feed prefetches its item metadata).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class ModelReloader(threading.Thread):
         poll_interval: float = 2.0,
         max_backoff: float = 30.0,
         retry_failed_after: float = 30.0,
+        on_loaded: Callable[[str], None] | None = None,
     ):
         super().__init__(name="model-reloader", daemon=True)
         self._holder = holder
@@ -64,6 +68,7 @@ class ModelReloader(threading.Thread):
         self._poll_interval = poll_interval
         self._max_backoff = max_backoff
         self._retry_failed_after = retry_failed_after
+        self._on_loaded = on_loaded
         self._stopping = threading.Event()
         self._failed: dict[str, float] = {}  # version -> monotonic time of its failed load
 
@@ -124,6 +129,8 @@ class ModelReloader(threading.Thread):
         outcome = self._holder.reload(version)
         if outcome.success:
             self._failed.pop(version, None)
+            if outcome.reloaded and self._on_loaded is not None:
+                self._on_loaded(version)
         else:
             self._failed[version] = time.monotonic()
 
@@ -138,7 +145,9 @@ def _close_quietly(pubsub: redis.client.PubSub) -> None:
 def start(app: Flask) -> ModelReloader:
     """Load the model now (before the worker serves) and start the worker's reloader thread."""
     runtime: Runtime = app.extensions["recsvc"]
-    runtime.holder.reload()
+    outcome = runtime.holder.reload()
+    if outcome.current is not None:
+        runtime.feed.prefetch(outcome.current.version)
     client = redis.Redis.from_url(
         runtime.settings.redis_url,
         socket_timeout=RELOADER_SOCKET_TIMEOUT,
@@ -147,7 +156,9 @@ def start(app: Flask) -> ModelReloader:
         health_check_interval=RELOADER_HEALTH_CHECK_INTERVAL,
         retry=Retry(NoBackoff(), 0),  # the loop above reconnects, with its own backoff
     )
-    reloader = ModelReloader(runtime.holder, RecsCache(client, runtime.settings.redis_prefix))
+    reloader = ModelReloader(
+        runtime.holder, RecsCache(client, runtime.settings.redis_prefix), on_loaded=runtime.feed.prefetch
+    )
     runtime.reloader = reloader
     reloader.start()
     return reloader

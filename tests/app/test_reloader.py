@@ -57,12 +57,14 @@ def test_a_published_version_is_loaded_within_a_second(cache, model_dir, run_rel
     first = publish(cache, model_dir, random_model(seed=1), top_k=5)
     holder = holder_for(cache, model_dir)
     holder.reload()
-    reloader = run_reloader(holder, poll_interval=60)  # only the message can deliver it in time
+    swapped_in = []
+    reloader = run_reloader(holder, poll_interval=60, on_loaded=swapped_in.append)  # only the message is fast
     time.sleep(0.2)  # let it subscribe
     second = publish(cache, model_dir, random_model(seed=2), top_k=5)
     published_at = time.monotonic()
     assert wait_for(lambda: holder.current.version == second, 1.0), f"still on {holder.current.version}"
     assert time.monotonic() - published_at < 1.0
+    assert wait_for(lambda: swapped_in == [second], 1.0), swapped_in
     assert reloader.is_alive() and first != second
 
 
