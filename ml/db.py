@@ -25,6 +25,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import extensions, sql
 
+from common.config import load_settings
 from ml.dataset import COLUMNS, TAG_SEPARATOR, Dataset, build_dataset, csv_rows, csv_table, read_dataset_dir
 from ml.errors import DatasetError
 
@@ -271,12 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     try:
-        database_url = args.database_url
-        if not database_url:
-            from common.config import load_settings
-
-            database_url = load_settings().database_url
-        conn = connect(database_url)
+        conn = connect(args.database_url or load_settings().database_url)
     except (ValueError, psycopg2.Error) as exc:  # ConfigError is a ValueError
         print(f"error: {exc}".strip(), file=sys.stderr)
         return 1

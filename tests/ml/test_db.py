@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -329,8 +330,10 @@ def test_reader_leaves_the_connection_as_it_found_it(pg_conn, tiny_dataset_dir):
         read_dataset(pg_conn, DEFAULT_QUERIES)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ml.db", *args], cwd=ROOT, capture_output=True, text=True)
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ml.db", *args], cwd=ROOT, capture_output=True, text=True, env=env, check=False
+    )
 
 
 def test_command_line(pg_conn, database_url, tiny_dataset_dir, tmp_path):
@@ -347,3 +350,11 @@ def test_command_line(pg_conn, database_url, tiny_dataset_dir, tmp_path):
     assert "interactions 12" in result.stdout
     result = _cli("count", "--database-url", "postgresql://postgres@127.0.0.1:1/none")
     assert result.returncode == 1 and result.stderr.startswith("error:")
+
+
+def test_command_line_reads_the_database_url_from_the_settings(pg_conn, database_url, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DB_"))}
+    result = _cli("count", env={**env, "DATABASE_URL": database_url})
+    assert result.returncode == 0 and "interactions 0" in result.stdout
+    result = _cli("count", env={**env, "DATABASE_URL": "mysql://somewhere/db"})
+    assert result.returncode == 1 and "DATABASE_URL='mysql://somewhere/db' is invalid" in result.stderr
