@@ -46,6 +46,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
         OPENAPI_SWAGGER_UI_URL=f"{_DOCS_ASSETS}/swagger-ui/",
+        # No validator badge: it would make the browser call an online validation service.
+        OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None},
         OPENAPI_REDOC_PATH="redoc",
         OPENAPI_REDOC_URL=f"{_DOCS_ASSETS}/redoc/redoc.standalone.js",
         API_SPEC_OPTIONS={
