@@ -23,7 +23,7 @@ from typing import Any
 import psycopg2
 import redis
 from celery import Task, chord, group
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 import ml.artifact
 from common.recs_cache import RecsCache
@@ -75,13 +75,19 @@ def _finish(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return f"the run took longer than TRAIN_TIME_LIMIT_SECONDS ({settings.train_time_limit_seconds:g} s)"
+    return f"{type(exc).__name__}: {exc}"
+
+
 class TrainTask(Task):
     """Base of ``tasks.train``: a final failure (after the retries) is recorded as the last training outcome."""
 
     resultrepr_maxsize = OUTCOME_REPR_MAXSIZE
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        _finish(pipeline.outcome("failed", f"{type(exc).__name__}: {exc}", task_id=task_id))
+        _finish(pipeline.outcome("failed", _failure_reason(exc), task_id=task_id))
 
 
 @app.task(name="tasks.train", bind=True, base=TrainTask, **RETRY_OPTIONS)
@@ -135,9 +141,8 @@ def precompute_chunk(self, version: str, start: int, stop: int) -> dict[str, Any
     return {"users": written, "seconds": round(time.perf_counter() - began, 3), "worker": self.request.hostname}
 
 
-@app.task(name="tasks.publish_version", bind=True, resultrepr_maxsize=OUTCOME_REPR_MAXSIZE, **RETRY_OPTIONS)
+@app.task(name="tasks.publish_version", resultrepr_maxsize=OUTCOME_REPR_MAXSIZE, **RETRY_OPTIONS)
 def publish_version(
-    self,
     chunk_results: list[dict[str, Any]],
     candidate: dict[str, Any],
     stages: dict[str, float],
@@ -172,4 +177,4 @@ def abandon_run(request, exc, traceback, lock_token: str) -> None:
     staged version is left to expire; the current model stays.
     """
     pipeline.release_lock(pipeline.held_lock(settings, recs_cache(), lock_token))
-    _finish(pipeline.outcome("failed", f"chunked run {lock_token} failed: {type(exc).__name__}: {exc}"))
+    _finish(pipeline.outcome("failed", f"chunked run {lock_token} failed: {_failure_reason(exc)}"))

@@ -79,9 +79,9 @@ def test_worker_killed_in_fit_changes_nothing_and_frees_the_lock(
     assert ml.artifact.current_version(settings.model_dir) == current.version
     assert model_files(settings.model_dir) == files  # no new version, no temporary file
     assert 0 < cache.client.ttl(cache.lock_key) <= limits.lock_ttl(settings)
+    start_worker(services, env, name="w2")
     wait_until(lambda: not cache.client.exists(cache.lock_key), limits.lock_ttl(settings) + 5, "the lock's TTL")
 
-    start_worker(services, env, name="w2")
     result = run_train(celery_client)
     assert result["status"] == "published" and result["version"] > current.version
     assert cache.current_version() == result["version"]
@@ -107,10 +107,32 @@ def test_worker_killed_in_chunked_precompute_never_publishes_a_partial_version(
     assert ml.artifact.current_version(settings.model_dir) == current.version
     assert not cache.is_published(staged)
     assert 0 < cache.client.ttl(cache.recs_key(staged)) <= limits.lock_ttl(settings)
+    # A new worker takes the killed run's remaining chunks; without the lock their version never publishes.
+    start_worker(services, env, name="w2")
     wait_until(lambda: not cache.client.exists(cache.lock_key), limits.lock_ttl(settings) + 5, "the lock's TTL")
 
-    start_worker(services, env, name="w2")
     result = run_train(celery_client)
     assert result["status"] == "published" and result["version"] > staged
     assert cache.current_version() == result["version"]
     assert not cache.is_published(staged)
+
+
+def test_run_over_its_time_limit_stops_frees_the_lock_and_keeps_the_current_model(
+    loaded_db, cache, service_env, services, celery_client
+):
+    env = {**service_env, "TRAIN_TIME_LIMIT_SECONDS": "10"}
+    settings = settings_from(env)
+    current, _, _, _ = publish_once(settings, cache)
+    files = model_files(settings.model_dir)
+    start_worker(services, {**env, "LIGHTFM_EPOCHS": "10000"})
+
+    run = celery_client.send_task("tasks.train")
+    run.get(timeout=60, propagate=False)
+
+    assert run.failed() and "SoftTimeLimitExceeded" in repr(run.result)
+    assert not cache.client.exists(cache.lock_key)
+    outcome = wait_until(cache.last_training_outcome, 10, "the failure to be recorded")
+    assert outcome["status"] == "failed"
+    assert outcome["reason"] == "the run took longer than TRAIN_TIME_LIMIT_SECONDS (10 s)"
+    assert cache.current_version() == current.version
+    assert model_files(settings.model_dir) == files

@@ -1,0 +1,67 @@
+"""The Celery settings follow the service's settings, and the time budgets nest as the pipeline relies on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from common.config import ConfigError
+from tasks import limits
+from tests.tasks.conftest import REPO, settings_from
+
+
+def celery_settings(env: dict[str, str]) -> dict:
+    """Celery's effective settings in a fresh process started with ``env``, as a worker would see them."""
+    code = (
+        "import json, tasks; c = tasks.app.conf; print(json.dumps({k: c[k] for k in ("
+        "'broker_url', 'result_backend', 'accept_content', 'task_serializer', 'result_serializer', "
+        "'worker_send_task_events', 'task_send_sent_event', 'result_extended', 'worker_prefetch_multiplier', "
+        "'task_acks_late', 'task_soft_time_limit', 'task_time_limit', 'broker_transport_options', "
+        "'beat_schedule')}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_celery_settings_come_from_the_environment(service_env):
+    env = {
+        **service_env,
+        "CELERY_BROKER_URL": "redis://broker.example:6379/3",
+        "CELERY_RESULT_BACKEND": "redis://results.example:6379/4",
+        "TRAIN_INTERVAL_SECONDS": "42",
+        "TRAIN_TIME_LIMIT_SECONDS": "600",
+    }
+    conf = celery_settings(env)
+
+    assert conf["broker_url"] == "redis://broker.example:6379/3"
+    assert conf["result_backend"] == "redis://results.example:6379/4"
+    assert conf["accept_content"] == ["json"] and conf["task_serializer"] == conf["result_serializer"] == "json"
+    assert conf["worker_send_task_events"] and conf["task_send_sent_event"] and conf["result_extended"]
+    assert conf["worker_prefetch_multiplier"] == 1 and conf["task_acks_late"]
+    assert (conf["task_soft_time_limit"], conf["task_time_limit"]) == (600, 660)
+    assert conf["broker_transport_options"]["visibility_timeout"] > conf["task_time_limit"]
+    assert conf["beat_schedule"]["train"] == {"task": "tasks.train", "schedule": 42.0, "options": {"expires": 42.0}}
+
+
+def test_a_bad_setting_stops_celery_at_start_naming_it(service_env):
+    env = {**service_env, "TRAIN_TIME_LIMIT_SECONDS": "soon"}
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tasks", "inspect", "ping"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "TRAIN_TIME_LIMIT_SECONDS='soon' is invalid" in done.stderr
+    with pytest.raises(ConfigError):
+        settings_from(env)
+
+
+@pytest.mark.parametrize("limit", ["10", "60", "1200", "86400"])
+def test_time_budgets_nest(service_env, limit):
+    settings = settings_from({**service_env, "TRAIN_TIME_LIMIT_SECONDS": limit})
+    soft, hard, lock = limits.soft_time_limit(settings), limits.hard_time_limit(settings), limits.lock_ttl(settings)
+    # The task is asked to stop, then killed, and only then may the lock and a staged version expire.
+    assert float(limit) == soft < hard < lock
