@@ -102,6 +102,7 @@ _FOLLOW_SHARE = 0.7  # of views through a followed community rather than the who
 _ATTENTION_SECONDS = 3 * DAY  # mean delay between a post's creation and a view
 _FOLLOW_COUNTS = np.array([0.35, 0.30, 0.18, 0.10, 0.07])  # share of users following 1..5 communities
 _AUTHOR_WEIGHT = np.array([1.0, 3.0, 25.0])  # per role: artists post the most
+_WRITE_ROWS = 250_000  # lines built and written at a time, to bound memory
 
 
 def generate(
@@ -147,7 +148,7 @@ def generate(
 
     post_community = rng.choice(num_communities, size=posts, p=community_weight**0.8 / (community_weight**0.8).sum())
     post_time = END - rng.integers(0, WINDOW_SECONDS, size=posts)
-    post_topic_mix, post_tags = _post_topics(rng, community_mix[post_community], tag_topic)
+    post_topic_mix, post_tags = _post_topics(rng, community_mix, post_community, tag_topic)
     post_author = _authors(rng, post_community, follow_user, follow_community, roles)
     # Long-tailed appeal, realised in proportion to the attention a post could gather since it appeared.
     popularity = rng.lognormal(0.0, 1.3, size=posts) * (1.0 - np.exp(-(END - post_time) / _ATTENTION_SECONDS))
@@ -237,11 +238,11 @@ def _tastes(
 
 
 def _post_topics(
-    rng: np.random.Generator, mix: np.ndarray, tag_topic: np.ndarray
+    rng: np.random.Generator, community_mix: np.ndarray, post_community: np.ndarray, tag_topic: np.ndarray
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """A main topic from the community's mix, 1-4 tags (70% of them of the main topic), and the topic vector."""
-    posts, num_topics = mix.shape
-    main = _categorical(rng, mix)
+    posts, num_topics = len(post_community), community_mix.shape[1]
+    main = _categorical(rng, community_mix, post_community)
     count = rng.choice(np.arange(1, 5), size=posts, p=[0.3, 0.35, 0.25, 0.1])
     slots = np.repeat(np.arange(posts), count)
     on_topic = rng.random(len(slots)) < 0.7
@@ -301,7 +302,7 @@ def _interactions(
     per_user = rng.multinomial(total, activity / activity.sum())
     user = rng.permutation(np.repeat(np.arange(users), per_user))
 
-    topic = _categorical(rng, taste[user])
+    topic = _categorical(rng, taste, user)
     follows_per_user = np.bincount(follow_user, minlength=users)
     follow_start = np.concatenate([[0], np.cumsum(follows_per_user)[:-1]])
     picked = follow_start[user] + (rng.random(len(user)) * follows_per_user[user]).astype(np.int64)
@@ -324,7 +325,7 @@ def _interactions(
         pick = np.searchsorted(cdf, rng.random(len(rows)) * cdf[-1], side="right")
         post[rows] = members[np.minimum(pick, len(members) - 1)]
 
-    affinity = np.einsum("ij,ij->i", taste[user], post_topic_mix[post])
+    affinity = sum(taste[user, k] * post_topic_mix[post, k] for k in range(num_topics))
     like = rng.random(len(user)) < (0.08 + 0.45 * affinity) * np.array([1.0, 1.0, 0.7])[roles[user]]
     comment = rng.random(len(user)) < (0.02 + 0.12 * affinity) * np.array([1.0, 2.5, 1.0])[roles[user]]
     horizon = (END - post_time[post]).astype(np.float64)
@@ -359,11 +360,14 @@ def _user_times(
     return first - rng.integers(0, 20 * DAY, size=users)
 
 
-def _categorical(rng: np.random.Generator, probabilities: np.ndarray) -> np.ndarray:
-    """One draw per row of a matrix of probabilities."""
+def _categorical(rng: np.random.Generator, probabilities: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """One draw from each ``probabilities[rows[i]]`` (column by column, so no len(rows) x K matrix is built)."""
     cdf = np.cumsum(probabilities, axis=1)
-    drawn = (cdf < rng.random((len(cdf), 1)) * cdf[:, -1:]).sum(axis=1)
-    return np.minimum(drawn, probabilities.shape[1] - 1)
+    target = rng.random(len(rows)) * cdf[rows, -1]
+    drawn = np.zeros(len(rows), dtype=np.int64)
+    for column in range(cdf.shape[1] - 1):
+        drawn += cdf[rows, column] < target
+    return drawn
 
 
 def _ids(prefix: str, count: int) -> np.ndarray:
@@ -386,14 +390,13 @@ def _replacing(path: Path) -> Iterator[Path]:
 
 def _write_csv(path: Path, header: tuple[str, ...], columns: list[np.ndarray]) -> None:
     """Write byte-string columns as CSV; the values are generated tokens that never need quoting."""
-    lines = columns[0]
-    for column in columns[1:]:
-        lines = np.strings.add(np.strings.add(lines, b","), column)
     with _replacing(path) as tmp, tmp.open("wb") as f:
         f.write(",".join(header).encode() + b"\n")
-        if len(lines):
-            f.write(b"\n".join(lines.tolist()))
-            f.write(b"\n")
+        for start in range(0, len(columns[0]), _WRITE_ROWS):
+            lines = columns[0][start : start + _WRITE_ROWS]
+            for column in columns[1:]:
+                lines = np.strings.add(np.strings.add(lines, b","), column[start : start + _WRITE_ROWS])
+            f.write(b"\n".join(lines.tolist()) + b"\n")
 
 
 def main(argv: list[str] | None = None) -> int:
