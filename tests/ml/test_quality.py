@@ -13,7 +13,7 @@ from common.config import TrainingSettings
 from ml.evaluate import evaluate
 from tests.ml.factories import planted_dataset
 
-# At the default hyperparameters the model scores 2.2-2.7x popularity here; 1.5x leaves room for the
+# At the default hyperparameters the model scores 2.1-2.7x popularity here; 1.5x leaves room for the
 # nondeterminism of multi-threaded training without letting a model that learned nothing pass.
 MARGIN = 1.5
 
