@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=DEFAULT_POSTS, help=f"model posts (default {DEFAULT_POSTS})")
     parser.add_argument("--components", type=int, default=TrainingSettings().components)
     args = parser.parse_args(argv)
+    if args.connections < 2 or args.rounds < 1 or args.duration < 1:
+        parser.error("--connections must be at least 2 (wrk runs 2 threads), --rounds and --duration at least 1")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
 
