@@ -14,7 +14,7 @@ from ml.features import build_features
 from ml.training import exclusions, fit, interaction_weights, popularity, to_rec_model, train
 from tests.ml.factories import make_dataset, planted_dataset
 
-FAST = TrainingSettings(components=8, epochs=5, num_threads=1)
+FAST = TrainingSettings(components=8, epochs=5, num_threads=1, half_life_days=0.0)
 
 
 @pytest.fixture
