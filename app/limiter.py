@@ -14,6 +14,7 @@ from flask_limiter.util import get_remote_address
 
 from app.runtime import REQUEST_REDIS_TIMEOUT
 from common.config import Settings
+from common.recs_cache import rate_limit_prefix
 
 _EXEMPT_BLUEPRINTS = frozenset({"health", "metrics", "api-docs"})
 
@@ -32,7 +33,7 @@ def init_app(app: Flask, settings: Settings) -> Limiter | None:
         default_limits_exempt_when=_exempt,
         storage_uri=settings.redis_url,
         storage_options={
-            "key_prefix": settings.redis_prefix + "ratelimit",
+            "key_prefix": rate_limit_prefix(settings.redis_prefix),
             "socket_timeout": REQUEST_REDIS_TIMEOUT,
             "socket_connect_timeout": REQUEST_REDIS_TIMEOUT,
         },

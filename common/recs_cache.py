@@ -14,6 +14,7 @@ Keys, all under the configured prefix (default ``recsvc:``):
                                   (packed list), ``created_at``, ``num_users``, ``num_items``, ``complete``
 ``lock:train``            string  the training lock; it has a TTL so a dead holder frees it
 ``training:last``         string  JSON of the last training outcome, for ``/admin/model-status``
+``ratelimit...``          (many)  the web's rate-limit counters (flask-limiter), see :func:`rate_limit_prefix`
 channel ``model-updates``         ``{"version", "created_at", "num_users", "num_items"}`` after each flip
 ========================  ======  =====================================================================
 
@@ -65,6 +66,11 @@ end
 redis.call('PUBLISH', ARGV[2] .. 'model-updates', ARGV[4])
 return previous
 """
+
+
+def rate_limit_prefix(prefix: str) -> str:
+    """Key prefix of the rate limiter's counters; flask-limiter spells the rest of those keys itself."""
+    return prefix + "ratelimit"
 
 
 def pack_list(items: np.ndarray, scores: np.ndarray) -> bytes:

@@ -10,6 +10,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.cache_guard import CacheGuard, CacheUnavailable
+from common.recs_cache import rate_limit_prefix
 from tests.app.helpers import REDIS_PREFIX, publish
 from tests.ml.factories import random_model
 
@@ -89,7 +90,7 @@ def test_rate_limit_answers_429_in_the_error_shape_and_spares_health(make_app, s
     assert int(limited.headers["Retry-After"]) > 0
     assert all(client.get("/health").status_code in (200, 503) for _ in range(5))
     keys = redis.Redis.from_url(redis_url).keys("*")
-    assert keys and all(k.decode().startswith(REDIS_PREFIX + "ratelimit") for k in keys)
+    assert keys and all(k.decode().startswith(rate_limit_prefix(REDIS_PREFIX)) for k in keys)
 
 
 def test_rate_limit_keeps_serving_when_redis_is_down(make_app, settings_env, dead_redis_url):
