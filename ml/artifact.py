@@ -361,15 +361,26 @@ def _from_arrays(arrays: Mapping[str, np.ndarray]) -> RecModel:
         arrays["community_vocabulary"], int(arrays["community_counts"][0]), "community_vocabulary"
     )
     tag_indptr, tag_indices = arrays["item_tag_indptr"], arrays["item_tag_indices"]
-    if len(tag_indptr) != num_items + 1 or tag_indptr[-1] != len(tag_indices):
+    if (
+        len(tag_indptr) != num_items + 1
+        or tag_indptr[0] != 0
+        or tag_indptr[-1] != len(tag_indices)
+        or np.any(np.diff(tag_indptr) < 0)
+    ):
         raise ValueError("item_tag_indptr does not match the items and item_tag_indices")
     item_community = arrays["item_community"].tolist()
-    item_tag_indices = tag_indices.tolist()
+    for name, indices, count in (
+        ("item_tag_indices", tag_indices, len(tags)),
+        ("item_community", arrays["item_community"], len(communities)),
+    ):
+        if len(indices) and (indices.min() < 0 or indices.max() >= count):
+            raise ValueError(f"{name} holds an index out of range")
+    flat_tags = [tags[j] for j in tag_indices.tolist()]
     bounds = tag_indptr.tolist()
     return RecModel(
         user_ids=_unpack_strings(arrays["user_ids"], num_users, "user_ids"),
         item_ids=_unpack_strings(arrays["item_ids"], num_items, "item_ids"),
-        item_tags=[tuple(tags[j] for j in item_tag_indices[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)],
+        item_tags=[tuple(flat_tags[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)],
         item_community_ids=[communities[c] for c in item_community],
         **{name: arrays[name] for name in _MODEL_ARRAYS},
     )

@@ -78,19 +78,43 @@ def test_truncated_npz_is_refused(tmp_path):
         artifact.load(tmp_path, version)
 
 
-def test_pickled_array_is_refused_even_with_a_matching_checksum(tmp_path):
-    version = artifact.save(random_model(), tmp_path, {})
-    npz_path, json_path = tmp_path / f"{version}.npz", tmp_path / f"{version}.json"
+def _rewrite_arrays(directory, version, **changes):
+    """Replace arrays in a version's npz and update its metadata to match, as a forger would."""
+    npz_path, json_path = directory / f"{version}.npz", directory / f"{version}.json"
     with np.load(npz_path) as archive:
         arrays = {name: archive[name] for name in archive.files}
-    arrays["user_ids"] = np.array(["user-0", {"evil": 1}], dtype=object)
+    arrays.update(changes)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     npz_path.write_bytes(buffer.getvalue())
     document = json.loads(json_path.read_text())
     document["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    document["arrays"] = {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()}
     json_path.write_text(json.dumps(document))
+
+
+def test_pickled_array_is_refused_even_with_a_matching_checksum(tmp_path):
+    version = artifact.save(random_model(), tmp_path, {})
+    _rewrite_arrays(tmp_path, version, user_ids=np.array(["user-0", {"evil": 1}], dtype=object))
     with pytest.raises(ArtifactError, match="not a readable model archive"):
+        artifact.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"item_tag_indices": np.array([0, 0, 1, 0, 0, 1, 0, 99, 1], dtype=np.int32)}, "item_tag_indices holds"),
+        ({"item_tag_indices": np.array([0, 0, 1], dtype=np.int32)}, "item_tag_indptr does not match"),
+        ({"item_community": np.full(9, -1, dtype=np.int32)}, "item_community holds"),
+        ({"exclude_indices": np.array([42], dtype=np.int32)}, "exclude_indptr is not a valid CSR"),
+        ({"user_ids": np.frombuffer(b"only-one-id", dtype=np.uint8)}, "user_ids: 1 entries, expected 6"),
+    ],
+    ids=["tag-index", "tag-count", "community-index", "exclusion-count", "id-count"],
+)
+def test_inconsistent_arrays_are_refused_even_with_a_matching_checksum(tmp_path, change, reason):
+    version = artifact.save(random_model(num_items=9), tmp_path, {})
+    _rewrite_arrays(tmp_path, version, **change)
+    with pytest.raises(ArtifactError, match=rf"{version}\.npz: inconsistent model: {reason}"):
         artifact.load(tmp_path)
 
 
