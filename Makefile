@@ -5,7 +5,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEMO_DIR := var/demo
+DEMO_DIR ?= var/demo
+# The env file of `make run`: created with a random ADMIN_TOKEN if missing, loaded by honcho for every process.
+RUN_ENV_FILE ?= .env
 
 .PHONY: help venv docs-assets services test lint run bench clean
 
@@ -42,6 +44,23 @@ test: SERVICES_ARGS = --database-url $${TEST_DATABASE_URL:-postgresql://postgres
 	--redis-url $${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
 test: services docs-assets lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The whole system on demo data: database and schema, demo data if the database has no interactions, one
+# training run so the first request has a model, then web, worker, beat and flower under honcho.
+run: SERVICES_ARGS = --create-database
+run: services docs-assets
+	@mkdir -p var
+	@test -f $(RUN_ENV_FILE) || { \
+		echo "ADMIN_TOKEN=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(32))')" > $(RUN_ENV_FILE) \
+		&& echo "created $(RUN_ENV_FILE) with a random ADMIN_TOKEN (admin endpoints); see .env.example for the rest"; }
+	$(PY) -m ml.db init
+	@if $(PY) -m ml.db count | awk '$$1 == "interactions" && $$2 == 0 { empty = 1 } END { exit !empty }'; then \
+		echo "the database has no interactions: loading demo data"; \
+		$(PY) -m ml.demo --out $(DEMO_DIR) && $(PY) -m ml.db load $(DEMO_DIR); \
+	fi
+	$(PY) -m tasks.bootstrap
+	@$(PY) scripts/urls.py
+	exec $(VENV)/bin/honcho start --env $(RUN_ENV_FILE)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

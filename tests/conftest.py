@@ -23,7 +23,8 @@ import redis
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/recsvc_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TEST_CELERY_REDIS_URL = os.environ.get("TEST_CELERY_REDIS_URL", "redis://127.0.0.1:6379/14")
-TEST_REDIS_PREFIX = "recsvc-test:"
+# Per run: pub/sub channels are server-wide (not per database), so parallel runs must not share names.
+TEST_REDIS_PREFIX = f"recsvc-test-{os.getpid()}:"
 
 
 def _admin_url(url: str) -> tuple[str, str]:
