@@ -208,12 +208,12 @@ class _BlockRanker:
         self.model = model
         self.selector = _TopSelector(model.num_items, k)
         width, num_items = self.selector.width, model.num_items
-        # Item factors with the bias as one more column, padded to the selector's width with rows that
-        # score -inf (zero embedding, bias -inf), so one product fills the whole block.
+        # Item factors with the bias as one more column, padded with zero rows to the selector's width,
+        # so one product fills the whole block. (The padding columns are set to -inf after the product:
+        # an infinite factor would meet BLAS's own zero padding and raise invalid-value flags.)
         self.item_factors = np.zeros((width, model.num_components + 1), dtype=np.float32)
         self.item_factors[:num_items, :-1] = model.item_embeddings
         self.item_factors[:num_items, -1] = model.item_biases
-        self.item_factors[num_items:, -1] = -np.inf
         self.block_users = max(1, BLOCK_ELEMENTS // width)
 
     def buffers(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -229,6 +229,7 @@ class _BlockRanker:
         block_scores, user_factors = score_buffer[: len(block)], factor_buffer[: len(block)]
         user_factors[:, :-1] = model.user_embeddings[block]
         np.matmul(user_factors, self.item_factors.T, out=block_scores)
+        block_scores[:, model.num_items :] = -np.inf
         rows, cols = self.exclusions(block)
         block_scores[rows, cols] = -np.inf
         top_items, top_scores = self.selector.select(block_scores)

@@ -49,6 +49,30 @@ def test_top_k_pads_when_fewer_candidates_than_k():
     assert np.isfinite(scores[1, :5]).all()
 
 
+def test_top_k_pads_in_the_grouped_selection_too():
+    # 2000 items and k=100 take the grouped path; user 0 may only see 50 items.
+    allowed = set(range(0, 2000, 40))
+    model = random_model(num_users=2, num_items=2000, exclude={0: [i for i in range(2000) if i not in allowed]})
+    items, scores = model.top_k([0], 100)
+    assert set(items[0, :50].tolist()) == allowed
+    assert (items[0, 50:] == -1).all() and np.isnan(scores[0, 50:]).all()
+    assert np.all(np.diff(scores[0, :50]) <= 0)
+
+
+def test_top_k_with_every_score_tied():
+    model = random_model(num_users=3, num_items=3000, exclude={1: [5, 6, 7]})
+    tied = dataclasses.replace(
+        model,
+        item_embeddings=np.ones_like(model.item_embeddings),
+        item_biases=np.zeros_like(model.item_biases),
+    )
+    items, scores = tied.top_k([0, 1, 2], 60)
+    for row, user in enumerate([0, 1, 2]):
+        assert len(set(items[row].tolist())) == 60 and items[row].min() >= 0
+        assert not set(items[row].tolist()) & set(tied.excluded_items(user).tolist())
+        np.testing.assert_allclose(scores[row], scores[row, 0], rtol=1e-6)
+
+
 def test_top_k_is_the_same_in_small_blocks(monkeypatch):
     model = random_model(num_users=50, num_items=3000, dim=8, seed=4, exclude={7: [1, 2, 3], 49: [0]})
     whole_items, whole_scores = model.top_k(np.arange(50), 20)
