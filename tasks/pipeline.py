@@ -91,14 +91,17 @@ class Stages:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A trained model saved as an artifact (not yet current), with what its outcome reports."""
+    """A trained model saved as an artifact (not yet current), with what its outcome reports.
+
+    ``metrics`` is None for a first model trained before any user had enough history for a holdout.
+    """
 
     version: str
     created_at: str
     num_users: int
     num_items: int
     num_interactions: int
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] | None
 
     def update_message(self) -> dict[str, Any]:
         """The message announced on the model-updates channel (DESIGN section 6)."""
@@ -241,13 +244,20 @@ def build_candidate(settings: Settings, cache: RecsCache, stages: Stages) -> tup
     if refusal:
         raise RunRejected(refusal, **counts)
 
+    current_version, current_value = current_gate_value(settings, cache)
     with stages.time("evaluate"):
         try:
             metrics = ml.evaluate.evaluate(dataset, settings.training, k=10)
-        except (DatasetError, TrainingError) as exc:
+        except DatasetError as exc:
+            if current_version is not None:
+                raise RunRejected(f"holdout evaluation failed: {exc}", **counts) from exc
+            # A young deployment: no user has the history a holdout needs yet. With no model at all every
+            # feed is a 503, so its first model is published unmeasured; later runs are gated again.
+            log.warning("no holdout possible (%s); publishing the first model without the quality gate", exc)
+            metrics = None
+        except TrainingError as exc:
             raise RunRejected(f"holdout evaluation failed: {exc}", **counts) from exc
-    current_version, current_value = current_gate_value(settings, cache)
-    gate = quality_gate(metrics, current_value, settings.quality_gate_margin)
+    gate = quality_gate(metrics, current_value, settings.quality_gate_margin) if metrics else None
     if gate:
         raise RunRejected(gate, metrics=metrics, current_version=current_version, **counts)
 

@@ -161,3 +161,39 @@ def test_model_worse_than_the_current_one_is_not_published(loaded_db, cache, ser
     assert refused.value.details["current_version"] == first.version
     assert ml.artifact.list_versions(settings.model_dir) == [first.version]
     assert cache.current_version() == first.version
+
+
+# Keeps each user's first four distinct posts: no user has the five a holdout needs (DESIGN section 9).
+KEEP_FOUR_POSTS_PER_USER = """
+DELETE FROM interactions i USING (
+    SELECT user_id, post_id, dense_rank() OVER (PARTITION BY user_id ORDER BY post_id) AS n
+    FROM (SELECT DISTINCT user_id, post_id FROM interactions) AS pairs
+) AS ranked
+WHERE i.user_id = ranked.user_id AND i.post_id = ranked.post_id AND ranked.n > 4
+"""
+
+
+def test_young_deployment_without_a_holdout_still_gets_its_first_model(loaded_db, cache, service_env):
+    with loaded_db.cursor() as cur:
+        cur.execute(KEEP_FOUR_POSTS_PER_USER)
+    loaded_db.commit()
+    settings = settings_from(service_env)
+
+    candidate, _, previous, _ = publish_once(settings, cache)
+
+    assert previous is None
+    assert candidate.metrics is None  # nothing to measure yet, and nothing to compare with
+    assert cache.current_version() == candidate.version
+
+
+def test_data_without_a_holdout_does_not_replace_an_evaluated_model(loaded_db, cache, service_env):
+    settings = settings_from(service_env)
+    first, _, _, _ = publish_once(settings, cache)
+    with loaded_db.cursor() as cur:
+        cur.execute(KEEP_FOUR_POSTS_PER_USER)
+    loaded_db.commit()
+
+    with pytest.raises(pipeline.RunRejected, match="holdout evaluation failed"):
+        pipeline.build_candidate(settings, cache, pipeline.Stages())
+
+    assert cache.current_version() == first.version
