@@ -63,19 +63,19 @@ def pg_conn(database_url):
     conn.close()
 
 
-def _flushed(url: str):
+def _flushed_around(url: str):
+    """Yield ``url`` with its Redis database flushed before and after."""
     client = redis.Redis.from_url(url)
     client.flushdb()
-    return client
+    yield url
+    client.flushdb()
+    client.close()
 
 
 @pytest.fixture
 def redis_url():
     """The test Redis database's URL; the database is flushed before and after the test."""
-    client = _flushed(TEST_REDIS_URL)
-    yield TEST_REDIS_URL
-    client.flushdb()
-    client.close()
+    yield from _flushed_around(TEST_REDIS_URL)
 
 
 @pytest.fixture
@@ -89,7 +89,4 @@ def redis_client(redis_url):
 @pytest.fixture
 def celery_redis_url():
     """The Redis database for the Celery broker and results of tests that start real workers."""
-    client = _flushed(TEST_CELERY_REDIS_URL)
-    yield TEST_CELERY_REDIS_URL
-    client.flushdb()
-    client.close()
+    yield from _flushed_around(TEST_CELERY_REDIS_URL)
