@@ -34,10 +34,11 @@ from tasks import limits, pipeline
 
 log = logging.getLogger("benchmarks.retrain")
 
-# (users, posts, interactions): "default" is the demo generator's default size, "large" a mid-sized app.
+# (users, posts, interactions): "default" is the demo generator's default size, "large" the scale target of
+# the ML core (100k users, 20k posts, 2M interactions).
 SIZES = {
     "default": (500, 2_016, 50_000),
-    "large": (50_000, 20_000, 1_000_000),
+    "large": (100_000, 20_000, 2_000_000),
 }
 BENCH_PREFIX = "recsvc-bench:"
 
