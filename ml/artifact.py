@@ -188,6 +188,15 @@ def load(model_dir: str | os.PathLike, version: str | None = None) -> tuple[RecM
     return model, document
 
 
+def read_metadata(model_dir: str | os.PathLike, version: str) -> dict[str, Any]:
+    """The checked ``.json`` of ``version`` without reading its arrays (cheap: for listings and the gate).
+
+    Raises :class:`ArtifactError` as :func:`load` does for the metadata file; the arrays are not verified.
+    """
+    _check_version(version)
+    return _read_metadata(_paths(Path(model_dir), version)[1])
+
+
 def current_version(model_dir: str | os.PathLike) -> str | None:
     """The version ``CURRENT`` names, or None when there is none yet."""
     path = Path(model_dir) / CURRENT_FILE

@@ -194,7 +194,7 @@ def current_gate_value(settings: Settings, cache: RecsCache) -> tuple[str | None
     if version is None:
         return None, None
     try:
-        _, metadata = ml.artifact.load(settings.model_dir, version)
+        metadata = ml.artifact.read_metadata(settings.model_dir, version)
     except ArtifactError as exc:
         log.warning(
             "quality gate: cannot read the current version %s (%s); comparing with popularity only", version, exc

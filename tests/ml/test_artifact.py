@@ -229,3 +229,17 @@ def test_new_version_sorts_by_time():
 def _with_strings(model, user_ids, tag):
     tags = [tuple(tag.split("|")) if i % 2 else () for i in range(model.num_items)]
     return dataclasses.replace(model, user_ids=user_ids, item_tags=tags)
+
+
+def test_read_metadata_checks_the_json_without_the_arrays(tmp_path):
+    version = artifact.save(random_model(num_users=7), tmp_path, {"metrics": {"model": {"precision@10": 0.5}}})
+    (tmp_path / f"{version}.npz").write_bytes(b"not read")
+    document = artifact.read_metadata(tmp_path, version)
+    assert document["metrics"] == {"model": {"precision@10": 0.5}}
+    assert document["num_users"] == 7
+    json_path = tmp_path / f"{version}.json"
+    json_path.write_text(json_path.read_text()[:40])
+    with pytest.raises(ArtifactError, match="unreadable metadata"):
+        artifact.read_metadata(tmp_path, version)
+    with pytest.raises(ArtifactError):
+        artifact.read_metadata(tmp_path, "../etc/passwd")

@@ -1,0 +1,88 @@
+"""Serve an earlier model version again: ``python -m tasks.rollback VERSION``, or ``--list`` the versions kept.
+
+A rollback re-publishes a version kept in ``MODEL_DIR`` (the current one and ``MODEL_BACKUPS`` before it)
+exactly as a training run publishes a new one: it verifies the artifact, writes every user's list into Redis
+again (the version's old lists have usually expired), flips the pointer and announces the version on the
+channel, so every web worker loads it within seconds; then it points ``MODEL_DIR/CURRENT`` at it. It holds
+the training lock meanwhile, so it never interleaves with a training run.
+
+Beat keeps training every ``TRAIN_INTERVAL_SECONDS``, and the quality gate then compares new models with the
+rolled-back version's metrics: stop beat first if the next run must not replace it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import ml.artifact
+from ml.errors import ArtifactError
+from tasks import limits, pipeline, settings
+from tasks.training import recs_cache
+
+
+def list_versions() -> int:
+    """Print the versions kept in MODEL_DIR, newest first, marking the current one."""
+    current = recs_cache().current_version() or ml.artifact.current_version(settings.model_dir)
+    print(f"{'version':<27} {'created_at':<22} {'users':>8} {'posts':>8} {'P@10':>7}")
+    for version in reversed(ml.artifact.list_versions(settings.model_dir)):
+        try:
+            metadata = ml.artifact.read_metadata(settings.model_dir, version)
+        except ArtifactError as exc:
+            print(f"{version:<27} unreadable: {exc}")
+            continue
+        precision = ((metadata.get("metrics") or {}).get("model") or {}).get(pipeline.GATE_METRIC)
+        shown = f"{precision:.4f}" if isinstance(precision, float) else "-"
+        mark = "  (current)" if version == current else ""
+        print(
+            f"{version:<27} {metadata['created_at']:<22} {metadata['num_users']:>8} {metadata['num_items']:>8} "
+            f"{shown:>7}{mark}"
+        )
+    return 0
+
+
+def roll_back(version: str) -> int:
+    """Publish ``version`` from MODEL_DIR again; 0 on success, 1 if it cannot be done now (reason printed)."""
+    if version not in ml.artifact.list_versions(settings.model_dir):
+        print(f"error: version {version!r} is not kept in {settings.model_dir} (see --list)", file=sys.stderr)
+        return 1
+    cache = recs_cache()
+    if cache.current_version() == version:
+        print(f"version {version} is already the current one")
+        return 0
+    lock = cache.training_lock(limits.lock_ttl(settings))
+    if not lock.acquire():
+        print("error: a training run holds the training lock; try again when it ends", file=sys.stderr)
+        return 1
+    try:
+        try:
+            model, metadata = ml.artifact.load(settings.model_dir, version)
+        except ArtifactError as exc:
+            print(f"error: version {version} cannot be served: {exc}", file=sys.stderr)
+            return 1
+        candidate = pipeline.Candidate(
+            version=version,
+            created_at=metadata["created_at"],
+            num_users=model.num_users,
+            num_items=model.num_items,
+            num_interactions=int((metadata.get("counts") or {}).get("num_interactions", 0)),
+            metrics=metadata.get("metrics"),
+        )
+        previous = pipeline.precompute_and_publish(settings, cache, lock, candidate, model, pipeline.Stages())
+    finally:
+        pipeline.release_lock(lock)
+    print(f"version {version} is current again (was {previous}); the web workers load it within seconds")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve an earlier model version again.")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("version", nargs="?", help="a version kept in MODEL_DIR")
+    group.add_argument("--list", action="store_true", help="list the versions kept in MODEL_DIR")
+    args = parser.parse_args(argv)
+    return list_versions() if args.list else roll_back(args.version)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
