@@ -1,0 +1,332 @@
+/**
+ * `RecommendationsService`: the recsvc HTTP API as typed methods, on @nestjs/axios' `HttpService`.
+ *
+ * Every request has a deadline (`timeoutMs`). A 503 (no model yet, or a worker briefly unable to serve) is
+ * retried with exponential backoff, honouring `Retry-After`, and so are GETs that timed out or could not
+ * connect; once the retries are spent, or for any other error status, the DESIGN error payload becomes a typed
+ * exception (see errors.ts). Scrolling a whole feed passes the first page's `model_version` back as `version`,
+ * so every page comes from one ranking even when a new model is published mid-scroll.
+ */
+
+import { HttpService } from '@nestjs/axios';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { AxiosError, type AxiosResponse, type Method } from 'axios';
+import { firstValueFrom } from 'rxjs';
+
+import {
+  RecsvcBadRequestError,
+  RecsvcClientError,
+  RecsvcConnectionError,
+  RecsvcError,
+  type RecsvcErrorInit,
+  RecsvcForbiddenError,
+  RecsvcNotFoundError,
+  RecsvcRateLimitedError,
+  RecsvcReloadFailedError,
+  RecsvcServerError,
+  RecsvcTimeoutError,
+  RecsvcUnauthorizedError,
+  RecsvcUnavailableError,
+} from './errors';
+import { RECOMMENDATIONS_OPTIONS, type ResolvedRecommendationsOptions } from './options';
+import type {
+  ErrorResponse,
+  Health,
+  ModelStatus,
+  PageQuery,
+  Recommendation,
+  RecommendationsPage,
+  Reload,
+} from './types';
+
+/** Per-call options every method accepts. */
+export interface CallOptions {
+  /** Sent as `X-Request-ID`, so the call can be found in the service's logs (the service makes one up otherwise). */
+  requestId?: string;
+}
+
+/** Options of {@link RecommendationsService.scrollFeed} and {@link RecommendationsService.fetchFeed}. */
+export interface ScrollOptions extends CallOptions {
+  /** Items per request (default: the module's `pageSize`). */
+  pageSize?: number;
+  /** Stop after this many items (default: the whole feed, at most TOP_K_RECOMMENDATIONS). */
+  maxItems?: number;
+  /** Pin to this version from the first page on (default: the version the first page comes from). */
+  version?: string;
+}
+
+/** A whole feed, as {@link RecommendationsService.fetchFeed} collects it. */
+export interface Feed {
+  user_id: string;
+  /** The version of the last page (the first page's, unless it expired mid-scroll). */
+  model_version: string;
+  strategy: RecommendationsPage['strategy'];
+  /** true if the pinned version expired mid-scroll and later pages came from the current one. */
+  version_fallback: boolean;
+  /** Every post once, in feed order (a post met again after a version fallback is skipped). */
+  recommendations: Recommendation[];
+}
+
+const MAX_USER_ID_LENGTH = 128; // DESIGN section 3
+
+interface RequestSpec {
+  method: Method;
+  path: string;
+  params?: Record<string, string | number | undefined>;
+  admin?: boolean;
+  /** Whether a 503 is worth retrying (not for /health, whose 503 is an answer). */
+  retry503?: boolean;
+  call?: CallOptions;
+}
+
+@Injectable()
+export class RecommendationsService {
+  private readonly logger = new Logger(RecommendationsService.name);
+
+  constructor(
+    private readonly http: HttpService,
+    @Inject(RECOMMENDATIONS_OPTIONS) private readonly options: ResolvedRecommendationsOptions,
+  ) {}
+
+  /** One page of a user's feed: `GET /recommendations/{user_id}?limit&offset[&version]`. */
+  async getRecommendations(userId: string, query: PageQuery = {}, call?: CallOptions): Promise<RecommendationsPage> {
+    checkUserId(userId);
+    const response = await this.request<RecommendationsPage>({
+      method: 'GET',
+      path: `/recommendations/${encodeURIComponent(userId)}`,
+      params: { limit: query.limit, offset: query.offset, version: query.version },
+      call,
+    });
+    return expectOk(response);
+  }
+
+  /**
+   * Every page of a user's feed, in order, for infinite scroll. The first page's `model_version` is passed back
+   * as `version` on every later request, so no post is shown twice or skipped when a model is published
+   * mid-scroll. If that version expired (the page says `version_fallback: true`), the scroll continues on the
+   * version the service switched to.
+   */
+  async *scrollFeed(userId: string, options: ScrollOptions = {}): AsyncGenerator<RecommendationsPage, void, undefined> {
+    const pageSize = options.pageSize ?? this.options.pageSize;
+    const maxItems = options.maxItems ?? Number.POSITIVE_INFINITY;
+    let version = options.version;
+    let offset = 0;
+    while (offset < maxItems) {
+      const limit = Math.min(pageSize, maxItems - offset);
+      const page = await this.getRecommendations(userId, { limit, offset, version }, options);
+      yield page;
+      version = page.model_version;
+      const next = page.pagination.next_offset;
+      if (!page.pagination.has_more || next === null || next <= offset) {
+        return;
+      }
+      offset = next;
+    }
+  }
+
+  /** A user's whole feed (or its first `maxItems`), collected with {@link scrollFeed}. */
+  async fetchFeed(userId: string, options: ScrollOptions = {}): Promise<Feed> {
+    const seen = new Set<string>();
+    let feed: Feed | undefined;
+    for await (const page of this.scrollFeed(userId, options)) {
+      feed ??= {
+        user_id: page.user_id,
+        model_version: page.model_version,
+        strategy: page.strategy,
+        version_fallback: false,
+        recommendations: [],
+      };
+      feed.model_version = page.model_version;
+      feed.strategy = page.strategy;
+      feed.version_fallback ||= page.version_fallback;
+      for (const item of page.recommendations) {
+        if (!seen.has(item.post_id)) {
+          seen.add(item.post_id);
+          feed.recommendations.push(item);
+        }
+      }
+    }
+    if (feed === undefined) {
+      throw new Error('recsvc client: fetchFeed read no page (maxItems must be at least 1)');
+    }
+    return feed;
+  }
+
+  /**
+   * `GET /health`. Resolves with the body both when the service can serve (200: `ok`, `degraded`) and when it
+   * cannot (503: `unavailable`), without retrying: a 503 here is an answer, not a failure. Throws only when
+   * no health answer arrives (timeout, connection error, an unexpected status).
+   */
+  async health(call?: CallOptions): Promise<Health> {
+    const response = await this.request<Health>({ method: 'GET', path: '/health', retry503: false, call });
+    if ((response.status === 200 || response.status === 503) && isObject(response.data) && 'status' in response.data) {
+      return response.data;
+    }
+    throw toError(response, 1);
+  }
+
+  /** `POST /admin/reload-model` (admin token): make the worker that answers load the published model now. */
+  async reloadModel(call?: CallOptions): Promise<Reload> {
+    const response = await this.request<Reload>({ method: 'POST', path: '/admin/reload-model', admin: true, call });
+    const body: unknown = response.data;
+    if (response.status === 500 && isObject(body) && body.success === false) {
+      const result = body as Reload;
+      throw new RecsvcReloadFailedError(`recsvc: model reload failed: ${result.message}`, {
+        status: 500,
+        code: 'reload_failed',
+        details: { ...result.details },
+        requestId: requestIdOf(response),
+        attempts: response.attempts,
+        result,
+      });
+    }
+    return expectOk(response);
+  }
+
+  /** `GET /admin/model-status` (admin token): the model the answering worker serves, and the last training outcome. */
+  async modelStatus(call?: CallOptions): Promise<ModelStatus> {
+    return expectOk(await this.request<ModelStatus>({ method: 'GET', path: '/admin/model-status', admin: true, call }));
+  }
+
+  /**
+   * Sends one request, repeating it after a 503 (and, for GETs, after a timeout or connection error) with
+   * exponential backoff. Resolves with the last answer whatever its status (callers map it); rejects with a
+   * typed timeout or connection error when no answer arrived.
+   */
+  private async request<T>(spec: RequestSpec): Promise<AxiosResponse<T | ErrorResponse> & { attempts: number }> {
+    const { retries, timeoutMs, baseUrl } = this.options;
+    const headers: Record<string, string> = { Accept: 'application/json' };
+    if (spec.admin && this.options.adminToken) {
+      headers.Authorization = `Bearer ${this.options.adminToken}`;
+    }
+    if (spec.call?.requestId) {
+      headers['X-Request-ID'] = spec.call.requestId;
+    }
+    const params = Object.fromEntries(Object.entries(spec.params ?? {}).filter(([, v]) => v !== undefined));
+    for (let attempt = 1; ; attempt++) {
+      let response: AxiosResponse<T | ErrorResponse>;
+      try {
+        response = await firstValueFrom(
+          this.http.request<T | ErrorResponse>({
+            method: spec.method,
+            baseURL: baseUrl,
+            url: spec.path,
+            params,
+            headers,
+            timeout: timeoutMs,
+            // axios' timeout covers the response; the signal bounds the whole request, connecting included.
+            signal: AbortSignal.timeout(timeoutMs),
+            responseType: 'json',
+            validateStatus: () => true,
+          }),
+        );
+      } catch (error) {
+        const failure = networkError(error, spec, timeoutMs, attempt);
+        if (spec.method === 'GET' && this.options.retryNetworkErrors && attempt <= retries) {
+          await this.backoff(attempt, undefined, `${spec.method} ${spec.path}: ${failure.message}`);
+          continue;
+        }
+        throw failure;
+      }
+      if (response.status === 503 && spec.retry503 !== false && attempt <= retries) {
+        await this.backoff(attempt, retryAfterSeconds(response), `${spec.method} ${spec.path} answered 503`);
+        continue;
+      }
+      return Object.assign(response, { attempts: attempt });
+    }
+  }
+
+  /** Waits before attempt `attempt + 1`: `Retry-After` if the server sent one, else exponential backoff. */
+  private async backoff(attempt: number, retryAfter: number | undefined, why: string): Promise<void> {
+    const { retryDelayMs, maxRetryDelayMs, retries } = this.options;
+    const delay = Math.min(maxRetryDelayMs, retryAfter !== undefined ? retryAfter * 1000 : retryDelayMs * 2 ** (attempt - 1));
+    this.logger.warn(`${why}; retry ${attempt} of ${retries} in ${delay} ms`);
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+}
+
+function isObject(value: unknown): value is Record<string, any> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function checkUserId(userId: string): void {
+  // The service answers 400 for these too, except `/`, which never reaches its route (it would be a 404).
+  if (userId.length < 1 || userId.length > MAX_USER_ID_LENGTH || userId.includes('/')) {
+    throw new RecsvcBadRequestError(`recsvc: user id must be 1 to ${MAX_USER_ID_LENGTH} characters without '/'`, {
+      code: 'invalid_arguments',
+      details: { fields: { path: { user_id: ['must be 1 to 128 characters without /'] } } },
+      attempts: 0,
+    });
+  }
+}
+
+function requestIdOf(response: AxiosResponse): string | undefined {
+  const value = response.headers['x-request-id'];
+  return typeof value === 'string' ? value : undefined;
+}
+
+function retryAfterSeconds(response: AxiosResponse): number | undefined {
+  const value = Number(response.headers['retry-after']);
+  return Number.isFinite(value) && value >= 0 ? value : undefined;
+}
+
+function expectOk<T>(response: AxiosResponse<T | ErrorResponse> & { attempts: number }): T {
+  if (response.status >= 200 && response.status < 300) {
+    return response.data as T;
+  }
+  throw toError(response, response.attempts);
+}
+
+/** The typed exception for an error answer, carrying the DESIGN payload's code, message and details. */
+export function toError(response: AxiosResponse, attempts: number): RecsvcError {
+  const status = response.status;
+  const body = isObject(response.data) && isObject(response.data.error) ? response.data.error : undefined;
+  const init: RecsvcErrorInit = {
+    status,
+    code: typeof body?.code === 'string' ? body.code : `http_${status}`,
+    details: isObject(body?.details) ? body.details : {},
+    requestId: requestIdOf(response),
+    attempts,
+  };
+  const message = `recsvc: ${response.config?.method?.toUpperCase() ?? ''} ${response.config?.url ?? ''} answered ${status}: ${
+    typeof body?.message === 'string' ? body.message : 'no error payload'
+  }`;
+  switch (status) {
+    case 400:
+      return new RecsvcBadRequestError(message, init);
+    case 401:
+      return new RecsvcUnauthorizedError(message, init);
+    case 403:
+      return new RecsvcForbiddenError(message, init);
+    case 404:
+      return new RecsvcNotFoundError(message, init);
+    case 429:
+      return new RecsvcRateLimitedError(message, { ...init, retryAfterSeconds: retryAfterSeconds(response) });
+    case 503:
+      return new RecsvcUnavailableError(message, init);
+  }
+  if (status >= 400 && status < 500) {
+    return new RecsvcClientError(message, init);
+  }
+  return new RecsvcServerError(message, init);
+}
+
+function networkError(error: unknown, spec: RequestSpec, timeoutMs: number, attempts: number): RecsvcError {
+  const what = `${spec.method} ${spec.path}`;
+  const code = error instanceof AxiosError ? error.code : undefined;
+  const aborted = error instanceof Error && (error.name === 'CanceledError' || error.name === 'AbortError' || error.name === 'TimeoutError');
+  if (code === 'ECONNABORTED' || code === 'ETIMEDOUT' || code === 'ERR_CANCELED' || aborted) {
+    return new RecsvcTimeoutError(`recsvc: ${what} got no answer within ${timeoutMs} ms`, {
+      code: 'timeout',
+      details: { timeout_ms: timeoutMs },
+      attempts,
+      cause: error,
+    });
+  }
+  return new RecsvcConnectionError(`recsvc: ${what} failed: ${error instanceof Error ? error.message : String(error)}`, {
+    code: 'network_error',
+    details: { error_code: code ?? null },
+    attempts,
+    cause: error,
+  });
+}

@@ -1,0 +1,272 @@
+/**
+ * The recsvc HTTP API's request and response types, written by hand from the OpenAPI document the service
+ * serves at `/openapi.json` (components.schemas; DESIGN section 7).
+ *
+ * Field names, required-ness and nullability follow the document exactly. {@link SCHEMA_FIELDS} spells the
+ * same facts out as runtime values; the compiler checks them against these interfaces and the client's tests
+ * compare them with the live document, so the types cannot silently drift from the API.
+ */
+
+/** `PostMetadata`: what the feed tells the backend about a post. */
+export interface PostMetadata {
+  tags: string[];
+  communityId: string;
+}
+
+/** `Recommendation`: one post of a feed page. */
+export interface Recommendation {
+  post_id: string;
+  /** Model score; higher is better. */
+  score: number;
+  /** 1-based position in the whole feed. */
+  rank: number;
+  metadata: PostMetadata;
+}
+
+/** `Pagination` of a feed page. */
+export interface Pagination {
+  /** Number of items in the whole feed. */
+  total: number;
+  limit: number;
+  offset: number;
+  has_more: boolean;
+  /** null on the last page. */
+  next_offset: number | null;
+}
+
+/** `Recommendations`: the body of `GET /recommendations/{user_id}`. */
+export interface RecommendationsPage {
+  user_id: string;
+  /** Pass back as `version` to keep paging on the same ranking. */
+  model_version: string;
+  /** `popular` for users the model does not know yet. */
+  strategy: 'personalized' | 'popular';
+  /** `cache`: the precomputed list; `model`: computed by the web worker. */
+  source: 'cache' | 'model';
+  /** true when the requested `version` was no longer available and the current one was served. */
+  version_fallback: boolean;
+  recommendations: Recommendation[];
+  pagination: Pagination;
+}
+
+/** `ModelCheck` of the health answer. */
+export interface ModelCheck {
+  ok: boolean;
+  required: boolean;
+  version?: string | null;
+  /** Seconds since the model was trained. */
+  age_seconds?: number | null;
+  error?: string | null;
+}
+
+/** `Dependency`: the state of Redis or PostgreSQL in the health answer. */
+export interface Dependency {
+  ok: boolean;
+  /** Whether serving depends on it. */
+  required: boolean;
+  latency_ms?: number | null;
+  error?: string | null;
+}
+
+/** `HealthChecks`. */
+export interface HealthChecks {
+  model: ModelCheck;
+  redis: Dependency;
+  /** Information only: PostgreSQL is needed by training, not by serving. */
+  postgres: Dependency;
+}
+
+/** `Health`: the body of `GET /health` (200 when the service can serve, 503 when it cannot). */
+export interface Health {
+  /** `degraded`: serving from the model without Redis; `unavailable`: no model. */
+  status: 'ok' | 'degraded' | 'unavailable';
+  checks: HealthChecks;
+}
+
+/** `ReloadDetails`. */
+export interface ReloadDetails {
+  reloaded: boolean;
+  reason: string;
+  previous_version?: string | null;
+  current_version?: string | null;
+  /** ISO 8601. */
+  previous_reload_time?: string | null;
+  /** ISO 8601. */
+  current_reload_time?: string | null;
+  num_users?: number | null;
+  num_items?: number | null;
+}
+
+/** `Reload`: the body of `POST /admin/reload-model` (200, or 500 with `success: false`). */
+export interface Reload {
+  success: boolean;
+  message: string;
+  details: ReloadDetails;
+}
+
+/** `ModelStatus`: the body of `GET /admin/model-status` (answered by one web worker). */
+export interface ModelStatus {
+  /** The web worker that answered. */
+  worker_pid: number;
+  version?: string | null;
+  created_at?: string | null;
+  loaded_at?: string | null;
+  age_seconds?: number | null;
+  num_users?: number | null;
+  num_items?: number | null;
+  /** Offline evaluation of this model. */
+  metrics?: Record<string, unknown> | null;
+  /** The current version in Redis. */
+  cache_version?: string | null;
+  /** The last failed load, if any. */
+  last_load_error?: Record<string, unknown> | null;
+  last_training_outcome?: Record<string, unknown> | null;
+}
+
+/** `Error`: the inside of every error answer. */
+export interface ApiError {
+  /** Machine-readable error code, e.g. `invalid_arguments`, `model_unavailable`, `admin_disabled`. */
+  code: string;
+  /** What went wrong, for humans. */
+  message: string;
+  /** Structured details, e.g. `{"fields": {"query": {"limit": ["..."]}}}`. */
+  details: Record<string, unknown>;
+}
+
+/** `ErrorResponse`: the one shape of every error answer. */
+export interface ErrorResponse {
+  error: ApiError;
+}
+
+/** Query of `GET /recommendations/{user_id}`. */
+export interface PageQuery {
+  /** Page size, 1..MAX_PAGE_LIMIT (the server's default page size when omitted). */
+  limit?: number;
+  /** Position of the page's first item (default 0); past the end gives an empty page. */
+  offset?: number;
+  /** Keep paging on this model version (the `model_version` of the first page). */
+  version?: string;
+}
+
+// --- the same facts as values, checked against the interfaces above by the compiler ---
+
+type RequiredKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? never : K }[keyof T];
+type NullableKeys<T> = { [K in keyof T]-?: null extends T[K] ? K : never }[keyof T];
+/** `A` if its elements are exactly the union `U` (none missing, none extra), else `never`. */
+type ExactlyAll<U, A extends readonly unknown[]> = [U] extends [A[number]]
+  ? [A[number]] extends [U]
+    ? A
+    : never
+  : never;
+
+/** The property names, the required ones and the nullable ones of a schema, as the OpenAPI document states them. */
+export interface SchemaFields {
+  readonly properties: readonly string[];
+  readonly required: readonly string[];
+  readonly nullable: readonly string[];
+}
+
+/**
+ * Builds a {@link SchemaFields} for interface `T`: it compiles only if each list names exactly the keys of `T`
+ * (all of them / the non-optional ones / the ones that admit null).
+ */
+function schemaFields<T>() {
+  return <
+    const P extends readonly (keyof T & string)[],
+    const R extends readonly (keyof T & string)[],
+    const N extends readonly (keyof T & string)[],
+  >(
+    properties: ExactlyAll<keyof T, P>,
+    required: ExactlyAll<RequiredKeys<T>, R>,
+    nullable: ExactlyAll<NullableKeys<T>, N>,
+  ): SchemaFields => ({ properties, required, nullable });
+}
+
+/** Every schema of the OpenAPI document this client uses, by its name in `components.schemas`. */
+export const SCHEMA_FIELDS: Readonly<Record<string, SchemaFields>> = {
+  PostMetadata: schemaFields<PostMetadata>()(['tags', 'communityId'], ['tags', 'communityId'], []),
+  Recommendation: schemaFields<Recommendation>()(
+    ['post_id', 'score', 'rank', 'metadata'],
+    ['post_id', 'score', 'rank', 'metadata'],
+    [],
+  ),
+  Pagination: schemaFields<Pagination>()(
+    ['total', 'limit', 'offset', 'has_more', 'next_offset'],
+    ['total', 'limit', 'offset', 'has_more', 'next_offset'],
+    ['next_offset'],
+  ),
+  Recommendations: schemaFields<RecommendationsPage>()(
+    ['user_id', 'model_version', 'strategy', 'source', 'version_fallback', 'recommendations', 'pagination'],
+    ['user_id', 'model_version', 'strategy', 'source', 'version_fallback', 'recommendations', 'pagination'],
+    [],
+  ),
+  ModelCheck: schemaFields<ModelCheck>()(
+    ['ok', 'required', 'version', 'age_seconds', 'error'],
+    ['ok', 'required'],
+    ['version', 'age_seconds', 'error'],
+  ),
+  Dependency: schemaFields<Dependency>()(
+    ['ok', 'required', 'latency_ms', 'error'],
+    ['ok', 'required'],
+    ['latency_ms', 'error'],
+  ),
+  HealthChecks: schemaFields<HealthChecks>()(['model', 'redis', 'postgres'], ['model', 'redis', 'postgres'], []),
+  Health: schemaFields<Health>()(['status', 'checks'], ['status', 'checks'], []),
+  ReloadDetails: schemaFields<ReloadDetails>()(
+    [
+      'reloaded',
+      'reason',
+      'previous_version',
+      'current_version',
+      'previous_reload_time',
+      'current_reload_time',
+      'num_users',
+      'num_items',
+    ],
+    ['reloaded', 'reason'],
+    ['previous_version', 'current_version', 'previous_reload_time', 'current_reload_time', 'num_users', 'num_items'],
+  ),
+  Reload: schemaFields<Reload>()(['success', 'message', 'details'], ['success', 'message', 'details'], []),
+  ModelStatus: schemaFields<ModelStatus>()(
+    [
+      'worker_pid',
+      'version',
+      'created_at',
+      'loaded_at',
+      'age_seconds',
+      'num_users',
+      'num_items',
+      'metrics',
+      'cache_version',
+      'last_load_error',
+      'last_training_outcome',
+    ],
+    ['worker_pid'],
+    [
+      'version',
+      'created_at',
+      'loaded_at',
+      'age_seconds',
+      'num_users',
+      'num_items',
+      'metrics',
+      'cache_version',
+      'last_load_error',
+      'last_training_outcome',
+    ],
+  ),
+  Error: schemaFields<ApiError>()(['code', 'message', 'details'], ['code', 'message', 'details'], []),
+  ErrorResponse: schemaFields<ErrorResponse>()(['error'], ['error'], []),
+};
+
+/** Enumerated string fields, by `schema.property`, as the OpenAPI document lists them. */
+export const SCHEMA_ENUMS: Readonly<Record<string, readonly string[]>> = {
+  'Recommendations.strategy': ['personalized', 'popular'] satisfies RecommendationsPage['strategy'][],
+  'Recommendations.source': ['cache', 'model'] satisfies RecommendationsPage['source'][],
+  'Health.status': ['ok', 'degraded', 'unavailable'] satisfies Health['status'][],
+};
+
+/** The query parameters of `GET /recommendations/{user_id}`, checked against {@link PageQuery} by the compiler. */
+export const PAGE_QUERY_PARAMS: readonly string[] = (<const A extends readonly (keyof PageQuery)[]>(
+  names: ExactlyAll<keyof PageQuery, A>,
+) => names)(['limit', 'offset', 'version']);

@@ -1,0 +1,343 @@
+/**
+ * Tests of the recsvc NestJS client against a live recsvc (gunicorn, Redis, a published model), started by
+ * tests/clients/test_nestjs_client.py, which passes where it runs through the environment:
+ *
+ * - RECSVC_URL: a service with a published model whose users are `user-0` ... (`RECSVC_TOP_K` posts per feed)
+ * - RECSVC_ADMIN_TOKEN: that service's ADMIN_TOKEN
+ * - RECSVC_NO_MODEL_URL: a service with no model and no ADMIN_TOKEN (503 feeds, 403 admin)
+ *
+ * Timeouts, connection failures and recovery after a 503 are checked against small local HTTP servers, since
+ * the real service cannot be made to hang or to fail a given number of times on cue.
+ */
+
+import 'reflect-metadata';
+
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+
+import { HttpService } from '@nestjs/axios';
+import type { INestApplicationContext } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+
+import {
+  PAGE_QUERY_PARAMS,
+  RecommendationsModule,
+  type RecommendationsModuleOptions,
+  RecommendationsService,
+  RecsvcBadRequestError,
+  RecsvcConnectionError,
+  RecsvcForbiddenError,
+  RecsvcTimeoutError,
+  RecsvcUnauthorizedError,
+  RecsvcUnavailableError,
+  SCHEMA_ENUMS,
+  SCHEMA_FIELDS,
+} from '../src';
+
+function env(name: string): string {
+  const value = process.env[name];
+  if (!value) {
+    throw new Error(`${name} is not set: these tests run against a live recsvc (tests/clients/test_nestjs_client.py)`);
+  }
+  return value;
+}
+
+const URL_ = env('RECSVC_URL');
+const NO_MODEL_URL = env('RECSVC_NO_MODEL_URL');
+const ADMIN_TOKEN = env('RECSVC_ADMIN_TOKEN');
+const TOP_K = Number(env('RECSVC_TOP_K'));
+
+interface Client {
+  app: INestApplicationContext;
+  service: RecommendationsService;
+  /** The query parameters and paths of every request sent, in order. */
+  sent: { url?: string; params: Record<string, unknown> }[];
+}
+
+const contexts: INestApplicationContext[] = [];
+
+/** A Nest application context holding the module, with a recorder of every request the service sends. */
+async function client(options: Partial<RecommendationsModuleOptions> = {}): Promise<Client> {
+  const app = await NestFactory.createApplicationContext(
+    RecommendationsModule.forRoot({ baseUrl: URL_, retryDelayMs: 10, ...options }),
+    { logger: false },
+  );
+  contexts.push(app);
+  const sent: Client['sent'] = [];
+  app.get(HttpService).axiosRef.interceptors.request.use((config) => {
+    sent.push({ url: config.url, params: { ...(config.params ?? {}) } });
+    return config;
+  });
+  return { app, service: app.get(RecommendationsService), sent };
+}
+
+after(async () => {
+  await Promise.all(contexts.map((app) => app.close()));
+});
+
+describe('types', () => {
+  let doc: any;
+  before(async () => {
+    const response = await fetch(`${URL_}/openapi.json`);
+    assert.equal(response.status, 200);
+    doc = await response.json();
+  });
+
+  test('every schema has the OpenAPI document\'s properties, required and nullable fields', () => {
+    for (const [name, fields] of Object.entries(SCHEMA_FIELDS)) {
+      const schema = doc.components.schemas[name];
+      assert.ok(schema, `the OpenAPI document has no schema ${name}`);
+      const properties = Object.keys(schema.properties).sort();
+      assert.deepEqual([...fields.properties].sort(), properties, `${name}: properties`);
+      assert.deepEqual([...fields.required].sort(), [...(schema.required ?? [])].sort(), `${name}: required`);
+      const nullable = properties.filter((p) => schema.properties[p].nullable === true);
+      assert.deepEqual([...fields.nullable].sort(), nullable, `${name}: nullable`);
+    }
+  });
+
+  test('enumerations match the document', () => {
+    for (const [path, values] of Object.entries(SCHEMA_ENUMS)) {
+      const [name, property] = path.split('.');
+      assert.deepEqual([...values].sort(), [...doc.components.schemas[name].properties[property].enum].sort(), path);
+    }
+  });
+
+  test('the operations the service calls exist and answer the schemas the types describe', () => {
+    const schemaOf = (path: string, method: string, status: string) =>
+      doc.paths[path]?.[method]?.responses?.[status]?.content?.['application/json']?.schema?.$ref;
+    assert.equal(schemaOf('/recommendations/{user_id}', 'get', '200'), '#/components/schemas/Recommendations');
+    assert.equal(schemaOf('/health', 'get', '200'), '#/components/schemas/Health');
+    assert.equal(schemaOf('/health', 'get', '503'), '#/components/schemas/Health');
+    assert.equal(schemaOf('/admin/reload-model', 'post', '200'), '#/components/schemas/Reload');
+    assert.equal(schemaOf('/admin/reload-model', 'post', '500'), '#/components/schemas/Reload');
+    assert.equal(schemaOf('/admin/model-status', 'get', '200'), '#/components/schemas/ModelStatus');
+    const query = doc.paths['/recommendations/{user_id}'].get.parameters
+      .filter((p: any) => p.in === 'query')
+      .map((p: any) => p.name)
+      .sort();
+    assert.deepEqual([...PAGE_QUERY_PARAMS].sort(), query);
+  });
+});
+
+describe('feeds', () => {
+  test('a page of a known user', async () => {
+    const { service } = await client();
+    const page = await service.getRecommendations('user-4', { limit: 5, offset: 3 });
+    assert.equal(page.user_id, 'user-4');
+    assert.equal(page.strategy, 'personalized');
+    assert.equal(page.source, 'cache');
+    assert.match(page.model_version, /^\d{8}T\d{6}Z-[0-9a-f]{8}$/);
+    assert.deepEqual(
+      page.recommendations.map((r) => r.rank),
+      [4, 5, 6, 7, 8],
+    );
+    assert.deepEqual(page.pagination, { total: TOP_K, limit: 5, offset: 3, has_more: true, next_offset: 8 });
+    for (const item of page.recommendations) {
+      assert.equal(typeof item.post_id, 'string');
+      assert.ok(Array.isArray(item.metadata.tags) && typeof item.metadata.communityId === 'string');
+    }
+  });
+
+  test('scrolling passes the first page\'s version back and reads the whole feed once', async () => {
+    const { service, sent } = await client();
+    const pages = [];
+    for await (const page of service.scrollFeed('user-7', { pageSize: 7 })) {
+      pages.push(page);
+    }
+    assert.equal(pages.length, Math.ceil(TOP_K / 7));
+    const version = pages[0].model_version;
+    assert.ok(pages.every((p) => p.model_version === version && !p.version_fallback));
+    assert.equal(sent.length, pages.length);
+    assert.equal(sent[0].params.version, undefined);
+    assert.deepEqual(
+      sent.slice(1).map((s) => s.params.version),
+      pages.slice(1).map(() => version),
+    );
+    assert.deepEqual(
+      sent.map((s) => s.params.offset),
+      pages.map((_, i) => i * 7),
+    );
+    const ranks = pages.flatMap((p) => p.recommendations.map((r) => r.rank));
+    assert.deepEqual(ranks, Array.from({ length: TOP_K }, (_, i) => i + 1));
+    assert.equal(new Set(pages.flatMap((p) => p.recommendations.map((r) => r.post_id))).size, TOP_K);
+    assert.equal(pages.at(-1)?.pagination.has_more, false);
+  });
+
+  test('fetchFeed collects a feed, stopping at maxItems', async () => {
+    const { service } = await client({ pageSize: 4 });
+    const feed = await service.fetchFeed('user-2', { maxItems: 10 });
+    assert.equal(feed.recommendations.length, 10);
+    assert.equal(feed.strategy, 'personalized');
+    const whole = await service.fetchFeed('user-2');
+    assert.equal(whole.recommendations.length, TOP_K);
+    assert.deepEqual(whole.recommendations.slice(0, 10), feed.recommendations);
+  });
+
+  test('a user the model does not know gets the popular feed', async () => {
+    const { service } = await client();
+    const page = await service.getRecommendations('someone-new', { limit: 3 });
+    assert.equal(page.strategy, 'popular');
+    assert.equal(page.recommendations.length, 3);
+  });
+
+  test('bad arguments are a typed 400 error with the service\'s code, details and request id', async () => {
+    const { service } = await client();
+    await assert.rejects(service.getRecommendations('user-1', { limit: 0 }, { requestId: 'nest-test-1' }), (error) => {
+      assert.ok(error instanceof RecsvcBadRequestError);
+      assert.equal(error.status, 400);
+      assert.equal(error.code, 'invalid_arguments');
+      assert.ok('limit' in (error.details.fields as any).query, JSON.stringify(error.details));
+      assert.equal(error.requestId, 'nest-test-1');
+      assert.equal(error.attempts, 1);
+      return true;
+    });
+    await assert.rejects(service.getRecommendations('user-1', { version: 'not-a-version' }), RecsvcBadRequestError);
+    // '/' never reaches the service's route: the client refuses it with the same error.
+    await assert.rejects(service.getRecommendations('a/b'), RecsvcBadRequestError);
+  });
+});
+
+describe('health and admin', () => {
+  test('health of a service that can serve', async () => {
+    const { service } = await client();
+    const health = await service.health();
+    assert.equal(health.status, 'ok');
+    assert.equal(health.checks.model.ok, true);
+    assert.equal(health.checks.redis.ok, true);
+  });
+
+  test('reload with the admin token, and model status', async () => {
+    const { service } = await client({ adminToken: ADMIN_TOKEN });
+    const reload = await service.reloadModel();
+    assert.equal(reload.success, true);
+    assert.equal(typeof reload.details.reloaded, 'boolean');
+    assert.match(reload.details.current_version ?? '', /^\d{8}T\d{6}Z-[0-9a-f]{8}$/);
+    const status = await service.modelStatus();
+    assert.equal(typeof status.worker_pid, 'number');
+    assert.equal(status.version, reload.details.current_version);
+  });
+
+  test('a wrong admin token is a typed 401', async () => {
+    const { service } = await client({ adminToken: 'wrong-token-0123456789' });
+    await assert.rejects(service.reloadModel(), (error) => {
+      assert.ok(error instanceof RecsvcUnauthorizedError);
+      assert.equal(error.code, 'unauthorized');
+      return true;
+    });
+  });
+});
+
+describe('a service without a model', () => {
+  test('feeds are retried on 503, then a typed unavailable error', async () => {
+    const { service, sent } = await client({ baseUrl: NO_MODEL_URL, retries: 2 });
+    await assert.rejects(service.getRecommendations('user-1'), (error) => {
+      assert.ok(error instanceof RecsvcUnavailableError);
+      assert.equal(error.status, 503);
+      assert.equal(error.code, 'model_unavailable');
+      assert.equal(error.attempts, 3);
+      return true;
+    });
+    assert.equal(sent.length, 3);
+  });
+
+  test('health answers unavailable without retrying', async () => {
+    const { service, sent } = await client({ baseUrl: NO_MODEL_URL });
+    const health = await service.health();
+    assert.equal(health.status, 'unavailable');
+    assert.equal(health.checks.model.ok, false);
+    assert.equal(sent.length, 1);
+  });
+
+  test('admin endpoints of a service without ADMIN_TOKEN are a typed 403', async () => {
+    const { service } = await client({ baseUrl: NO_MODEL_URL, adminToken: ADMIN_TOKEN });
+    await assert.rejects(service.reloadModel(), (error) => {
+      assert.ok(error instanceof RecsvcForbiddenError);
+      assert.equal(error.code, 'admin_disabled');
+      return true;
+    });
+  });
+});
+
+describe('transport', () => {
+  const servers: Server[] = [];
+  after(() => servers.forEach((s) => s.close()));
+
+  /** A local server answering with `handler`; its URL. */
+  async function local(handler: Parameters<typeof createServer>[1]): Promise<string> {
+    const server = createServer(handler);
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  }
+
+  test('a 503 followed by an answer succeeds after the retries, honouring Retry-After', async () => {
+    let calls = 0;
+    const baseUrl = await local((_req, res) => {
+      calls += 1;
+      if (calls <= 2) {
+        res.writeHead(503, { 'Content-Type': 'application/json', 'Retry-After': '0' });
+        res.end(JSON.stringify({ error: { code: 'unavailable', message: 'busy', details: {} } }));
+        return;
+      }
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ status: 'ok', checks: {} }));
+    });
+    const { service } = await client({ baseUrl, retries: 3, retryDelayMs: 5000 });
+    const started = Date.now();
+    const page = await service.getRecommendations('user-1');
+    assert.equal((page as any).status, 'ok');
+    assert.equal(calls, 3);
+    assert.ok(Date.now() - started < 2000, 'Retry-After: 0 replaces the 5 s backoff');
+  });
+
+  test('no answer within timeoutMs is a typed timeout, retried for GETs', async () => {
+    let calls = 0;
+    const baseUrl = await local(() => {
+      calls += 1; // never answers
+    });
+    const { service } = await client({ baseUrl, timeoutMs: 200, retries: 1 });
+    const started = Date.now();
+    await assert.rejects(service.getRecommendations('user-1'), (error) => {
+      assert.ok(error instanceof RecsvcTimeoutError);
+      assert.equal(error.code, 'timeout');
+      assert.equal(error.attempts, 2);
+      return true;
+    });
+    assert.equal(calls, 2);
+    assert.ok(Date.now() - started < 3000);
+    // POSTs are never repeated after a timeout: the first one may have had its effect.
+    calls = 0;
+    await assert.rejects(service.reloadModel(), RecsvcTimeoutError);
+    assert.equal(calls, 1);
+  });
+
+  test('a refused connection is a typed connection error', async () => {
+    const baseUrl = await local(() => undefined);
+    const server = servers.pop() as Server;
+    await new Promise((resolve) => server.close(resolve));
+    const { service } = await client({ baseUrl, retries: 1 });
+    await assert.rejects(service.health(), (error) => {
+      assert.ok(error instanceof RecsvcConnectionError);
+      assert.equal(error.code, 'network_error');
+      assert.equal(error.attempts, 2);
+      return true;
+    });
+  });
+
+  test('a bad configuration fails when the module is built', () => {
+    assert.throws(() => RecommendationsModule.forRoot({ baseUrl: 'not a url' }), /baseUrl/);
+    assert.throws(() => RecommendationsModule.forRoot({ baseUrl: URL_, timeoutMs: 0 }), /timeoutMs/);
+  });
+
+  test('forRootAsync builds the service from a factory', async () => {
+    const app = await NestFactory.createApplicationContext(
+      RecommendationsModule.forRootAsync({ useFactory: async () => ({ baseUrl: URL_ }) }),
+      { logger: false },
+    );
+    contexts.push(app);
+    const health = await app.get(RecommendationsService).health();
+    assert.equal(health.status, 'ok');
+  });
+});
