@@ -15,6 +15,7 @@ from pathlib import Path
 from flask import Flask, Response, g, request
 from flask_cors import CORS
 
+from app.json_provider import OrjsonProvider
 from common.config import load_settings
 
 _PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
@@ -60,11 +61,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config is not None:
         app.config.from_mapping(test_config)
     settings = app.config["SETTINGS"]
+    app.json = OrjsonProvider(app)
     app.json.sort_keys = False  # keep the documented field order, and skip sorting on every response
 
     from app import limiter, request_id
     from app.api import Api
     from app.runtime import build_runtime
+    from app.schemas import PageLimitsPlugin
     from app.views import admin, health, metrics, recommendations, root
 
     app.extensions["recsvc"] = build_runtime(settings)
@@ -73,7 +76,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     CORS(app, origins=list(settings.cors_origins), expose_headers=["X-Request-ID"])
     limiter.init_app(app, settings)
 
-    api = Api(app)
+    page_limits = PageLimitsPlugin(settings.max_page_limit, settings.default_page_limit)
+    api = Api(app, spec_kwargs={"extra_plugins": [page_limits]})
     for blueprint in (root.blp, recommendations.blp, health.blp, admin.blp, metrics.blp):
         api.register_blueprint(blueprint)
     return app
