@@ -25,6 +25,10 @@ if _OWN_METRICS_DIR:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recsvc-prometheus-")
 
 from app.logs import logging_config  # noqa: E402  (after PROMETHEUS_MULTIPROC_DIR is set)
+from app.server_errors import install as install_json_server_errors  # noqa: E402
+
+# Requests gunicorn refuses itself (oversized request line or headers, malformed HTTP) get a JSON error too.
+install_json_server_errors()
 
 _host = _settings.api_host
 bind = f"[{_host}]:{_settings.api_port}" if ":" in _host else f"{_host}:{_settings.api_port}"

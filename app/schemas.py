@@ -6,6 +6,9 @@ the OpenAPI document served at ``/openapi.json``.
 
 from __future__ import annotations
 
+import re
+
+from apispec import BasePlugin
 from flask import current_app
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
 
@@ -15,16 +18,25 @@ MAX_USER_ID_LENGTH = 128  # DESIGN section 3
 MAX_OFFSET = 2**31 - 1
 
 
-def check_user_id(value: str) -> None:
-    """User ids are 1 to 128 printable characters (no control characters, tabs or newlines) and no ``/``.
+# Characters a user id may not hold: "/" (it separates path segments, even sent as %2F), C0 and C1 control
+# characters, line and paragraph separators and bidirectional controls, so that an id can
+# be logged and stored safely and reads as what it is. One regular expression, valid both in Python and in
+# the OpenAPI document (ECMA-262), so that the document states exactly the rule the service applies.
+_USER_ID_REFUSED = r"/\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028-\u202e\u2066-\u2069"
+USER_ID_PATTERN = rf"^[^{_USER_ID_REFUSED}]{{1,{MAX_USER_ID_LENGTH}}}$"
+_USER_ID = re.compile(USER_ID_PATTERN)
 
-    ``/`` cannot reach the route anyway (it separates path segments, even when sent as ``%2F``); control
-    characters are refused so that an id can be logged and stored safely.
+
+def check_user_id(value: str) -> None:
+    """User ids are 1 to 128 characters, without ``/``, control characters, separators or bidi controls.
+
+    The rule is :data:`USER_ID_PATTERN`, which the OpenAPI document publishes as the path parameter's
+    ``pattern``.
     """
     if not 1 <= len(value) <= MAX_USER_ID_LENGTH:
         raise ValidationError(f"must be 1 to {MAX_USER_ID_LENGTH} characters long")
-    if not value.isprintable() or "/" in value:
-        raise ValidationError("must contain only printable characters (no control characters and no '/')")
+    if not _USER_ID.fullmatch(value):  # fullmatch: "$" alone would let a trailing newline through
+        raise ValidationError("must not contain '/', control characters, line separators or bidi controls")
 
 
 # --- errors ---
@@ -72,6 +84,25 @@ class RecommendationsQuerySchema(Schema):
         if data.get("limit") is None:
             data["limit"] = current_app.config["SETTINGS"].default_page_limit
         return data
+
+
+class PageLimitsPlugin(BasePlugin):
+    """Documents ``limit``'s bounds in the OpenAPI document: 1..MAX_PAGE_LIMIT, default DEFAULT_PAGE_LIMIT.
+
+    They are settings of the deployment, so the query schema (one instance for every app) validates them
+    at request time and cannot state them; without them the document would call ``limit=0`` valid, and
+    clients generated from it (or a fuzzer) would send pages the service refuses.
+    """
+
+    def __init__(self, max_page_limit: int, default_page_limit: int):
+        self._bounds = {"minimum": 1, "maximum": max_page_limit, "default": default_page_limit}
+
+    def operation_helper(self, path=None, operations=None, **kwargs) -> None:
+        for operation in (operations or {}).values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else ():
+                if isinstance(parameter, dict) and (parameter.get("in"), parameter.get("name")) == ("query", "limit"):
+                    parameter["schema"].pop("nullable", None)
+                    parameter["schema"].update(self._bounds)
 
 
 class PostMetadataSchema(Schema):
