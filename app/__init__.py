@@ -95,7 +95,7 @@ def _record_request_metrics(app: Flask) -> None:
     def _observe(response: Response) -> Response:
         started = g.get("request_started")
         endpoint = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        metrics.labelled(metrics.REQUESTS, endpoint, request.method, str(response.status_code)).inc()
         if started is not None:
-            metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+            metrics.labelled(metrics.LATENCY, endpoint).observe(time.perf_counter() - started)
         return response

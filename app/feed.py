@@ -90,7 +90,7 @@ class FeedService:
         if ranking is None:  # Redis down, or no list: the held model computes the page
             served = loaded.version
             ranking = self._from_model(loaded, user_id)
-        metrics.PAGES.labels(ranking.strategy, ranking.source).inc()
+        metrics.labelled(metrics.PAGES, ranking.strategy, ranking.source).inc()
         return _page_body(user_id, served, ranking, limit, offset, version is not None and served != version)
 
     def prefetch(self, version: str) -> None:

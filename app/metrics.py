@@ -11,6 +11,7 @@ The model's age is derived at scrape time: ``recsvc_model_created_timestamp_seco
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 
 REQUESTS = Counter("recsvc_http_requests_total", "HTTP requests answered", ["endpoint", "method", "status"])
 LATENCY = Histogram(
@@ -54,6 +56,17 @@ MODEL_LOADED = Gauge(
     "When each worker loaded the model it holds (Unix time)",
     multiprocess_mode="liveall",
 )
+
+
+@functools.lru_cache(maxsize=1024)
+def labelled(metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
+    """``metric.labels(*labels)``, cached: request handling labels a metric three times per request.
+
+    ``labels()`` validates the labels and takes a lock on every call; the cached children are the same
+    objects it returns, so the values are unchanged. The cache is bounded because the HTTP method comes
+    from the client.
+    """
+    return metric.labels(*labels)
 
 
 def record_model_swap(previous_version: str | None, version: str, created_at: float | None) -> None:

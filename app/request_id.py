@@ -1,5 +1,8 @@
 """The ``X-Request-ID`` of every request: taken from the caller when well-formed, else made up.
 
+A made-up id is 32 random hex digits (128 bits, the shape of ``uuid4().hex``; ``os.urandom`` makes it in a
+fifth of the time of building a ``UUID`` object).
+
 It is echoed in the response, attached to every log record written while the request is handled (see
 :class:`RequestIdFilter`), and gunicorn's access log prints it from the response header.
 """
@@ -7,8 +10,8 @@ It is echoed in the response, attached to every log record written while the req
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
 
 from flask import Flask, Response, g, has_request_context, request
 
@@ -17,18 +20,22 @@ HEADER = "X-Request-ID"
 _ACCEPTED = re.compile(r"^[A-Za-z0-9._:@+=/-]{1,128}$")
 
 
+def _new_id() -> str:
+    return os.urandom(16).hex()
+
+
 def init_app(app: Flask) -> None:
     """Give every request an id and put it in the response."""
 
     @app.before_request
     def _assign_request_id() -> None:
         supplied = request.headers.get(HEADER, "")
-        g.request_id = supplied if _ACCEPTED.match(supplied) else uuid.uuid4().hex
+        g.request_id = supplied if _ACCEPTED.match(supplied) else _new_id()
 
     @app.after_request
     def _echo_request_id(response: Response) -> Response:
         # g.request_id is missing only if an earlier before_request hook failed before ours ran.
-        response.headers[HEADER] = g.get("request_id") or uuid.uuid4().hex
+        response.headers[HEADER] = g.get("request_id") or _new_id()
         return response
 
 

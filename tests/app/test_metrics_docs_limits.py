@@ -9,6 +9,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from app import metrics
 from app.cache_guard import CacheGuard, CacheUnavailable
 from common.recs_cache import rate_limit_prefix
 from tests.app.helpers import REDIS_PREFIX, publish
@@ -24,6 +25,12 @@ def sample(text, name, **labels):
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return s.value
     return 0.0
+
+
+def test_cached_labelled_children_are_the_metrics_own():
+    child = metrics.labelled(metrics.PAGES, "popular", "model")
+    assert child is metrics.PAGES.labels("popular", "model")
+    assert metrics.labelled(metrics.PAGES, "popular", "model") is child
 
 
 def test_metrics_count_requests_pages_and_the_model(client, cache, model_dir):
