@@ -27,6 +27,11 @@ def expected_posts(model, user_id):
     return [model.item_ids[i] for i in items[0] if i >= 0]
 
 
+def expected_metadata(model, post_ids):
+    indices = [model.item_ids.index(post_id) for post_id in post_ids]
+    return [{"tags": list(model.item_tags[i]), "communityId": model.item_community_ids[i]} for i in indices]
+
+
 def get_page(client, user_id, **query):
     """A page, checked against the documented response schema (the view does not dump through it)."""
     response = client.get(f"/recommendations/{user_id}", query_string=query)
@@ -44,10 +49,8 @@ def test_personalised_page_comes_from_the_cached_list(client, model, version):
     posts = [r["post_id"] for r in body["recommendations"]]
     assert posts == expected_posts(model, "user-3")[:5]
     assert not {"post-0", "post-1", "post-2", "post-5"} & set(expected_posts(model, "user-3"))
-    first = body["recommendations"][0]
-    index = model.item_ids.index(first["post_id"])
-    assert first["rank"] == 1
-    assert first["metadata"] == {"tags": list(model.item_tags[index]), "communityId": model.item_community_ids[index]}
+    assert [r["rank"] for r in body["recommendations"]] == [1, 2, 3, 4, 5]
+    assert [r["metadata"] for r in body["recommendations"]] == expected_metadata(model, posts)
     scores = [r["score"] for r in body["recommendations"]]
     assert scores == sorted(scores, reverse=True)
 
@@ -101,7 +104,9 @@ def test_known_user_without_a_cached_list_is_computed_from_the_model(client, cac
     publish(cache, model_dir, model, top_k=TOP_K, skip_users=("user-3",))
     body = get_page(client, "user-3", limit=25)
     assert (body["strategy"], body["source"]) == ("personalized", "model")
-    assert [r["post_id"] for r in body["recommendations"]] == expected_posts(model, "user-3")[:25]
+    posts = expected_posts(model, "user-3")[:25]
+    assert [r["post_id"] for r in body["recommendations"]] == posts
+    assert [r["metadata"] for r in body["recommendations"]] == expected_metadata(model, posts)
 
 
 def test_without_redis_pages_come_from_the_model_with_the_same_ranking(
@@ -111,7 +116,8 @@ def test_without_redis_pages_come_from_the_model_with_the_same_ranking(
     client = make_app({**settings_env, "REDIS_URL": dead_redis_url}).test_client()
     body = get_page(client, "user-3", limit=25)
     assert (body["source"], body["strategy"], body["model_version"]) == ("model", "personalized", version)
-    assert [r["post_id"] for r in body["recommendations"]] == [r["post_id"] for r in cached["recommendations"]]
+    for field in ("post_id", "rank", "metadata"):
+        assert [r[field] for r in body["recommendations"]] == [r[field] for r in cached["recommendations"]]
     assert [r["score"] for r in body["recommendations"]] == pytest.approx(
         [r["score"] for r in cached["recommendations"]], abs=1e-4
     )
