@@ -1,0 +1,28 @@
+#!/bin/sh
+# One-shot set-up of the compose stack (the `init` service), run before web, worker, beat and flower start:
+# with INIT_DEMO_DATA=true (the default), create the shipped schema and load demo data when the database has
+# no interactions yet, as `make run` does; with false, leave the database alone (an existing NestJS database
+# read through the SQL_* queries). Then train and publish once unless a model is already published, so the
+# web's first request finds a model. A non-zero exit (e.g. no data to train on) keeps the other services from
+# starting; its output says why.
+set -eu
+
+case "${INIT_DEMO_DATA:-true}" in
+  true)
+    python -m ml.db init
+    if python -m ml.db count | grep -qx 'interactions 0'; then
+      echo "the database has no interactions: loading demo data"
+      demo_dir="$(mktemp -d)"
+      python -m ml.demo --out "$demo_dir"
+      python -m ml.db load "$demo_dir"
+      rm -rf "$demo_dir"
+    fi
+    ;;
+  false) ;;
+  *)
+    echo "error: INIT_DEMO_DATA=${INIT_DEMO_DATA} is invalid: must be true or false" >&2
+    exit 2
+    ;;
+esac
+
+exec python -m tasks.bootstrap
