@@ -54,9 +54,22 @@ def abort(
 
 
 class ArgumentsParser(FlaskParser):
-    """webargs' parser answering invalid query or path arguments with 400 rather than 422."""
+    """webargs' parser answering invalid query or path arguments with 400 rather than 422.
+
+    A query schema may offer a shortcut, ``plain_load(args) -> dict | None`` (see
+    ``RecommendationsQuerySchema``): it is asked first, and when it answers, webargs and marshmallow are
+    skipped; when it returns None the arguments are parsed (and their errors worded) as usual.
+    """
 
     DEFAULT_VALIDATION_STATUS = 400
+
+    def parse(self, argmap, req=None, *, location=None, **kwargs):
+        plain_load = getattr(argmap, "plain_load", None)
+        if plain_load is not None and location == "query" and kwargs.get("validate") is None:
+            parsed = plain_load((req or request).args)
+            if parsed is not None:
+                return parsed
+        return super().parse(argmap, req, location=location, **kwargs)
 
 
 class Blueprint(flask_smorest.Blueprint):

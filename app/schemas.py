@@ -7,6 +7,8 @@ the OpenAPI document served at ``/openapi.json``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from apispec import BasePlugin
 from flask import current_app
@@ -14,6 +16,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 # A model version id, as ml.artifact.new_version makes them: YYYYMMDDTHHMMSSZ-xxxxxxxx.
 VERSION_PATTERN = r"^\d{8}T\d{6}Z-[0-9a-f]{8}$"
+_VERSION = re.compile(VERSION_PATTERN)
 MAX_USER_ID_LENGTH = 128  # DESIGN section 3
 MAX_OFFSET = 2**31 - 1
 
@@ -84,6 +87,31 @@ class RecommendationsQuerySchema(Schema):
         if data.get("limit") is None:
             data["limit"] = current_app.config["SETTINGS"].default_page_limit
         return data
+
+    def plain_load(self, args: Mapping[str, str]) -> dict[str, Any] | None:
+        """What :meth:`load` returns for the query ``args`` when every argument is plainly valid, else None.
+
+        The hot path's shortcut (``app.api.ArgumentsParser`` asks it first): loading through webargs and
+        marshmallow costs about 40 us a request, this about 3. It takes only what the schema surely takes
+        the same way: ASCII digits within the ranges, and a version matching the same pattern. Anything
+        else (signs, spaces, other digits, out of range, malformed) returns None, and the full load
+        decides and words the error. Unknown arguments are ignored and the first of a repeated argument
+        counts, as webargs does for the query string. A test checks that both agree.
+        """
+        settings = current_app.config["SETTINGS"]
+        limit, offset, version = args.get("limit"), args.get("offset"), args.get("version")
+        limit = settings.default_page_limit if limit is None else _plain_int(limit, 1, settings.max_page_limit)
+        offset = 0 if offset is None else _plain_int(offset, 0, MAX_OFFSET)
+        if limit is None or offset is None or (version is not None and not _VERSION.match(version)):
+            return None
+        return {"limit": limit, "offset": offset, "version": version}
+
+
+def _plain_int(text: str, low: int, high: int) -> int | None:
+    """``int(text)`` if ``text`` is at most ten ASCII digits and the number is in [low, high], else None."""
+    if len(text) <= 10 and text.isascii() and text.isdigit() and low <= (value := int(text)) <= high:
+        return value
+    return None
 
 
 class PageLimitsPlugin(BasePlugin):
