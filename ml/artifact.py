@@ -130,7 +130,13 @@ def save(
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata is not strict JSON: {exc}") from exc
     _write_atomically(npz_path, payload)
-    _write_atomically(json_path, text.encode())
+    try:
+        _write_atomically(json_path, text.encode())
+    except BaseException:
+        # Without its .json the .npz is no version at all, and pruning (which finds versions by their .json)
+        # would never delete it: a disk that filled up here would stay full.
+        npz_path.unlink(missing_ok=True)
+        raise
     logger.info(
         "saved model %s (%d users, %d items, %.1f MB)", version, model.num_users, model.num_items, len(payload) / 1e6
     )
