@@ -1,0 +1,155 @@
+"""Soak under reload: wrk against gunicorn while a Celery worker trains and publishes again and again.
+
+What must hold: no request fails (every answer a 2xx, no socket error), every gunicorn worker follows each
+new version, and a worker's memory does not grow from reload to reload (a reload that kept the old model
+alive, or leaked its arrays, would show here).
+
+``SOAK_SECONDS`` sets the load's duration: 15 s in ``make test``, 60 s in ``make soak`` (the figures in
+docs/RELIABILITY.md come from that). ``SOAK_REPORT`` names a JSON file to write the figures to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.app.processes import GunicornServer
+from tests.reliability.conftest import access_statuses
+from tests.tasks import conftest as pipeline_fixtures
+from tests.tasks.conftest import run_train, start_worker
+
+cache = pipeline_fixtures.cache
+celery_client = pipeline_fixtures.celery_client
+demo_dir = pipeline_fixtures.demo_dir
+loaded_db = pipeline_fixtures.loaded_db
+service_env = pipeline_fixtures.service_env
+services = pipeline_fixtures.services
+
+SOAK_SECONDS = int(os.environ.get("SOAK_SECONDS", "15"))
+# Allowed growth of a worker's resident memory from its second reload to its last (the first reload after
+# start still warms caches and the allocator).
+MEMORY_SLACK_BYTES = 8 * 1024 * 1024
+
+# Users the model knows, a few it does not (the popularity feed), pages 1 to 5.
+_LUA = """
+users = {%s}
+counter = 0
+request = function()
+  counter = counter + 1
+  local offset = (counter %% 5) * 20
+  return wrk.format("GET", "/recommendations/" .. users[(counter %% #users) + 1] .. "?limit=20&offset=" .. offset)
+end
+"""
+
+
+def rss_bytes(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return None
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
+
+
+def parse_wrk(output: str) -> dict:
+    """Requests, failures (non-2xx answers and socket errors) and latency percentiles from ``wrk --latency``."""
+    units = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+    def millis(text: str) -> float:
+        value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+        return float(value) * units[unit]
+
+    requests_done = int(re.search(r"(\d+) requests in", output).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    percentiles = {p: millis(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", output, re.MULTILINE)}
+    return {
+        "requests": requests_done,
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": sum(map(int, socket.groups())) if socket else 0,
+        "requests_per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "latency_ms": percentiles,
+    }
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_soak_under_reload_no_failure_and_no_memory_growth(
+    loaded_db, cache, service_env, services, celery_client, tmp_path
+):
+    start_worker(services, service_env)
+    first = run_train(celery_client)
+    assert first["status"] == "published", first
+    server = GunicornServer(service_env, workers=2, log_path=tmp_path / "gunicorn.log").start()
+    with loaded_db.cursor() as cur:
+        cur.execute("SELECT DISTINCT user_id FROM interactions ORDER BY user_id LIMIT 100")
+        users = [row[0] for row in cur.fetchall()] + ["new-user-1", "new-user-2"]
+    script = tmp_path / "feed.lua"
+    script.write_text(_LUA % ", ".join(json.dumps(u) for u in users))
+
+    published, failed_runs, stop = [first["version"]], [], threading.Event()
+    reloads: dict[str, list[tuple[str, int]]] = {}  # worker pid -> [(version, RSS right after loading it)]
+
+    def train_repeatedly():
+        while not stop.is_set():
+            result = run_train(celery_client, timeout=120)
+            (published if result["status"] == "published" else failed_runs).append(result["version"] or result)
+            stop.wait(1.0)
+
+    def watch_reloads():
+        while not stop.is_set():
+            try:
+                held = server.worker_versions()
+            except Exception:  # noqa: BLE001 - a busy server may answer /metrics late; look again
+                held = {}
+            for pid, version in held.items():
+                seen = reloads.setdefault(pid, [])
+                if not seen or seen[-1][0] != version:
+                    seen.append((version, rss_bytes(int(pid))))
+            stop.wait(0.2)
+
+    threads = [threading.Thread(target=train_repeatedly), threading.Thread(target=watch_reloads)]
+    for thread in threads:
+        thread.start()
+    try:
+        wrk = subprocess.run(
+            ["wrk", "--latency", "-t2", "-c8", f"-d{SOAK_SECONDS}s", "-s", str(script), server.url],
+            capture_output=True, text=True, timeout=SOAK_SECONDS + 60,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(150)
+    final_rss = {pid: rss_bytes(int(pid)) for pid in reloads}
+    assert server.stop() == 0, server.log()[-3000:]
+
+    assert wrk.returncode == 0, wrk.stderr
+    figures = parse_wrk(wrk.stdout)
+    assert not failed_runs, failed_runs
+    assert len(published) >= 3, f"only {len(published)} versions published in {SOAK_SECONDS} s"
+    assert figures["requests"] > 0
+    assert figures["non_2xx"] == 0 and figures["socket_errors"] == 0, wrk.stdout
+    assert not [entry for entry in access_statuses(server.log_path) if entry[1] >= 400]
+    assert len(reloads) == 2 and all(len(seen) >= 3 for seen in reloads.values()), reloads
+    growth = {}
+    for pid, seen in reloads.items():
+        after = [rss for _, rss in seen[1:] if rss is not None]
+        growth[pid] = after[-1] - after[0]
+        assert growth[pid] <= MEMORY_SLACK_BYTES, f"worker {pid} grew {growth[pid] / 2**20:.1f} MB: {seen}"
+
+    figures.update(
+        seconds=SOAK_SECONDS,
+        versions_published=len(published),
+        reloads_per_worker={pid: len(seen) - 1 for pid, seen in reloads.items()},
+        rss_mb_after_each_reload={pid: [round(rss / 2**20, 1) for _, rss in seen] for pid, seen in reloads.items()},
+        rss_mb_at_end={pid: round(rss / 2**20, 1) for pid, rss in final_rss.items() if rss},
+        rss_growth_mb_second_to_last_reload={pid: round(g / 2**20, 2) for pid, g in growth.items()},
+    )
+    print(json.dumps(figures, indent=1))
+    if os.environ.get("SOAK_REPORT"):
+        Path(os.environ["SOAK_REPORT"]).write_text(json.dumps(figures, indent=1))
