@@ -188,8 +188,10 @@ def check_docker(command: Command) -> None:
     for word in rest[1:]:
         if not word.startswith("-") and word not in ("sh", "python", "celery", "-m") and rest[0] != "exec":
             assert word in services, f"no compose service {word}"
-    if rest[0] == "exec":
+    if rest[0] == "exec":  # `exec SERVICE COMMAND...`: the command runs in the image, so check it as one
         assert rest[1] in services, f"no compose service {rest[1]}"
+        inner = Command(command.line, tuple(rest[2:]), ".")
+        CHECKS[program_of(inner.argv[0])](inner)
 
 
 def check_cp(command: Command) -> None:
