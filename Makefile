@@ -9,7 +9,7 @@ DEMO_DIR ?= var/demo
 # The env file of `make run`: created with a random ADMIN_TOKEN if missing, loaded by honcho for every process.
 RUN_ENV_FILE ?= .env
 
-.PHONY: help venv docs-assets services test lint run bench clean nestjs-client
+.PHONY: help venv docs-assets services test lint run bench clean nestjs-client docker-checks
 
 help:
 	@echo "make run    - set up and run web, worker, beat and flower on demo data (Ctrl-C stops all)"
@@ -41,6 +41,13 @@ clients/nestjs/node_modules/.package-lock.json: clients/nestjs/package-lock.json
 	@command -v npm >/dev/null || { echo "error: npm is needed to build the NestJS client" >&2; exit 1; }
 	cd clients/nestjs && npm ci --no-audit --no-fund
 
+# dclint for the static checks of docker/docker-compose.yml (tests/docker), from docker/'s lockfile.
+docker-checks: docker/node_modules/.package-lock.json
+
+docker/node_modules/.package-lock.json: docker/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm is needed to check the compose file" >&2; exit 1; }
+	cd docker && npm ci --no-audit --no-fund
+
 # Starts local PostgreSQL and Redis if they are installed but not running; fails naming what is missing.
 services: venv
 	$(PY) scripts/services.py $(SERVICES_ARGS)
@@ -51,7 +58,7 @@ lint: venv
 
 test: SERVICES_ARGS = --database-url $${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} \
 	--redis-url $${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
-test: services docs-assets nestjs-client lint
+test: services docs-assets nestjs-client docker-checks lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The whole system on demo data: database and schema, demo data if the database has no interactions, one

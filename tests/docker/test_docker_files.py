@@ -364,9 +364,32 @@ def test_model_directory_is_one_volume_shared_by_the_processes_that_use_it(compo
 
 
 def test_published_ports_are_the_ones_the_processes_listen_on(services):
-    assert services["web"]["ports"] == ["${API_PUBLISH_PORT:-8000}:8000"]
-    assert services["flower"]["ports"] == ["${FLOWER_PUBLISH_PORT:-5555}:5555"]
+    local = "${PUBLISH_ADDRESS:-127.0.0.1}"  # this host only unless docker/.env says otherwise
+    assert services["web"]["ports"] == [{"target": 8000, "published": "${API_PUBLISH_PORT:-8000}", "host_ip": local}]
+    flower = [{"target": 5555, "published": "${FLOWER_PUBLISH_PORT:-5555}", "host_ip": local}]
+    assert services["flower"]["ports"] == flower
     assert "ports" not in services["postgres"] and "ports" not in services["redis"]
+
+
+def test_compose_file_passes_dclint():
+    """dclint validates the file against the Compose specification's JSON schema, and its error-level rules."""
+    dclint = DOCKER / "node_modules" / ".bin" / "dclint"
+    assert dclint.exists(), "run `make docker-checks` first (npm ci in docker/)"
+    result = subprocess.run(
+        [str(dclint), "--quiet", "--color", "false", str(COMPOSE_FILE)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # It does reject what the specification does not allow.
+    broken = COMPOSE_FILE.read_text().replace('    restart: "no"\n', '    restart: "no"\n    no_such_key: 1\n')
+    broken_file = DOCKER / f".broken-{os.getpid()}.yml"
+    broken_file.write_text(broken)
+    try:
+        result = subprocess.run(
+            [str(dclint), "--quiet", "--color", "false", str(broken_file)], capture_output=True, text=True
+        )
+    finally:
+        broken_file.unlink()
+    assert result.returncode != 0 and "invalid-schema" in result.stdout, result.stdout
 
 
 def _documented_names() -> str:
