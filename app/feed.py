@@ -3,9 +3,9 @@
 The normal path costs one Redis round trip (HGET of the user's packed list); the post ids and metadata of
 a version's item indices are fetched once per version and kept in a small per-worker LRU, already shaped
 as the response's ``post_id`` and ``metadata`` (see :func:`item_entry`), so that a page only picks its
-entries instead of building twenty metadata objects. When Redis is
-down (see :class:`app.cache_guard.CacheGuard`) or the list is missing, the page is computed from the held
-model with the same ranking and exclusions (``RecModel.top_k``), and the response says ``source: model``.
+entries instead of building twenty metadata objects. When Redis is down (see
+:class:`app.cache_guard.CacheGuard`) or the list is missing, the page is computed from the held model with
+the same ranking and exclusions (``RecModel.top_k``), and the response says ``source: model``.
 """
 
 from __future__ import annotations
