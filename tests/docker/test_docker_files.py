@@ -364,6 +364,11 @@ def test_model_directory_is_one_volume_shared_by_the_processes_that_use_it(compo
 
 
 def test_published_ports_are_the_ones_the_processes_listen_on(services):
+    for name in RECSVC_SERVICES:  # whatever docker/.env says, gunicorn binds where the port mapping points
+        assert (
+            services[name]["environment"]["API_PORT"] == "8000"
+            and services[name]["environment"]["API_HOST"] == "0.0.0.0"
+        )
     local = "${PUBLISH_ADDRESS:-127.0.0.1}"  # this host only unless docker/.env says otherwise
     assert services["web"]["ports"] == [{"target": 8000, "published": "${API_PUBLISH_PORT:-8000}", "host_ip": local}]
     flower = [{"target": 5555, "published": "${FLOWER_PUBLISH_PORT:-5555}", "host_ip": local}]
