@@ -162,7 +162,7 @@ export class RecommendationsService {
     if ((response.status === 200 || response.status === 503) && isObject(response.data) && 'status' in response.data) {
       return response.data;
     }
-    throw toError(response, 1);
+    throw toError(response, response.attempts);
   }
 
   /** `POST /admin/reload-model` (admin token): make the worker that answers load the published model now. */

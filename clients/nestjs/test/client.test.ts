@@ -294,6 +294,44 @@ describe('transport', () => {
     assert.ok(Date.now() - started < 2000, 'Retry-After: 0 replaces the 5 s backoff');
   });
 
+  test('a scroll whose pinned version expired continues on the version the service switched to', async () => {
+    const seen: (string | null)[] = [];
+    const baseUrl = await local((req, res) => {
+      const query = new URL(req.url ?? '/', 'http://x').searchParams;
+      const offset = Number(query.get('offset'));
+      seen.push(query.get('version'));
+      // The first two pages come from version A; from the third on, A is gone and B is served instead.
+      const version = offset < 4 ? 'A' : 'B';
+      const item = (rank: number) => ({
+        post_id: `p${version}${rank}`,
+        score: 1,
+        rank,
+        metadata: { tags: [], communityId: 'c' },
+      });
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          user_id: 'u',
+          model_version: version,
+          strategy: 'personalized',
+          source: 'cache',
+          version_fallback: query.get('version') !== null && query.get('version') !== version,
+          recommendations: [item(offset + 1), item(offset + 2)],
+          pagination: { total: 8, limit: 2, offset, has_more: offset + 2 < 8, next_offset: offset + 2 < 8 ? offset + 2 : null },
+        }),
+      );
+    });
+    const { service } = await client({ baseUrl, pageSize: 2 });
+    const feed = await service.fetchFeed('u');
+    assert.deepEqual(seen, [null, 'A', 'A', 'B']);
+    assert.equal(feed.version_fallback, true);
+    assert.equal(feed.model_version, 'B');
+    assert.deepEqual(
+      feed.recommendations.map((r) => r.post_id),
+      ['pA1', 'pA2', 'pA3', 'pA4', 'pB5', 'pB6', 'pB7', 'pB8'],
+    );
+  });
+
   test('no answer within timeoutMs is a typed timeout, retried for GETs', async () => {
     let calls = 0;
     const baseUrl = await local(() => {
