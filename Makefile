@@ -9,12 +9,14 @@ DEMO_DIR ?= var/demo
 # The env file of `make run`: created with a random ADMIN_TOKEN if missing, loaded by honcho for every process.
 RUN_ENV_FILE ?= .env
 
-.PHONY: help venv docs-assets services test lint run bench clean nestjs-client docker-checks
+.PHONY: help venv docs-assets services test lint run bench clean nestjs-client docker-checks soak audit
 
 help:
 	@echo "make run    - set up and run web, worker, beat and flower on demo data (Ctrl-C stops all)"
 	@echo "make test   - set up and run the test suite (lint included)"
 	@echo "make lint   - ruff check and format check"
+	@echo "make soak   - one minute of load against gunicorn while models retrain and reload"
+	@echo "make audit  - pip-audit the pinned requirements for known vulnerabilities (needs the network)"
 	@echo "make bench  - run the benchmarks (figures go into the README)"
 
 venv: $(STAMP)
@@ -60,6 +62,20 @@ test: SERVICES_ARGS = --database-url $${TEST_DATABASE_URL:-postgresql://postgres
 	--redis-url $${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
 test: services docs-assets nestjs-client docker-checks lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The soak test for a whole minute (make test runs it for 15 s); it prints its figures and writes them to
+# SOAK_REPORT. docs/RELIABILITY.md reports a run of this target.
+soak: SERVICES_ARGS = --database-url $${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} \
+	--redis-url $${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
+soak: services
+	@mkdir -p var
+	SOAK_SECONDS=$${SOAK_SECONDS:-60} SOAK_REPORT=$${SOAK_REPORT:-var/soak.json} \
+		$(VENV)/bin/pytest -s tests/reliability/test_soak.py $(PYTEST_ARGS)
+
+# Known vulnerabilities of the pinned runtime requirements. Needs PyPI's vulnerability API (network), so it
+# is not part of `make test`; --strict fails when a dependency could not be audited instead of passing.
+audit: venv
+	$(VENV)/bin/pip-audit --strict --progress-spinner off -r requirements.txt
 
 # The whole system on demo data: database and schema, demo data if the database has no interactions, one
 # training run so the first request has a model, then web, worker, beat and flower under honcho.

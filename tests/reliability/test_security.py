@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hmac
 import re
+import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
@@ -98,6 +99,40 @@ def test_no_code_unpickles_anything():
         line for path in (REPO / "ml").rglob("*.py") for line in path.read_text().splitlines() if "np.load(" in line
     ]
     assert loads and all("allow_pickle=False" in line for line in loads)
+
+
+# A secret-looking setting given a literal value, or a URL with a literal password. Placeholders (``<...>``,
+# ``...``, ``user:password``) and references (``$VAR``, ``${VAR:?...}``, ``$$(...)``) are not secrets.
+_SECRET_SETTING = re.compile(
+    r"(?<![${])\b(ADMIN_TOKEN|[A-Z_]*PASSWORD|FLOWER_BASIC_AUTH)\s*(?P<sep>[=:])\s*['\"]?(?P<value>[^\s#'\"]+)"
+)
+_URL_PASSWORD = re.compile(r"[a-z+]+://[^/\s:@]*:(?P<value>[^@\s/]+)@")
+
+
+def _is_placeholder(value: str) -> bool:
+    return value.startswith(("$", "<", "...", "{")) or "<" in value or "password" in value.lower()
+
+
+def test_no_secret_is_committed():
+    """Tracked files (tests aside, whose throwaway values are made up) hold no literal token or password."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    assert ".env" not in tracked and ".env" in (REPO / ".gitignore").read_text().split()
+    found = []
+    for name in tracked:
+        path = REPO / name
+        if name.startswith("tests/") or "/test/" in name or not path.is_file() or path.stat().st_size > 1_000_000:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            for pattern in (_SECRET_SETTING, _URL_PASSWORD):
+                for match in pattern.finditer(line):
+                    prose = line.lstrip().startswith("#") and match.groupdict().get("sep") == ":"  # "X: text"
+                    if not prose and not _is_placeholder(match["value"]):
+                        found.append(f"{name}:{number}: {line.strip()}")
+    assert not found
 
 
 HOSTILE_IDS = [
