@@ -77,6 +77,16 @@ soak: services
 audit: venv
 	$(VENV)/bin/pip-audit --strict --progress-spinner off -r requirements.txt
 
+# Every figure of the README's Performance section (the serving benchmark needs wrk: apt-get install wrk).
+# Scratch databases of their own on the local server; BENCH_DATABASE_URL and BENCH_REDIS_URL move them.
+BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/recsvc_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/2
+bench: SERVICES_ARGS = --database-url $(BENCH_DATABASE_URL) --redis-url $(BENCH_REDIS_URL)
+bench: services docs-assets
+	$(PY) -m benchmarks.train --size both --database-url $(BENCH_DATABASE_URL)
+	$(PY) -m benchmarks.retrain --sizes default,large --database-url $(BENCH_DATABASE_URL) --redis-url $(BENCH_REDIS_URL)
+	$(PY) -m benchmarks.serve
+
 # The whole system on demo data: database and schema, demo data if the database has no interactions, one
 # training run so the first request has a model, then web, worker, beat and flower under honcho.
 run: SERVICES_ARGS = --create-database
