@@ -34,8 +34,11 @@ services = pipeline_fixtures.services
 
 SOAK_SECONDS = int(os.environ.get("SOAK_SECONDS", "15"))
 # Allowed growth of a worker's resident memory from its second reload to its last (the first reload after
-# start still warms caches and the allocator).
-MEMORY_SLACK_BYTES = 8 * 1024 * 1024
+# start still warms caches and the allocator): allocator noise, plus a tenth of a model per reload. A worker
+# that kept every old model would grow by at least a whole model per reload, so over the minute of
+# ``make soak`` (30+ reloads) a leak of one model per reload exceeds this; the 15 s run of ``make test``
+# (about 5 reloads) catches only gross growth.
+MEMORY_NOISE_BYTES = 3 * 1024 * 1024
 
 # Users the model knows, a few it does not (the popularity feed), pages 1 to 5.
 _LUA = """
@@ -85,6 +88,7 @@ def test_soak_under_reload_no_failure_and_no_memory_growth(
     start_worker(services, service_env)
     first = run_train(celery_client)
     assert first["status"] == "published", first
+    model_bytes = Path(service_env["MODEL_DIR"], f"{first['version']}.npz").stat().st_size  # pruned later
     server = GunicornServer(service_env, workers=2, log_path=tmp_path / "gunicorn.log").start()
     with loaded_db.cursor() as cur:
         cur.execute("SELECT DISTINCT user_id FROM interactions ORDER BY user_id LIMIT 100")
@@ -136,11 +140,12 @@ def test_soak_under_reload_no_failure_and_no_memory_growth(
     assert figures["non_2xx"] == 0 and figures["socket_errors"] == 0, wrk.stdout
     assert not [entry for entry in access_statuses(server.log_path) if entry[1] >= 400]
     assert len(reloads) == 2 and all(len(seen) >= 3 for seen in reloads.values()), reloads
-    growth = {}
+    growth, allowed = {}, {}
     for pid, seen in reloads.items():
         after = [rss for _, rss in seen[1:] if rss is not None]
         growth[pid] = after[-1] - after[0]
-        assert growth[pid] <= MEMORY_SLACK_BYTES, f"worker {pid} grew {growth[pid] / 2**20:.1f} MB: {seen}"
+        allowed[pid] = MEMORY_NOISE_BYTES + 0.1 * model_bytes * (len(after) - 1)
+        assert growth[pid] <= allowed[pid], f"worker {pid} grew {growth[pid] / 2**20:.1f} MB: {seen}"
 
     figures.update(
         seconds=SOAK_SECONDS,
@@ -149,6 +154,8 @@ def test_soak_under_reload_no_failure_and_no_memory_growth(
         rss_mb_after_each_reload={pid: [round(rss / 2**20, 1) for _, rss in seen] for pid, seen in reloads.items()},
         rss_mb_at_end={pid: round(rss / 2**20, 1) for pid, rss in final_rss.items() if rss},
         rss_growth_mb_second_to_last_reload={pid: round(g / 2**20, 2) for pid, g in growth.items()},
+        rss_growth_mb_allowed={pid: round(a / 2**20, 2) for pid, a in allowed.items()},
+        model_artifact_kb=round(model_bytes / 1024, 1),
     )
     print(json.dumps(figures, indent=1))
     if os.environ.get("SOAK_REPORT"):
