@@ -14,9 +14,8 @@ from apispec import BasePlugin
 from flask import current_app
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
 
-# A model version id, as ml.artifact.new_version makes them: YYYYMMDDTHHMMSSZ-xxxxxxxx.
-VERSION_PATTERN = r"^\d{8}T\d{6}Z-[0-9a-f]{8}$"
-_VERSION = re.compile(VERSION_PATTERN)
+from ml import artifact
+
 MAX_USER_ID_LENGTH = 128  # DESIGN section 3
 MAX_OFFSET = 2**31 - 1
 
@@ -57,6 +56,15 @@ class ErrorResponseSchema(Schema):
     error = fields.Nested(ErrorSchema, required=True)
 
 
+class _FullMatch(validate.Regexp):
+    """``validate.Regexp`` on the whole value ("$" alone lets a final newline through); documented the same."""
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 # --- recommendations ---
 
 
@@ -72,7 +80,9 @@ class RecommendationsQuerySchema(Schema):
     )
     version = fields.String(
         load_default=None,
-        validate=validate.Regexp(VERSION_PATTERN, error="must be a model version id like 20261126T101500Z-1a2b3c4d"),
+        validate=_FullMatch(
+            artifact.VERSION_PATTERN, error="must be a model version id like 20261126T101500Z-1a2b3c4d"
+        ),
         metadata={"description": "Keep paging on this model version (the model_version of the first page)"},
     )
 
@@ -102,7 +112,7 @@ class RecommendationsQuerySchema(Schema):
         limit, offset, version = args.get("limit"), args.get("offset"), args.get("version")
         limit = settings.default_page_limit if limit is None else _plain_int(limit, 1, settings.max_page_limit)
         offset = 0 if offset is None else _plain_int(offset, 0, MAX_OFFSET)
-        if limit is None or offset is None or (version is not None and not _VERSION.match(version)):
+        if limit is None or offset is None or (version is not None and not artifact.VERSION_PATTERN.fullmatch(version)):
             return None
         return {"limit": limit, "offset": offset, "version": version}
 

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 FORMAT_NAME = "recsvc-model"
 FORMAT_VERSION = 1
 CURRENT_FILE = "CURRENT"
+# Match with fullmatch: "$" alone would let a final newline through.
 VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 # Temporary files older than this are left-overs of a writer that died; pruning removes them.
 STALE_TEMP_SECONDS = 3600
@@ -212,7 +213,7 @@ def current_version(model_dir: str | os.PathLike) -> str | None:
         return None
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    if not VERSION_PATTERN.match(version):
+    if not VERSION_PATTERN.fullmatch(version):
         raise ArtifactError(f"{path}: does not hold a version id: {version[:80]!r}")
     return version
 
@@ -223,7 +224,7 @@ def list_versions(model_dir: str | os.PathLike) -> list[str]:
     if not directory.is_dir():
         return []
     versions = (p.name[: -len(".json")] for p in directory.glob("*.json"))
-    return sorted(v for v in versions if VERSION_PATTERN.match(v) and (directory / f"{v}.npz").is_file())
+    return sorted(v for v in versions if VERSION_PATTERN.fullmatch(v) and (directory / f"{v}.npz").is_file())
 
 
 def set_current(model_dir: str | os.PathLike, version: str) -> None:
@@ -275,7 +276,7 @@ def _paths(directory: Path, version: str) -> tuple[Path, Path]:
 
 def _check_version(version: str) -> None:
     # Versions become file names: anything else (a path, "..") is refused before it touches the disk.
-    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+    if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
         raise ArtifactError(f"not a version id (YYYYMMDDTHHMMSSZ-xxxxxxxx): {str(version)[:80]!r}")
 
 

@@ -243,3 +243,11 @@ def test_read_metadata_checks_the_json_without_the_arrays(tmp_path):
         artifact.read_metadata(tmp_path, version)
     with pytest.raises(ArtifactError):
         artifact.read_metadata(tmp_path, "../etc/passwd")
+
+
+def test_a_version_id_with_a_final_newline_is_refused(tmp_path):
+    version = artifact.save(random_model(), tmp_path, {})
+    with pytest.raises(ArtifactError, match="version id"):
+        artifact.read_metadata(tmp_path, version + "\n")
+    with pytest.raises(ArtifactError, match="version id"):
+        artifact.load(tmp_path, version + "\n")
