@@ -10,7 +10,8 @@ set -eu
 case "${INIT_DEMO_DATA:-true}" in
   true)
     python -m ml.db init
-    if python -m ml.db count | grep -qx 'interactions 0'; then
+    counts="$(python -m ml.db count)"  # an assignment, so `set -e` stops here if the count fails
+    if printf '%s\n' "$counts" | grep -qx 'interactions 0'; then
       echo "the database has no interactions: loading demo data"
       demo_dir="$(mktemp -d)"
       python -m ml.demo --out "$demo_dir"

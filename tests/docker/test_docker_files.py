@@ -297,7 +297,7 @@ def test_service_commands_resolve(services, name):
 def test_init_script_commands_resolve():
     """The commands docker/init.sh runs (it is only a few lines of shell around them)."""
     text = (DOCKER / "init.sh").read_text()
-    commands = [shlex.split(match) for match in re.findall(r"python -m [^|;\n]*", text)]
+    commands = [shlex.split(match) for match in re.findall(r"python -m [^|;)#\n]*", text)]
     assert {c[2] for c in commands} == {"ml.db", "ml.demo", "tasks.bootstrap"}
     assert {" ".join(c[2:4]) for c in commands if c[2] == "ml.db"} == {"ml.db init", "ml.db count", "ml.db load"}
     for argv in commands:
