@@ -28,6 +28,7 @@ import ml.artifact
 import ml.db
 from common.recs_cache import RecsCache
 from ml.errors import ArtifactError
+from tasks import limits
 from tests.app.helpers import REDIS_PREFIX as APP_PREFIX
 from tests.app.helpers import publish
 from tests.app.processes import GunicornServer, RedisServer
@@ -35,7 +36,7 @@ from tests.app.processes import wait_until as poll
 from tests.ml.factories import random_model
 from tests.reliability.conftest import ADMIN_TOKEN, TOP_K, server_env
 from tests.tasks import conftest as pipeline_fixtures
-from tests.tasks.conftest import publish_once, run_train, settings_from, start_worker, wait_until, write_demo
+from tests.tasks.conftest import publish_once, run_train, settings_from, start_worker, wait_until
 
 # The pipeline tests' fixtures, made available to this module by name (as tests/e2e/test_web_celery.py does).
 cache = pipeline_fixtures.cache
@@ -283,29 +284,19 @@ def terminate_sleeping_queries(conn) -> None:
     conn.commit()
 
 
-@pytest.fixture(scope="module")
-def precompute_heavy_dir(tmp_path_factory) -> Path:
-    """Enough users that precomputing their lists takes a good fraction of a second (to be killed in)."""
-    return write_demo(tmp_path_factory.mktemp("precompute-heavy"), users=4000, posts=300, interactions=24000)
-
-
 # How each stage is held long enough for the kill to land inside it, and the log line that says it started.
 STAGE_FAULTS = {
     "load": {"SQL_INTERACTIONS": "SELECT user_id, post_id, type, created_at FROM interactions, pg_sleep(20)"},
     "evaluate": {"LIGHTFM_EPOCHS": "5000"},
     "artifact": {},  # its first fsync (the .npz, before the rename) hangs: see delay_fsync
-    "precompute": {},  # 4,000 users' lists: killed while they are being written
     "publish": {},  # the fsync of CURRENT hangs, after the Redis flip: killed between the two pointers
 }
 
 
 @pytest.mark.parametrize("stage", list(STAGE_FAULTS))
 def test_worker_killed_in_each_stage_leaves_the_pointer_on_a_complete_version(
-    stage, pg_conn, demo_dir, precompute_heavy_dir, cache, service_env, services, celery_client
+    stage, loaded_db, cache, service_env, services, celery_client
 ):
-    ml.db.create_schema(pg_conn)
-    ml.db.load_dataset_dir(pg_conn, precompute_heavy_dir if stage == "precompute" else demo_dir)
-    pg_conn.commit()
     env = {**service_env, "TRAIN_TIME_LIMIT_SECONDS": "10"}
     settings = settings_from(env)
     current, _, _, _ = publish_once(settings, cache)
@@ -317,16 +308,16 @@ def test_worker_killed_in_each_stage_leaves_the_pointer_on_a_complete_version(
 
     celery_client.send_task("tasks.train")
     worker.wait_for_log(rf"training stage {stage} started")
-    time.sleep({"artifact": 1.0, "publish": 1.0, "precompute": 0.05}.get(stage, 0.5))
+    time.sleep(1.0 if stage in ("artifact", "publish") else 0.5)
     worker.signal(signal.SIGKILL)
     worker.popen.wait(10)
     if strace is not None:  # it may still be delaying the dead process's fsync
         strace.kill()
         strace.wait(10)
-    terminate_sleeping_queries(pg_conn)
+    terminate_sleeping_queries(loaded_db)
 
     log = worker.log()
-    later = {"load": "evaluate", "evaluate": "fit", "artifact": "precompute", "precompute": "publish"}.get(stage)
+    later = {"load": "evaluate", "evaluate": "fit", "artifact": "precompute"}.get(stage)
     assert later is None or f"training stage {later} started" not in log, f"the kill came after {stage}"
     served = assert_pointer_on_a_complete_version(cache, settings.model_dir)
     if stage == "publish":
@@ -334,7 +325,7 @@ def test_worker_killed_in_each_stage_leaves_the_pointer_on_a_complete_version(
         assert served > current.version and ml.artifact.current_version(settings.model_dir) == current.version
     else:
         assert served == current.version and ml.artifact.current_version(settings.model_dir) == current.version
-        assert ml.artifact.list_versions(settings.model_dir)[-1] == current.version or stage == "precompute"
+        assert ml.artifact.list_versions(settings.model_dir)[-1] == current.version
     assert 0 < cache.client.ttl(cache.lock_key)  # the dead run's lock frees itself...
     wait_until(lambda: not cache.client.exists(cache.lock_key), 60, "the lock's TTL")
 
@@ -345,6 +336,54 @@ def test_worker_killed_in_each_stage_leaves_the_pointer_on_a_complete_version(
     assert assert_pointer_on_a_complete_version(cache, settings.model_dir) == result["version"]
     assert ml.artifact.current_version(settings.model_dir) == result["version"]
     assert current.version in ml.artifact.list_versions(settings.model_dir)  # the earlier version is kept
+
+
+def test_worker_killed_in_precompute_never_publishes_its_version(loaded_db, service_env, services, celery_client):
+    """Killed while precompute's writes wait: the artifact is complete, its lists are not, nothing is published.
+
+    The run is held deterministically: strace delays the artifact's last fsync, meanwhile Redis pauses
+    every write (``CLIENT PAUSE WRITE``, on a private server), then the run goes on into precompute, whose
+    first write waits there when the worker is killed.
+    """
+    private = RedisServer().start()
+    client = redis.Redis.from_url(private.url)
+    try:
+        env = {**service_env, "REDIS_URL": private.url, "TRAIN_TIME_LIMIT_SECONDS": "10"}
+        settings = settings_from(env)
+        cache = RecsCache(client, settings.redis_prefix)
+        current, _, _, _ = publish_once(settings, cache)
+        worker = start_worker(services, env)
+        strace = delay_fsync(pool_child(worker), 4)  # .npz, directory, .json, directory: the 4th holds the run
+
+        celery_client.send_task("tasks.train")
+        worker.wait_for_log(r"training stage artifact started")
+        time.sleep(1.0)
+        client.client_pause(60_000, all=False)  # writes wait, reads go on
+        strace.terminate()  # the run leaves the artifact stage and starts precompute
+        strace.wait(10)
+        worker.wait_for_log(r"training stage precompute started")
+        time.sleep(0.5)
+        worker.signal(signal.SIGKILL)
+        worker.popen.wait(10)
+        client.client_unpause()
+
+        staged = ml.artifact.list_versions(settings.model_dir)[-1]
+        assert staged > current.version and "training stage publish started" not in worker.log()
+        assert not cache.is_published(staged)
+        assert cache.client.hlen(cache.recs_key(staged)) == 0
+        assert cache.client.ttl(cache.meta_key(staged)) in (-2, *range(1, limits.lock_ttl(settings) + 1))
+        assert assert_pointer_on_a_complete_version(cache, settings.model_dir) == current.version
+        assert ml.artifact.current_version(settings.model_dir) == current.version
+        wait_until(lambda: not cache.client.exists(cache.lock_key), 60, "the lock's TTL")
+
+        start_worker(services, {**service_env, "REDIS_URL": private.url}, name="w2")
+        result = run_train(celery_client)
+        assert result["status"] == "published" and result["version"] > staged
+        assert assert_pointer_on_a_complete_version(cache, settings.model_dir) == result["version"]
+        assert not cache.is_published(staged)
+    finally:
+        client.close()
+        private.close()
 
 
 @pytest.fixture
