@@ -9,7 +9,7 @@ DEMO_DIR ?= var/demo
 # The env file of `make run`: created with a random ADMIN_TOKEN if missing, loaded by honcho for every process.
 RUN_ENV_FILE ?= .env
 
-.PHONY: help venv docs-assets services test lint run bench clean nestjs-client docker-checks soak audit
+.PHONY: help venv docs-assets services test test-tools lint run bench clean nestjs-client docker-checks soak audit
 
 help:
 	@echo "make run    - set up and run web, worker, beat and flower on demo data (Ctrl-C stops all)"
@@ -50,6 +50,16 @@ docker/node_modules/.package-lock.json: docker/package-lock.json
 	@command -v npm >/dev/null || { echo "error: npm is needed to check the compose file" >&2; exit 1; }
 	cd docker && npm ci --no-audit --no-fund
 
+# wrk (load generator) and strace (to hold a training run at an exact stage) for the reliability tests and the
+# serving benchmark: installed from Debian's packages when missing and possible; otherwise those tests skip.
+test-tools:
+	@missing=""; for tool in wrk strace; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing$$missing"; apt-get update -qq && apt-get install -y -qq$$missing >/dev/null; \
+		else echo "note:$$missing not installed (apt-get install$$missing): the tests needing them will skip"; fi; \
+	fi
+
 # Starts local PostgreSQL and Redis if they are installed but not running; fails naming what is missing.
 services: venv
 	$(PY) scripts/services.py $(SERVICES_ARGS)
@@ -60,7 +70,7 @@ lint: venv
 
 test: SERVICES_ARGS = --database-url $${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} \
 	--redis-url $${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
-test: services docs-assets nestjs-client docker-checks lint
+test: services test-tools docs-assets nestjs-client docker-checks lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The soak test for a whole minute (make test runs it for 15 s); it prints its figures and writes them to
@@ -82,7 +92,7 @@ audit: venv
 BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/recsvc_bench
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/2
 bench: SERVICES_ARGS = --database-url $(BENCH_DATABASE_URL) --redis-url $(BENCH_REDIS_URL)
-bench: services docs-assets
+bench: services test-tools docs-assets
 	$(PY) -m benchmarks.train --size both --database-url $(BENCH_DATABASE_URL)
 	$(PY) -m benchmarks.retrain --sizes default,large --database-url $(BENCH_DATABASE_URL) --redis-url $(BENCH_REDIS_URL)
 	$(PY) -m benchmarks.serve

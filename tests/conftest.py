@@ -90,3 +90,8 @@ def redis_client(redis_url):
 def celery_redis_url():
     """The Redis database for the Celery broker and results of tests that start real workers."""
     yield from _flushed_around(TEST_CELERY_REDIS_URL)
+
+
+# The training pipeline's fixtures (demo data in PostgreSQL, the service's environment, real Celery processes),
+# defined in tests/tasks/conftest.py, are also used by the end-to-end and reliability tests.
+from tests.tasks.conftest import cache, celery_client, demo_dir, loaded_db, service_env, services  # noqa: E402, F401

@@ -11,16 +11,7 @@ import time
 import requests
 
 from tests.app.processes import GunicornServer, wait_until
-from tests.tasks import conftest as pipeline_fixtures
 from tests.tasks.conftest import run_train, start_worker
-
-# The pipeline tests' fixtures, made available to this module by name.
-cache = pipeline_fixtures.cache
-celery_client = pipeline_fixtures.celery_client
-demo_dir = pipeline_fixtures.demo_dir
-loaded_db = pipeline_fixtures.loaded_db
-service_env = pipeline_fixtures.service_env
-services = pipeline_fixtures.services
 
 
 def known_user(conn) -> str:

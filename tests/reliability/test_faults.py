@@ -36,16 +36,7 @@ from tests.app.processes import GunicornServer, RedisServer
 from tests.app.processes import wait_until as poll
 from tests.ml.factories import random_model
 from tests.reliability.conftest import ADMIN_TOKEN, TOP_K, server_env
-from tests.tasks import conftest as pipeline_fixtures
 from tests.tasks.conftest import publish_once, run_train, settings_from, start_worker, wait_until
-
-# The pipeline tests' fixtures, made available to this module by name (as tests/e2e/test_web_celery.py does).
-cache = pipeline_fixtures.cache
-celery_client = pipeline_fixtures.celery_client
-demo_dir = pipeline_fixtures.demo_dir
-loaded_db = pipeline_fixtures.loaded_db
-service_env = pipeline_fixtures.service_env
-services = pipeline_fixtures.services
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 USERS = [f"user-{u}" for u in range(50)]

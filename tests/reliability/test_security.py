@@ -25,15 +25,7 @@ import ml.db
 from app import create_app
 from tests.app.processes import GunicornServer, RedisServer
 from tests.reliability.conftest import ADMIN_TOKEN
-from tests.tasks import conftest as pipeline_fixtures
 from tests.tasks.conftest import publish_once, run_train, settings_from, start_worker
-
-cache = pipeline_fixtures.cache
-celery_client = pipeline_fixtures.celery_client
-demo_dir = pipeline_fixtures.demo_dir
-loaded_db = pipeline_fixtures.loaded_db
-service_env = pipeline_fixtures.service_env
-services = pipeline_fixtures.services
 
 REPO = Path(__file__).resolve().parents[2]
 

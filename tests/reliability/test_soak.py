@@ -22,15 +22,7 @@ import pytest
 
 from tests.app.processes import GunicornServer
 from tests.reliability.conftest import access_statuses
-from tests.tasks import conftest as pipeline_fixtures
 from tests.tasks.conftest import run_train, start_worker
-
-cache = pipeline_fixtures.cache
-celery_client = pipeline_fixtures.celery_client
-demo_dir = pipeline_fixtures.demo_dir
-loaded_db = pipeline_fixtures.loaded_db
-service_env = pipeline_fixtures.service_env
-services = pipeline_fixtures.services
 
 SOAK_SECONDS = int(os.environ.get("SOAK_SECONDS", "15"))
 # Allowed growth of a worker's resident memory from its second reload to its last (the first reload after
