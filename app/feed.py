@@ -51,6 +51,10 @@ class VersionData:
     popular_scores: np.ndarray
 
 
+# What _from_cache returns for a pinned version that expired: the page falls back to the held version.
+_EXPIRED = object()
+
+
 @dataclass(frozen=True, eq=False)
 class _Ranking:
     items: np.ndarray
@@ -100,6 +104,9 @@ class FeedService:
         if version is not None and version != served and self._version_data(version) is not None:
             served = version
         ranking = self._from_cache(served, user_id, loaded) if self._guard.available else None
+        if ranking is _EXPIRED:  # the pinned version expired while this worker still remembered it
+            served = loaded.version
+            ranking = self._from_cache(served, user_id, loaded)
         if ranking is None:  # Redis down, or no list: the held model computes the page
             served = loaded.version
             ranking = self._from_model(loaded, user_id)
@@ -110,8 +117,8 @@ class FeedService:
         """Fetch a version's item metadata now (the reloader calls this after a swap), not on a request."""
         self._version_data(version)
 
-    def _from_cache(self, version: str, user_id: str, loaded: LoadedModel) -> _Ranking | None:
-        """The ranking from Redis, or None when it has to come from the model."""
+    def _from_cache(self, version: str, user_id: str, loaded: LoadedModel) -> _Ranking | object | None:
+        """The ranking from Redis, None when it has to come from the model, or _EXPIRED for a gone pin."""
         data = self._version_data(version)
         if data is None:
             return None
@@ -127,7 +134,24 @@ class FeedService:
         if version == loaded.version and loaded.model.user_index(user_id) is not None:
             log.warning("no cached list for known user %r in version %s; computing it", user_id, version)
             return None
+        if version != loaded.version and not self._still_published(version):
+            return _EXPIRED
         return _Ranking(data.popular_items, data.popular_scores, data.entries.__getitem__, "popular", "cache")
+
+    def _still_published(self, version: str) -> bool:
+        """Whether a pinned version is still in Redis; if not, forget its metadata (only asked on a list miss).
+
+        A miss on a version this worker does not hold means either a user that version does not know (its
+        popularity list is the right answer) or a version that expired since the worker fetched its metadata.
+        """
+        try:
+            published = self._guard.call(self._cache.is_published, version)
+        except CacheUnavailable:
+            return True  # cannot tell: keep serving the version the client pinned
+        if not published:
+            with self._versions_lock:
+                self._versions.pop(version, None)
+        return published
 
     def _from_model(self, loaded: LoadedModel, user_id: str) -> _Ranking:
         model = loaded.model

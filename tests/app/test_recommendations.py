@@ -151,3 +151,36 @@ def test_pinned_version_keeps_paging_stable_across_a_new_model(client, app, cach
 def test_expired_pinned_version_falls_back_to_the_current_one(client, version):
     body = get_page(client, "user-2", limit=3, version="20200101T000000Z-00000000")
     assert (body["model_version"], body["version_fallback"]) == (version, True)
+
+
+def test_pinned_version_that_expires_while_the_worker_remembers_it_falls_back(
+    client, app, cache, model_dir, model, version
+):
+    first = get_page(client, "user-2", limit=10)  # the worker now remembers this version's item metadata
+    newer = random_model(num_users=40, num_items=60, seed=2)
+    new_version = publish(cache, model_dir, newer, top_k=TOP_K)
+    assert app.extensions["recsvc"].holder.reload().current.version == new_version
+    cache.client.delete(cache.recs_key(version), cache.meta_key(version))  # RECS_RETAIN_SECONDS passed
+
+    later = get_page(client, "user-2", limit=10, offset=10, version=first["model_version"])
+
+    # The current ranking, said so; not the expired version's popularity list passed off as the user's feed.
+    assert (later["model_version"], later["version_fallback"]) == (new_version, True)
+    assert later["strategy"] == "personalized"
+    assert [r["post_id"] for r in later["recommendations"]] == expected_posts(newer, "user-2")[10:20]
+
+
+def test_unknown_user_pinned_to_a_retained_version_keeps_its_popularity_feed(
+    client, app, cache, model_dir, model, version
+):
+    first = get_page(client, "newcomer", limit=5)
+    assert first["strategy"] == "popular"
+    publish(cache, model_dir, random_model(num_users=40, num_items=60, seed=2), top_k=TOP_K)
+    app.extensions["recsvc"].holder.reload()
+
+    later = get_page(client, "newcomer", limit=5, offset=5, version=first["model_version"])
+
+    assert (later["model_version"], later["version_fallback"], later["strategy"]) == (version, False, "popular")
+    assert [r["post_id"] for r in first["recommendations"] + later["recommendations"]] == [
+        model.item_ids[i] for i in model.popular_items[:10]
+    ]
