@@ -24,6 +24,7 @@ GUNICORN = Path(sys.executable).with_name("gunicorn")
 
 
 def free_port() -> int:
+    """A TCP port nobody listens on right now (bound to port 0 and released), for servers a test starts."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -19,16 +18,11 @@ import psycopg2
 import pytest
 import requests
 
+from tests.app.processes import free_port
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE = 240
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

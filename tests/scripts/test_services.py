@@ -2,22 +2,16 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 import redis
 
+from tests.app.processes import free_port
 from tests.conftest import TEST_DATABASE_URL
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "services.py")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run(*args, env=None):

@@ -16,8 +16,8 @@ import ml.artifact
 import ml.dataset
 import ml.db
 from tasks import limits
+from tests.app.processes import free_port
 from tests.tasks.conftest import (
-    free_port,
     publish_once,
     run_train,
     settings_from,

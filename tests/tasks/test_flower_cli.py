@@ -7,7 +7,8 @@ import sys
 
 import requests
 
-from tests.tasks.conftest import REPO, free_port, start_worker, wait_until
+from tests.app.processes import free_port
+from tests.tasks.conftest import REPO, start_worker, wait_until
 
 FLOWER_USER, FLOWER_PASSWORD = "ops", "flower-test-password"
 
