@@ -21,9 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
 import redis
 
 import ml.db
@@ -41,21 +39,6 @@ SIZES = {
     "large": (100_000, 20_000, 2_000_000),
 }
 BENCH_PREFIX = "recsvc-bench:"
-
-
-def ensure_database(url: str) -> None:
-    """Create the benchmark database if it does not exist (through the server's ``postgres`` database)."""
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    conn = psycopg2.connect(urlunsplit(parts._replace(path="/postgres")))
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
 
 
 def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
@@ -145,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown size {', '.join(unknown)}; choose from {', '.join(SIZES)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    ensure_database(args.database_url)
+    ml.db.create_database(args.database_url)
     with tempfile.TemporaryDirectory(prefix="recsvc-bench-") as work_dir:
         rows = []
         for size in sizes:

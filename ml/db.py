@@ -21,6 +21,7 @@ import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg2
 from psycopg2 import extensions, sql
@@ -40,6 +41,26 @@ def connect(database_url: str) -> extensions.connection:
     conn = psycopg2.connect(database_url, connect_timeout=10, application_name="recsvc")
     conn.set_client_encoding("UTF8")
     return conn
+
+
+def create_database(database_url: str) -> bool:
+    """Create the database ``database_url`` names unless it exists (through the server's ``postgres`` database).
+
+    Returns True when it was created. Used by ``make run`` (scripts/services.py) and the benchmarks.
+    """
+    parts = urlsplit(database_url)
+    name = unquote(parts.path.lstrip("/"))
+    conn = connect(urlunsplit(parts._replace(path="/postgres")))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is not None:
+                return False
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            return True
+    finally:
+        conn.close()
 
 
 def create_schema(conn: extensions.connection) -> None:

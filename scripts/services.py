@@ -23,9 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import redis
-from psycopg2 import sql
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import ml.db  # noqa: E402
 from common.config import ConfigError, load_settings  # noqa: E402
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
@@ -108,19 +108,6 @@ def ensure(name: str, url: str, is_up, start, install_hint: str) -> None:
     sys.exit(f"error: started {name} ({started}) but it does not answer at {redact(url)} after {WAIT_SECONDS} s")
 
 
-def create_database(url: str) -> None:
-    """Create the database named in ``url`` if it does not exist."""
-    name = urlsplit(url).path.lstrip("/")
-    conn = psycopg2.connect(maintenance_url(url))
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-        if cur.fetchone() is None:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            print(f"created database {name}", flush=True)
-    conn.close()
-
-
 def redact(url: str) -> str:
     """The URL without its password, for messages."""
     parts = urlsplit(url)
@@ -154,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         "Install it (Debian/Ubuntu: apt-get install redis-server) or point REDIS_URL at a running server.",
     )
     if args.create_database:
-        create_database(args.database_url)
+        if ml.db.create_database(args.database_url):
+            print(f"created database {urlsplit(args.database_url).path.lstrip('/')}", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from psycopg2 import errors
 from common.config import DEFAULT_QUERIES
 from ml import demo
 from ml.dataset import INTERACTION_TYPES, read_dataset_dir
-from ml.db import count_rows, create_schema, load_dataset_dir, read_dataset
+from ml.db import count_rows, create_database, create_schema, load_dataset_dir, read_dataset
 from ml.errors import DatasetError
 from tests.ml.datasets import dataset_records, tiny_tables, write_dataset_dir
 
@@ -358,3 +358,18 @@ def test_command_line_reads_the_database_url_from_the_settings(pg_conn, database
     assert result.returncode == 0 and "interactions 0" in result.stdout
     result = _cli("count", env={**env, "DATABASE_URL": "mysql://somewhere/db"})
     assert result.returncode == 1 and "DATABASE_URL='mysql://somewhere/db' is invalid" in result.stderr
+
+
+def test_create_database_creates_once(database_url):
+    name = f"recsvc_test_created_{uuid.uuid4().hex[:8]}"
+    url = database_url.rsplit("/", 1)[0] + "/" + name
+    admin = psycopg2.connect(database_url.rsplit("/", 1)[0] + "/postgres")
+    admin.autocommit = True
+    try:
+        assert create_database(url) is True
+        assert create_database(url) is False
+        psycopg2.connect(url).close()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
