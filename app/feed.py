@@ -1,11 +1,13 @@
 """Pages of a user's feed: from the precomputed Redis list, or computed from the model the worker holds.
 
-The normal path costs one Redis round trip (HGET of the user's packed list); the post ids and metadata of
-a version's item indices are fetched once per version and kept in a small per-worker LRU, already shaped
-as the response's ``post_id`` and ``metadata`` (see :func:`item_entry`), so that a page only picks its
-entries instead of building twenty metadata objects. When Redis is down (see
-:class:`app.cache_guard.CacheGuard`) or the list is missing, the page is computed from the held model with
-the same ranking and exclusions (``RecModel.top_k``), and the response says ``source: model``.
+A user's first page costs one Redis round trip (HGET of the user's packed list); the list is then kept in
+the worker's :class:`app.list_memo.ListMemo`, so the next pages of the scroll cost none. The post ids and
+metadata of a version's item indices are fetched once per version and kept in a small per-worker LRU,
+already shaped as the response's ``post_id`` and ``metadata`` (see :func:`item_entry`), so that a page only
+picks its entries instead of building twenty metadata objects. When Redis is down (see
+:class:`app.cache_guard.CacheGuard`) and the memo lacks the list, or the list is missing, the page is
+computed from the held model with the same ranking and exclusions (``RecModel.top_k``), and the response
+says ``source: model``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from app import metrics
 from app.cache_guard import CacheGuard, CacheUnavailable
+from app.list_memo import ListMemo
 from app.model_holder import LoadedModel, ModelHolder
 from common.recs_cache import RecsCache
 
@@ -77,15 +80,26 @@ class FeedService:
         The circuit breaker every Redis call goes through.
     top_k : int
         Length of a feed computed from the model (``TOP_K_RECOMMENDATIONS``, as the cached lists).
+    memo : ListMemo
+        The lists already read for the held version.
     versions_kept : int
         How many versions' item metadata to keep in memory.
     """
 
-    def __init__(self, holder: ModelHolder, cache: RecsCache, guard: CacheGuard, top_k: int, versions_kept: int = 3):
+    def __init__(
+        self,
+        holder: ModelHolder,
+        cache: RecsCache,
+        guard: CacheGuard,
+        top_k: int,
+        memo: ListMemo,
+        versions_kept: int = 3,
+    ):
         self._holder = holder
         self._cache = cache
         self._guard = guard
         self._top_k = top_k
+        self._memo = memo
         self._versions: OrderedDict[str, VersionData] = OrderedDict()
         self._versions_kept = versions_kept
         self._versions_lock = threading.Lock()
@@ -103,7 +117,7 @@ class FeedService:
         served = loaded.version
         if version is not None and version != served and self._version_data(version) is not None:
             served = version
-        ranking = self._from_cache(served, user_id, loaded) if self._guard.available else None
+        ranking = self._from_cache(served, user_id, loaded)
         if ranking is _EXPIRED:  # the pinned version expired while this worker still remembered it
             served = loaded.version
             ranking = self._from_cache(served, user_id, loaded)
@@ -122,19 +136,24 @@ class FeedService:
         data = self._version_data(version)
         if data is None:
             return None
-        try:
-            found = self._guard.call(self._cache.user_list, version, user_id)
-        except CacheUnavailable:
-            return None
-        except ValueError as exc:  # a corrupt list: the model can still answer
-            log.error("unreadable cached list of user %r in version %s: %s", user_id, version, exc)
-            return None
+        held = version == loaded.version
+        found = self._memo.get(version, user_id) if held else None
+        if found is None:
+            try:
+                found = self._guard.call(self._cache.user_list, version, user_id)
+            except CacheUnavailable:
+                return None
+            except ValueError as exc:  # a corrupt list: the model can still answer
+                log.error("unreadable cached list of user %r in version %s: %s", user_id, version, exc)
+                return None
+            if found is not None and held:
+                self._memo.put(version, user_id, found)
         if found is not None:
             return _Ranking(found[0], found[1], data.entries.__getitem__, "personalized", "cache")
-        if version == loaded.version and loaded.model.user_index(user_id) is not None:
+        if held and loaded.model.user_index(user_id) is not None:
             log.warning("no cached list for known user %r in version %s; computing it", user_id, version)
             return None
-        if version != loaded.version and not self._still_published(version):
+        if not held and not self._still_published(version):
             return _EXPIRED
         return _Ranking(data.popular_items, data.popular_scores, data.entries.__getitem__, "popular", "cache")
 

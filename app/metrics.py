@@ -41,6 +41,11 @@ PAGES = Counter(
     "Recommendation pages served; source=cache is a Redis hit, source=model a fallback computed by the worker",
     ["strategy", "source"],
 )
+LIST_MEMO = Counter(
+    "recsvc_list_memo_lookups_total",
+    "Lookups of a user's list in the worker's memory before Redis (app.list_memo), by outcome (hit, miss)",
+    ["outcome"],
+)
 CACHE_ERRORS = Counter("recsvc_cache_errors_total", "Redis calls of request handling that failed")
 MODEL_LOADS = Counter("recsvc_model_loads_total", "Model loads by the web workers, by outcome", ["outcome"])
 MODEL_INFO = Gauge(

@@ -17,6 +17,7 @@ from redis.retry import Retry
 
 from app.cache_guard import CacheGuard, CacheUnavailable
 from app.feed import FeedService
+from app.list_memo import ListMemo
 from app.model_holder import ModelHolder
 from app.probes import CachedProbe, postgres_check
 from common.config import Settings
@@ -76,7 +77,7 @@ def build_runtime(settings: Settings) -> Runtime:
         cache=cache,
         guard=guard,
         holder=holder,
-        feed=FeedService(holder, cache, guard, settings.top_k),
+        feed=FeedService(holder, cache, guard, settings.top_k, ListMemo(settings.api_list_memo_users)),
         redis_probe=CachedProbe(partial(guard.call, client.ping), ttl=1.0),
         postgres_probe=CachedProbe(postgres_check(settings.database_url), ttl=10.0),
     )

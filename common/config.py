@@ -82,6 +82,7 @@ class Settings:
     api_host: str = "0.0.0.0"
     api_port: int = 8000
     api_workers: int = 2 * (os.cpu_count() or 1)
+    api_list_memo_users: int = 10_000
     log_level: str = "INFO"
     flower_basic_auth: str | None = None
     training: TrainingSettings = field(default_factory=TrainingSettings)
@@ -269,6 +270,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         api_host=_read(env, "API_HOST", _nonempty, d.api_host),
         api_port=_read(env, "API_PORT", _int(1, 65535), d.api_port),
         api_workers=_read(env, "API_WORKERS", _int(1, 512), d.api_workers),
+        api_list_memo_users=_read(env, "API_LIST_MEMO_USERS", _int(0, 10_000_000), d.api_list_memo_users),
         log_level=_read(env, "LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info").upper(),
         flower_basic_auth=_read(env, "FLOWER_BASIC_AUTH", _basic_auth, None),
         training=_training(env),

@@ -105,3 +105,5 @@ def test_cors_allows_the_configured_origins_only(make_app, settings_env):
     assert "X-Request-ID" in allowed.headers["Access-Control-Expose-Headers"]
     other = client.get("/health", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
+    server_to_server = client.get("/health")  # no Origin: not a CORS request, no CORS headers
+    assert not [name for name in server_to_server.headers.keys() if name.startswith("Access-Control-")]

@@ -126,6 +126,34 @@ def test_without_redis_pages_come_from_the_model_with_the_same_ranking(
     assert [r["post_id"] for r in unknown["recommendations"]] == [model.item_ids[i] for i in model.popular_items[:3]]
 
 
+def test_later_pages_of_a_scroll_come_from_the_workers_memory(client, app, cache, model, version):
+    first = get_page(client, "user-3", limit=10)
+    cache.client.hdel(cache.recs_key(version), "user-3")  # Redis no longer has the list: the memo must answer
+    second = get_page(client, "user-3", limit=10, offset=10)
+    assert (second["strategy"], second["source"], second["model_version"]) == ("personalized", "cache", version)
+    assert [r["post_id"] for r in first["recommendations"] + second["recommendations"]] == expected_posts(
+        model, "user-3"
+    )[:20]
+    assert 'recsvc_list_memo_lookups_total{outcome="hit"}' in client.get("/metrics").get_data(as_text=True)
+
+
+def test_the_memo_can_be_turned_off(make_app, settings_env, cache, version):
+    client = make_app({**settings_env, "API_LIST_MEMO_USERS": "0"}).test_client()
+    get_page(client, "user-3", limit=10)
+    cache.client.hdel(cache.recs_key(version), "user-3")
+    assert get_page(client, "user-3", limit=10, offset=10)["source"] == "model"
+
+
+def test_the_memo_never_answers_for_a_replaced_model(client, app, cache, model_dir, version):
+    get_page(client, "user-2", limit=10)  # remembered for the first version
+    newer = random_model(num_users=40, num_items=60, seed=2)
+    new_version = publish(cache, model_dir, newer, top_k=TOP_K)
+    assert app.extensions["recsvc"].holder.reload().current.version == new_version
+    body = get_page(client, "user-2", limit=10)
+    assert body["model_version"] == new_version
+    assert [r["post_id"] for r in body["recommendations"]] == expected_posts(newer, "user-2")[:10]
+
+
 def test_no_model_yet_is_a_503(client):
     response = client.get("/recommendations/user-1")
     assert response.status_code == 503

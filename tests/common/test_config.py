@@ -59,6 +59,7 @@ def test_database_url_from_parts():
         ("RECS_RETAIN_SECONDS", "-5"),
         ("API_PORT", "70000"),
         ("API_WORKERS", "0"),
+        ("API_LIST_MEMO_USERS", "-1"),
         ("RATE_LIMIT", "lots"),
         ("CORS_ORIGINS", " , "),
         ("LIGHTFM_LOSS", "mse"),
