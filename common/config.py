@@ -81,7 +81,7 @@ class Settings:
     rate_limit: str | None = None
     api_host: str = "0.0.0.0"
     api_port: int = 8000
-    api_workers: int = 2 * (os.cpu_count() or 1)
+    api_workers: int = os.cpu_count() or 1  # with two threads each (gunicorn.conf.py)
     api_list_memo_users: int = 10_000
     log_level: str = "INFO"
     flower_basic_auth: str | None = None
