@@ -61,8 +61,13 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Refuse a taken port, and start from empty metric files (a previous run's values must not be added in)."""
-    _refuse_taken_ports(server.cfg.address)
+    """Refuse a taken port, and start from empty metric files (a previous run's values must not be added in).
+
+    The port check is skipped for a master started by USR2 (an upgrade in place: the old master's workers
+    still listen, and the new ones join them) and under systemd socket activation (systemd holds the port).
+    """
+    if not server.master_pid and not os.environ.get("LISTEN_FDS"):
+        _refuse_taken_ports(server.cfg.address)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):
