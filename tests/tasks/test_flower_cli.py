@@ -45,8 +45,13 @@ def test_manual_retrain_through_the_cli_appears_in_flower(loaded_db, cache, serv
 
     task = wait_until(finished_in_flower, 30, "the run to appear in Flower as SUCCESS")
     assert "'status': 'published'" in task["result"] and cache.current_version() in task["result"]
-    workers = requests.get(f"{api}/workers", params={"refresh": "1"}, auth=auth, timeout=30).json()
-    assert any(name.startswith("w1@") for name in workers)
+
+    def worker_in_flower():
+        # Flower asks the workers by broadcast with a short timeout: a busy worker may miss one round.
+        workers = requests.get(f"{api}/workers", params={"refresh": "1"}, auth=auth, timeout=30).json()
+        return any(name.startswith("w1@") for name in workers)
+
+    wait_until(worker_in_flower, 30, "the worker to be listed by Flower", interval=1.0)
     assert requests.get(f"{api}/tasks", timeout=5).status_code == 401  # basic auth is required
 
     active = celery_cli(env, "inspect", "active", "--timeout=5")
