@@ -1,0 +1,31 @@
+"""The serving benchmark runs end to end and reports every figure the README quotes (not their values)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.app.processes import REPO
+
+pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make test-tools)")
+
+
+def test_serve_benchmark_reports_throughput_latency_reloads_memory_and_memo_hits():
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.serve", "--rounds", "1", "--duration", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for run in ("bare Flask endpoint", "GET /recommendations (random known users", "while 3 versions are published"):
+        row = next(line for line in out.splitlines() if run in line)
+        assert row.rstrip().endswith("| 0 |"), row  # no failed request
+    assert re.search(r"/recommendations throughput: \d+% of the bare endpoint", out)
+    assert re.search(r"new version held by every worker after: \d+ ms, \d+ ms, \d+ ms", out)
+    assert re.search(r"memory of one web worker: \d+ MB RSS", out)
+    hit_rate = re.search(r"list memo hit rate during the /recommendations runs: ([\d.]+) %", out)
+    assert hit_rate and float(hit_rate.group(1)) > 50  # 500 users: after the warm-up nearly every page is a hit
