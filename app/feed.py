@@ -132,7 +132,7 @@ class FeedService:
         self._version_data(version)
 
     def _from_cache(self, version: str, user_id: str, loaded: LoadedModel) -> _Ranking | object | None:
-        """The ranking from Redis, None when it has to come from the model, or _EXPIRED for a gone pin."""
+        """The cached ranking (memo, else Redis), None when the model must compute it, or _EXPIRED for a gone pin."""
         data = self._version_data(version)
         if data is None:
             return None
