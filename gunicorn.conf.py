@@ -46,7 +46,9 @@ threads = 2
 # shared socket whichever worker wakes first takes them, and keep-alive clients (the backend's connection
 # pool, a load balancer) stay where they landed: 32 connections were seen split 29/3/0/0 over 4 workers.
 # A second server on the same port would then start silently and share the traffic, so on_starting
-# refuses a port that is already taken.
+# refuses a port that is already taken. Costs: gunicorn 27 cannot re-execute itself with reuse_port (USR2
+# upgrades fail, the old master keeps serving) and systemd socket activation does not apply; restart or
+# replace the process instead (docs/OPERATIONS.md).
 reuse_port = True
 keepalive = 5
 timeout = 30
@@ -61,13 +63,8 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Refuse a taken port, and start from empty metric files (a previous run's values must not be added in).
-
-    The port check is skipped for a master started by USR2 (an upgrade in place: the old master's workers
-    still listen, and the new ones join them) and under systemd socket activation (systemd holds the port).
-    """
-    if not server.master_pid and not os.environ.get("LISTEN_FDS"):
-        _refuse_taken_ports(server.cfg.address)
+    """Refuse a taken port, and start from empty metric files (a previous run's values must not be added in)."""
+    _refuse_taken_ports(server.cfg.address)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):

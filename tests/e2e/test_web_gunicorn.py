@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -222,40 +220,6 @@ def test_a_second_server_on_a_taken_port_is_refused(server):
     )
     assert result.returncode != 0
     assert f"cannot listen on 127.0.0.1:{server.port}" in result.stderr
-
-
-@pytest.mark.parametrize(
-    ("situation", "env", "refused"),
-    [
-        ("a new server", {}, True),
-        ("a master re-executed by USR2, whose workers join the old ones", {"GUNICORN_PID": "1"}, False),
-        ("systemd socket activation, systemd holding the port", {"LISTEN_FDS": "1"}, False),
-    ],
-)
-def test_the_taken_port_check_only_stops_a_new_server(situation, env, refused, tmp_path):
-    """gunicorn.conf.py's on_starting hook, run in a fresh interpreter against a port that is taken."""
-    script = (
-        "import runpy, types\n"
-        "hooks = runpy.run_path('gunicorn.conf.py')\n"
-        "import os\n"
-        "server = types.SimpleNamespace(master_pid=int(os.environ.get('GUNICORN_PID', 0)), "
-        "cfg=types.SimpleNamespace(address=[('127.0.0.1', int(os.environ['TAKEN']))]))\n"
-        "hooks['on_starting'](server)\n"
-    )
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-c", script],
-            cwd=REPO,
-            env={"PATH": "/usr/bin:/bin", "TAKEN": str(port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert (result.returncode != 0) == refused, (situation, result.stderr)
-    assert (f"cannot listen on 127.0.0.1:{port}" in result.stderr) == refused, situation
 
 
 def test_a_bad_setting_stops_gunicorn_at_start_naming_the_variable():
