@@ -20,6 +20,8 @@ import psycopg2
 import pytest
 import redis
 
+from tests.app.processes import RedisServer
+
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/recsvc_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TEST_CELERY_REDIS_URL = os.environ.get("TEST_CELERY_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -84,6 +86,14 @@ def redis_client(redis_url):
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def private_redis():
+    """A redis-server of the test's own, which it may stop, restart, pause or reconfigure; removed after it."""
+    server = RedisServer().start()
+    yield server
+    server.close()
 
 
 @pytest.fixture

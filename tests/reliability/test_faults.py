@@ -32,7 +32,7 @@ from ml.errors import ArtifactError
 from tasks import limits
 from tests.app.helpers import REDIS_PREFIX as APP_PREFIX
 from tests.app.helpers import publish
-from tests.app.processes import GunicornServer, RedisServer
+from tests.app.processes import GunicornServer
 from tests.app.processes import wait_until as poll
 from tests.ml.factories import random_model
 from tests.reliability.conftest import ADMIN_TOKEN, TOP_K, server_env
@@ -337,17 +337,17 @@ def test_worker_killed_in_each_stage_leaves_the_pointer_on_a_complete_version(
     assert current.version in ml.artifact.list_versions(settings.model_dir)  # the earlier version is kept
 
 
-def test_worker_killed_in_precompute_never_publishes_its_version(loaded_db, service_env, services, celery_client):
+def test_worker_killed_in_precompute_never_publishes_its_version(
+    loaded_db, service_env, services, celery_client, private_redis
+):
     """Killed while precompute's writes wait: the artifact is complete, its lists are not, nothing is published.
 
     The run is held deterministically: strace delays the artifact's last fsync, meanwhile Redis pauses
     every write (``CLIENT PAUSE WRITE``, on a private server), then the run goes on into precompute, whose
     first write waits there when the worker is killed.
     """
-    private = RedisServer().start()
-    client = redis.Redis.from_url(private.url)
-    try:
-        env = {**service_env, "REDIS_URL": private.url, "TRAIN_TIME_LIMIT_SECONDS": "10"}
+    with redis.Redis.from_url(private_redis.url) as client:
+        env = {**service_env, "REDIS_URL": private_redis.url, "TRAIN_TIME_LIMIT_SECONDS": "10"}
         settings = settings_from(env)
         cache = RecsCache(client, settings.redis_prefix)
         current, _, _, _ = publish_once(settings, cache)
@@ -375,14 +375,11 @@ def test_worker_killed_in_precompute_never_publishes_its_version(loaded_db, serv
         assert ml.artifact.current_version(settings.model_dir) == current.version
         wait_until(lambda: not cache.client.exists(cache.lock_key), 60, "the lock's TTL")
 
-        start_worker(services, {**service_env, "REDIS_URL": private.url}, name="w2")
+        start_worker(services, {**service_env, "REDIS_URL": private_redis.url}, name="w2")
         result = run_train(celery_client)
         assert result["status"] == "published" and result["version"] > staged
         assert assert_pointer_on_a_complete_version(cache, settings.model_dir) == result["version"]
         assert not cache.is_published(staged)
-    finally:
-        client.close()
-        private.close()
 
 
 @pytest.fixture
@@ -435,12 +432,10 @@ def test_disk_full_while_writing_the_artifact_fails_cleanly_and_the_next_run_rec
 
 
 def test_redis_restarted_during_training_the_run_retries_and_publishes(
-    loaded_db, service_env, services, celery_client, tmp_path
+    loaded_db, service_env, services, celery_client, tmp_path, private_redis
 ):
-    private = RedisServer().start()
-    client = redis.Redis.from_url(private.url)
-    try:
-        env = {**service_env, "REDIS_URL": private.url, "LIGHTFM_EPOCHS": "400"}
+    with redis.Redis.from_url(private_redis.url) as client:
+        env = {**service_env, "REDIS_URL": private_redis.url, "LIGHTFM_EPOCHS": "400"}
         settings = settings_from(env)
         cache = RecsCache(client, settings.redis_prefix)
         current, _, _, _ = publish_once(settings, cache)
@@ -448,15 +443,12 @@ def test_redis_restarted_during_training_the_run_retries_and_publishes(
 
         run = celery_client.send_task("tasks.train")
         worker.wait_for_log(r"training stage fit started")
-        private.stop()  # the cache, pointer and lock go away (no persistence: the worst case)
+        private_redis.stop()  # the cache, pointer and lock go away (no persistence: the worst case)
         worker.wait_for_log(r"tasks\.train\[[^]]+\] retry: Retry in", timeout=120)
-        private.start()
+        private_redis.start()
         result = run.get(timeout=180)
 
         assert result["status"] == "published" and result["version"] > current.version
         assert assert_pointer_on_a_complete_version(cache, settings.model_dir) == result["version"]
         assert ml.artifact.current_version(settings.model_dir) == result["version"]
         ml.artifact.load(settings.model_dir, current.version)  # the version published before is still on disk
-    finally:
-        client.close()
-        private.close()

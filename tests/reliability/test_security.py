@@ -23,7 +23,7 @@ import app.views.admin
 import ml.artifact
 import ml.db
 from app import create_app
-from tests.app.processes import GunicornServer, RedisServer
+from tests.app.processes import GunicornServer
 from tests.reliability.conftest import ADMIN_TOKEN
 from tests.tasks.conftest import publish_once, run_train, settings_from, start_worker
 
@@ -200,7 +200,7 @@ def test_hostile_ids_go_through_every_sql_path_as_data(pg_conn, cache, service_e
         flask_app.extensions["recsvc"].close()
 
 
-def test_no_secret_reaches_a_log_or_an_answer(loaded_db, service_env, services, celery_client, tmp_path):
+def test_no_secret_reaches_a_log_or_an_answer(loaded_db, service_env, services, celery_client, tmp_path, private_redis):
     """Passwords in the Redis and database URLs, Flower's and the admin token stay out of every log and answer.
 
     The cache Redis requires a password (set with CONFIG SET), so the credentials demonstrably come from
@@ -208,38 +208,34 @@ def test_no_secret_reaches_a_log_or_an_answer(loaded_db, service_env, services, 
     show it is never printed.
     """
     secrets = {"redis": "redis-secret-pw-4821", "db": "db-secret-pw-9931", "flower": "flower-secret-pw-1177"}
-    private = RedisServer().start()
+    redis.Redis.from_url(private_redis.url).config_set("requirepass", secrets["redis"])
+    redis_url = private_redis.url.replace("redis://", f"redis://:{secrets['redis']}@")
+    database_url = service_env["DATABASE_URL"].replace("postgres@", f"postgres:{secrets['db']}@")
+    env = {**service_env, "REDIS_URL": redis_url, "DATABASE_URL": database_url, "ADMIN_TOKEN": ADMIN_TOKEN,
+           "FLOWER_BASIC_AUTH": f"ops:{secrets['flower']}", "LOG_LEVEL": "debug"}  # fmt: skip
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis.from_url(private_redis.url).ping()  # without the password Redis refuses
+    worker = start_worker(services, env)
+    assert run_train(celery_client)["status"] == "published"
+    server = GunicornServer(env, workers=2, log_path=tmp_path / "gunicorn.log").start()
     try:
-        redis.Redis.from_url(private.url).config_set("requirepass", secrets["redis"])
-        redis_url = private.url.replace("redis://", f"redis://:{secrets['redis']}@")
-        database_url = service_env["DATABASE_URL"].replace("postgres@", f"postgres:{secrets['db']}@")
-        env = {**service_env, "REDIS_URL": redis_url, "DATABASE_URL": database_url, "ADMIN_TOKEN": ADMIN_TOKEN,
-               "FLOWER_BASIC_AUTH": f"ops:{secrets['flower']}", "LOG_LEVEL": "debug"}  # fmt: skip
-        with pytest.raises(redis.AuthenticationError):
-            redis.Redis.from_url(private.url).ping()  # without the password Redis refuses
-        worker = start_worker(services, env)
-        assert run_train(celery_client)["status"] == "published"
-        server = GunicornServer(env, workers=2, log_path=tmp_path / "gunicorn.log").start()
-        try:
-            admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-            answers = [
-                requests.get(f"{server.url}/health"),
-                requests.post(f"{server.url}/admin/reload-model", headers=admin),
-                requests.get(f"{server.url}/admin/model-status", headers=admin),
-                requests.get(f"{server.url}/admin/model-status", headers={"Authorization": "Bearer wrong"}),
-                requests.get(f"{server.url}/"),
-                requests.get(f"{server.url}/metrics"),
-            ]
-        finally:
-            assert server.stop() == 0
-        assert answers[0].json()["checks"]["redis"]["ok"] is True  # the password from REDIS_URL was used
-        texts = {
-            "worker log": worker.log(),
-            "gunicorn log": server.log(),
-            "answers": "\n".join(a.text for a in answers),
-        }
-        for what, text in texts.items():
-            for name, secret in {**secrets, "admin token": ADMIN_TOKEN}.items():
-                assert secret not in text, f"the {name} appears in the {what}"
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        answers = [
+            requests.get(f"{server.url}/health"),
+            requests.post(f"{server.url}/admin/reload-model", headers=admin),
+            requests.get(f"{server.url}/admin/model-status", headers=admin),
+            requests.get(f"{server.url}/admin/model-status", headers={"Authorization": "Bearer wrong"}),
+            requests.get(f"{server.url}/"),
+            requests.get(f"{server.url}/metrics"),
+        ]
     finally:
-        private.close()
+        assert server.stop() == 0
+    assert answers[0].json()["checks"]["redis"]["ok"] is True  # the password from REDIS_URL was used
+    texts = {
+        "worker log": worker.log(),
+        "gunicorn log": server.log(),
+        "answers": "\n".join(a.text for a in answers),
+    }
+    for what, text in texts.items():
+        for name, secret in {**secrets, "admin token": ADMIN_TOKEN}.items():
+            assert secret not in text, f"the {name} appears in the {what}"
