@@ -36,8 +36,6 @@ import time
 from pathlib import Path
 
 import redis
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from common.config import TrainingSettings, load_settings
 from common.recs_cache import RecsCache
@@ -110,14 +108,11 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return rss, pss
 
 
-def memo_lookups(url: str) -> dict[str, float]:
+def memo_lookups(server: GunicornServer) -> dict[str, float]:
     """The workers' list memo lookups so far, by outcome (summed over the workers by /metrics)."""
-    text = requests.get(f"{url}/metrics", timeout=10).text
     return {
         sample.labels["outcome"]: sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "recsvc_list_memo_lookups"
-        for sample in family.samples
+        for sample in server.metric_samples("recsvc_list_memo_lookups")
         if sample.name.endswith("_total")
     }
 
@@ -186,10 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         servers.append(app)
         wrk_on(bare, "bare", WARM_UP_SECONDS)()  # every worker imported, connections made
         wrk_on(app, "recs", WARM_UP_SECONDS)()  # and each version's item metadata fetched once
-        memo_before = memo_lookups(app.url)
+        memo_before = memo_lookups(app)
         # Alternate the two so that both see the same background load (this machine may be shared).
         rounds = [(wrk_on(bare, "bare")(), wrk_on(app, "recs")()) for _ in range(args.rounds)]
-        memo = {k: v - memo_before.get(k, 0.0) for k, v in memo_lookups(app.url).items()}
+        memo = {k: v - memo_before.get(k, 0.0) for k, v in memo_lookups(app).items()}
         baseline = median_run([bare_run for bare_run, _ in rounds])
         recs = median_run([recs_run for _, recs_run in rounds])
         bare.stop()

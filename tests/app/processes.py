@@ -120,16 +120,16 @@ class GunicornServer:
         children = Path(f"/proc/{self.master_pid}/task/{self.master_pid}/children").read_text().split()
         return [int(pid) for pid in children]
 
+    def metric_samples(self, family: str) -> list:
+        """The samples of one metric family on the server's ``/metrics`` (added up over its workers)."""
+        text = requests.get(f"{self.url}/metrics", timeout=5).text
+        return [
+            sample for found in text_string_to_metric_families(text) if found.name == family for sample in found.samples
+        ]
+
     def worker_versions(self) -> dict[str, str]:
         """pid -> model version held, for every live worker (from the multiprocess model_info gauge)."""
-        text = requests.get(f"{self.url}/metrics", timeout=5).text
-        return {
-            s.labels["pid"]: s.labels["version"]
-            for family in text_string_to_metric_families(text)
-            if family.name == "recsvc_model_info"
-            for s in family.samples
-            if s.value == 1
-        }
+        return {s.labels["pid"]: s.labels["version"] for s in self.metric_samples("recsvc_model_info") if s.value == 1}
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
