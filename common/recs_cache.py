@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -232,11 +233,23 @@ class RecsCache:
             return None
         return [(post_id, tuple(tags), community) for post_id, tags, community in json.loads(blob)]
 
-    def subscribe(self) -> redis.client.PubSub:
-        """A pub/sub connection subscribed to :attr:`channel` (subscribe confirmations are skipped)."""
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+    def subscribe(self, timeout: float = 5.0) -> redis.client.PubSub:
+        """A pub/sub connection subscribed to :attr:`channel`, returned once Redis has confirmed it.
+
+        redis-py's ``subscribe`` only sends the command, so an update published right after it could
+        still be missed; waiting for the confirmation means every update published after this returns
+        is delivered. Raises ``redis.TimeoutError`` if no confirmation comes within ``timeout`` seconds.
+        """
+        pubsub = self.client.pubsub()
         pubsub.subscribe(self.channel)
-        return pubsub
+        deadline = time.monotonic() + timeout
+        while True:
+            message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+            if message is not None and message["type"] == "subscribe":
+                return pubsub
+            if time.monotonic() >= deadline:
+                pubsub.close()
+                raise redis.TimeoutError(f"Redis did not confirm the subscription to {self.channel} in {timeout}s")
 
     @staticmethod
     def parse_update(message: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -104,6 +104,28 @@ def test_publish_expires_previous_version_and_announces(cache, redis_client):
     assert set(updates[0]) == {"version", "created_at", "num_users", "num_items"}
 
 
+def test_subscribe_returns_only_once_redis_has_confirmed(cache, redis_client):
+    pubsub = cache.subscribe()
+    try:
+        assert redis_client.pubsub_numsub(cache.channel) == [(cache.channel.encode(), 1)]
+        redis_client.publish(cache.channel, json.dumps(message("v1")))
+        assert RecsCache.parse_update(pubsub.get_message(timeout=2)) == message("v1")
+    finally:
+        pubsub.close()
+
+
+def test_subscribe_gives_up_when_redis_does_not_confirm(private_redis):
+    client = redis.Redis.from_url(private_redis.url)
+    try:
+        client.client_pause(3000, all=True)  # Redis takes SUBSCRIBE but answers nothing for 3 s
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError, match="did not confirm"):
+            RecsCache(client, TEST_REDIS_PREFIX).subscribe(timeout=0.3)
+        assert time.monotonic() - started < 2
+    finally:
+        client.close()
+
+
 def test_republishing_the_current_version_does_not_expire_it(cache, redis_client):
     stage(cache, "v1")
     cache.publish_version("v1", message("v1"), retain_seconds=30)
