@@ -56,6 +56,11 @@ MODEL_CREATED = Gauge(
     "When the model each worker holds was trained (Unix time)",
     multiprocess_mode="liveall",
 )
+RELOADER_LISTENING = Gauge(
+    "recsvc_reloader_listening",
+    "1 while the worker's model reloader is subscribed to the update channel, 0 while it reconnects",
+    multiprocess_mode="liveall",
+)
 MODEL_LOADED = Gauge(
     "recsvc_model_loaded_timestamp_seconds",
     "When each worker loaded the model it holds (Unix time)",

@@ -4,7 +4,8 @@ It listens on the cache's update channel and loads each announced version. Pub/s
 connection is down, so it also polls the current-version pointer every ``poll_interval`` seconds (and right
 after each reconnect); a lost message is caught within one interval. When Redis is away it reconnects with
 capped exponential backoff. A version whose load failed is retried only after ``retry_failed_after``
-seconds, so a broken artifact does not make the worker re-read it every poll.
+seconds, so a broken artifact does not make the worker re-read it every poll. The gauge
+``recsvc_reloader_listening`` is 1 while the subscription stands (Redis confirmed it) and 0 while it reconnects.
 
 Under gunicorn, :func:`start` runs in ``post_worker_init`` (in each worker after the fork, never in the
 master and never at import) and :func:`stop` in ``worker_exit``.
@@ -22,6 +23,7 @@ from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.metrics import RELOADER_LISTENING
 from app.model_holder import ModelHolder
 from app.runtime import Runtime
 from common.recs_cache import RecsCache
@@ -88,6 +90,7 @@ class ModelReloader(threading.Thread):
             pubsub = None
             try:
                 pubsub = self._cache.subscribe()
+                RELOADER_LISTENING.set(1)
                 backoff = 0.5
                 self._follow(pubsub)
             except redis.RedisError as exc:
@@ -95,6 +98,7 @@ class ModelReloader(threading.Thread):
             except Exception:  # the thread must survive anything to keep the worker's model fresh
                 log.exception("model reloader failed; restarting it in %.1fs", backoff)
             finally:
+                RELOADER_LISTENING.set(0)
                 if pubsub is not None:
                     _close_quietly(pubsub)
             if self._stopping.wait(backoff):

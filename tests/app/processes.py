@@ -95,7 +95,7 @@ class GunicornServer:
         self._process: subprocess.Popen | None = None
 
     def start(self, ready_timeout: float = 60) -> GunicornServer:
-        """Start, and wait until every worker is up (for the recsvc app: holds a model)."""
+        """Start, and wait until every worker is up (for the recsvc app: holds a model and its reloader listens)."""
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
                 [str(GUNICORN), self.app], cwd=REPO, env=self._env, stdout=log, stderr=subprocess.STDOUT
@@ -107,7 +107,8 @@ class GunicornServer:
 
     def _ready(self) -> bool:
         if self.app == "wsgi:app":
-            return len(self.worker_versions()) == self.workers
+            listening = [s for s in self.metric_samples("recsvc_reloader_listening") if s.value == 1]
+            return len(self.worker_versions()) == self.workers and len(listening) == self.workers
         # Any other app: every worker process exists and the server answers.
         return len(self.worker_pids()) == self.workers and requests.get(self.url, timeout=5).status_code > 0
 

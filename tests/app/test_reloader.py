@@ -6,6 +6,7 @@ import time
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from app.model_holder import ModelHolder
 from app.reloader import ModelReloader
@@ -49,6 +50,11 @@ def run_reloader(redis_url):
         assert not reloader.is_alive()
 
 
+def listening() -> bool:
+    """Whether the reloader of this process is subscribed (its ``recsvc_reloader_listening`` gauge)."""
+    return REGISTRY.get_sample_value("recsvc_reloader_listening") == 1
+
+
 def holder_for(cache, model_dir):
     return ModelHolder(str(model_dir), cache.current_version)
 
@@ -59,7 +65,7 @@ def test_a_published_version_is_loaded_within_a_second(cache, model_dir, run_rel
     holder.reload()
     swapped_in = []
     reloader = run_reloader(holder, poll_interval=60, on_loaded=swapped_in.append)  # only the message is fast
-    time.sleep(0.2)  # let it subscribe
+    assert wait_for(listening, 5.0)  # subscribed: the message will reach it
     second = publish(cache, model_dir, random_model(seed=2), top_k=5)
     published_at = time.monotonic()
     assert wait_for(lambda: holder.current.version == second, 1.0), f"still on {holder.current.version}"
@@ -109,3 +115,20 @@ def test_the_reloader_keeps_retrying_an_unreachable_redis_and_stops_cleanly(dead
         reloader.stop()
         reloader.close()
     assert not reloader.is_alive()
+
+
+def test_the_listening_gauge_follows_the_subscription(private_redis, model_dir):
+    cache = RecsCache(redis.Redis.from_url(private_redis.url, socket_timeout=1), REDIS_PREFIX)
+    reloader = ModelReloader(ModelHolder(str(model_dir), lambda: None), cache, poll_interval=0.1, max_backoff=0.2)
+    reloader.start()
+    try:
+        assert wait_for(listening, 5.0)
+        assert cache.client.pubsub_numsub(cache.channel)[0][1] == 1
+        private_redis.stop()
+        assert wait_for(lambda: not listening(), 5.0), "still listening with Redis stopped"
+        private_redis.start()
+        assert wait_for(listening, 5.0), "not listening again after Redis came back"
+    finally:
+        reloader.stop()
+        reloader.close()
+    assert not listening()
