@@ -47,9 +47,9 @@ threads = 2
 # pool, a load balancer) stay where they landed: 32 connections were seen split 29/3/0/0 over 4 workers.
 # A second server on the same port would then start silently and share the traffic, so on_starting
 # refuses a port that is already taken. Costs: gunicorn 27 cannot re-execute itself with reuse_port (USR2
-# upgrades fail, the old master keeps serving) and systemd socket activation does not apply; restart or
-# replace the process instead (docs/OPERATIONS.md).
-reuse_port = True
+# upgrades fail, the old master keeps serving) and ignores systemd's sockets. API_REUSE_PORT=0 gives both
+# back, with one socket shared by the workers (docs/OPERATIONS.md, "Sizing the web tier").
+reuse_port = _settings.api_reuse_port
 keepalive = 5
 timeout = 30
 # On SIGTERM a worker stops accepting and finishes the requests it has for up to this long.
@@ -63,8 +63,13 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Refuse a taken port, and start from empty metric files (a previous run's values must not be added in)."""
-    _refuse_taken_ports(server.cfg.address)
+    """Refuse a taken port, and start from empty metric files (a previous run's values must not be added in).
+
+    Without ``reuse_port`` gunicorn refuses a taken port itself, and must not be stopped here: after a
+    ``USR2`` the new master inherits the old one's socket, and under systemd the port is systemd's.
+    """
+    if server.cfg.reuse_port:
+        _refuse_taken_ports(server.cfg.address)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):

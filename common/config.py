@@ -83,6 +83,7 @@ class Settings:
     api_port: int = 8000
     api_workers: int = os.cpu_count() or 1  # with two threads each (gunicorn.conf.py)
     api_list_memo_users: int = 10_000
+    api_reuse_port: bool = True
     log_level: str = "INFO"
     flower_basic_auth: str | None = None
     training: TrainingSettings = field(default_factory=TrainingSettings)
@@ -116,6 +117,15 @@ def _check_range(value: float, lo: float | None, hi: float | None) -> None:
         raise ValueError(f"must be >= {lo}")
     if hi is not None and value > hi:
         raise ValueError(f"must be <= {hi}")
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be one of 1, true, yes, on, 0, false, no, off")
 
 
 def _url(*schemes: str) -> Callable[[str], str]:
@@ -271,6 +281,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         api_port=_read(env, "API_PORT", _int(1, 65535), d.api_port),
         api_workers=_read(env, "API_WORKERS", _int(1, 512), d.api_workers),
         api_list_memo_users=_read(env, "API_LIST_MEMO_USERS", _int(0, 10_000_000), d.api_list_memo_users),
+        api_reuse_port=_read(env, "API_REUSE_PORT", _bool, d.api_reuse_port),
         log_level=_read(env, "LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info").upper(),
         flower_basic_auth=_read(env, "FLOWER_BASIC_AUTH", _basic_auth, None),
         training=_training(env),

@@ -14,7 +14,7 @@ def test_defaults_match_the_design():
     assert (s.top_k, s.default_page_limit, s.max_page_limit) == (100, 20, 100)
     assert s.recs_retain_seconds == 1800
     assert s.admin_token is None and s.rate_limit is None and s.cors_origins == ("*",)
-    assert (s.api_host, s.api_port) == ("0.0.0.0", 8000)
+    assert (s.api_host, s.api_port, s.api_reuse_port) == ("0.0.0.0", 8000, True)
     assert s.redis_prefix == "recsvc:"
     assert dict(s.sql_queries) == DEFAULT_QUERIES
     assert s == Settings()
@@ -31,8 +31,10 @@ def test_values_are_parsed():
             "LIGHTFM_EPOCHS": "5",
             "LOG_LEVEL": "debug",
             "SQL_POSTS": "SELECT 1",
+            "API_REUSE_PORT": " Off ",
         }
     )
+    assert s.api_reuse_port is False
     assert s.redis_url == s.celery_broker_url == "redis://cache:6380/2"  # broker follows REDIS_URL
     assert s.top_k == 200
     assert s.cors_origins == ("https://a.example", "https://b.example")
@@ -60,6 +62,7 @@ def test_database_url_from_parts():
         ("API_PORT", "70000"),
         ("API_WORKERS", "0"),
         ("API_LIST_MEMO_USERS", "-1"),
+        ("API_REUSE_PORT", "sometimes"),
         ("RATE_LIMIT", "lots"),
         ("CORS_ORIGINS", " , "),
         ("LIGHTFM_LOSS", "mse"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -191,6 +192,76 @@ def test_every_worker_listens_on_its_own_socket(server):
     sockets = [listening_sockets(pid, server.port) for pid in server.worker_pids()]
     assert all(len(own) == 1 for own in sockets), sockets
     assert len(set().union(*sockets)) == len(sockets)  # no socket is shared
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (none once it has gone)."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie waiting to be reaped has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_without_reuse_port_the_workers_share_a_socket_and_usr2_upgrades_in_place(
+    redis_url, model_dir, cache, tmp_path
+):
+    """API_REUSE_PORT=0 gives gunicorn's in-place upgrade back: USR2 starts a new master on the old one's
+    socket, TERM then retires the old master, and no request fails on the way."""
+    publish(cache, model_dir, random_model(num_users=50, num_items=80, seed=1), top_k=TOP_K)
+    env = {**server_env(redis_url, model_dir), "API_REUSE_PORT": "0"}
+    server = GunicornServer(env, workers=2, log_path=tmp_path / "gunicorn.log").start()
+    old_workers = server.worker_pids()
+    shared = [listening_sockets(pid, server.port) for pid in old_workers]
+    assert len(set().union(*shared)) == 1 and all(shared), shared
+
+    failures, answered, stop = [], [], threading.Event()
+
+    def load():  # a new connection per request, as clients arriving during the upgrade would make
+        while not stop.is_set():
+            try:
+                response = requests.get(f"{server.url}/recommendations/user-{len(answered) % 50}", timeout=10)
+                (answered if response.status_code == 200 else failures).append(response.status_code)
+            except requests.RequestException as exc:
+                failures.append(repr(exc))
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    new_master = None
+    try:
+        os.kill(server.master_pid, signal.SIGUSR2)
+        new_master = wait_until(lambda: next((p for p in server.worker_pids() if p not in old_workers), None), 30)
+        assert new_master, server.log()[-3000:]
+        assert wait_until(lambda: len(children(new_master)) == 2, 30), server.log()[-3000:]
+        before_retiring = len(answered)
+        assert server.stop() == 0, server.log()[-3000:]  # TERM: the old master and workers finish and exit
+        new_workers = children(new_master)
+        assert not set(new_workers) & set(old_workers)
+        # The new workers serve on the inherited socket, and their master keeps its own metrics.
+        assert wait_until(lambda: set(server.worker_versions()) == {str(p) for p in new_workers}, 30)
+        statuses = [
+            requests.get(f"{server.url}/admin/model-status", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            for _ in range(10)
+        ]
+        assert {s.json()["worker_pid"] for s in statuses} <= set(new_workers)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        loader.join(30)
+        server.stop()  # a no-op once the old master was retired above
+        if new_master is not None and running(new_master):
+            os.kill(new_master, signal.SIGTERM)
+            assert wait_until(lambda: not running(new_master), 30), "the new master did not stop"
+    assert not failures, failures[:5]
+    assert len(answered) > before_retiring > 0
 
 
 def test_workers_freeze_the_loaded_app_out_of_the_collectors_reach(redis_url, tmp_path):
