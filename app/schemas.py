@@ -6,7 +6,6 @@ the OpenAPI document served at ``/openapi.json``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,30 +13,21 @@ from apispec import BasePlugin
 from flask import current_app
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
 
+from common.ids import MAX_ID_LENGTH, is_requestable_user_id
 from ml import artifact
 
-MAX_USER_ID_LENGTH = 128  # DESIGN section 3
 MAX_OFFSET = 2**31 - 1
-
-
-# Characters a user id may not hold: "/" (it separates path segments, even sent as %2F), C0 and C1 control
-# characters, line and paragraph separators and bidirectional controls, so that an id can
-# be logged and stored safely and reads as what it is. One regular expression, valid both in Python and in
-# the OpenAPI document (ECMA-262), so that the document states exactly the rule the service applies.
-_USER_ID_REFUSED = r"/\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028-\u202e\u2066-\u2069"
-USER_ID_PATTERN = rf"^[^{_USER_ID_REFUSED}]{{1,{MAX_USER_ID_LENGTH}}}$"
-_USER_ID = re.compile(USER_ID_PATTERN)
 
 
 def check_user_id(value: str) -> None:
     """User ids are 1 to 128 characters, without ``/``, control characters, separators or bidi controls.
 
-    The rule is :data:`USER_ID_PATTERN`, which the OpenAPI document publishes as the path parameter's
-    ``pattern``.
+    The rule is ``common.ids.USER_ID_PATTERN``, which the OpenAPI document publishes as the path
+    parameter's ``pattern``.
     """
-    if not 1 <= len(value) <= MAX_USER_ID_LENGTH:
-        raise ValidationError(f"must be 1 to {MAX_USER_ID_LENGTH} characters long")
-    if not _USER_ID.fullmatch(value):  # fullmatch: "$" alone would let a trailing newline through
+    if not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise ValidationError(f"must be 1 to {MAX_ID_LENGTH} characters long")
+    if not is_requestable_user_id(value):
         raise ValidationError("must not contain '/', control characters, line separators or bidi controls")
 
 

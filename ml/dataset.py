@@ -26,13 +26,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from common.ids import MAX_ID_LENGTH
 from ml.errors import DatasetError
 from ml.timestamps import parse_timestamps
 
 logger = logging.getLogger(__name__)
 
 INTERACTION_TYPES: tuple[str, ...] = ("view", "like", "comment")
-MAX_ID_LENGTH = 128
 
 # The columns of each table, in the order of the files and of the SQL queries (DESIGN section 3).
 COLUMNS: dict[str, tuple[str, ...]] = {

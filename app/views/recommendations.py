@@ -9,13 +9,8 @@ from marshmallow import ValidationError
 from app.api import Blueprint, abort
 from app.feed import NoModel
 from app.runtime import get_runtime
-from app.schemas import (
-    MAX_USER_ID_LENGTH,
-    USER_ID_PATTERN,
-    RecommendationsQuerySchema,
-    RecommendationsSchema,
-    check_user_id,
-)
+from app.schemas import RecommendationsQuerySchema, RecommendationsSchema, check_user_id
+from common.ids import MAX_ID_LENGTH, USER_ID_PATTERN
 
 blp = Blueprint("recommendations", __name__, url_prefix="/recommendations", description="Personalised feeds")
 
@@ -25,7 +20,7 @@ _USER_ID_DOC = {
     "name": "user_id",
     "required": True,
     "description": "The user's id: 1-128 characters, without '/', control characters, separators or bidi controls",
-    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_USER_ID_LENGTH, "pattern": USER_ID_PATTERN},
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": USER_ID_PATTERN},
 }
 
 
