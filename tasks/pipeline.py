@@ -36,6 +36,7 @@ import ml.db
 import ml.evaluate
 import ml.training
 from common.config import Settings
+from common.ids import is_requestable_user_id
 from common.recs_cache import RecsCache
 from ml.dataset import Dataset
 from ml.errors import ArtifactError, DatasetError, TrainingError
@@ -184,6 +185,24 @@ def dataset_refusal(dataset: Dataset) -> str | None:
     return None
 
 
+def warn_of_unrequestable_users(dataset: Dataset) -> int:
+    """Log users whose id the API cannot take in its path (``common.ids``); returns how many there are.
+
+    They are trained on like everyone else (their interactions still teach the model about posts), but
+    their lists can never be asked for, so the operator should hear of it rather than wonder.
+    """
+    unrequestable = [user_id for user_id in dataset.user_ids if not is_requestable_user_id(user_id)]
+    if unrequestable:
+        log.warning(
+            "%d of %d user ids cannot be requested over the API (they hold '/', control characters, line "
+            "separators or bidi controls), so their feeds are never served; e.g. %s",
+            len(unrequestable),
+            dataset.num_users,
+            ", ".join(repr(user_id) for user_id in unrequestable[:3]),
+        )
+    return len(unrequestable)
+
+
 def current_gate_value(settings: Settings, cache: RecsCache) -> tuple[str | None, float | None]:
     """The version being served and its recorded holdout metric, or None where unknown.
 
@@ -243,6 +262,7 @@ def build_candidate(settings: Settings, cache: RecsCache, stages: Stages) -> tup
     refusal = dataset_refusal(dataset)
     if refusal:
         raise RunRejected(refusal, **counts)
+    warn_of_unrequestable_users(dataset)
 
     current_version, current_value = current_gate_value(settings, cache)
     with stages.time("evaluate"):

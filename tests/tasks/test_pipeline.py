@@ -197,3 +197,33 @@ def test_data_without_a_holdout_does_not_replace_an_evaluated_model(loaded_db, c
         pipeline.build_candidate(settings, cache, pipeline.Stages())
 
     assert cache.current_version() == first.version
+
+
+def test_users_the_api_cannot_serve_are_trained_on_and_reported(loaded_db, cache, service_env, caplog):
+    """An id with '/' cannot be a path segment of GET /recommendations/<user_id>: the operator is told."""
+    with loaded_db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO users (id, role, created_at) VALUES ('fan/1', 'fan', now()), (E'fan\\n2', 'fan', now())"
+        )
+        cur.execute(
+            "INSERT INTO interactions (user_id, post_id, type, created_at) "
+            "SELECT new.id, i.post_id, i.type, i.created_at FROM (VALUES ('fan/1'), (E'fan\\n2')) AS new (id), "
+            "(SELECT * FROM interactions ORDER BY created_at LIMIT 20) AS i"
+        )
+    loaded_db.commit()
+    settings = settings_from(service_env)
+
+    with caplog.at_level("WARNING", logger="tasks.pipeline"):
+        candidate, model = pipeline.build_candidate(settings, cache, pipeline.Stages())
+
+    assert model.user_index("fan/1") is not None  # trained on: its interactions still count
+    warnings = [r.getMessage() for r in caplog.records if "cannot be requested" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"2 of {candidate.num_users} user ids cannot be requested over the API")
+    assert "'fan/1'" in warnings[0] and "'fan\\n2'" in warnings[0]
+
+
+def test_no_warning_when_every_user_can_be_requested(loaded_db, cache, service_env, caplog):
+    with caplog.at_level("WARNING", logger="tasks.pipeline"):
+        pipeline.build_candidate(settings_from(service_env), cache, pipeline.Stages())
+    assert not [r for r in caplog.records if "cannot be requested" in r.getMessage()]
