@@ -43,14 +43,18 @@ def connect(database_url: str) -> extensions.connection:
     return conn
 
 
+def maintenance_url(database_url: str) -> str:
+    """The same server's ``postgres`` database, used to check the server and create databases."""
+    return urlunsplit(urlsplit(database_url)._replace(path="/postgres"))
+
+
 def create_database(database_url: str) -> bool:
     """Create the database ``database_url`` names unless it exists (through the server's ``postgres`` database).
 
     Returns True when it was created. Used by ``make run`` (scripts/services.py) and the benchmarks.
     """
-    parts = urlsplit(database_url)
-    name = unquote(parts.path.lstrip("/"))
-    conn = connect(urlunsplit(parts._replace(path="/postgres")))
+    name = unquote(urlsplit(database_url).path.lstrip("/"))
+    conn = connect(maintenance_url(database_url))
     conn.autocommit = True
     try:
         with conn.cursor() as cur:

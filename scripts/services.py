@@ -35,7 +35,7 @@ WAIT_SECONDS = 30
 def postgres_up(url: str) -> bool:
     """Whether the PostgreSQL server of ``url`` accepts connections (to its maintenance database)."""
     try:
-        psycopg2.connect(maintenance_url(url), connect_timeout=3).close()
+        psycopg2.connect(ml.db.maintenance_url(url), connect_timeout=3).close()
     except psycopg2.OperationalError as exc:
         return "does not exist" in str(exc)  # the server answered; only the role/db is missing
     return True
@@ -47,11 +47,6 @@ def redis_up(url: str) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=3).ping())
     except redis.RedisError:
         return False
-
-
-def maintenance_url(url: str) -> str:
-    """The same server's ``postgres`` database, used to check the server and create databases."""
-    return urlunsplit(urlsplit(url)._replace(path="/postgres"))
 
 
 def start_postgres() -> str | None:
