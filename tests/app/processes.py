@@ -30,6 +30,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def child_pids(pid: int) -> list[int]:
+    """The pids of process ``pid``'s children (none once it has gone)."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
 def wait_until(condition, timeout: float, interval: float = 0.05):
     """Poll ``condition`` until it returns something truthy (returned) or ``timeout`` passes (None)."""
     deadline = time.monotonic() + timeout
@@ -118,8 +126,7 @@ class GunicornServer:
 
     def worker_pids(self) -> list[int]:
         """The pids of the master's worker processes."""
-        children = Path(f"/proc/{self.master_pid}/task/{self.master_pid}/children").read_text().split()
-        return [int(pid) for pid in children]
+        return child_pids(self.master_pid)
 
     def metric_samples(self, family: str) -> list:
         """The samples of one metric family on the server's ``/metrics`` (added up over its workers)."""

@@ -16,7 +16,7 @@ import requests
 
 from common.recs_cache import RecsCache
 from tests.app.helpers import REDIS_PREFIX, publish
-from tests.app.processes import GUNICORN, REPO, GunicornServer, wait_until
+from tests.app.processes import GUNICORN, REPO, GunicornServer, child_pids, wait_until
 from tests.ml.factories import random_model
 
 TOP_K = 30
@@ -194,14 +194,6 @@ def test_every_worker_listens_on_its_own_socket(server):
     assert len(set().union(*sockets)) == len(sockets)  # no socket is shared
 
 
-def children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (none once it has gone)."""
-    try:
-        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
-
-
 def running(pid: int) -> bool:
     """Whether process ``pid`` exists and has not exited (a zombie waiting to be reaped has)."""
     try:
@@ -240,10 +232,10 @@ def test_without_reuse_port_the_workers_share_a_socket_and_usr2_upgrades_in_plac
         os.kill(server.master_pid, signal.SIGUSR2)
         new_master = wait_until(lambda: next((p for p in server.worker_pids() if p not in old_workers), None), 30)
         assert new_master, server.log()[-3000:]
-        assert wait_until(lambda: len(children(new_master)) == 2, 30), server.log()[-3000:]
+        assert wait_until(lambda: len(child_pids(new_master)) == 2, 30), server.log()[-3000:]
         before_retiring = len(answered)
         assert server.stop() == 0, server.log()[-3000:]  # TERM: the old master and workers finish and exit
-        new_workers = children(new_master)
+        new_workers = child_pids(new_master)
         assert not set(new_workers) & set(old_workers)
         # The new workers serve on the inherited socket, and their master keeps its own metrics.
         assert wait_until(lambda: set(server.worker_versions()) == {str(p) for p in new_workers}, 30)

@@ -32,7 +32,7 @@ from ml.errors import ArtifactError
 from tasks import limits
 from tests.app.helpers import REDIS_PREFIX as APP_PREFIX
 from tests.app.helpers import publish
-from tests.app.processes import GunicornServer
+from tests.app.processes import GunicornServer, child_pids
 from tests.app.processes import wait_until as poll
 from tests.ml.factories import random_model
 from tests.reliability.conftest import ADMIN_TOKEN, TOP_K, server_env
@@ -239,9 +239,7 @@ def model_files(model_dir: str) -> list[str]:
 
 def pool_child(worker) -> int:
     """The pid of a ``--concurrency=1`` worker's pool process (where tasks run)."""
-    pid = worker.popen.pid
-    children = wait_until(lambda: Path(f"/proc/{pid}/task/{pid}/children").read_text().split(), 10, "a pool child")
-    return int(children[0])
+    return wait_until(lambda: child_pids(worker.popen.pid), 10, "a pool child")[0]
 
 
 def delay_fsync(pid: int, nth: int) -> subprocess.Popen:
