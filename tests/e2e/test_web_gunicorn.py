@@ -168,11 +168,14 @@ def test_requests_keep_succeeding_while_redis_stops_and_restarts(model_dir, tmp_
 
 def listening_sockets(pid: int, port: int) -> set[int]:
     """Inodes of the TCP sockets listening on ``port`` that process ``pid`` holds (from /proc)."""
-    held = {
-        int(target[len("socket:[") : -1])
-        for fd in Path(f"/proc/{pid}/fd").iterdir()
-        if (target := os.readlink(fd)).startswith("socket:[")
-    }
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:
+            continue  # closed since the listing (a connection the worker just finished): not a listener
+        if target.startswith("socket:["):
+            held.add(int(target[len("socket:[") : -1]))
     listening = set()
     for table in ("tcp", "tcp6"):
         for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
@@ -211,10 +214,6 @@ def test_without_reuse_port_the_workers_share_a_socket_and_usr2_upgrades_in_plac
     publish(cache, model_dir, random_model(num_users=50, num_items=80, seed=1), top_k=TOP_K)
     env = {**server_env(redis_url, model_dir), "API_REUSE_PORT": "0"}
     server = GunicornServer(env, workers=2, log_path=tmp_path / "gunicorn.log").start()
-    old_workers = server.worker_pids()
-    shared = [listening_sockets(pid, server.port) for pid in old_workers]
-    assert len(set().union(*shared)) == 1 and all(shared), shared
-
     failures, answered, stop = [], [], threading.Event()
 
     def load():  # a new connection per request, as clients arriving during the upgrade would make
@@ -226,9 +225,12 @@ def test_without_reuse_port_the_workers_share_a_socket_and_usr2_upgrades_in_plac
                 failures.append(repr(exc))
 
     loader = threading.Thread(target=load)
-    loader.start()
     new_master = None
-    try:
+    try:  # from here on, whatever fails, both masters are stopped
+        old_workers = server.worker_pids()
+        shared = [listening_sockets(pid, server.port) for pid in old_workers]
+        assert len(set().union(*shared)) == 1 and all(shared), shared
+        loader.start()
         os.kill(server.master_pid, signal.SIGUSR2)
         new_master = wait_until(lambda: next((p for p in server.worker_pids() if p not in old_workers), None), 30)
         assert new_master, server.log()[-3000:]
@@ -247,7 +249,8 @@ def test_without_reuse_port_the_workers_share_a_socket_and_usr2_upgrades_in_plac
         time.sleep(0.5)
     finally:
         stop.set()
-        loader.join(30)
+        if loader.is_alive():
+            loader.join(30)
         server.stop()  # a no-op once the old master was retired above
         if new_master is not None and running(new_master):
             os.kill(new_master, signal.SIGTERM)
