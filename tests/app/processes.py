@@ -142,8 +142,15 @@ class GunicornServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def __enter__(self) -> GunicornServer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        """Stop the server whatever happened in the block, so that no test leaves a gunicorn running."""
+        self.stop()
+
     def stop(self) -> int | None:
-        """SIGTERM (graceful shutdown) and wait; returns the exit code."""
+        """SIGTERM (graceful shutdown) and wait; returns the exit code (None if it was already stopped)."""
         if self._process is None:
             return None
         self._process.send_signal(signal.SIGTERM)

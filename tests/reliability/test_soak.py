@@ -81,48 +81,48 @@ def test_soak_under_reload_no_failure_and_no_memory_growth(
     first = run_train(celery_client)
     assert first["status"] == "published", first
     model_bytes = Path(service_env["MODEL_DIR"], f"{first['version']}.npz").stat().st_size  # pruned later
-    server = GunicornServer(service_env, workers=2, log_path=tmp_path / "gunicorn.log").start()
-    with loaded_db.cursor() as cur:
-        cur.execute("SELECT DISTINCT user_id FROM interactions ORDER BY user_id LIMIT 100")
-        users = [row[0] for row in cur.fetchall()] + ["new-user-1", "new-user-2"]
-    script = tmp_path / "feed.lua"
-    script.write_text(_LUA % ", ".join(json.dumps(u) for u in users))
+    with GunicornServer(service_env, workers=2, log_path=tmp_path / "gunicorn.log").start() as server:
+        with loaded_db.cursor() as cur:
+            cur.execute("SELECT DISTINCT user_id FROM interactions ORDER BY user_id LIMIT 100")
+            users = [row[0] for row in cur.fetchall()] + ["new-user-1", "new-user-2"]
+        script = tmp_path / "feed.lua"
+        script.write_text(_LUA % ", ".join(json.dumps(u) for u in users))
 
-    published, failed_runs, stop = [first["version"]], [], threading.Event()
-    reloads: dict[str, list[tuple[str, int]]] = {}  # worker pid -> [(version, RSS right after loading it)]
+        published, failed_runs, stop = [first["version"]], [], threading.Event()
+        reloads: dict[str, list[tuple[str, int]]] = {}  # worker pid -> [(version, RSS right after loading it)]
 
-    def train_repeatedly():
-        while not stop.is_set():
-            result = run_train(celery_client, timeout=120)
-            (published if result["status"] == "published" else failed_runs).append(result["version"] or result)
-            stop.wait(1.0)
+        def train_repeatedly():
+            while not stop.is_set():
+                result = run_train(celery_client, timeout=120)
+                (published if result["status"] == "published" else failed_runs).append(result["version"] or result)
+                stop.wait(1.0)
 
-    def watch_reloads():
-        while not stop.is_set():
-            try:
-                held = server.worker_versions()
-            except Exception:  # noqa: BLE001 - a busy server may answer /metrics late; look again
-                held = {}
-            for pid, version in held.items():
-                seen = reloads.setdefault(pid, [])
-                if not seen or seen[-1][0] != version:
-                    seen.append((version, rss_bytes(int(pid))))
-            stop.wait(0.2)
+        def watch_reloads():
+            while not stop.is_set():
+                try:
+                    held = server.worker_versions()
+                except Exception:  # noqa: BLE001 - a busy server may answer /metrics late; look again
+                    held = {}
+                for pid, version in held.items():
+                    seen = reloads.setdefault(pid, [])
+                    if not seen or seen[-1][0] != version:
+                        seen.append((version, rss_bytes(int(pid))))
+                stop.wait(0.2)
 
-    threads = [threading.Thread(target=train_repeatedly), threading.Thread(target=watch_reloads)]
-    for thread in threads:
-        thread.start()
-    try:
-        wrk = subprocess.run(
-            ["wrk", "--latency", "-t2", "-c8", f"-d{SOAK_SECONDS}s", "-s", str(script), server.url],
-            capture_output=True, text=True, timeout=SOAK_SECONDS + 60,
-        )  # fmt: skip
-    finally:
-        stop.set()
+        threads = [threading.Thread(target=train_repeatedly), threading.Thread(target=watch_reloads)]
         for thread in threads:
-            thread.join(150)
-    final_rss = {pid: rss_bytes(int(pid)) for pid in reloads}
-    assert server.stop() == 0, server.log()[-3000:]
+            thread.start()
+        try:
+            wrk = subprocess.run(
+                ["wrk", "--latency", "-t2", "-c8", f"-d{SOAK_SECONDS}s", "-s", str(script), server.url],
+                capture_output=True, text=True, timeout=SOAK_SECONDS + 60,
+            )  # fmt: skip
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(150)
+        final_rss = {pid: rss_bytes(int(pid)) for pid in reloads}
+        assert server.stop() == 0, server.log()[-3000:]
 
     assert wrk.returncode == 0, wrk.stderr
     figures = parse_wrk(wrk.stdout)
