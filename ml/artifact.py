@@ -4,7 +4,8 @@ A model directory holds, per version ``YYYYMMDDTHHMMSSZ-xxxxxxxx``:
 
 - ``<version>.npz``: every array of the :class:`~ml.model.RecModel` (``np.savez``). Strings (ids, tags,
   communities) are stored as one UTF-8 blob of NUL-separated values, so the file loads with
-  ``allow_pickle=False``.
+  ``allow_pickle=False``. The non-identity feature embeddings (for posts and users the model has not
+  seen) are optional arrays: an artifact written before they existed loads with none.
 - ``<version>.json``: the format version, the sha256 of the ``.npz`` bytes, the array shapes, the counts,
   and the caller's metadata (params, metrics, data window...).
 
@@ -58,6 +59,15 @@ _MODEL_ARRAYS = (
     "exclude_indices",
     "popular_items",
     "popular_scores",
+)
+# The feature arrays of a RecModel (for posts and users the model has not seen). An artifact written before
+# they were kept lacks them and loads with none: such a model represents no new post or user.
+_FEATURE_ARRAYS = (
+    "item_feature_embeddings",
+    "item_feature_biases",
+    "user_feature_embeddings",
+    "user_feature_biases",
+    "fresh_calibration",
 )
 # Keys of the .json that the artifact itself writes; caller metadata may not use them.
 _RESERVED_KEYS = frozenset(
@@ -366,6 +376,9 @@ def _to_arrays(model: RecModel) -> dict[str, np.ndarray]:
         "community_counts": np.array([len(communities)], dtype=np.int64),
         "item_community": np.array([community_index[c] for c in model.item_community_ids], dtype=np.int32),
         **{name: getattr(model, name) for name in _MODEL_ARRAYS},
+        **{name: getattr(model, name) for name in _FEATURE_ARRAYS},
+        "item_feature_names": _pack_strings(model.item_feature_names, "an item feature name"),
+        "user_feature_names": _pack_strings(model.user_feature_names, "a user feature name"),
     }
 
 
@@ -391,6 +404,14 @@ def _from_arrays(arrays: Mapping[str, np.ndarray]) -> RecModel:
     ):
         if len(indices) and (indices.min() < 0 or indices.max() >= count):
             raise ValueError(f"{name} holds an index out of range")
+    features: dict[str, Any] = {}
+    if "item_feature_names" in arrays:
+        features = {name: arrays[name] for name in _FEATURE_ARRAYS}
+        for side in ("item", "user"):
+            count = len(arrays[f"{side}_feature_biases"])
+            features[f"{side}_feature_names"] = _unpack_strings(
+                arrays[f"{side}_feature_names"], count, f"{side}_feature_names"
+            )
     flat_tags = [tags[j] for j in tag_indices.tolist()]
     bounds = tag_indptr.tolist()
     return RecModel(
@@ -399,4 +420,5 @@ def _from_arrays(arrays: Mapping[str, np.ndarray]) -> RecModel:
         item_tags=[tuple(flat_tags[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)],
         item_community_ids=[communities[c] for c in item_community],
         **{name: arrays[name] for name in _MODEL_ARRAYS},
+        **features,
     )

@@ -8,16 +8,22 @@ so the web workers and the precompute can score without lightfm:
 
 which is exactly what ``LightFM.predict`` returns for the same features. The user bias is constant per
 user, so it does not change the ranking; it is kept so that reported scores match LightFM's.
+
+It also keeps the embeddings and biases of the model's non-identity features (tags and communities of
+posts, roles and followed communities of users), so that a post or user created after the model's data
+were read gets a representation from its features alone (:meth:`RecModel.item_representations`,
+:meth:`RecModel.user_representation`): the live feed scores them without a training run.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 # Scores of one block of users against all items are held at once: this many float32 values (8 MiB).
@@ -49,6 +55,21 @@ class RecModel:
         Item indices by descending popularity (best first); every item appears once.
     popular_scores : float32 array, same length
         The popularity of each entry of ``popular_items`` (the number of users who interacted with it).
+    item_feature_names : list of str, length Fi
+        The model's non-identity post features, ``"tag:<tag>"`` and ``"community:<community id>"``; only
+        features that some trained post had (the others kept LightFM's random initialisation).
+    item_feature_embeddings : float32 array, shape (Fi, d)
+    item_feature_biases : float32 array, shape (Fi,)
+    user_feature_names : list of str, length Fu
+        Likewise for users: ``"role:<role>"`` and ``"follows:<community id>"``.
+    user_feature_embeddings : float32 array, shape (Fu, d)
+    user_feature_biases : float32 array, shape (Fu,)
+    fresh_calibration : float32 array, shape (2,)
+        ``(scale, shift)`` mapping the score of a feature-built post onto the scale of trained posts'
+        scores (see :meth:`item_representations`); ``(1, 0)`` when unknown.
+
+    The feature arrays default to empty (a model trained before they were kept): then no new post or
+    user can be represented, and :meth:`item_representations` reports every post as unknown.
 
     Construction checks that every array has the shape and type the others imply and raises
     ``ValueError`` otherwise, so an inconsistent model never reaches a ranking.
@@ -66,7 +87,16 @@ class RecModel:
     exclude_indices: np.ndarray
     popular_items: np.ndarray
     popular_scores: np.ndarray
+    item_feature_names: list[str] = field(default_factory=list)
+    item_feature_embeddings: np.ndarray | None = None
+    item_feature_biases: np.ndarray | None = None
+    user_feature_names: list[str] = field(default_factory=list)
+    user_feature_embeddings: np.ndarray | None = None
+    user_feature_biases: np.ndarray | None = None
+    fresh_calibration: np.ndarray | None = None
     _user_index: dict[str, int] = field(init=False, repr=False)
+    _item_feature_index: dict[str, int] = field(init=False, repr=False)
+    _user_feature_index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         num_users, num_items = len(self.user_ids), len(self.item_ids)
@@ -99,6 +129,32 @@ class RecModel:
         if len(index) != num_users:
             raise ValueError("user_ids holds duplicates")
         object.__setattr__(self, "_user_index", index)
+        for side in ("item", "user"):
+            object.__setattr__(self, f"_{side}_feature_index", self._check_features(side))
+        if self.fresh_calibration is None:
+            object.__setattr__(self, "fresh_calibration", np.array([1.0, 0.0], dtype=np.float32))
+        _check_array("fresh_calibration", self.fresh_calibration, np.float32, 1, 2)
+        if not np.isfinite(self.fresh_calibration).all() or self.fresh_calibration[0] <= 0:
+            raise ValueError("fresh_calibration must be finite with a positive scale")
+
+    def _check_features(self, side: str) -> dict[str, int]:
+        """Check one side's feature arrays (defaulting absent ones to empty); return the name index."""
+        names = getattr(self, f"{side}_feature_names")
+        dim = self.item_embeddings.shape[1]
+        for suffix, empty in (("embeddings", np.zeros((0, dim), np.float32)), ("biases", np.zeros(0, np.float32))):
+            if getattr(self, f"{side}_feature_{suffix}") is None:
+                object.__setattr__(self, f"{side}_feature_{suffix}", empty)
+        embeddings, biases = getattr(self, f"{side}_feature_embeddings"), getattr(self, f"{side}_feature_biases")
+        _check_array(f"{side}_feature_embeddings", embeddings, np.float32, 2, len(names))
+        _check_array(f"{side}_feature_biases", biases, np.float32, 1, len(names))
+        if embeddings.shape[1] != dim:
+            raise ValueError(f"{side}_feature_embeddings have dimension {embeddings.shape[1]}, the model {dim}")
+        if not (np.isfinite(embeddings).all() and np.isfinite(biases).all()):
+            raise ValueError(f"{side}_feature_embeddings or biases hold NaN or infinite values")
+        index = {name: i for i, name in enumerate(names)}
+        if len(index) != len(names):
+            raise ValueError(f"{side}_feature_names holds duplicates")
+        return index
 
     @property
     def num_users(self) -> int:
@@ -199,6 +255,127 @@ class RecModel:
                 keep = ~np.isin(ranked, excluded)
                 ranked, ranked_scores = ranked[keep], ranked_scores[keep]
         return ranked[:k].copy(), ranked_scores[:k].copy()
+
+    def item_representations(
+        self, tags: Sequence[Sequence[str]], community_ids: Sequence[str], calibrated: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Representations of posts the model has never seen, built from their tags and community.
+
+        Parameters
+        ----------
+        tags : sequence of sequences of str, length n
+            Each post's tags (repeats count once).
+        community_ids : sequence of str, length n
+        calibrated : bool
+            Map the representation onto the scale of trained posts' scores (the default; what the live
+            feed merges by). False gives LightFM's own representation of the feature row.
+
+        Returns
+        -------
+        embeddings : float32 array, shape (n, d)
+        biases : float32 array, shape (n,)
+        known : bool array, shape (n,)
+            False for a post none of whose features the model knows: its embedding and bias are 0, and
+            it cannot be scored (leave it to recency or popularity).
+
+        Notes
+        -----
+        The feature row of a post holds its known features (unknown tags are dropped) with weights
+        summing to 1, as training normalises its rows; without an identity feature (the post has none
+        yet), so uncalibrated, ``user_embeddings[u] @ embeddings[i] + biases[i] + user_biases[u]`` is
+        exactly ``LightFM.predict`` for that row. A trained post's score also carries its identity
+        embedding, which holds most of what its interactions taught: calibrated, the representation is
+        scaled by ``fresh_calibration`` so that the score becomes the least-squares estimate of the
+        score the post's features predict for a trained post (see :func:`ml.training.fresh_calibration`),
+        comparable with the scores of a user's precomputed list.
+        """
+        if len(tags) != len(community_ids):
+            raise ValueError(f"tags ({len(tags)}) and community_ids ({len(community_ids)}) differ in length")
+        index = self._item_feature_index
+        rows, cols = [], []
+        for row, (post_tags, community) in enumerate(zip(tags, community_ids, strict=True)):
+            names = dict.fromkeys([*(f"tag:{t}" for t in post_tags), f"community:{community}"])
+            found = [column for column in map(index.get, names) if column is not None]
+            rows.extend([row] * len(found))
+            cols.extend(found)
+        embeddings, biases, known = _combine(
+            rows, cols, len(tags), self.item_feature_embeddings, self.item_feature_biases
+        )
+        if calibrated:
+            scale, shift = (float(v) for v in self.fresh_calibration)
+            embeddings *= scale
+            biases[known] = biases[known] * scale + shift
+        return embeddings, biases, known
+
+    def user_representation(self, role: str | None, follows: Sequence[str]) -> tuple[np.ndarray, float] | None:
+        """The representation of a user the model has never seen, from its role and followed communities.
+
+        Returns ``(embedding float32 (d,), bias)``, the feature row's LightFM representation (weights
+        summing to 1 over the known features, no identity feature), or None when the model knows none of
+        the user's features: an empty role is no feature, so a user with neither a role nor a known
+        follow keeps the popularity feed.
+        """
+        names = dict.fromkeys([*([f"role:{role}"] if role else []), *(f"follows:{c}" for c in follows)])
+        cols = [c for c in map(self._user_feature_index.get, names) if c is not None]
+        if not cols:
+            return None
+        embeddings, biases, _ = _combine(
+            [0] * len(cols), cols, 1, self.user_feature_embeddings, self.user_feature_biases
+        )
+        return embeddings[0], float(biases[0])
+
+    def rank_representation(
+        self, embedding: np.ndarray, k: int, exclude: np.ndarray | None = None, bias: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best of the model's items for a represented user, best first.
+
+        Parameters
+        ----------
+        embedding : float32 array, shape (d,)
+            From :meth:`user_representation`.
+        k : int
+            How many items (>= 1).
+        exclude : int array, optional
+            Item indices to leave out.
+        bias : float
+            The user's bias, added to every score (so scores match ``LightFM.predict``).
+
+        Returns
+        -------
+        items : int32 array, length at most k
+        scores : float32 array, same length
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self.num_components:
+            raise ValueError(f"embedding has dimension {vector.shape[0]}, the model {self.num_components}")
+        with threadpool_limits(limits=1, user_api="blas"):
+            scores = self.item_embeddings @ vector + self.item_biases
+        if exclude is not None and len(exclude):
+            scores[np.asarray(exclude, dtype=np.int64)] = -np.inf
+        kept = min(k, self.num_items)
+        if kept == 0:
+            return np.zeros(0, np.int32), np.zeros(0, np.float32)
+        best = np.argpartition(-scores, kept - 1)[:kept]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        best = best[np.isfinite(scores[best])]
+        return best.astype(np.int32), (scores[best] + np.float32(bias)).astype(np.float32)
+
+
+def _combine(
+    rows: list[int], cols: list[int], n: int, embeddings: np.ndarray, biases: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings, biases, known) of ``n`` feature rows given as (row, col) pairs, each row weighted to sum 1."""
+    rows_arr = np.asarray(rows, dtype=np.int64)
+    counts = np.bincount(rows_arr, minlength=n)
+    weights = (1.0 / counts[rows_arr]).astype(np.float32)
+    matrix = sp.csr_matrix((weights, (rows_arr, np.asarray(cols, dtype=np.int64))), shape=(n, len(biases)))
+    return (
+        np.asarray(matrix @ embeddings, dtype=np.float32).reshape(n, embeddings.shape[1]),
+        np.asarray(matrix @ biases, dtype=np.float32).reshape(n),
+        counts > 0,
+    )
 
 
 class _BlockRanker:

@@ -29,6 +29,8 @@ SECONDS_PER_DAY = 86_400.0
 # Scores of a sane fit stay within a few dozen. A fit that diverged without overflowing yet (WARP with a
 # far too large learning rate) reaches 1e20 and more, where float32 rankings are noise or overflow.
 MAX_SCORE = 1e10
+# Random (user, post) pairs on which fresh_calibration fits its line: enough for a stable slope, a few ms.
+CALIBRATION_PAIRS = 20_000
 
 
 def interaction_weights(dataset: Dataset, params: TrainingSettings) -> sp.coo_matrix:
@@ -174,6 +176,11 @@ def to_rec_model(dataset: Dataset, features: Features, estimator: LightFM) -> Re
         if not np.isfinite(values).all():
             raise TrainingError(f"the fit produced non-finite {name}; lower the learning rate")
     _check_score_range(representations)
+    item_side = feature_embeddings(estimator.item_embeddings, estimator.item_biases, features, "item")
+    user_side = feature_embeddings(estimator.user_embeddings, estimator.user_biases, features, "user")
+    calibration = fresh_calibration(
+        representations, features.item_features[:, dataset.num_items :], item_side[1], item_side[2]
+    )
     exclude = exclusions(dataset)
     popular_items, popular_scores = popularity(dataset)
     return RecModel(
@@ -185,8 +192,94 @@ def to_rec_model(dataset: Dataset, features: Features, estimator: LightFM) -> Re
         exclude_indices=exclude.indices.astype(np.int32),
         popular_items=popular_items,
         popular_scores=popular_scores,
+        item_feature_names=item_side[0],
+        item_feature_embeddings=item_side[1][item_side[3]],
+        item_feature_biases=item_side[2][item_side[3]],
+        user_feature_names=user_side[0],
+        user_feature_embeddings=user_side[1][user_side[3]],
+        user_feature_biases=user_side[2][user_side[3]],
+        fresh_calibration=calibration,
         **representations,
     )
+
+
+def feature_embeddings(
+    embeddings: np.ndarray, biases: np.ndarray, features: Features, side: str
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """The non-identity features of one side (``"item"`` or ``"user"``) of a fitted estimator.
+
+    Returns ``(names, embeddings, biases, used)``: the names of the features some training row had
+    (``used``, a bool mask over the non-identity columns); embeddings and biases as float32 for every
+    non-identity column. Identity features come first in :func:`ml.features.build_features`, one per
+    row; features no row had kept LightFM's random initialisation and are dropped by the mask.
+    """
+    matrix = features.item_features if side == "item" else features.user_features
+    names = features.item_feature_names if side == "item" else features.user_feature_names
+    identities = matrix.shape[0]
+    used = np.diff(matrix.tocsc().indptr)[identities:] > 0
+    kept = [name for name, keep in zip(names[identities:], used, strict=True) if keep]
+    return (
+        kept,
+        np.ascontiguousarray(embeddings[identities:], dtype=np.float32),
+        np.ascontiguousarray(biases[identities:], dtype=np.float32),
+        used,
+    )
+
+
+def fresh_calibration(
+    representations: dict[str, np.ndarray],
+    item_features: sp.csr_matrix,
+    feature_embeddings: np.ndarray,
+    feature_biases: np.ndarray,
+    pairs: int = CALIBRATION_PAIRS,
+    seed: int = 0,
+) -> np.ndarray:
+    """``(scale, shift)`` mapping a feature-built post's score onto the scale of trained posts' scores.
+
+    Every trained post is also represented as a new post would be: its non-identity feature row,
+    renormalised to sum 1. Over ``pairs`` random (user, post) pairs, the least-squares line from that
+    feature-only score (without the user bias) to the post's full score gives ``(scale, shift)``: the
+    expected full score of a post given its features, which is what a fresh post's score must be to
+    merge into a user's precomputed list. Returns ``(1, 0)`` when there is no usable relation (no
+    feature rows, constant scores, or a non-positive slope, which would invert the feature ranking).
+
+    Parameters
+    ----------
+    representations : dict
+        ``user_embeddings``, ``item_embeddings``, ``item_biases`` of the fitted model (float32).
+    item_features : scipy.sparse.csr_matrix, shape (I, Fi)
+        The non-identity columns of the training item features.
+    feature_embeddings, feature_biases : float32 arrays, shapes (Fi, d) and (Fi,)
+    pairs : int
+        How many random pairs to fit on.
+    seed : int
+    """
+    identity = np.array([1.0, 0.0], dtype=np.float32)
+    row_sums = np.asarray(item_features.sum(axis=1)).ravel()
+    with_features = np.flatnonzero(row_sums > 0)
+    users = representations["user_embeddings"]
+    if len(with_features) == 0 or len(users) == 0:
+        return identity
+    rng = np.random.default_rng(seed)
+    items = with_features[rng.integers(len(with_features), size=pairs)]
+    user_rows = users[rng.integers(len(users), size=pairs)].astype(np.float64)
+    rows = sp.diags(1.0 / row_sums[items]) @ item_features[items]
+    feature_scores = np.einsum("ij,ij->i", user_rows, rows @ feature_embeddings.astype(np.float64)) + rows @ (
+        feature_biases.astype(np.float64)
+    )
+    full_scores = (
+        np.einsum("ij,ij->i", user_rows, representations["item_embeddings"][items].astype(np.float64))
+        + representations["item_biases"][items]
+    )
+    spread = feature_scores.var()
+    if not spread > 0:
+        return identity
+    scale = float(np.cov(feature_scores, full_scores, bias=True)[0, 1] / spread)
+    if not (np.isfinite(scale) and scale > 0):
+        logger.warning("fresh posts' feature scores do not predict trained posts' scores (slope %.3g)", scale)
+        return identity
+    shift = float(full_scores.mean() - scale * feature_scores.mean())
+    return np.array([scale, shift], dtype=np.float32)
 
 
 def exclusions(dataset: Dataset) -> sp.csr_matrix:
