@@ -84,6 +84,15 @@ class Settings:
     api_workers: int = os.cpu_count() or 1  # with two threads each (gunicorn.conf.py)
     api_list_memo_users: int = 10_000
     api_reuse_port: bool = True
+    api_models_kept: int = 2  # older model versions a worker keeps loaded for pinned scrolls
+    max_feed_posts: int = 1000
+    live_max_posts: int = 2000
+    live_max_users: int = 100_000
+    events_max_per_user: int = 1000
+    events_ttl_seconds: int = 7 * 86400
+    impressions: str = "demote"  # demote, hide or ignore
+    events_token: str | None = None  # None: POST /events takes the admin token
+    events_rate_limit: str = "20/second"
     log_level: str = "INFO"
     flower_basic_auth: str | None = None
     training: TrainingSettings = field(default_factory=TrainingSettings)
@@ -282,6 +291,15 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         api_workers=_read(env, "API_WORKERS", _int(1, 512), d.api_workers),
         api_list_memo_users=_read(env, "API_LIST_MEMO_USERS", _int(0, 10_000_000), d.api_list_memo_users),
         api_reuse_port=_read(env, "API_REUSE_PORT", _bool, d.api_reuse_port),
+        api_models_kept=_read(env, "API_MODELS_KEPT", _int(0, 16), d.api_models_kept),
+        max_feed_posts=_read(env, "MAX_FEED_POSTS", _int(1, 100_000), d.max_feed_posts),
+        live_max_posts=_read(env, "LIVE_MAX_POSTS", _int(0, 100_000), d.live_max_posts),
+        live_max_users=_read(env, "LIVE_MAX_USERS", _int(0, 10_000_000), d.live_max_users),
+        events_max_per_user=_read(env, "EVENTS_MAX_PER_USER", _int(1, 100_000), d.events_max_per_user),
+        events_ttl_seconds=_read(env, "EVENTS_TTL_SECONDS", _int(60, 90 * 86400), d.events_ttl_seconds),
+        impressions=_read(env, "IMPRESSIONS", _choice("demote", "hide", "ignore"), d.impressions),
+        events_token=_read(env, "EVENTS_TOKEN", _admin_token, None),
+        events_rate_limit=_read(env, "EVENTS_RATE_LIMIT", _rate_limit, d.events_rate_limit),
         log_level=_read(env, "LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info").upper(),
         flower_basic_auth=_read(env, "FLOWER_BASIC_AUTH", _basic_auth, None),
         training=_training(env),

@@ -16,6 +16,19 @@ Keys, all under the configured prefix (default ``recsvc:``):
 ``training:last``         string  JSON of the last training outcome, for ``/admin/model-status``
 ``ratelimit...``          (many)  the web's rate-limit counters (flask-limiter), see :func:`rate_limit_prefix`
 channel ``model-updates``         ``{"version", "created_at", "num_users", "num_items"}`` after each flip
+``live:state``            hash    ``generation`` (goes up by one per live publish), ``model_version``,
+                                  ``watermarks`` (JSON), ``updated_at``
+``live:pool:<gen>``       string  JSON ``[[post_id, [tags], community_id, created_unix], ...]``: posts the
+                                  model does not know, newest first; a superseded one expires after
+                                  ``retain_seconds``
+``live:users``            hash    user id -> JSON ``[[generation, {"role", "follows"} or null], ...]``,
+                                  the newest records first, for users the model does not know
+``live:users:order``      zset    live user -> when it became live (the oldest go first beyond the cap)
+``live:users:dropped``    zset    live user the model now knows -> when (its entry goes after the retention)
+``seen:<user_id>``        zset    post id -> arrival time (Redis clock, seconds) of a view, like or comment;
+                                  capped per user, expires after the user's last event
+``shown:<user_id>``       zset    the same for impressions
+channel ``live-updates``          ``{"generation", "model_version"}`` after each live publish
 ========================  ======  =====================================================================
 
 A staged version carries a TTL until it is published, so a training run that dies mid-way leaves nothing
@@ -29,7 +42,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -68,6 +82,119 @@ redis.call('PUBLISH', ARGV[2] .. 'model-updates', ARGV[4])
 return previous
 """
 
+# --- the live feed (issue #11): fresh posts, new users and fresh interactions, between training runs ---
+
+PoolPost = tuple[str, tuple[str, ...], str, float]  # (post_id, tags, community_id, created_unix)
+
+# The event types a client reports, and the per-user zset each one lands in.
+SEEN_TYPES = ("view", "like", "comment")
+EVENT_TYPES = (*SEEN_TYPES, "impression")
+
+# Records of a live user's features kept, newest first, so a scroll pinned to an older generation still
+# ranks with the features that generation had (see RecsCache.publish_live and live_user_at).
+LIVE_USER_HISTORY = 4
+
+# KEYS: live:state, live:pool:<new>, live:pool:<old>, live:users, live:users:order, live:users:dropped.
+# ARGV: expected generation, pool JSON, model version, watermarks JSON, retain seconds, max users, channel,
+#       then (user id, value JSON, dropped 0/1) triples. Returns the new generation.
+# The generation only goes up; a writer that read a stale one is refused, and nothing is written.
+_PUBLISH_LIVE_SCRIPT = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local current = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0')
+if current ~= tonumber(ARGV[1]) then
+  return redis.error_reply('live generation is ' .. current .. ', not ' .. ARGV[1])
+end
+local new = current + 1
+local retain = tonumber(ARGV[5])
+redis.call('SET', KEYS[2], ARGV[2])
+if current > 0 then
+  redis.call('EXPIRE', KEYS[3], retain)
+end
+for i = 8, #ARGV, 3 do
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[5], 'NX', t, ARGV[i])
+  if ARGV[i + 2] == '1' then
+    redis.call('ZADD', KEYS[6], t, ARGV[i])
+  else
+    redis.call('ZREM', KEYS[6], ARGV[i])
+  end
+end
+local function forget(users)
+  for _, user in ipairs(users) do
+    redis.call('HDEL', KEYS[4], user)
+    redis.call('ZREM', KEYS[5], user)
+    redis.call('ZREM', KEYS[6], user)
+  end
+end
+forget(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', '(' .. (t - retain)))
+local excess = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[6])
+if excess > 0 then
+  forget(redis.call('ZRANGE', KEYS[5], 0, excess - 1))
+end
+redis.call('HSET', KEYS[1], 'generation', new, 'model_version', ARGV[3], 'watermarks', ARGV[4], 'updated_at', t)
+redis.call('PUBLISH', ARGV[7], cjson.encode({generation = new, model_version = ARGV[3]}))
+return new
+"""
+
+# KEYS: the seen:/shown: zsets the batch touches. ARGV: cap, ttl, then per key its member count and members.
+# Every member gets Redis's own clock as its arrival time (one clock for every writer and for the readers'
+# cutoffs); a member already present keeps its first arrival. Returns that arrival time as a string.
+_RECORD_EVENTS_SCRIPT = """
+local now = redis.call('TIME')
+local t = now[1] .. '.' .. string.format('%06d', tonumber(now[2]))
+local cap, ttl, at = tonumber(ARGV[1]), tonumber(ARGV[2]), 3
+for k = 1, #KEYS do
+  local n = tonumber(ARGV[at])
+  for i = at + 1, at + n do
+    redis.call('ZADD', KEYS[k], 'NX', t, ARGV[i])
+  end
+  at = at + n + 1
+  redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(cap + 1))
+  redis.call('EXPIRE', KEYS[k], ttl)
+end
+return t
+"""
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What the last live refresh published (``live:state``)."""
+
+    generation: int
+    model_version: str | None
+    watermarks: dict[str, Any]
+    updated_at: float | None
+
+
+@dataclass(frozen=True)
+class UserReads:
+    """Everything a page needs from Redis about one user, read in one round trip (:meth:`RecsCache.user_reads`).
+
+    ``now`` is Redis's clock; ``seen``/``shown`` map post ids to arrival times (already cut at the
+    requested cutoff); ``ranked`` is None when the list was not asked for or does not exist.
+    """
+
+    now: float
+    generation: int
+    ranked: tuple[np.ndarray, np.ndarray] | None
+    live_user: bytes | None
+    seen: dict[str, float]
+    shown: dict[str, float]
+
+
+def live_user_at(raw: bytes | None, generation: int) -> dict[str, Any] | None:
+    """The features a live user had at ``generation`` (``{"role", "follows"}``), from its ``live:users`` value.
+
+    None when the user was not live then: not yet written, or dropped because the model knew it.
+    """
+    if raw is None:
+        return None
+    for written, features in json.loads(raw):
+        if written <= generation:
+            return features
+    return None
+
 
 def rate_limit_prefix(prefix: str) -> str:
     """Key prefix of the rate limiter's counters; flask-limiter spells the rest of those keys itself."""
@@ -104,6 +231,8 @@ class RecsCache:
         self.client = client
         self.prefix = prefix
         self._publish = client.register_script(_PUBLISH_SCRIPT)
+        self._publish_live = client.register_script(_PUBLISH_LIVE_SCRIPT)
+        self._record_events = client.register_script(_RECORD_EVENTS_SCRIPT)
 
     # --- key names: the only place they are spelled ---
 
@@ -270,3 +399,198 @@ class RecsCache:
         """The outcome recorded by the last training run, or None."""
         value = self.client.get(self.outcome_key)
         return json.loads(value) if value else None
+
+    # --- the live feed (issue #11): key names ---
+
+    @property
+    def live_state_key(self) -> str:
+        return self.prefix + "live:state"
+
+    def live_pool_key(self, generation: int) -> str:
+        return f"{self.prefix}live:pool:{int(generation)}"
+
+    @property
+    def live_users_key(self) -> str:
+        return self.prefix + "live:users"
+
+    @property
+    def live_users_order_key(self) -> str:
+        return self.prefix + "live:users:order"
+
+    @property
+    def live_users_dropped_key(self) -> str:
+        return self.prefix + "live:users:dropped"
+
+    def seen_key(self, user_id: str) -> str:
+        return f"{self.prefix}seen:{user_id}"
+
+    def shown_key(self, user_id: str) -> str:
+        return f"{self.prefix}shown:{user_id}"
+
+    @property
+    def live_channel(self) -> str:
+        return self.prefix + "live-updates"
+
+    # --- the live feed: writer side (tasks.refresh, POST /events) ---
+
+    def publish_live(
+        self,
+        pool: Sequence[PoolPost],
+        users: Mapping[str, Mapping[str, Any] | None],
+        model_version: str,
+        watermarks: Mapping[str, Any],
+        *,
+        retain_seconds: int,
+        max_posts: int,
+        max_users: int,
+    ) -> int:
+        """Publish a new live generation atomically and announce it; return its number.
+
+        ``pool`` is the whole new pool of fresh posts, newest first (the first ``max_posts`` are kept);
+        the previous generation's pool expires ``retain_seconds`` later, so scrolls pinned to it finish.
+        ``users`` is what changed among live users: user id -> ``{"role", "follows"}`` for a user the
+        model does not know (added, or its features changed), or None for a user the model now knows.
+        Each live user keeps its last few records (:data:`LIVE_USER_HISTORY`, tagged with their
+        generation) so a pinned scroll ranks with the features of its generation; a dropped user's entry
+        goes ``retain_seconds`` after its drop, and beyond ``max_users`` the longest-live users go first.
+
+        One writer at a time (the refresh task's lock); a concurrent writer that read a stale generation
+        gets ``redis.ResponseError`` and nothing of its generation is written.
+        """
+        generation = int(self.client.hget(self.live_state_key, "generation") or 0)
+        payload = json.dumps(
+            [[post_id, list(tags), community, float(created)] for post_id, tags, community, created in pool[:max_posts]]
+        )
+        user_ids = list(users)
+        previous = self.client.hmget(self.live_users_key, user_ids) if user_ids else []
+        args: list[Any] = []
+        for user_id, raw in zip(user_ids, previous, strict=True):
+            features = users[user_id]
+            if features is None and raw is None:
+                continue  # never live: nothing to drop
+            record = None if features is None else {"role": features.get("role"), "follows": list(features["follows"])}
+            history = [[generation + 1, record], *(json.loads(raw) if raw else [])][:LIVE_USER_HISTORY]
+            args += [user_id, json.dumps(history), "1" if record is None else "0"]
+        keys = [
+            self.live_state_key,
+            self.live_pool_key(generation + 1),
+            self.live_pool_key(generation),
+            self.live_users_key,
+            self.live_users_order_key,
+            self.live_users_dropped_key,
+        ]
+        head = [generation, payload, model_version, json.dumps(dict(watermarks), default=str)]
+        head += [int(retain_seconds), int(max_users), self.live_channel]
+        return int(self._publish_live(keys=keys, args=head + args))
+
+    def record_events(self, events: Iterable[tuple[str, str, str]], *, cap: int, ttl: int) -> int:
+        """Record a batch of ``(user_id, post_id, type)`` events atomically: all of them or none.
+
+        ``view``/``like``/``comment`` go to the user's ``seen:`` zset, ``impression`` to ``shown:``, each
+        scored by its arrival time (Redis's clock, the same for every event of the batch; a post already
+        there keeps its first arrival). Each zset keeps its newest ``cap`` posts and expires ``ttl`` seconds
+        after its last write. Returns the arrival time in microseconds. Raises ValueError on an unknown type.
+        """
+        members: dict[str, list[str]] = {}
+        for user_id, post_id, kind in events:
+            if kind not in EVENT_TYPES:
+                raise ValueError(f"unknown event type {kind!r}: must be one of {', '.join(EVENT_TYPES)}")
+            key = self.shown_key(user_id) if kind == "impression" else self.seen_key(user_id)
+            members.setdefault(key, []).append(post_id)
+        if not members:
+            return self.redis_time()
+        args: list[Any] = [int(cap), int(ttl)]
+        for posts in members.values():
+            args += [len(posts), *posts]
+        return _microseconds(self._record_events(keys=list(members), args=args))
+
+    # --- the live feed: reader side (the web workers) ---
+
+    def redis_time(self) -> int:
+        """Redis's clock in microseconds: the clock of every arrival time and cutoff."""
+        seconds, micros = self.client.time()
+        return int(seconds) * 1_000_000 + int(micros)
+
+    def live_state(self) -> LiveState | None:
+        """What the last live refresh published, or None before the first."""
+        raw = self.client.hgetall(self.live_state_key)
+        if not raw or b"generation" not in raw:
+            return None
+        version = raw.get(b"model_version")
+        updated = raw.get(b"updated_at")
+        return LiveState(
+            generation=int(raw[b"generation"]),
+            model_version=version.decode() if version else None,
+            watermarks=json.loads(raw.get(b"watermarks") or b"{}"),
+            updated_at=float(updated) if updated else None,
+        )
+
+    def live_pool(self, generation: int) -> list[PoolPost] | None:
+        """The fresh posts of ``generation``, newest first; None if it expired (or never existed)."""
+        if generation <= 0:
+            return []
+        blob = self.client.get(self.live_pool_key(generation))
+        if blob is None:
+            return None
+        return [
+            (post_id, tuple(tags), community, float(created)) for post_id, tags, community, created in json.loads(blob)
+        ]
+
+    def live_user(self, user_id: str, generation: int) -> dict[str, Any] | None:
+        """The features ``user_id`` had at ``generation`` if it was a live user then, else None."""
+        return live_user_at(self.client.hget(self.live_users_key, user_id), generation)
+
+    def live_user_ids(self) -> list[str]:
+        """Every user with an entry in ``live:users`` (dropped ones included until their entry goes)."""
+        return [user_id.decode() for user_id in self.client.hkeys(self.live_users_key)]
+
+    def exclusions(self, user_id: str, cutoff: int | None = None) -> tuple[dict[str, int], dict[str, int]]:
+        """The user's ``seen`` and ``shown`` posts (post id -> arrival, microseconds) up to ``cutoff``."""
+        reads = self.user_reads(user_id, version=None, cutoff=cutoff)
+        return reads.seen, reads.shown
+
+    def user_reads(self, user_id: str, *, version: str | None, cutoff: int | None) -> UserReads:
+        """One round trip (MULTI/EXEC, so one instant) for a page: clock, live generation, list, live user, exclusions.
+
+        ``version`` None skips the list (the worker has it in memory). Exclusions that arrived after
+        ``cutoff`` (microseconds; default: now) are left out, so a scroll pinned to a cutoff sees what its
+        first page saw.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        pipe.time()
+        pipe.hget(self.live_state_key, "generation")
+        if version is not None:
+            pipe.hget(self.recs_key(version), user_id)
+        pipe.hget(self.live_users_key, user_id)
+        pipe.zrange(self.seen_key(user_id), 0, -1, withscores=True)
+        pipe.zrange(self.shown_key(user_id), 0, -1, withscores=True)
+        replies = pipe.execute()
+        (seconds, micros), generation = replies[0], replies[1]
+        blob = replies[2] if version is not None else None
+        live_user, seen, shown = replies[-3:]
+        now = int(seconds) * 1_000_000 + int(micros)
+        limit = now if cutoff is None else cutoff
+        return UserReads(
+            now=now,
+            generation=int(generation or 0),
+            ranked=unpack_list(blob) if blob is not None else None,
+            live_user=live_user,
+            seen=_cut(seen, limit),
+            shown=_cut(shown, limit),
+        )
+
+
+def _microseconds(arrival: bytes | str) -> int:
+    """An arrival time "seconds.micros" as returned by the event script, in microseconds."""
+    seconds, _, micros = (arrival.decode() if isinstance(arrival, bytes) else arrival).partition(".")
+    return int(seconds) * 1_000_000 + int(micros or 0)
+
+
+def _cut(entries: Sequence[tuple[bytes, float]], cutoff: int) -> dict[str, int]:
+    """zset entries (member, seconds) as post id -> microseconds, without those after ``cutoff``."""
+    found = {}
+    for member, score in entries:
+        at = round(score * 1_000_000)
+        if at <= cutoff:
+            found[member.decode()] = at
+    return found

@@ -98,3 +98,27 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path, monkeypatch):
     s = load_settings()
     assert s.top_k == 150
     assert s.model_dir == "/from/env"
+
+
+def test_live_feed_settings_default_parse_and_are_refused_by_name():
+    d = load_settings({})
+    assert (d.max_feed_posts, d.live_max_posts, d.live_max_users) == (1000, 2000, 100_000)
+    assert (d.events_max_per_user, d.events_ttl_seconds, d.impressions) == (1000, 7 * 86400, "demote")
+    assert (d.events_token, d.events_rate_limit, d.api_models_kept) == (None, "20/second", 2)
+    s = load_settings(
+        {"IMPRESSIONS": "Hide", "EVENTS_TOKEN": "e" * 20, "MAX_FEED_POSTS": "300", "API_MODELS_KEPT": "0"}
+    )
+    assert (s.impressions, s.events_token, s.max_feed_posts, s.api_models_kept) == ("hide", "e" * 20, 300, 0)
+    for name, value in [
+        ("MAX_FEED_POSTS", "0"),
+        ("LIVE_MAX_POSTS", "-1"),
+        ("LIVE_MAX_USERS", "many"),
+        ("EVENTS_MAX_PER_USER", "0"),
+        ("EVENTS_TTL_SECONDS", "10"),
+        ("IMPRESSIONS", "forget"),
+        ("EVENTS_TOKEN", "short"),
+        ("EVENTS_RATE_LIMIT", "fast"),
+        ("API_MODELS_KEPT", "17"),
+    ]:
+        with pytest.raises(ConfigError, match=name):
+            load_settings({name: value})

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import redis
 
-from common.recs_cache import RecsCache, pack_list, unpack_list
+from common.recs_cache import LIVE_USER_HISTORY, RecsCache, live_user_at, pack_list, unpack_list
 from tests.conftest import TEST_REDIS_PREFIX
 
 ITEMS = [("p0", ("music",), "c0"), ("p1", ("dance", "mv"), "c1"), ("p2", (), "c0")]
@@ -167,3 +167,166 @@ def test_training_outcome_round_trip(cache):
 )
 def test_parse_update_ignores_malformed_messages(msg):
     assert RecsCache.parse_update(msg) is None
+
+
+# --- the live feed (issue #11) ---
+
+POOL = [("n2", ("music",), "c0", 1_800_000_002.0), ("n1", (), "c1", 1_800_000_001.0)]
+
+
+def publish_live(cache, pool=POOL, users=None, retain=30, max_posts=10, max_users=10):
+    return cache.publish_live(
+        pool,
+        users or {},
+        "v1",
+        {"posts": "2026-11-29T06:00:00Z"},
+        retain_seconds=retain,
+        max_posts=max_posts,
+        max_users=max_users,
+    )
+
+
+def test_live_publish_makes_a_new_generation_and_expires_the_previous_pool(cache, redis_client):
+    assert cache.live_state() is None
+    assert cache.live_pool(0) == []
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(cache.live_channel)
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+
+    assert publish_live(cache) == 1
+    state = cache.live_state()
+    assert (state.generation, state.model_version) == (1, "v1")
+    assert state.watermarks == {"posts": "2026-11-29T06:00:00Z"}
+    assert abs(state.updated_at - cache.redis_time() / 1e6) < 5
+    assert cache.live_pool(1) == POOL
+    assert redis_client.ttl(cache.live_pool_key(1)) == -1
+
+    assert publish_live(cache, pool=POOL[:1]) == 2
+    assert cache.live_pool(2) == POOL[:1]
+    assert cache.live_pool(1) == POOL  # retained for pinned scrolls ...
+    assert 0 < redis_client.ttl(cache.live_pool_key(1)) <= 30  # ... for a while
+    assert cache.live_pool(7) is None
+    messages = [json.loads(pubsub.get_message(timeout=2)["data"]) for _ in range(2)]
+    pubsub.close()
+    assert messages == [{"generation": 1, "model_version": "v1"}, {"generation": 2, "model_version": "v1"}]
+
+
+def test_live_pool_keeps_the_newest_max_posts(cache):
+    publish_live(cache, max_posts=1)
+    assert cache.live_pool(1) == POOL[:1]
+
+
+def test_live_publish_with_a_stale_generation_is_refused_whole(cache, redis_client):
+    publish_live(cache)
+    redis_client.hset(cache.live_state_key, "generation", 5)  # another writer got there in between
+    script_args = cache._publish_live  # the script refuses whatever the Python side read
+    with pytest.raises(redis.ResponseError, match="live generation is 5, not 1"):
+        script_args(
+            keys=[
+                cache.live_state_key,
+                cache.live_pool_key(2),
+                cache.live_pool_key(1),
+                cache.live_users_key,
+                cache.live_users_order_key,
+                cache.live_users_dropped_key,
+            ],
+            args=[1, "[]", "v2", "{}", 30, 10, cache.live_channel, "u9", "[]", "0"],
+        )
+    assert cache.live_pool(2) is None
+    assert cache.live_user_ids() == []
+    assert cache.live_state().model_version == "v1"
+
+
+def test_live_users_keep_the_features_of_each_generation(cache, redis_client):
+    publish_live(cache, users={"u1": {"role": "student", "follows": ["c0"]}})
+    publish_live(cache, users={"u1": {"role": "student", "follows": ["c0", "c1"]}, "u2": {"role": None, "follows": []}})
+    assert cache.live_user("u1", 0) is None  # not live yet at generation 0
+    assert cache.live_user("u1", 1) == {"role": "student", "follows": ["c0"]}
+    assert cache.live_user("u1", 2) == {"role": "student", "follows": ["c0", "c1"]}
+    assert cache.live_user("u2", 1) is None
+    assert sorted(cache.live_user_ids()) == ["u1", "u2"]
+
+    publish_live(cache, users={"u1": None, "never-live": None})  # a new model knows u1
+    assert cache.live_user("u1", 3) is None
+    assert cache.live_user("u1", 2) == {"role": "student", "follows": ["c0", "c1"]}  # pinned scrolls still rank
+    assert sorted(cache.live_user_ids()) == ["u1", "u2"]
+    assert redis_client.zscore(cache.live_users_dropped_key, "u1") is not None
+
+
+def test_dropped_live_users_go_after_the_retention(cache):
+    publish_live(cache, users={"u1": {"role": None, "follows": ["c0"]}})
+    publish_live(cache, users={"u1": None}, retain=1)
+    time.sleep(1.1)
+    publish_live(cache, retain=1)
+    assert cache.live_user_ids() == []
+
+
+def test_live_users_are_capped_oldest_first(cache):
+    publish_live(cache, users={"u1": {"role": None, "follows": ["c0"]}})
+    time.sleep(0.01)
+    publish_live(cache, users={"u2": {"role": None, "follows": []}, "u3": {"role": "x", "follows": []}}, max_users=2)
+    assert sorted(cache.live_user_ids()) == ["u2", "u3"]
+
+
+def test_live_user_history_is_bounded(cache):
+    for n in range(LIVE_USER_HISTORY + 2):
+        publish_live(cache, users={"u1": {"role": str(n), "follows": []}})
+    assert len(json.loads(cache.client.hget(cache.live_users_key, "u1"))) == LIVE_USER_HISTORY
+    assert cache.live_user("u1", 1) is None  # too old to remember: as if it was not live then
+    assert cache.live_user("u1", LIVE_USER_HISTORY + 2) == {"role": str(LIVE_USER_HISTORY + 1), "follows": []}
+
+
+def test_events_are_recorded_by_arrival_and_cut_at_a_cutoff(cache, redis_client):
+    before = cache.redis_time()
+    arrival = cache.record_events(
+        [("u1", "p1", "view"), ("u1", "p2", "like"), ("u1", "p3", "impression"), ("u2", "p1", "comment")],
+        cap=10,
+        ttl=60,
+    )
+    assert before <= arrival <= cache.redis_time()
+    assert cache.exclusions("u1") == ({"p1": arrival, "p2": arrival}, {"p3": arrival})
+    assert cache.exclusions("u2") == ({"p1": arrival}, {})
+    assert 0 < redis_client.ttl(cache.seen_key("u1")) <= 60
+
+    later = cache.record_events([("u1", "p4", "view"), ("u1", "p1", "like")], cap=10, ttl=60)
+    assert later > arrival
+    seen, _ = cache.exclusions("u1")
+    assert seen == {"p1": arrival, "p2": arrival, "p4": later}  # p1 keeps its first arrival
+    assert cache.exclusions("u1", cutoff=arrival) == ({"p1": arrival, "p2": arrival}, {"p3": arrival})
+    assert cache.exclusions("u1", cutoff=arrival - 1) == ({}, {})
+
+
+def test_events_keep_the_newest_cap_per_user(cache):
+    cache.record_events([("u1", "old", "view")], cap=2, ttl=60)
+    cache.record_events([("u1", "a", "view"), ("u1", "b", "view")], cap=2, ttl=60)
+    assert set(cache.exclusions("u1")[0]) <= {"old", "a", "b"}
+    assert len(cache.exclusions("u1")[0]) == 2
+    assert "old" not in cache.exclusions("u1")[0]
+
+
+def test_an_event_batch_with_an_unknown_type_records_nothing(cache, redis_client):
+    with pytest.raises(ValueError, match="unknown event type 'share'"):
+        cache.record_events([("u1", "p1", "view"), ("u1", "p2", "share")], cap=10, ttl=60)
+    assert redis_client.exists(cache.seen_key("u1")) == 0
+
+
+def test_user_reads_is_one_consistent_snapshot(cache):
+    stage(cache, "v1")
+    publish_live(cache, users={"new": {"role": None, "follows": ["c0"]}})
+    arrival = cache.record_events([("alice", "p0", "view"), ("alice", "p1", "impression")], cap=10, ttl=60)
+    reads = cache.user_reads("alice", version="v1", cutoff=None)
+    assert reads.now >= arrival
+    assert reads.generation == 1
+    assert reads.ranked[0].tolist() == [1, 2]
+    assert reads.live_user is None
+    assert (reads.seen, reads.shown) == ({"p0": arrival}, {"p1": arrival})
+    without_list = cache.user_reads("new", version=None, cutoff=arrival - 1)
+    assert without_list.ranked is None
+    assert live_user_at(without_list.live_user, without_list.generation) == {"role": None, "follows": ["c0"]}
+
+
+def test_every_live_key_is_under_the_prefix(cache, redis_client):
+    publish_live(cache, users={"u1": {"role": None, "follows": []}})
+    cache.record_events([("u1", "p1", "view"), ("u1", "p2", "impression")], cap=10, ttl=60)
+    keys = {k.decode() for k in redis_client.scan_iter("*")}
+    assert len(keys) == 6 and all(k.startswith(TEST_REDIS_PREFIX) for k in keys)
