@@ -51,9 +51,10 @@ docker/node_modules/.package-lock.json: docker/package-lock.json
 	cd docker && npm ci --no-audit --no-fund
 
 # wrk (load generator) and strace (to hold a training run at an exact stage) for the reliability tests and the
-# serving benchmark: installed from Debian's packages when missing and possible; otherwise those tests skip.
+# serving benchmark, chromium (headless) for the docs pages' browser test: installed from Debian's packages
+# when missing and possible; otherwise those tests skip.
 test-tools:
-	@missing=""; for tool in wrk strace; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in wrk strace chromium; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing$$missing"; apt-get update -qq && apt-get install -y -qq$$missing >/dev/null; \

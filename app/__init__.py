@@ -82,6 +82,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     api = Api(app, spec_kwargs={"extra_plugins": [page_limits]})
     for blueprint in (root.blp, recommendations.blp, health.blp, admin.blp, metrics.blp):
         api.register_blueprint(blueprint)
+    # Browsers ask for /favicon.ico on every page they show (the docs, a JSON answer): "no icon" rather than
+    # a 404 that the browser's console reports as an error.
+    app.add_url_rule("/favicon.ico", "favicon", lambda: ("", 204))
     return app
 
 

@@ -86,6 +86,14 @@ def test_docs_pages_load_their_assets_from_the_service_itself(client, page):
         response.close()
     if page == "/docs":  # Swagger UI's validator badge would call an online service
         assert '"validatorUrl": null' in html
+    else:  # ReDoc 3's bundle is an ES module (a classic script stops at import.meta), and phones home unless told
+        assert f'<script type="module" src="{assets[0]}">' in html
+        assert 'disable-telemetry="true"' in html
+
+
+def test_browsers_asking_for_a_favicon_get_no_content_rather_than_an_error(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 204 and not response.data
 
 
 def test_rate_limit_answers_429_in_the_error_shape_and_spares_health(make_app, settings_env, redis_url):
