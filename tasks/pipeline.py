@@ -19,6 +19,8 @@ artifact files are pruned by the next save.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -64,6 +66,20 @@ class RunRejected(Exception):
     def __init__(self, reason: str, **details: Any):
         super().__init__(reason)
         self.reason = reason
+        self.details = details
+
+
+class RunUnchanged(Exception):
+    """The data and training parameters are those the served version was trained on: nothing to publish.
+
+    Retraining would only reshuffle every feed (LightFM's parallel fit gives another model on the same data) and
+    fill the kept versions with copies. ``version`` is the served version; ``details`` carries the counts.
+    """
+
+    def __init__(self, version: str, **details: Any):
+        super().__init__(f"the data and training parameters are unchanged since version {version}")
+        self.reason = str(self)
+        self.version = version
         self.details = details
 
 
@@ -115,7 +131,8 @@ class Candidate:
 
 
 def outcome(status: str, reason: str | None = None, stages: Stages | None = None, **fields: Any) -> dict[str, Any]:
-    """A run's result: JSON-ready, the same keys for every status (``published``, ``skipped``, ``rejected``)."""
+    """A run's result: JSON-ready, the same keys for every status (``published``, ``unchanged``, ``skipped``,
+    ``rejected``, ``failed``)."""
     result = {
         "status": status,
         "reason": reason,
@@ -157,6 +174,11 @@ def rejected_outcome(exc: RunRejected, stages: Stages) -> dict[str, Any]:
     return outcome("rejected", exc.reason, stages, **exc.details)
 
 
+def unchanged_outcome(exc: RunUnchanged, stages: Stages) -> dict[str, Any]:
+    """The outcome of a run that found nothing new to learn; ``version`` is the one still served."""
+    return outcome("unchanged", exc.reason, stages, version=exc.version, **exc.details)
+
+
 # --- stages ---
 
 
@@ -167,6 +189,71 @@ def load_dataset(settings: Settings) -> Dataset:
         return ml.db.read_dataset(conn, settings.sql_queries)
     finally:
         conn.close()
+
+
+def data_fingerprint(dataset: Dataset) -> str:
+    """A sha256 (hex) of everything a training run learns from: equal prints mean the same model input.
+
+    It covers every field of the :class:`Dataset` the five queries produce: users (id, role), communities
+    (id, name), follows, posts (id, community, author, tags, created_at) and interactions (user, post, type,
+    created_at; repeats count). Users, communities and posts are hashed in the reader's order (by id, so
+    their indices are canonical too); follows and interactions are sorted first, so a query returning its
+    rows in another order prints the same. Columns the dataset drops (users' and follows' created_at) are
+    not covered: a change to them alone changes no model. One pass over the arrays already in memory.
+    """
+    digest = hashlib.sha256()
+
+    def add(name: str, data: bytes) -> None:
+        digest.update(f"{name}:{len(data)}:".encode())
+        digest.update(data)
+
+    def add_strings(name: str, values: Any) -> None:
+        add(name, json.dumps(values, ensure_ascii=False).encode("utf-8"))
+
+    def add_array(name: str, values: np.ndarray, dtype: str) -> None:
+        add(name, np.ascontiguousarray(values, dtype=dtype).tobytes())
+
+    add_strings("user_ids", dataset.user_ids)
+    add_strings("user_roles", dataset.user_roles)
+    add_strings("community_ids", dataset.community_ids)
+    add_strings("community_names", dataset.community_names)
+    follows = np.lexsort((dataset.follow_community, dataset.follow_user))
+    add_array("follow_user", dataset.follow_user[follows], "<i4")
+    add_array("follow_community", dataset.follow_community[follows], "<i4")
+    add_strings("item_ids", dataset.item_ids)
+    add_array("item_community", dataset.item_community, "<i4")
+    add_array("item_author", dataset.item_author, "<i4")
+    add_strings("item_tags", dataset.item_tags)
+    add_array("item_time", dataset.item_time, "<i8")
+    interactions = np.lexsort((dataset.inter_time, dataset.inter_type, dataset.inter_item, dataset.inter_user))
+    add_array("inter_user", dataset.inter_user[interactions], "<i4")
+    add_array("inter_item", dataset.inter_item[interactions], "<i4")
+    add_array("inter_type", dataset.inter_type[interactions], "<i1")
+    add_array("inter_time", dataset.inter_time[interactions], "<i8")
+    return digest.hexdigest()
+
+
+def unchanged_version(settings: Settings, cache: RecsCache, fingerprint: str) -> str | None:
+    """The served version if it was trained on data printing ``fingerprint`` with today's parameters, else None.
+
+    Only a version Redis serves counts: if Redis lost its pointer (or MODEL_DIR lost the version's files), a
+    run publishes again rather than leave the cache empty. A version whose metadata records no fingerprint
+    (one trained before fingerprints existed) counts as changed.
+    """
+    version = cache.current_version()
+    if version is None or not cache.is_published(version):
+        return None
+    if version not in ml.artifact.list_versions(settings.model_dir):
+        return None
+    try:
+        metadata = ml.artifact.read_metadata(settings.model_dir, version)
+    except ArtifactError as exc:
+        log.warning("cannot read the served version %s (%s); training as if the data changed", version, exc)
+        return None
+    params = json.loads(json.dumps(asdict(settings.training)))
+    if metadata.get("data_fingerprint") != fingerprint or metadata.get("params") != params:
+        return None
+    return version
 
 
 def dataset_refusal(dataset: Dataset) -> str | None:
@@ -244,21 +331,30 @@ def quality_gate(metrics: Mapping[str, Any], current_value: float | None, margin
     return None
 
 
-def build_candidate(settings: Settings, cache: RecsCache, stages: Stages) -> tuple[Candidate, RecModel]:
+def build_candidate(
+    settings: Settings, cache: RecsCache, stages: Stages, force: bool = False
+) -> tuple[Candidate, RecModel]:
     """Load the data, evaluate on a holdout, apply the quality gate, fit and save the artifact (not current).
 
-    Raises :class:`RunRejected` for unusable data or a model that fails the gate; nothing is written then.
+    Raises :class:`RunUnchanged` when the served version was trained on the same data with the same
+    parameters (unless ``force``), and :class:`RunRejected` for unusable data or a model that fails the gate;
+    nothing is written in either case.
     """
     with stages.time("load"):
         try:
             dataset = load_dataset(settings)
         except DatasetError as exc:
             raise RunRejected(f"the data in PostgreSQL is invalid: {exc}") from exc
+        fingerprint = data_fingerprint(dataset)
     counts = {
         "num_users": dataset.num_users,
         "num_items": dataset.num_items,
         "num_interactions": dataset.num_interactions,
     }
+    served = None if force else unchanged_version(settings, cache, fingerprint)
+    if served is not None:
+        log.info("the data is unchanged since version %s (fingerprint %s); nothing to publish", served, fingerprint)
+        raise RunUnchanged(served, **counts)
     refusal = dataset_refusal(dataset)
     if refusal:
         raise RunRejected(refusal, **counts)
@@ -294,6 +390,7 @@ def build_candidate(settings: Settings, cache: RecsCache, stages: Stages) -> tup
             "params": asdict(settings.training),
             "counts": counts,
             "data_window": _data_window(dataset),
+            "data_fingerprint": fingerprint,
         }
         version = ml.artifact.save(model, settings.model_dir, metadata, keep=settings.model_backups, make_current=False)
     log.info("trained version %s: %s", version, counts)

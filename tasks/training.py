@@ -91,8 +91,12 @@ class TrainTask(Task):
 
 
 @app.task(name="tasks.train", bind=True, base=TrainTask, **RETRY_OPTIONS)
-def train(self) -> dict[str, Any]:
-    """Train, evaluate and publish a new model version, unless another run holds the training lock."""
+def train(self, force: bool = False) -> dict[str, Any]:
+    """Train, evaluate and publish a new model version, unless another run holds the training lock.
+
+    A run on the data (and parameters) the served version was trained on ends ``unchanged``, publishing
+    nothing, unless ``force`` (``celery -A tasks call tasks.train --kwargs '{"force": true}'``).
+    """
     cache = recs_cache()
     lock = cache.training_lock(limits.lock_ttl(settings))
     if not lock.acquire(token=self.request.id):
@@ -101,7 +105,9 @@ def train(self) -> dict[str, Any]:
     try:
         stages = pipeline.Stages()
         try:
-            candidate, model = pipeline.build_candidate(settings, cache, stages)
+            candidate, model = pipeline.build_candidate(settings, cache, stages, force=force)
+        except pipeline.RunUnchanged as exc:
+            return _finish(pipeline.unchanged_outcome(exc, stages))
         except pipeline.RunRejected as exc:
             return _finish(pipeline.rejected_outcome(exc, stages))
 

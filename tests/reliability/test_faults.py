@@ -303,7 +303,7 @@ def test_worker_killed_in_each_stage_leaves_the_pointer_on_a_complete_version(
         # fsyncs of a run: .npz, directory, .json, directory (the artifact), then CURRENT's (publish).
         strace = delay_fsync(pool_child(worker), 1 if stage == "artifact" else 5)
 
-    celery_client.send_task("tasks.train")
+    celery_client.send_task("tasks.train", kwargs={"force": True})
     worker.wait_for_log(rf"training stage {stage} started")
     time.sleep(1.0 if stage in ("artifact", "publish") else 0.5)
     worker.signal(signal.SIGKILL)
@@ -352,7 +352,7 @@ def test_worker_killed_in_precompute_never_publishes_its_version(
         worker = start_worker(services, env)
         strace = delay_fsync(pool_child(worker), 4)  # .npz, directory, .json, directory: the 4th holds the run
 
-        celery_client.send_task("tasks.train")
+        celery_client.send_task("tasks.train", kwargs={"force": True})
         worker.wait_for_log(r"training stage artifact started")
         time.sleep(1.0)
         client.client_pause(60_000, all=False)  # writes wait, reads go on
@@ -409,7 +409,7 @@ def test_disk_full_while_writing_the_artifact_fails_cleanly_and_the_next_run_rec
     filler.write_bytes(b"\0" * (stats.f_bavail * page - left))
     start_worker(services, env)
 
-    run = celery_client.send_task("tasks.train")
+    run = celery_client.send_task("tasks.train", kwargs={"force": True})
     run.get(timeout=120, propagate=False)
 
     assert run.failed() and "No space left on device" in repr(run.result)
@@ -439,7 +439,7 @@ def test_redis_restarted_during_training_the_run_retries_and_publishes(
         current, _, _, _ = publish_once(settings, cache)
         worker = start_worker(services, env)
 
-        run = celery_client.send_task("tasks.train")
+        run = celery_client.send_task("tasks.train", kwargs={"force": True})
         worker.wait_for_log(r"training stage fit started")
         private_redis.stop()  # the cache, pointer and lock go away (no persistence: the worst case)
         worker.wait_for_log(r"tasks\.train\[[^]]+\] retry: Retry in", timeout=120)

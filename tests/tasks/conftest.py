@@ -182,9 +182,13 @@ def start_worker(services, env: dict[str, str], name: str = "w1", concurrency: i
     return worker
 
 
-def run_train(celery_client: Celery, timeout: float = 90.0) -> dict:
-    """Send ``tasks.train`` by name, as beat and the CLI do, and wait for its result."""
-    return celery_client.send_task("tasks.train").get(timeout=timeout)
+def run_train(celery_client: Celery, timeout: float = 90.0, force: bool = True) -> dict:
+    """Send ``tasks.train`` by name, as beat and the CLI do, and wait for its result.
+
+    Forced by default: most tests retrain on the data of the version already published, which an unforced
+    run answers with ``unchanged``.
+    """
+    return celery_client.send_task("tasks.train", kwargs={"force": force}).get(timeout=timeout)
 
 
 def next_update(cache: RecsCache, pubsub, timeout: float = 10.0) -> dict:
@@ -198,12 +202,12 @@ def next_update(cache: RecsCache, pubsub, timeout: float = 10.0) -> dict:
 
 
 def publish_once(settings, cache: RecsCache):
-    """One whole in-process run with the lock held, as the train task does for a single chunk."""
+    """One whole forced in-process run with the lock held, as the train task does for a single chunk."""
     lock = cache.training_lock(limits.lock_ttl(settings))
     assert lock.acquire()
     try:
         stages = pipeline.Stages()
-        candidate, model = pipeline.build_candidate(settings, cache, stages)
+        candidate, model = pipeline.build_candidate(settings, cache, stages, force=True)
         previous = pipeline.precompute_and_publish(settings, cache, lock, candidate, model, stages)
     finally:
         pipeline.release_lock(lock)

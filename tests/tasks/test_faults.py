@@ -47,7 +47,7 @@ def test_unreachable_store_retries_then_fails_cleanly(
     scheme = "postgresql://postgres@" if unreachable == "DATABASE_URL" else "redis://"
     worker = start_worker(services, {**service_env, unreachable: f"{scheme}127.0.0.1:{free_port()}/0"})
 
-    run = celery_client.send_task("tasks.train")
+    run = celery_client.send_task("tasks.train", kwargs={"force": True})
     run.get(timeout=120, propagate=False)
 
     assert run.failed()
@@ -72,7 +72,7 @@ def test_worker_killed_in_fit_changes_nothing_and_frees_the_lock(
     files = model_files(settings.model_dir)
     slow = start_worker(services, {**env, "LIGHTFM_EPOCHS": "2000"})
 
-    celery_client.send_task("tasks.train")
+    celery_client.send_task("tasks.train", kwargs={"force": True})
     slow.wait_for_log(r"training stage fit started")
     slow.signal(signal.SIGKILL)
 
@@ -99,7 +99,7 @@ def test_worker_killed_in_chunked_precompute_never_publishes_a_partial_version(
     current, _, _, _ = publish_once(settings, cache)
     worker = start_worker(services, env)
 
-    celery_client.send_task("tasks.train")
+    celery_client.send_task("tasks.train", kwargs={"force": True})
     match = worker.wait_for_log(r"tasks\.precompute_chunk\[[^]]+\] succeeded")
     worker.signal(signal.SIGKILL)
 
@@ -133,7 +133,7 @@ def test_run_over_its_time_limit_stops_frees_the_lock_and_keeps_the_current_mode
     files = model_files(settings.model_dir)
     start_worker(services, {**env, "LIGHTFM_EPOCHS": "10000"})
 
-    run = celery_client.send_task("tasks.train")
+    run = celery_client.send_task("tasks.train", kwargs={"force": True})
     run.get(timeout=60, propagate=False)
 
     assert run.failed() and "SoftTimeLimitExceeded" in repr(run.result)

@@ -6,6 +6,7 @@ changes nothing a reader sees) and the refusals, without the cost of starting Ce
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def test_run_that_stops_before_publishing_changes_nothing_a_reader_sees(loaded_d
     # A second run that dies in the middle of its precompute.
     lock = cache.training_lock(limits.lock_ttl(settings))
     assert lock.acquire()
-    candidate, new_model = pipeline.build_candidate(settings, cache, pipeline.Stages())
+    candidate, new_model = pipeline.build_candidate(settings, cache, pipeline.Stages(), force=True)
     pipeline.stage_version(settings, cache, candidate, new_model)
     pipeline.precompute_users(settings, cache, candidate.version, new_model, 0, new_model.num_users // 2)
 
@@ -156,7 +157,7 @@ def test_model_worse_than_the_current_one_is_not_published(loaded_db, cache, ser
     metadata_path.write_text(json.dumps(document))
 
     with pytest.raises(pipeline.RunRejected, match="below the current model's 1.0000") as refused:
-        pipeline.build_candidate(settings, cache, pipeline.Stages())
+        pipeline.build_candidate(settings, cache, pipeline.Stages(), force=True)
 
     assert refused.value.details["current_version"] == first.version
     assert ml.artifact.list_versions(settings.model_dir) == [first.version]
@@ -227,3 +228,97 @@ def test_no_warning_when_every_user_can_be_requested(loaded_db, cache, service_e
     with caplog.at_level("WARNING", logger="tasks.pipeline"):
         pipeline.build_candidate(settings_from(service_env), cache, pipeline.Stages())
     assert not [r for r in caplog.records if "cannot be requested" in r.getMessage()]
+
+
+def _insert_interaction(conn) -> None:
+    """One more like, as the backend would write it: the data is no longer what the current model learnt."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO interactions (user_id, post_id, type, created_at)"
+            " SELECT u.id, p.id, 'like', now() FROM users u, posts p ORDER BY u.id, p.id DESC LIMIT 1"
+        )
+    conn.commit()
+
+
+def test_unchanged_data_since_the_current_version_builds_nothing(loaded_db, cache, service_env):
+    settings = settings_from(service_env)
+    first, _, _, _ = publish_once(settings, cache)
+    stages = pipeline.Stages()
+
+    with pytest.raises(pipeline.RunUnchanged) as unchanged:
+        pipeline.build_candidate(settings, cache, stages)
+
+    assert unchanged.value.version == first.version
+    assert list(stages.durations) == ["load"]  # neither evaluated nor fitted
+    assert ml.artifact.list_versions(settings.model_dir) == [first.version]
+    result = pipeline.unchanged_outcome(unchanged.value, stages)
+    assert set(result) == set(pipeline.outcome("published"))
+    assert (result["status"], result["version"]) == ("unchanged", first.version)
+    assert first.version in result["reason"]
+    assert (result["num_users"], result["num_interactions"]) == (first.num_users, first.num_interactions)
+
+    # force retrains all the same; new data is a new version without force.
+    forced, _ = pipeline.build_candidate(settings, cache, pipeline.Stages(), force=True)
+    assert forced.version != first.version
+    _insert_interaction(loaded_db)
+    changed, _ = pipeline.build_candidate(settings, cache, pipeline.Stages())
+    assert changed.num_interactions == first.num_interactions + 1
+
+
+def test_fingerprint_is_recorded_and_compared_with_the_served_version_only(loaded_db, cache, service_env):
+    settings = settings_from(service_env)
+    first, _, _, _ = publish_once(settings, cache)
+    metadata = ml.artifact.read_metadata(settings.model_dir, first.version)
+    assert metadata["data_fingerprint"] == pipeline.data_fingerprint(pipeline.load_dataset(settings))
+
+    # A version recorded before fingerprints existed counts as changed.
+    metadata_path = Path(settings.model_dir) / f"{first.version}.json"
+    document = json.loads(metadata_path.read_text())
+    del document["data_fingerprint"]
+    metadata_path.write_text(json.dumps(document))
+    second, _ = pipeline.build_candidate(settings, cache, pipeline.Stages())
+    assert second.version != first.version
+
+    # Other training parameters are a reason to retrain, even on the same data.
+    second, _, _, _ = publish_once(settings, cache)
+    epochs = str(settings.training.epochs + 1)
+    third, _ = pipeline.build_candidate(
+        settings_from({**service_env, "LIGHTFM_EPOCHS": epochs}), cache, pipeline.Stages()
+    )
+    assert third.version != second.version
+
+    # Nothing published in Redis (it came back empty): the run publishes again rather than leave it empty.
+    cache.client.delete(cache.current_key)
+    fourth, _ = pipeline.build_candidate(settings, cache, pipeline.Stages())
+    assert fourth.version != second.version
+
+
+def test_fingerprint_ignores_row_order_and_sees_every_change(loaded_db, service_env):
+    settings = settings_from(service_env)
+    dataset = pipeline.load_dataset(settings)
+    reordered = np.random.default_rng(3).permutation(dataset.num_interactions)
+    shuffled = dataclasses.replace(
+        dataset,
+        inter_user=dataset.inter_user[reordered],
+        inter_item=dataset.inter_item[reordered],
+        inter_type=dataset.inter_type[reordered],
+        inter_time=dataset.inter_time[reordered],
+        follow_user=dataset.follow_user[::-1],
+        follow_community=dataset.follow_community[::-1],
+    )
+    assert pipeline.data_fingerprint(shuffled) == pipeline.data_fingerprint(dataset)
+
+    inter_type = dataset.inter_type.copy()
+    inter_type[0] = (inter_type[0] + 1) % 3
+    tags = [("retagged",), *dataset.item_tags[1:]]
+    roles = ["artist" if role != "artist" else "fan" for role in dataset.user_roles]
+    for changed in (
+        dataclasses.replace(dataset, inter_type=inter_type),
+        dataclasses.replace(dataset, item_tags=tags),
+        dataclasses.replace(dataset, user_roles=roles),
+        dataclasses.replace(dataset, item_time=dataset.item_time + 1),
+        dataclasses.replace(
+            dataset, follow_user=dataset.follow_user[1:], follow_community=dataset.follow_community[1:]
+        ),
+    ):
+        assert pipeline.data_fingerprint(changed) != pipeline.data_fingerprint(dataset)

@@ -60,8 +60,8 @@ def test_beat_retrains_and_publishes_new_versions(loaded_db, cache, service_env,
     beat.stop()
     wait_until(lambda: not cache.client.exists(cache.lock_key), 60, "the last scheduled run to end")
 
-    # Two runs at once: the second finds the lock held and ends at once.
-    runs = [celery_client.send_task("tasks.train"), celery_client.send_task("tasks.train")]
+    # Two runs at once (forced: the data is that of the last scheduled run): the second finds the lock held.
+    runs = [celery_client.send_task("tasks.train", kwargs={"force": True}) for _ in range(2)]
     results = sorted((run.get(timeout=90) for run in runs), key=lambda result: result["status"])
     assert [result["status"] for result in results] == ["published", "skipped"]
     published, skipped = results
