@@ -1,10 +1,11 @@
 """Serve an earlier model version again: ``python -m tasks.rollback VERSION``, or ``--list`` the versions kept.
 
 A rollback re-publishes a version kept in ``MODEL_DIR`` (the current one and ``MODEL_BACKUPS`` before it)
-exactly as a training run publishes a new one: it verifies the artifact, writes every user's list into Redis
-again (the version's old lists have usually expired), flips the pointer and announces the version on the
-channel, so every web worker loads it within seconds; then it points ``MODEL_DIR/CURRENT`` at it. It holds
-the training lock meanwhile, so it never interleaves with a training run.
+exactly as a training run publishes a new one (:func:`tasks.publication.republish`): it verifies the
+artifact, writes every user's list into Redis again (the version's old lists have usually expired), flips the
+pointer and announces the version on the channel, so every web worker loads it within seconds; then it points
+``MODEL_DIR/CURRENT`` at it and records a ``rolled_back`` outcome for ``/admin/model-status``. It holds the
+training lock meanwhile, so it never interleaves with a training run.
 
 Beat keeps training every ``TRAIN_INTERVAL_SECONDS``, and the quality gate then compares new models with the
 rolled-back version's metrics: stop beat first if the next run must not replace it.
@@ -17,7 +18,7 @@ import sys
 
 import ml.artifact
 from ml.errors import ArtifactError
-from tasks import limits, pipeline, settings
+from tasks import limits, pipeline, publication, settings
 from tasks.training import recs_cache
 
 
@@ -55,20 +56,14 @@ def roll_back(version: str) -> int:
         print("error: a training run holds the training lock; try again when it ends", file=sys.stderr)
         return 1
     try:
+        previous = cache.current_version()
+        undone = f" from {previous}" if previous else ""
+        reason = f"rolled back{undone} by hand (python -m tasks.rollback)"
         try:
-            model, metadata = ml.artifact.load(settings.model_dir, version)
+            publication.republish(settings, cache, lock, version, publication.ROLLED_BACK, reason)
         except ArtifactError as exc:
             print(f"error: version {version} cannot be served: {exc}", file=sys.stderr)
             return 1
-        candidate = pipeline.Candidate(
-            version=version,
-            created_at=metadata["created_at"],
-            num_users=model.num_users,
-            num_items=model.num_items,
-            num_interactions=int((metadata.get("counts") or {}).get("num_interactions", 0)),
-            metrics=metadata.get("metrics"),
-        )
-        previous = pipeline.precompute_and_publish(settings, cache, lock, candidate, model, pipeline.Stages())
     finally:
         pipeline.release_lock(lock)
     print(f"version {version} is current again (was {previous}); the web workers load it within seconds")

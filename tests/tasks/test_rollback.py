@@ -36,6 +36,14 @@ def test_rollback_republishes_an_earlier_version_everywhere(loaded_db, cache, se
     assert all(cache.user_list(first.version, user) is not None for user in first_model.user_ids)
     assert 0 < cache.client.ttl(cache.recs_key(second.version)) <= settings.recs_retain_seconds
     assert not cache.client.exists(cache.lock_key)
+    # /admin/model-status's last outcome tells of the rollback, not of the run it undid.
+    outcome = cache.last_training_outcome()
+    assert (outcome["status"], outcome["version"], outcome["previous_version"]) == (
+        "rolled_back",
+        first.version,
+        second.version,
+    )
+    assert outcome["reason"] == f"rolled back from {second.version} by hand (python -m tasks.rollback)"
 
 
 def test_rollback_refuses_an_unknown_version_and_a_held_lock(loaded_db, cache, service_env):
