@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if current and cache.is_published(current) and not args.force:
         print(f"model {current} is already published; nothing to do (--force retrains)")
         return 0
-    result = train.apply().get()
+    result = train.apply(kwargs={"force": args.force}).get()
     print(json.dumps(result, indent=2))
     return 0 if result["status"] == "published" else 1
 
