@@ -53,4 +53,10 @@ beat_schedule = {
         # A run not started within one interval (no worker was free) is dropped: the next one supersedes it.
         "options": {"expires": _settings.train_interval_seconds},
     },
+    "refresh": {
+        "task": "tasks.refresh",
+        "schedule": _settings.refresh_interval_seconds,
+        # The live feed's incremental read (tasks.refresh); a run not started within one interval is dropped.
+        "options": {"expires": _settings.refresh_interval_seconds},
+    },
 }

@@ -70,6 +70,8 @@ class Settings:
     model_backups: int = 5
     train_interval_seconds: float = 300.0
     train_time_limit_seconds: float = 1200.0
+    refresh_interval_seconds: float = 30.0
+    refresh_lookback_seconds: float = 60.0
     quality_gate_margin: float = 0.2
     precompute_chunk_users: int = 50_000
     top_k: int = 100
@@ -276,6 +278,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         train_interval_seconds=_read(env, "TRAIN_INTERVAL_SECONDS", _float(1.0, 7 * 86400.0), d.train_interval_seconds),
         train_time_limit_seconds=_read(
             env, "TRAIN_TIME_LIMIT_SECONDS", _float(10.0, 86400.0), d.train_time_limit_seconds
+        ),
+        refresh_interval_seconds=_read(
+            env, "REFRESH_INTERVAL_SECONDS", _float(1.0, 3600.0), d.refresh_interval_seconds
+        ),
+        refresh_lookback_seconds=_read(
+            env, "REFRESH_LOOKBACK_SECONDS", _float(0.0, 86400.0), d.refresh_lookback_seconds
         ),
         quality_gate_margin=_read(env, "QUALITY_GATE_MARGIN", _float(0.0, 1.0), d.quality_gate_margin),
         precompute_chunk_users=_read(env, "PRECOMPUTE_CHUNK_USERS", _int(100, 10_000_000), d.precompute_chunk_users),

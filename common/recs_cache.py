@@ -13,6 +13,7 @@ Keys, all under the configured prefix (default ``recsvc:``):
 ``meta:<version>``        hash    ``items`` (JSON ``[[post_id, [tags], community_id], ...]``), ``popular``
                                   (packed list), ``created_at``, ``num_users``, ``num_items``, ``complete``
 ``lock:train``            string  the training lock; it has a TTL so a dead holder frees it
+``lock:refresh``          string  the live refresh's lock (``tasks.refresh``), with a TTL likewise
 ``training:last``         string  JSON of the last training outcome, for ``/admin/model-status``
 ``ratelimit...``          (many)  the web's rate-limit counters (flask-limiter), see :func:`rate_limit_prefix`
 channel ``model-updates``         ``{"version", "created_at", "num_users", "num_items"}`` after each flip
@@ -251,6 +252,10 @@ class RecsCache:
         return self.prefix + "lock:train"
 
     @property
+    def refresh_lock_key(self) -> str:
+        return self.prefix + "lock:refresh"
+
+    @property
     def outcome_key(self) -> str:
         return self.prefix + "training:last"
 
@@ -329,6 +334,10 @@ class RecsCache:
         Acquire it with ``acquire(blocking=False)``; a holder that dies frees it when the TTL runs out.
         """
         return self.client.lock(self.lock_key, timeout=timeout, blocking=False, thread_local=False)
+
+    def refresh_lock(self, timeout: float) -> redis.lock.Lock:
+        """The lock that lets one live refresh run at a time (never the training lock, so neither waits)."""
+        return self.client.lock(self.refresh_lock_key, timeout=timeout, blocking=False, thread_local=False)
 
     def record_training_outcome(self, outcome: Mapping[str, Any]) -> None:
         """Remember the last training run's outcome (published, skipped, rejected or failed) as JSON."""
@@ -482,6 +491,13 @@ class RecsCache:
         head = [generation, payload, model_version, json.dumps(dict(watermarks), default=str)]
         head += [int(retain_seconds), int(max_users), self.live_channel]
         return int(self._publish_live(keys=keys, args=head + args))
+
+    def update_live_watermarks(self, watermarks: Mapping[str, Any]) -> None:
+        """Move the live state's watermarks without a new generation (a refresh that changed no pool or user).
+
+        Only the refresh, holding its lock, writes them; the readers never look at them.
+        """
+        self.client.hset(self.live_state_key, "watermarks", json.dumps(dict(watermarks), default=str))
 
     def record_events(self, events: Iterable[tuple[str, str, str]], *, cap: int, ttl: int) -> int:
         """Record a batch of ``(user_id, post_id, type)`` events atomically: all of them or none.

@@ -309,7 +309,7 @@ def _build(tables: Mapping[str, Table], name: str) -> Dataset:
         posts.add_ids(ids)
         item_community.append(posts.refs(community_ids, communities.index, "community_id", "community"))
         item_author.append(posts.authors(author_ids, users.index))
-        item_tags.extend(_tags(v) for v in tags)
+        item_tags.extend(parse_tags(v) for v in tags)
         item_time.append(posts.check_times(times))
 
     follows = _Rows(tables["follows"], "follows", report)
@@ -506,7 +506,7 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _tags(value: Any) -> tuple[str, ...]:
+def parse_tags(value: Any) -> tuple[str, ...]:
     """Tags in order, without blanks and repeats, from a ``|``-joined string or a list."""
     if value is None:
         return ()

@@ -11,5 +11,5 @@ from common.config import load_settings
 
 settings = load_settings()
 
-app = Celery("tasks", include=["tasks.training"])
+app = Celery("tasks", include=["tasks.training", "tasks.refresh"])
 app.config_from_object("celeryconfig")
