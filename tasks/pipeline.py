@@ -390,6 +390,7 @@ def build_candidate(
             "params": asdict(settings.training),
             "counts": counts,
             "data_window": _data_window(dataset),
+            "data_snapshot": _data_snapshot(dataset),
             "data_fingerprint": fingerprint,
         }
         version = ml.artifact.save(model, settings.model_dir, metadata, keep=settings.model_backups, make_current=False)
@@ -480,6 +481,18 @@ def _data_window(dataset: Dataset) -> dict[str, str | None]:
     return {
         "first_interaction": _iso(int(dataset.inter_time.min())),
         "last_interaction": _iso(int(dataset.inter_time.max())),
+    }
+
+
+def _data_snapshot(dataset: Dataset) -> dict[str, str | None]:
+    """Where the model's data end: the newest ``created_at`` of the posts and interactions it read (ISO 8601).
+
+    ``tasks.refresh`` starts its watermarks there when this version is published, so what was written after
+    the read reaches the live feed (rows up to it are known to the model and skipped).
+    """
+    return {
+        "posts": _iso(int(dataset.item_time.max())) if dataset.num_items else None,
+        "interactions": _iso(int(dataset.inter_time.max())) if dataset.num_interactions else None,
     }
 
 

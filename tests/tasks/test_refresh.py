@@ -177,3 +177,12 @@ def test_a_failed_read_leaves_the_previous_state(settings, cache, published, loa
     state = cache.live_state()
     assert state.generation == first["generation"] and json.dumps(state.watermarks) == json.dumps(first["watermarks"])
     assert run(settings, cache)["new_posts"] == 1
+
+
+def test_the_artifact_records_where_the_models_data_end(settings, cache, published, loaded_db):
+    metadata = ml.artifact.read_metadata(settings.model_dir, cache.current_version())
+    with loaded_db, loaded_db.cursor() as cur:
+        cur.execute("SELECT date_trunc('second', max(created_at)) FROM posts")
+        newest_post = cur.fetchone()[0]
+    assert refresh_pipeline._parse(metadata["data_snapshot"]["posts"]) == newest_post
+    assert metadata["data_snapshot"]["interactions"] == metadata["data_window"]["last_interaction"]
