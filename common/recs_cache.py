@@ -170,18 +170,21 @@ class LiveState:
 
 @dataclass(frozen=True)
 class UserReads:
-    """Everything a page needs from Redis about one user, read in one round trip (:meth:`RecsCache.user_reads`).
+    """Everything a page needs from Redis about one user, read at one instant (:meth:`RecsCache.user_reads`).
 
-    ``now`` is Redis's clock; ``seen``/``shown`` map post ids to arrival times (already cut at the
-    requested cutoff); ``ranked`` is None when the list was not asked for or does not exist.
+    ``now`` is Redis's clock in microseconds; ``seen``/``shown`` map post ids to arrival times (already cut
+    at the requested cutoff). ``list_blob`` is the user's packed list (None when not asked for or absent),
+    ``live_user`` its ``live:users`` value (see :func:`live_user_at`), ``published`` whether the version
+    asked about is still published (None when not asked).
     """
 
-    now: float
+    now: int
     generation: int
-    ranked: tuple[np.ndarray, np.ndarray] | None
+    list_blob: bytes | None
     live_user: bytes | None
-    seen: dict[str, float]
-    shown: dict[str, float]
+    published: bool | None
+    seen: dict[str, int]
+    shown: dict[str, int]
 
 
 def live_user_at(raw: bytes | None, generation: int) -> dict[str, Any] | None:
@@ -562,35 +565,46 @@ class RecsCache:
 
     def exclusions(self, user_id: str, cutoff: int | None = None) -> tuple[dict[str, int], dict[str, int]]:
         """The user's ``seen`` and ``shown`` posts (post id -> arrival, microseconds) up to ``cutoff``."""
-        reads = self.user_reads(user_id, version=None, cutoff=cutoff)
+        reads = self.user_reads(user_id, cutoff=cutoff)
         return reads.seen, reads.shown
 
-    def user_reads(self, user_id: str, *, version: str | None, cutoff: int | None) -> UserReads:
-        """One round trip (MULTI/EXEC, so one instant) for a page: clock, live generation, list, live user, exclusions.
+    def user_reads(
+        self,
+        user_id: str,
+        *,
+        list_version: str | None = None,
+        live_user: bool = False,
+        check_version: str | None = None,
+        cutoff: int | None = None,
+    ) -> UserReads:
+        """One round trip, at one instant (MULTI/EXEC), of what a page needs: clock, live generation, exclusions.
 
-        ``version`` None skips the list (the worker has it in memory). Exclusions that arrived after
-        ``cutoff`` (microseconds; default: now) are left out, so a scroll pinned to a cutoff sees what its
-        first page saw.
+        Optionally also the user's list of ``list_version``, its ``live:users`` value (``live_user``), and
+        whether ``check_version`` is still published. Exclusions that arrived after ``cutoff`` (microseconds;
+        default: now) are left out, so a scroll pinned to a cutoff sees what its first page saw.
         """
         pipe = self.client.pipeline(transaction=True)
         pipe.time()
         pipe.hget(self.live_state_key, "generation")
-        if version is not None:
-            pipe.hget(self.recs_key(version), user_id)
-        pipe.hget(self.live_users_key, user_id)
         pipe.zrange(self.seen_key(user_id), 0, -1, withscores=True)
         pipe.zrange(self.shown_key(user_id), 0, -1, withscores=True)
-        replies = pipe.execute()
-        (seconds, micros), generation = replies[0], replies[1]
-        blob = replies[2] if version is not None else None
-        live_user, seen, shown = replies[-3:]
+        if list_version is not None:
+            pipe.hget(self.recs_key(list_version), user_id)
+        if live_user:
+            pipe.hget(self.live_users_key, user_id)
+        if check_version is not None:
+            pipe.hget(self.meta_key(check_version), "complete")
+        replies = iter(pipe.execute())
+        seconds, micros = next(replies)
+        generation, seen, shown = next(replies), next(replies), next(replies)
         now = int(seconds) * 1_000_000 + int(micros)
         limit = now if cutoff is None else cutoff
         return UserReads(
             now=now,
             generation=int(generation or 0),
-            ranked=unpack_list(blob) if blob is not None else None,
-            live_user=live_user,
+            list_blob=next(replies) if list_version is not None else None,
+            live_user=next(replies) if live_user else None,
+            published=next(replies) == b"1" if check_version is not None else None,
             seen=_cut(seen, limit),
             shown=_cut(shown, limit),
         )

@@ -312,17 +312,18 @@ def test_an_event_batch_with_an_unknown_type_records_nothing(cache, redis_client
 
 def test_user_reads_is_one_consistent_snapshot(cache):
     stage(cache, "v1")
+    cache.publish_version("v1", message("v1"), retain_seconds=30)
     publish_live(cache, users={"new": {"role": None, "follows": ["c0"]}})
     arrival = cache.record_events([("alice", "p0", "view"), ("alice", "p1", "impression")], cap=10, ttl=60)
-    reads = cache.user_reads("alice", version="v1", cutoff=None)
+    reads = cache.user_reads("alice", list_version="v1", check_version="v1")
     assert reads.now >= arrival
     assert reads.generation == 1
-    assert reads.ranked[0].tolist() == [1, 2]
-    assert reads.live_user is None
+    assert unpack_list(reads.list_blob)[0].tolist() == [1, 2]
+    assert (reads.live_user, reads.published) == (None, True)
     assert (reads.seen, reads.shown) == ({"p0": arrival}, {"p1": arrival})
-    without_list = cache.user_reads("new", version=None, cutoff=arrival - 1)
-    assert without_list.ranked is None
-    assert live_user_at(without_list.live_user, without_list.generation) == {"role": None, "follows": ["c0"]}
+    bare = cache.user_reads("new", live_user=True, check_version="gone", cutoff=arrival - 1)
+    assert (bare.list_blob, bare.published) == (None, False)
+    assert live_user_at(bare.live_user, bare.generation) == {"role": None, "follows": ["c0"]}
 
 
 def test_every_live_key_is_under_the_prefix(cache, redis_client):
