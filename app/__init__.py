@@ -8,6 +8,8 @@ serving and runs a reloader thread; under Flask's test client or dev server the 
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 import tomllib
 from pathlib import Path
@@ -78,6 +80,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     CORS(app, origins=list(settings.cors_origins), expose_headers=["X-Request-ID"], always_send=False)
     limiter.init_app(app, settings)
 
+    app.url_map.converters["rest"] = recommendations.RestOfPathConverter
     page_limits = PageLimitsPlugin(settings.max_page_limit, settings.default_page_limit)
     api = Api(app, spec_kwargs={"extra_plugins": [page_limits]})
     for blueprint in (root.blp, recommendations.blp, health.blp, admin.blp, metrics.blp):
@@ -86,6 +89,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     # a 404 that the browser's console reports as an error.
     app.add_url_rule("/favicon.ico", "favicon", lambda: ("", 204))
     return app
+
+
+@functools.cache
+def _endpoint_label(rule: str) -> str:
+    """The URL rule without its converters (``/recommendations/<user_id>``): labels that routing details keep."""
+    return re.sub(r"<(?:[^:<>]+:)?([^:<>]+)>", r"<\1>", rule)
 
 
 def _record_request_metrics(app: Flask) -> None:
@@ -99,7 +108,7 @@ def _record_request_metrics(app: Flask) -> None:
     @app.after_request
     def _observe(response: Response) -> Response:
         started = g.get("request_started")
-        endpoint = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        endpoint = _endpoint_label(request.url_rule.rule) if request.url_rule is not None else "<unmatched>"
         metrics.labelled(metrics.REQUESTS, endpoint, request.method, str(response.status_code)).inc()
         if started is not None:
             metrics.labelled(metrics.LATENCY, endpoint).observe(time.perf_counter() - started)

@@ -45,6 +45,12 @@ def error_body(status: int, message: str, code: str | None = None, details: dict
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+def invalid_arguments_message(fields: dict[str, dict]) -> str:
+    """The message of a 400 ``invalid_arguments``, naming the arguments at fault (details has the reasons)."""
+    names = ", ".join(name for per_location in fields.values() for name in per_location)
+    return f"invalid request arguments: {names}"
+
+
 def abort(
     status: int, message: str, *, code: str | None = None, details: dict | None = None, headers: dict | None = None
 ) -> NoReturn:
@@ -56,12 +62,17 @@ def abort(
 class ArgumentsParser(FlaskParser):
     """webargs' parser answering invalid query or path arguments with 400 rather than 422.
 
+    webargs drops query arguments a schema does not know; here the schema decides (``unknown`` of its
+    Meta; the query schemas refuse them, see ``app.schemas.QueryArgumentsSchema``), so that a misspelt
+    ``limt=5`` is an error rather than silently ignored.
+
     A query schema may offer a shortcut, ``plain_load(args) -> dict | None`` (see
     ``RecommendationsQuerySchema``): it is asked first, and when it answers, webargs and marshmallow are
     skipped; when it returns None the arguments are parsed (and their errors worded) as usual.
     """
 
     DEFAULT_VALIDATION_STATUS = 400
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None, "querystring": None}
 
     def parse(self, argmap, req=None, *, location=None, **kwargs):
         plain_load = getattr(argmap, "plain_load", None)
@@ -98,9 +109,12 @@ class Api(flask_smorest.Api):
         message = data.get("message") or error.description or HTTPStatus(status).phrase
         if "messages" in data:  # webargs validation: field errors per location
             code = code or "invalid_arguments"
-            message = data.get("message") or "invalid request arguments"
+            message = data.get("message") or invalid_arguments_message(data["messages"])
             details = {"fields": data["messages"]}
+        elif status == 404 and not data:  # routing: Werkzeug's text speaks of web pages
+            message = f"no such path: {request.path} (the API is described at /openapi.json)"
         elif status == 405 and getattr(error, "valid_methods", None):
+            message = f"{request.method} is not allowed on {request.path}"
             details = {"allowed_methods": sorted(error.valid_methods)}
         if isinstance(error, InternalServerError) and error.original_exception is not None:
             log.error("unhandled exception", exc_info=error.original_exception)

@@ -11,7 +11,7 @@ from typing import Any
 
 from apispec import BasePlugin
 from flask import current_app
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates
 
 from common.ids import MAX_ID_LENGTH, is_requestable_user_id
 from ml import artifact
@@ -55,17 +55,54 @@ class _FullMatch(validate.Regexp):
         return value
 
 
+class _Bounds(validate.Range):
+    """``validate.Range`` worded like the service's other messages, naming only the bound the value crossed."""
+
+    message_min = "must be {{min}} or more"
+    message_max = "must be at most {{max}}"
+
+    def __call__(self, value):
+        if self.min is not None and value < self.min:
+            raise ValidationError(self._format_error(value, self.message_min))
+        if self.max is not None and value > self.max:
+            raise ValidationError(self._format_error(value, self.message_max))
+        return value
+
+
+WHOLE_NUMBER = {"invalid": "must be a whole number"}
+
+
+class QueryArgumentsSchema(Schema):
+    """Base of the query schemas: an argument the endpoint does not take is a 400 naming it.
+
+    A misspelt argument (``limt=5``) that was ignored would get the client another page than it asked for.
+    ``app.api.ArgumentsParser`` leaves unknown arguments to the schema, and this one refuses them.
+    """
+
+    class Meta:
+        unknown = RAISE
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        #: The argument names this schema takes (a ``plain_load`` shortcut must refuse any other).
+        self.argument_names = frozenset(field.data_key or name for name, field in self.load_fields.items())
+        taken = ", ".join(sorted(self.argument_names))
+        self.error_messages = {**self.error_messages, "unknown": f"unknown argument; this endpoint takes {taken}"}
+
+
 # --- recommendations ---
 
 
-class RecommendationsQuerySchema(Schema):
+class RecommendationsQuerySchema(QueryArgumentsSchema):
     limit = fields.Integer(
         load_default=None,
+        error_messages=WHOLE_NUMBER,
         metadata={"description": "Page size, 1..MAX_PAGE_LIMIT (default DEFAULT_PAGE_LIMIT: 20, max 100)"},
     )
     offset = fields.Integer(
         load_default=0,
-        validate=validate.Range(min=0, max=MAX_OFFSET),
+        validate=_Bounds(min=0, max=MAX_OFFSET),
+        error_messages=WHOLE_NUMBER,
         metadata={"description": "Position of the page's first item; past the end gives an empty page"},
     )
     version = fields.String(
@@ -95,9 +132,12 @@ class RecommendationsQuerySchema(Schema):
         marshmallow costs about 40 us a request, this about 3. It takes only what the schema surely takes
         the same way: ASCII digits within the ranges, and a version matching the same pattern. Anything
         else (signs, spaces, other digits, out of range, malformed) returns None, and the full load
-        decides and words the error. Unknown arguments are ignored and the first of a repeated argument
-        counts, as webargs does for the query string. A test checks that both agree.
+        decides and words the error. An argument the schema does not take also returns None (the load
+        refuses it); the first of a repeated argument counts, as webargs does for the query string. A test
+        checks that both agree.
         """
+        if not self.argument_names.issuperset(args.keys()):
+            return None
         settings = current_app.config["SETTINGS"]
         limit, offset, version = args.get("limit"), args.get("offset"), args.get("version")
         limit = settings.default_page_limit if limit is None else _plain_int(limit, 1, settings.max_page_limit)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import jsonify
 from flask.views import MethodView
 from marshmallow import ValidationError
+from werkzeug.routing import PathConverter
 
-from app.api import Blueprint, abort
+from app.api import Blueprint, abort, invalid_arguments_message
 from app.feed import NoModel
 from app.runtime import get_runtime
 from app.schemas import RecommendationsQuerySchema, RecommendationsSchema, check_user_id
@@ -24,7 +25,18 @@ _USER_ID_DOC = {
 }
 
 
-@blp.route("/<user_id>", parameters=[_USER_ID_DOC])
+class RestOfPathConverter(PathConverter):
+    """Werkzeug's ``path`` converter, newlines included: the rest of the path, whatever it holds.
+
+    WSGI servers decode %2F, so ``user%2F0001`` arrives as ``user/0001``; taking the whole rest lets the view
+    answer it (and an id with a control character) with the 400 naming ``user_id`` that DESIGN section 7
+    promises, rather than routing answering 404. Registered as ``rest`` by ``create_app``.
+    """
+
+    regex = "[^/](?s:.*?)"
+
+
+@blp.route("/<rest:user_id>", parameters=[_USER_ID_DOC])
 class Recommendations(MethodView):
     # A schema instance, not the class: webargs would otherwise build a schema object on every request.
     @blp.arguments(RecommendationsQuerySchema(), location="query")
@@ -40,7 +52,8 @@ class Recommendations(MethodView):
         try:
             check_user_id(user_id)
         except ValidationError as exc:
-            abort(400, "invalid request arguments", code="invalid_arguments", details=_path_error(exc))
+            details = _path_error(exc)
+            abort(400, invalid_arguments_message(details["fields"]), code="invalid_arguments", details=details)
         try:
             page = get_runtime().feed.page(user_id, query["limit"], query["offset"], query["version"])
         except NoModel:

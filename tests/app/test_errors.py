@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.app.helpers import publish
@@ -60,10 +62,54 @@ def test_unusual_but_valid_user_ids_are_served(client, user_id):
     assert response.get_json()["user_id"] == user_id
 
 
-def test_unknown_path_is_a_json_404(client):
-    assert_error(client.get("/no/such/path"), 404, "not_found")
-    assert_error(client.get("/recommendations/"), 404, "not_found")
-    assert_error(client.get("/recommendations/a/b"), 404, "not_found")
+@pytest.mark.parametrize("path", ["/recommendations/user%2F0001", "/recommendations/user/0001", "/recommendations/a/"])
+def test_a_slash_in_the_user_id_is_a_400_naming_it(client, path):
+    """The server sees %2F decoded: the id ``user/0001`` has a '/', which DESIGN section 7 calls a 400."""
+    error = assert_error(client.get(path), 400, "invalid_arguments")
+    assert "'/'" in error["details"]["fields"]["path"]["user_id"][0]
+
+
+@pytest.mark.parametrize(
+    "path", ["/no/such/path", "/recommendations/", "/static/vendor/none.js", "/docs/more", "/openapi.json/x"]
+)
+def test_unknown_paths_are_json_404s(client, path):
+    error = assert_error(client.get(path), 404, "not_found")
+    assert "If you entered the URL manually" not in error["message"]  # Werkzeug's page text, not ours
+
+
+def test_unknown_query_arguments_are_400_naming_them_on_every_endpoint_that_takes_some(client, admin_headers):
+    """A misspelt argument (``limt=5``) must not be ignored: the client would get another page than it asked for."""
+    spec = client.get("/openapi.json").get_json()
+    checked = []
+    for path, item in spec["paths"].items():
+        get = item.get("get", {})
+        if not any(p["in"] == "query" for p in get.get("parameters", [])):
+            continue
+        url = re.sub(r"\{[^}]+\}", "user-1", path)
+        for query in ("limt=5", "limit=3&limt=5", "LIMIT=3"):
+            error = assert_error(client.get(f"{url}?{query}", headers=admin_headers), 400, "invalid_arguments")
+            unknown = query.rpartition("&")[2].partition("=")[0]
+            assert list(error["details"]["fields"]["query"]) == [unknown], (path, error)
+            assert unknown in error["message"], error
+        checked.append(path)
+    assert "/recommendations/{user_id}" in checked
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        ("offset=-1", "offset", "must be 0 or more"),
+        ("offset=2147483648", "offset", "must be at most 2147483647"),
+        ("offset=ten", "offset", "must be a whole number"),
+        ("limit=abc", "limit", "must be a whole number"),
+        ("limit=", "limit", "must be a whole number"),
+        ("limit=0", "limit", "must be between 1 and 25"),
+    ],
+)
+def test_argument_errors_are_worded_alike_and_name_only_the_bound_crossed(client, query, field, message):
+    error = assert_error(client.get(f"/recommendations/user-1?{query}"), 400, "invalid_arguments")
+    assert error["details"]["fields"]["query"] == {field: [message]}
+    assert field in error["message"]
 
 
 def test_wrong_method_is_a_json_405_listing_the_allowed_ones(client):
@@ -73,6 +119,8 @@ def test_wrong_method_is_a_json_405_listing_the_allowed_ones(client):
     assert "GET" in response.headers["Allow"]
     assert_error(client.delete("/health"), 405, "method_not_allowed")
     assert_error(client.get("/admin/reload-model"), 405, "method_not_allowed")
+    assert_error(client.post("/docs"), 405, "method_not_allowed")
+    assert_error(client.put("/static/vendor/VERSIONS"), 405, "method_not_allowed")
 
 
 def test_unexpected_exception_is_a_json_500_and_logged(make_app, settings_env, caplog):

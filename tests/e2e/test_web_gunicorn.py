@@ -17,7 +17,7 @@ import requests
 from app.runtime import REDIS_COOLDOWN
 from common.recs_cache import RecsCache
 from tests.app.helpers import REDIS_PREFIX, publish
-from tests.app.processes import GUNICORN, REPO, GunicornServer, child_pids, wait_until
+from tests.app.processes import GUNICORN, REPO, GunicornServer, child_pids, listening_addresses, wait_until
 from tests.ml.factories import random_model
 
 TOP_K = 30
@@ -117,6 +117,11 @@ def test_errors_are_json_and_access_log_has_the_request_id(server):
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_arguments"
     assert response.headers["X-Request-ID"] == "e2e-42"
     assert requests.get(f"{server.url}/nowhere").json()["error"]["code"] == "not_found"
+    # gunicorn decodes %2F before routing: the id has a '/', a 400 naming user_id rather than a routing 404.
+    slashed = requests.get(f"{server.url}/recommendations/user%2F0001").json()["error"]
+    assert slashed["code"] == "invalid_arguments" and "user_id" in slashed["details"]["fields"]["path"]
+    misspelt = requests.get(f"{server.url}/recommendations/user-1?limt=5").json()["error"]
+    assert misspelt["code"] == "invalid_arguments" and "limt" in misspelt["message"]
     assert wait_until(lambda: "request_id=e2e-42" in server.log(), 5)
     for line in server.log().splitlines():
         json.loads(line)  # every log line is one JSON object
@@ -175,23 +180,8 @@ def test_requests_keep_succeeding_while_redis_stops_and_restarts(model_dir, tmp_
 
 
 def listening_sockets(pid: int, port: int) -> set[int]:
-    """Inodes of the TCP sockets listening on ``port`` that process ``pid`` holds (from /proc)."""
-    held = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except FileNotFoundError:
-            continue  # closed since the listing (a connection the worker just finished): not a listener
-        if target.startswith("socket:["):
-            held.add(int(target[len("socket:[") : -1]))
-    listening = set()
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], int(fields[9])
-            if local_port == port and state == "0A":  # 0A: LISTEN
-                listening.add(inode)
-    return held & listening
+    """Inodes of the TCP sockets listening on ``port`` that process ``pid`` holds."""
+    return {inode for inode, (_, bound) in listening_addresses(pid).items() if bound == port}
 
 
 def test_every_worker_listens_on_its_own_socket(server):
