@@ -165,3 +165,27 @@ def test_postgresql_away_during_refreshes_leaves_the_live_state_and_the_next_ref
         assert time.monotonic() - recovered <= BOUND + 10
     finally:
         proxy.close()
+
+
+def test_a_refresh_skips_while_another_holds_its_lock_and_ignores_the_training_lock(
+    loaded_db, cache, service_env, services, celery_client
+):
+    start_worker(services, service_env, concurrency=2)
+    assert run_train(celery_client)["status"] == "published"
+    training = cache.training_lock(60)
+    assert training.acquire()  # a training run in progress does not hold a refresh up
+    try:
+        ran = celery_client.send_task("tasks.refresh").get(timeout=30)
+        assert ran["status"] == "published" and ran["new_model"] is True
+        other = cache.refresh_lock(60)
+        assert other.acquire()
+        try:
+            assert celery_client.send_task("tasks.refresh").get(timeout=30) == {
+                "status": "skipped",
+                "reason": "a refresh is already running",
+            }
+        finally:
+            other.release()
+        assert celery_client.send_task("tasks.refresh").get(timeout=30)["status"] == "unchanged"
+    finally:
+        training.release()

@@ -10,6 +10,7 @@ import pytest
 
 import ml.artifact
 import ml.db
+from common.config import ConfigError, load_settings
 from tasks import refresh_pipeline
 from tests.tasks.conftest import publish_once, settings_from
 
@@ -186,3 +187,13 @@ def test_the_artifact_records_where_the_models_data_end(settings, cache, publish
         newest_post = cur.fetchone()[0]
     assert refresh_pipeline._parse(metadata["data_snapshot"]["posts"]) == newest_post
     assert metadata["data_snapshot"]["interactions"] == metadata["data_window"]["last_interaction"]
+
+
+def test_the_interval_is_configured_and_checked():
+    assert load_settings({}, dotenv=False).refresh_interval_seconds == 30.0
+    assert load_settings({"REFRESH_INTERVAL_SECONDS": "2"}, dotenv=False).refresh_interval_seconds == 2.0
+    for bad in ("0", "abc", "-5"):
+        with pytest.raises(ConfigError, match="REFRESH_INTERVAL_SECONDS"):
+            load_settings({"REFRESH_INTERVAL_SECONDS": bad}, dotenv=False)
+    with pytest.raises(ConfigError, match="REFRESH_LOOKBACK_SECONDS"):
+        load_settings({"REFRESH_LOOKBACK_SECONDS": "-1"}, dotenv=False)
