@@ -11,12 +11,25 @@ from typing import Any
 
 from apispec import BasePlugin
 from flask import current_app
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
+from app.feed.pin import TOKEN_PATTERN
 from common.ids import MAX_ID_LENGTH, is_requestable_user_id
 from ml import artifact
 
 MAX_OFFSET = 2**31 - 1
+MAX_EXCLUDE = 200  # post ids in one request's ``exclude``
+
+
+def parse_exclude(text: str) -> frozenset[str]:
+    """The post ids of ``exclude``: comma-separated, 1 to MAX_EXCLUDE of 1 to 128 characters each."""
+    ids = text.split(",")
+    if len(ids) > MAX_EXCLUDE:
+        raise ValidationError(f"must list at most {MAX_EXCLUDE} post ids, got {len(ids)}")
+    for position, post_id in enumerate(ids):
+        if not 1 <= len(post_id) <= MAX_ID_LENGTH:
+            raise ValidationError(f"post id {position} must be 1 to {MAX_ID_LENGTH} characters long")
+    return frozenset(ids)
 
 
 def check_user_id(value: str) -> None:
@@ -110,8 +123,37 @@ class RecommendationsQuerySchema(QueryArgumentsSchema):
         validate=_FullMatch(
             artifact.VERSION_PATTERN, error="must be a model version id like 20261126T101500Z-1a2b3c4d"
         ),
-        metadata={"description": "Keep paging on this model version (the model_version of the first page)"},
+        metadata={
+            "description": "Keep paging on this model version (the model_version of the first page); "
+            "`token` pins more and is preferred"
+        },
     )
+    token = fields.String(
+        load_default=None,
+        validate=_FullMatch(TOKEN_PATTERN, error="must be the token of an earlier page"),
+        metadata={
+            "description": "Keep paging on the scroll of an earlier page: pass back its `token` (opaque). The "
+            "scroll then never repeats or skips a post, whatever is trained, refreshed or reported meanwhile"
+        },
+    )
+    exclude = fields.String(
+        load_default=None,
+        metadata={
+            "description": f"Posts the client already shows, comma-separated (up to {MAX_EXCLUDE} ids of 1 to "
+            f"{MAX_ID_LENGTH} characters): they are skipped, their positions kept, so `next_offset` stays exact",
+            "maxLength": MAX_EXCLUDE * (MAX_ID_LENGTH + 1) - 1,
+        },
+    )
+
+    @validates("exclude")
+    def _check_exclude(self, value: str | None, data_key: str) -> None:
+        if value is not None:
+            parse_exclude(value)
+
+    @validates_schema
+    def _one_pin(self, data: dict, **kwargs) -> None:
+        if data.get("token") is not None and data.get("version") is not None:
+            raise ValidationError("pass either token or version, not both", field_name="token")
 
     @validates("limit")
     def _check_limit(self, value: int | None, data_key: str) -> None:
@@ -123,6 +165,7 @@ class RecommendationsQuerySchema(QueryArgumentsSchema):
     def _default_limit(self, data: dict, **kwargs) -> dict:
         if data.get("limit") is None:
             data["limit"] = current_app.config["SETTINGS"].default_page_limit
+        data["exclude"] = parse_exclude(data["exclude"]) if data.get("exclude") is not None else frozenset()
         return data
 
     def plain_load(self, args: Mapping[str, str]) -> dict[str, Any] | None:
@@ -140,11 +183,18 @@ class RecommendationsQuerySchema(QueryArgumentsSchema):
             return None
         settings = current_app.config["SETTINGS"]
         limit, offset, version = args.get("limit"), args.get("offset"), args.get("version")
+        token, exclude = args.get("token"), args.get("exclude")
         limit = settings.default_page_limit if limit is None else _plain_int(limit, 1, settings.max_page_limit)
         offset = 0 if offset is None else _plain_int(offset, 0, MAX_OFFSET)
         if limit is None or offset is None or (version is not None and not artifact.VERSION_PATTERN.fullmatch(version)):
             return None
-        return {"limit": limit, "offset": offset, "version": version}
+        if token is not None and (version is not None or not TOKEN_PATTERN.fullmatch(token)):
+            return None
+        try:
+            excluded = frozenset() if exclude is None else parse_exclude(exclude)
+        except ValidationError:
+            return None
+        return {"limit": limit, "offset": offset, "version": version, "token": token, "exclude": excluded}
 
 
 def _plain_int(text: str, low: int, high: int) -> int | None:
@@ -178,10 +228,26 @@ class PostMetadataSchema(Schema):
     communityId = fields.String(required=True)  # noqa: N815 - the JSON name the NestJS backend reads
 
 
+# DESIGN section 7 says the same. No single scale was given to both: a LightFM (WARP) score is not a log-odds,
+# so a sigmoid would invent a probability, and rescaling within a list only restates `rank`.
+SCORE_DESCRIPTION = (
+    "Why the post is where it is, on a scale that depends on `strategy`. `personalized`: LightFM's raw"
+    " prediction for this user and post (the dot product of their embeddings plus both biases): any real"
+    " number, such as 3.9 or -44.3, on a scale set by the trained model. `popular`: the number of distinct"
+    " users who interacted with the post in the training data, such as 114.0. Order by `rank`, not by score."
+    " Scores are not comparable across users, strategies or model versions; they are not probabilities and"
+    " have no bounds, so do not threshold them or show them as a percentage."
+)
+
+
 class RecommendationSchema(Schema):
     post_id = fields.String(required=True)
-    score = fields.Float(required=True, metadata={"description": "Model score; higher is better"})
+    score = fields.Float(required=True, metadata={"description": SCORE_DESCRIPTION})
     rank = fields.Integer(required=True, metadata={"description": "1-based position in the whole feed"})
+    fresh = fields.Boolean(
+        required=True,
+        metadata={"description": "true for a post written after the model's data were read (scored from its features)"},
+    )
     metadata = fields.Nested(PostMetadataSchema, required=True)
 
 
@@ -195,11 +261,20 @@ class PaginationSchema(Schema):
 
 class RecommendationsSchema(Schema):
     user_id = fields.String(required=True)
-    model_version = fields.String(required=True, metadata={"description": "Pass back as `version` to keep paging"})
+    model_version = fields.String(required=True, metadata={"description": "The model version the page comes from"})
+    token = fields.String(
+        required=True,
+        metadata={
+            "description": "Pass back as `token` to keep paging on this scroll (model version, live state, exclusions)"
+        },
+    )
     strategy = fields.String(
         required=True,
-        validate=validate.OneOf(["personalized", "popular"]),
-        metadata={"description": "`popular` for users the model does not know yet"},
+        validate=validate.OneOf(["personalized", "features", "popular"]),
+        metadata={
+            "description": "`features` for a user the model does not know yet but who has a role or follows; "
+            "`popular` for a user with neither"
+        },
     )
     source = fields.String(
         required=True,

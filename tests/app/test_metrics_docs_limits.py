@@ -73,6 +73,14 @@ def test_openapi_document_describes_every_endpoint_and_the_error_shape(client):
     assert spec["paths"]["/admin/reload-model"]["post"]["security"] == [{"adminToken": []}]
 
 
+def test_openapi_document_says_what_a_score_means_and_what_a_client_may_do_with_it(client):
+    """Personalised pages carry LightFM's raw scores (-44.3), popular ones user counts (114.0): say so."""
+    spec = client.get("/openapi.json").get_json()
+    score = spec["components"]["schemas"]["Recommendation"]["properties"]["score"]["description"]
+    for fact in ("LightFM", "distinct users", "`rank`", "not comparable", "strategies", "versions"):
+        assert fact in score, fact
+
+
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 def test_docs_pages_load_their_assets_from_the_service_itself(client, page):
     html = client.get(page).get_data(as_text=True)
