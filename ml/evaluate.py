@@ -11,10 +11,19 @@ The protocol, so that numbers compare across runs and projects:
 - precision@k, recall@k and NDCG@k (binary relevance) are averaged over the users with at least one test
   post, for the model and for the popularity baseline (posts by the number of distinct train users).
 
+The cold-post protocol (``--cold-posts``) measures what the live feed does with posts written after the
+model's data were read: the newest :data:`COLD_PERCENT` (10%) of posts by creation time are withheld from
+training entirely (posts and their interactions); each user who interacted with one of them gets the
+withheld posts ranked, the model scoring them from their features alone
+(:meth:`~ml.model.RecModel.item_representations`), against two baselines that need no model: the
+popularity of the post's community (distinct train users who interacted with its posts; newer first on
+ties) and the user's own affinity to the post's community (its train interactions there; then community
+popularity). Relevant are the withheld posts the user interacted with; a user's own posts are not ranked.
+
 Command line::
 
-    python -m ml.evaluate DIR [--json]
-    python -m ml.evaluate --from-db [--database-url URL] [--json]
+    python -m ml.evaluate DIR [--json] [--cold-posts]
+    python -m ml.evaluate --from-db [--database-url URL] [--json] [--cold-posts]
 
 Hyperparameters come from the environment (``LIGHTFM_*``, ``WEIGHT_*``, see ``common.config``).
 """
@@ -44,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 MIN_USER_POSTS = 5
 TEST_PERCENT = 20
+COLD_PERCENT = 10
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -170,6 +180,113 @@ def evaluate(dataset: Dataset, params: TrainingSettings, k: int = 10) -> dict[st
     }
 
 
+def cold_post_split(dataset: Dataset) -> tuple[Dataset, np.ndarray]:
+    """The dataset without its newest :data:`COLD_PERCENT` % of posts (rounded up), and those posts' indices.
+
+    The train dataset keeps every user, community and follow, the older posts (re-indexed in their order)
+    and only the interactions with them; nothing of a withheld post reaches training.
+    """
+    count = -(-dataset.num_items * COLD_PERCENT // 100)
+    by_time = np.lexsort((np.arange(dataset.num_items), dataset.item_time))
+    cold = np.sort(by_time[dataset.num_items - count :])
+    warm = np.setdiff1d(np.arange(dataset.num_items), cold)
+    new_index = np.full(dataset.num_items, -1, dtype=np.int64)
+    new_index[warm] = np.arange(len(warm))
+    kept = new_index[dataset.inter_item] >= 0
+    train = dataclasses.replace(
+        dataset,
+        item_ids=[dataset.item_ids[i] for i in warm],
+        item_community=dataset.item_community[warm],
+        item_author=dataset.item_author[warm],
+        item_tags=[dataset.item_tags[i] for i in warm],
+        item_time=dataset.item_time[warm],
+        inter_user=dataset.inter_user[kept],
+        inter_item=new_index[dataset.inter_item[kept]].astype(np.int32),
+        inter_type=dataset.inter_type[kept],
+        inter_time=dataset.inter_time[kept],
+    )
+    return train, cold
+
+
+def evaluate_cold_posts(dataset: Dataset, params: TrainingSettings, k: int = 10) -> dict[str, Any]:
+    """The cold-post protocol (module docstring): the feature-scored model against community baselines.
+
+    Returns
+    -------
+    dict
+        ``{"k", "cold_posts", "users", "test_pairs", "seconds", "model": {...}, "community_popularity":
+        {...}, "user_community": {...}, "unscorable_posts"}``: metrics as :func:`evaluate`'s, over the
+        users with at least one interaction with a withheld post; ``unscorable_posts`` counts withheld
+        posts none of whose features the model knows (they score 0 in the model's ranking).
+
+    Raises
+    ------
+    DatasetError
+        When nobody interacted with a withheld post.
+    TrainingError
+        From :func:`ml.training.train`.
+    """
+    started = time.perf_counter()
+    train_set, cold = cold_post_split(dataset)
+    cold_position = np.full(dataset.num_items, -1, dtype=np.int64)
+    cold_position[cold] = np.arange(len(cold))
+    on_cold = cold_position[dataset.inter_item] >= 0
+    pairs = np.unique(
+        dataset.inter_user[on_cold].astype(np.int64) * len(cold) + cold_position[dataset.inter_item][on_cold]
+    )
+    test_user, test_item = (pairs // len(cold)).astype(np.int32), (pairs % len(cold)).astype(np.int32)
+    if len(pairs) == 0:
+        raise DatasetError(f"nobody interacted with the newest {COLD_PERCENT}% of posts: no cold-post test pairs")
+    model = train(train_set, params)
+    users = np.unique(test_user)
+
+    embeddings, biases, known = model.item_representations(
+        [dataset.item_tags[i] for i in cold], [dataset.community_ids[c] for c in dataset.item_community[cold]]
+    )
+    model_scores = model.user_embeddings[users] @ embeddings.T + biases
+
+    communities = dataset.item_community[cold]
+    train_community = train_set.item_community[train_set.inter_item]
+    pair_keys = np.unique(train_set.inter_user.astype(np.int64) * len(dataset.community_ids) + train_community)
+    community_users = np.bincount(pair_keys % len(dataset.community_ids), minlength=len(dataset.community_ids))
+    # Ties (one community, or equally popular ones) go to the newer post, as a feed of new posts would.
+    recency = np.argsort(np.argsort(dataset.item_time[cold], kind="stable")) / max(len(cold), 1)
+    popularity_scores = np.broadcast_to(community_users[communities] + recency, model_scores.shape)
+    affinity = np.zeros((dataset.num_users, len(dataset.community_ids)), dtype=np.float64)
+    np.add.at(affinity, (train_set.inter_user, train_community), 1.0)
+    affinity_scores = affinity[users][:, communities] * (community_users.max() + 2) + popularity_scores
+
+    authored = dataset.item_author[cold]
+    own = users[:, None] == authored[None, :]
+    args = (users, test_user, test_item, len(cold), k)
+    results = {}
+    for name, scores in (
+        ("model", model_scores),
+        ("community_popularity", popularity_scores),
+        ("user_community", affinity_scores),
+    ):
+        scores = np.where(own, -np.inf, scores)
+        results[name] = ranking_metrics(_top(scores, k), *args)
+    return {
+        "k": k,
+        "cold_posts": int(len(cold)),
+        "users": int(len(users)),
+        "test_pairs": int(len(test_user)),
+        "unscorable_posts": int((~known).sum()),
+        "seconds": round(time.perf_counter() - started, 3),
+        **results,
+    }
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """The column indices of the ``k`` best scores of each row, best first; ``-1`` where a score is -inf."""
+    kept = min(k, scores.shape[1])
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :kept]
+    ranked = np.full((len(scores), k), -1, dtype=np.int64)
+    ranked[:, :kept] = np.where(np.isneginf(np.take_along_axis(scores, best, axis=1)), -1, best)
+    return ranked
+
+
 def _popular_rankings(model: RecModel, users: np.ndarray, k: int) -> np.ndarray:
     """The popularity baseline's top ``k`` of each user, skipping its train posts; ``-1`` pads."""
     ranked = np.full((len(users), k), -1, dtype=np.int32)
@@ -195,6 +312,20 @@ def _format_table(result: dict[str, Any], source: str) -> str:
     return "\n".join(lines)
 
 
+def _format_cold_table(result: dict[str, Any], source: str) -> str:
+    k = result["k"]
+    names = [f"precision@{k}", f"recall@{k}", f"ndcg@{k}"]
+    lines = [
+        f"{source}, cold posts (newest {COLD_PERCENT}% withheld): {result['cold_posts']} posts "
+        f"({result['unscorable_posts']} without a known feature), {result['users']} users, "
+        f"{result['test_pairs']} test pairs ({result['seconds']:.1f} s)",
+        f"{'':<22}" + "".join(f"{name:>14}" for name in names),
+    ]
+    for label in ("model", "community_popularity", "user_community"):
+        lines.append(f"{label:<22}" + "".join(f"{result[label][name]:>14.4f}" for name in names))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ml.evaluate", description="Offline evaluation (DESIGN section 9): model vs popularity."
@@ -205,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="with --from-db; default DATABASE_URL")
     parser.add_argument("--k", type=int, default=10, help="metric cut-off (default 10)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--cold-posts",
+        action="store_true",
+        help="the cold-post protocol: newest 10%% of posts withheld, scored by features",
+    )
     args = parser.parse_args(argv)
     if args.database_url and not args.from_db:
         parser.error("--database-url needs --from-db")
@@ -219,12 +355,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             dataset = read_dataset_dir(args.dataset_dir)
             label = args.dataset_dir
-        result = evaluate(dataset, settings.training, k=args.k)
+        run = evaluate_cold_posts if args.cold_posts else evaluate
+        result = run(dataset, settings.training, k=args.k)
     except (DatasetError, TrainingError, OSError, psycopg2.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result["params"] = dataclasses.asdict(settings.training)
-    print(json.dumps(result, indent=2) if args.json else _format_table(result, label))
+    table = _format_cold_table if args.cold_posts else _format_table
+    print(json.dumps(result, indent=2) if args.json else table(result, label))
     return 0
 
 
