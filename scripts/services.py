@@ -19,9 +19,8 @@ import shutil
 import subprocess
 import sys
 import time
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import psycopg2
 import redis
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,11 +32,19 @@ WAIT_SECONDS = 30
 
 
 def postgres_up(url: str) -> bool:
-    """Whether the PostgreSQL server of ``url`` accepts connections (to its maintenance database)."""
+    """Whether the PostgreSQL server of ``url`` answers (on its ``postgres`` database).
+
+    A server that answers but refuses the URL's role or password raises :class:`ml.db.ConnectError` (one line
+    saying what to do): starting a server would not help.
+    """
     try:
-        psycopg2.connect(ml.db.maintenance_url(url), connect_timeout=3).close()
-    except psycopg2.OperationalError as exc:
-        return "does not exist" in str(exc)  # the server answered; only the role/db is missing
+        ml.db.connect(url, database="postgres").close()
+    except ml.db.ConnectError as exc:
+        if exc.kind == "unreachable":
+            return False
+        if exc.kind == "database":
+            return True  # the server answered; only its postgres database is missing
+        raise
     return True
 
 
@@ -84,13 +91,13 @@ def start_redis(url: str) -> str | None:
     return " ".join(cmd)
 
 
-def ensure(name: str, url: str, is_up, start, install_hint: str) -> None:
+def ensure(name: str, variable: str, url: str, is_up, start, install_hint: str) -> None:
     """Check one server, start it locally if needed, and exit with a clear message if it cannot be had."""
     if is_up(url):
         return
     host = urlsplit(url).hostname or ""
     if host not in LOCAL_HOSTS:
-        sys.exit(f"error: {name} at {host} does not answer; start it or fix the URL ({redact(url)})")
+        sys.exit(f"error: {name} at {host} does not answer; start it or fix {variable}={ml.db.redact_url(url)}")
     started = start()
     if started is None:
         sys.exit(f"error: {name} is not running on {host or 'localhost'} and is not installed here. {install_hint}")
@@ -100,15 +107,10 @@ def ensure(name: str, url: str, is_up, start, install_hint: str) -> None:
         if is_up(url):
             return
         time.sleep(0.5)
-    sys.exit(f"error: started {name} ({started}) but it does not answer at {redact(url)} after {WAIT_SECONDS} s")
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password:
-        return urlunsplit(parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@")))
-    return url
+    sys.exit(
+        f"error: started {name} ({started}) but it does not answer at {variable}={ml.db.redact_url(url)} "
+        f"after {WAIT_SECONDS} s"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         args.redis_url = args.redis_url or settings.redis_url
     ensure(
         "PostgreSQL",
+        "DATABASE_URL",
         args.database_url,
         postgres_up,
         start_postgres,
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ensure(
         "Redis",
+        "REDIS_URL",
         args.redis_url,
         redis_up,
         lambda: start_redis(args.redis_url),
@@ -143,5 +147,5 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except ConfigError as exc:
+    except (ConfigError, ml.db.ConnectError) as exc:
         sys.exit(f"error: {exc}")

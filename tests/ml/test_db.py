@@ -8,6 +8,7 @@ import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
@@ -16,9 +17,11 @@ from psycopg2 import errors
 from common.config import DEFAULT_QUERIES
 from ml import demo
 from ml.dataset import INTERACTION_TYPES, read_dataset_dir
-from ml.db import count_rows, create_database, create_schema, load_dataset_dir, read_dataset
+from ml.db import ConnectError, connect, count_rows, create_database, create_schema, load_dataset_dir, read_dataset
 from ml.errors import DatasetError
+from tests.app.processes import free_port
 from tests.ml.datasets import dataset_records, tiny_tables, write_dataset_dir
+from tests.postgres_server import PASSWORD, PasswordPostgres, unavailable_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 EMPTY = dict.fromkeys(DEFAULT_QUERIES, 0)
@@ -373,3 +376,95 @@ def test_create_database_creates_once(database_url):
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+# --- refused connections: one line naming DATABASE_URL, what went wrong and what to do (issue 10, defect 5) ---
+
+MISSING_ROLE = "recsvc_no_such_role"
+WRONG_PASSWORD = "wrong-pw-8812"
+
+
+@pytest.fixture(scope="module")
+def password_postgres():
+    """A private PostgreSQL that asks for passwords (the shared test server trusts 127.0.0.1)."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"no password-protected PostgreSQL can be made here: {reason}")
+    server = PasswordPostgres()
+    try:
+        yield server.start()
+    finally:
+        server.close()
+
+
+def _server_url(database_url: str, user: str, database: str) -> str:
+    """``database_url``'s server, as ``user``, on ``database``."""
+    parts = urlsplit(database_url)
+    return urlunsplit(parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port or 5432}", path=f"/{database}"))
+
+
+def refused_cases(database_url: str, server) -> dict[str, tuple[str, list[str]]]:
+    """URL and the words its one-line error must hold, per way a connection can be refused."""
+    return {
+        "missing role": (
+            _server_url(database_url, MISSING_ROLE, "postgres"),
+            [f'role "{MISSING_ROLE}" does not exist', "createuser", "DATABASE_URL=postgresql://"],
+        ),
+        "wrong password": (
+            server.url(password=WRONG_PASSWORD),
+            ['password of role "postgres" was refused', "postgresql://postgres:***@127.0.0.1"],
+        ),
+        "no password": (server.url(password=None), ["asks for a password", "postgresql://USER:PASSWORD@"]),
+        "missing database": (
+            _server_url(database_url, "postgres", "recsvc_no_such_db"),
+            ['database "recsvc_no_such_db" does not exist', "--create-database"],
+        ),
+        "no server": (
+            f"postgresql://postgres@127.0.0.1:{free_port()}/recsvc",
+            ["no PostgreSQL server answers at 127.0.0.1:", "make services"],
+        ),
+    }
+
+
+def _assert_one_line(message: str, expected: list[str]) -> None:
+    assert "\n" not in message.strip(), message
+    assert "Traceback" not in message
+    assert "DATABASE_URL" in message
+    assert WRONG_PASSWORD not in message and PASSWORD not in message
+    for words in expected:
+        assert words in message, message
+
+
+def test_refused_connections_raise_one_line_naming_the_cause(database_url, password_postgres):
+    assert connect(password_postgres.url()).close() is None  # the right password gets in
+    for case, (url, expected) in refused_cases(database_url, password_postgres).items():
+        with pytest.raises(ConnectError) as refused:
+            connect(url)
+        assert isinstance(refused.value, psycopg2.OperationalError), case  # still retried as an outage
+        _assert_one_line(str(refused.value), expected)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["ml.db", "count"], ["ml.db", "init"], ["ml.db", "load", "{dataset}"], ["ml.evaluate", "--from-db"]],
+    ids=" ".join,
+)
+def test_commands_that_read_the_database_fail_in_one_line(command, database_url, password_postgres, tiny_dataset_dir):
+    argv = [arg.format(dataset=tiny_dataset_dir) for arg in command]
+    for case, (url, expected) in refused_cases(database_url, password_postgres).items():
+        result = subprocess.run(
+            [sys.executable, "-m", *argv, "--database-url", url], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode != 0, case
+        assert result.stderr.startswith("error: cannot connect to PostgreSQL"), (case, result.stderr)
+        _assert_one_line(result.stderr, expected)
+
+
+def test_a_url_without_a_user_says_whose_login_name_was_tried(database_url):
+    """The default DATABASE_URL names no user: libpq then uses the login name (or PGUSER), a role that may not exist."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DB_", "PG"))}
+    parts = urlsplit(database_url)
+    url = f"postgresql://{parts.hostname}:{parts.port or 5432}/recsvc"
+    result = _cli("count", env={**env, "DATABASE_URL": url, "PGUSER": MISSING_ROLE})
+    assert result.returncode == 1
+    _assert_one_line(result.stderr, [f'role "{MISSING_ROLE}" does not exist', "names no user"])
