@@ -7,6 +7,7 @@ thread (``post_worker_init``). Options may still be overridden as usual, e.g. wi
 """
 
 import gc
+import logging
 import os
 import shutil
 import socket
@@ -70,6 +71,7 @@ def on_starting(server):
     """
     if server.cfg.reuse_port:
         _refuse_taken_ports(server.cfg.address)
+        server.log.error_log.addFilter(_ListeningAddress(server.cfg.address))
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):
@@ -90,6 +92,31 @@ def _refuse_taken_ports(addresses) -> None:
                     probe.bind(sockaddr)
                 except OSError as exc:
                     sys.exit(f"recsvc web: cannot listen on {host}:{port}: {exc.strerror}; is another server there?")
+
+
+class _ListeningAddress(logging.Filter):
+    """Fills in the address of gunicorn's ``Listening at: %s (%s)`` line, which reuse_port leaves empty.
+
+    gunicorn prints the master's sockets there; with reuse_port the master opens none (each worker opens
+    its own after the fork), so the line said ``Listening at:  (pid)``. It now names the configured
+    addresses as gunicorn writes them (``http://host:port``, ``unix:path``).
+    """
+
+    def __init__(self, addresses):
+        super().__init__()
+        self._addresses = ",".join(_address_text(address) for address in addresses)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Listening at: %s (%s)" and isinstance(record.args, tuple) and record.args[:1] == ("",):
+            record.args = (self._addresses, *record.args[1:])
+        return True
+
+
+def _address_text(address) -> str:
+    if not isinstance(address, tuple):
+        return f"unix:{address}"
+    host, port = address[0], address[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def post_worker_init(worker):

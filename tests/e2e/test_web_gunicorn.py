@@ -293,3 +293,14 @@ def test_a_bad_setting_stops_gunicorn_at_start_naming_the_variable():
     )
     assert result.returncode != 0
     assert "API_WORKERS" in result.stderr and "invalid" in result.stderr
+
+
+@pytest.mark.parametrize("reuse_port", ["1", "0"])
+def test_the_master_logs_the_address_it_serves(redis_url, model_dir, cache, tmp_path, reuse_port):
+    """With reuse_port the master opens no socket itself, and gunicorn logged ``Listening at:  (pid)``."""
+    publish(cache, model_dir, random_model(num_users=5, num_items=10, seed=1), top_k=TOP_K)
+    env = {**server_env(redis_url, model_dir), "API_REUSE_PORT": reuse_port}
+    with GunicornServer(env, workers=1, log_path=tmp_path / "gunicorn.log").start() as server:
+        messages = [json.loads(line)["message"] for line in server.log().splitlines()]
+        listening = [m for m in messages if m.startswith("Listening at:")]
+        assert listening == [f"Listening at: {server.url} ({server.master_pid})"], listening
