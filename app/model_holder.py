@@ -4,6 +4,11 @@ Each worker process holds one :class:`LoadedModel`. Requests read :attr:`ModelHo
 lock; a reload builds the new model completely and then swaps it in with one assignment, so a request sees
 either the old or the new model, never a mix. Loads are serialised by a lock (the reloader thread and an
 admin request may ask at the same time). A failed load is logged and recorded, and the old model stays.
+
+A scroll pinned to an earlier version needs that version's model (to score fresh posts for the user and
+to rank beyond the precomputed list), so the holder also keeps up to ``kept`` older versions
+(``API_MODELS_KEPT``): the model a swap replaces, and versions loaded from disk on demand by :meth:`at`,
+the least recently used dropped first.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,15 +97,24 @@ class ModelHolder:
     published_version : callable
         Returns the version Redis says is current, or None when there is none or Redis cannot be reached;
         the disk's ``CURRENT`` pointer is used then.
+    kept : int
+        How many older versions to keep in memory for pinned scrolls (0: none).
     """
 
-    def __init__(self, model_dir: str, published_version: Callable[[], str | None]):
+    # After a failed load of an older version, how long :meth:`at` answers None without trying the disk.
+    RETRY_SECONDS = 30.0
+
+    def __init__(self, model_dir: str, published_version: Callable[[], str | None], kept: int = 0):
         self._model_dir = model_dir
         self._published_version = published_version
         self._current: LoadedModel | None = None
         self._load_lock = threading.Lock()
         self._attempted = False
         self.last_error: dict[str, Any] | None = None
+        self._kept = kept
+        self._older: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._failed: dict[str, float] = {}  # version -> monotonic time of its failed load
+        self._older_lock = threading.Lock()
 
     @property
     def current(self) -> LoadedModel | None:
@@ -145,6 +160,8 @@ class ModelHolder:
                 return ReloadOutcome(False, False, reason, previous, previous)
             loaded = LoadedModel(target, model, metadata, time.time(), _created_timestamp(target, metadata))
             self._current = loaded  # the swap: one assignment
+            if previous is not None:
+                self._keep(previous)
             self.last_error = None
             metrics.MODEL_LOADS.labels("loaded").inc()
             metrics.record_model_swap(previous.version if previous else None, target, loaded.created_at)
@@ -157,6 +174,52 @@ class ModelHolder:
                 _name(previous),
             )
             return ReloadOutcome(True, True, f"loaded version {target}", previous, loaded)
+
+    def at(self, version: str) -> LoadedModel | None:
+        """The model of ``version``: the current one, a kept older one, or loaded now from disk and kept.
+
+        None when it cannot be had: keeping older versions is off, the artifact is gone or unreadable
+        (then the disk is not tried again for :attr:`RETRY_SECONDS`). Loads of older versions are
+        serialised by their own lock, so they never delay a reload of the current version.
+        """
+        current = self._current
+        if current is not None and current.version == version:
+            return current
+        if not self._kept:
+            return None
+        with self._older_lock:
+            found = self._older.get(version)
+            if found is not None:
+                self._older.move_to_end(version)
+                return found
+            failed_at = self._failed.get(version)
+            if failed_at is not None and time.monotonic() - failed_at < self.RETRY_SECONDS:
+                return None
+            try:
+                model, metadata = artifact.load(self._model_dir, version)
+            except Exception as exc:  # an unreadable older version only ends the pinned scroll
+                log.warning("cannot load model version %s for a pinned scroll: %s", version, exc)
+                self._failed[version] = time.monotonic()
+                while len(self._failed) > 64:
+                    self._failed.pop(next(iter(self._failed)))
+                return None
+            self._failed.pop(version, None)
+            loaded = LoadedModel(version, model, metadata, time.time(), _created_timestamp(version, metadata))
+            log.info("loaded older model version %s for pinned scrolls", version)
+            self._keep_locked(loaded)
+            return loaded
+
+    def _keep(self, loaded: LoadedModel) -> None:
+        with self._older_lock:
+            self._keep_locked(loaded)
+
+    def _keep_locked(self, loaded: LoadedModel) -> None:
+        if not self._kept:
+            return
+        self._older[loaded.version] = loaded
+        self._older.move_to_end(loaded.version)
+        while len(self._older) > self._kept:
+            self._older.popitem(last=False)
 
 
 def _name(loaded: LoadedModel | None) -> str:

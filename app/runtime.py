@@ -71,13 +71,21 @@ def build_runtime(settings: Settings) -> Runtime:
     client = request_redis_client(settings.redis_url)
     cache = RecsCache(client, settings.redis_prefix)
     guard = CacheGuard(REDIS_COOLDOWN)
-    holder = ModelHolder(settings.model_dir, partial(published_version, cache, guard))
+    holder = ModelHolder(settings.model_dir, partial(published_version, cache, guard), kept=settings.api_models_kept)
     return Runtime(
         settings=settings,
         cache=cache,
         guard=guard,
         holder=holder,
-        feed=FeedService(holder, cache, guard, settings.top_k, ListMemo(settings.api_list_memo_users)),
+        feed=FeedService(
+            holder,
+            cache,
+            guard,
+            ListMemo(settings.api_list_memo_users),
+            top_k=settings.top_k,
+            max_feed_posts=settings.max_feed_posts,
+            impressions=settings.impressions,
+        ),
         redis_probe=CachedProbe(partial(guard.call, client.ping), ttl=1.0),
         postgres_probe=CachedProbe(postgres_check(settings.database_url), ttl=10.0),
     )

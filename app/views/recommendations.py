@@ -8,7 +8,7 @@ from marshmallow import ValidationError
 from werkzeug.routing import PathConverter
 
 from app.api import Blueprint, abort, invalid_arguments_message
-from app.feed import NoModel
+from app.feed import FeedRequest, NoModel, Pin
 from app.runtime import get_runtime
 from app.schemas import RecommendationsQuerySchema, RecommendationsSchema, check_user_id
 from common.ids import MAX_ID_LENGTH, USER_ID_PATTERN
@@ -45,8 +45,9 @@ class Recommendations(MethodView):
     def get(self, query, user_id):
         """A page of the user's feed
 
-        Unknown users get the popularity feed (`strategy: popular`). Pass `model_version` back as `version`
-        to keep paging on the same ranking while a new model is published.
+        Users the model does not know yet get a feed from their role and follows (`strategy: features`),
+        or the popularity feed (`strategy: popular`). Pass the page's `token` back as `token` to keep paging
+        on the same scroll, whatever is trained, refreshed or reported meanwhile.
         """
         # The path is checked here rather than by a second webargs pass: this is the hot path.
         try:
@@ -55,12 +56,19 @@ class Recommendations(MethodView):
             details = _path_error(exc)
             abort(400, invalid_arguments_message(details["fields"]), code="invalid_arguments", details=details)
         try:
-            page = get_runtime().feed.page(user_id, query["limit"], query["offset"], query["version"])
+            page = get_runtime().feed.page(_feed_request(user_id, query))
         except NoModel:
             abort(503, "no model is available yet: train one first", code="model_unavailable")
         # The page is built in exactly the documented shape (a test loads every answer with the schema), so
         # it is sent as is: dumping it through marshmallow again would double the cost of this hot path.
         return jsonify(page)
+
+
+def _feed_request(user_id: str, query: dict) -> FeedRequest:
+    """The feed's request: ``token`` pins the whole scroll, ``version`` (earlier clients) only the model."""
+    token, version = query["token"], query["version"]
+    pin = Pin.parse(token) if token is not None else Pin(version=version)
+    return FeedRequest(user_id, query["limit"], query["offset"], pin, query["exclude"])
 
 
 def _path_error(exc: ValidationError) -> dict:

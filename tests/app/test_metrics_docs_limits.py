@@ -64,7 +64,14 @@ def test_openapi_document_describes_every_endpoint_and_the_error_shape(client):
     path = spec["paths"]["/recommendations/{user_id}"]
     get = path["get"]
     assert get["summary"] == "A page of the user's feed"
-    assert {p["name"] for p in get["parameters"] + path["parameters"]} == {"user_id", "limit", "offset", "version"}
+    assert {p["name"] for p in get["parameters"] + path["parameters"]} == {
+        "user_id",
+        "limit",
+        "offset",
+        "version",
+        "token",
+        "exclude",
+    }
     assert next(p for p in path["parameters"] if p["name"] == "user_id")["schema"]["maxLength"] == 128
     assert {"200", "400", "503"} <= set(get["responses"])
     error = spec["components"]["schemas"]["ErrorResponse"]

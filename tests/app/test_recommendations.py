@@ -1,4 +1,4 @@
-"""GET /recommendations/<user_id>: pages from the Redis lists, fallbacks to the model, pinned versions."""
+"""GET /recommendations/<user_id>: pages from the Redis lists, the continuation, fallbacks to the model, pins."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from tests.app.helpers import publish
 from tests.ml.factories import random_model
 
 TOP_K = 30  # TOP_K_RECOMMENDATIONS of the test settings
+NUM_ITEMS = 60
 
 
 @pytest.fixture
@@ -22,8 +23,9 @@ def version(cache, model_dir, model):
     return publish(cache, model_dir, model, top_k=TOP_K)
 
 
-def expected_posts(model, user_id):
-    items, _ = model.top_k(np.array([model.user_index(user_id)]), TOP_K)
+def expected_posts(model, user_id, k=NUM_ITEMS):
+    """The user's whole feed: the model's ranking of every post it may recommend (the scroll goes past TOP_K)."""
+    items, _ = model.top_k(np.array([model.user_index(user_id)]), k)
     return [model.item_ids[i] for i in items[0] if i >= 0]
 
 
@@ -64,17 +66,18 @@ def test_default_limit_is_the_configured_one(client, version):
     ("offset", "limit", "count", "has_more", "next_offset"),
     [
         (0, 10, 10, True, 10),  # first page
-        (20, 10, 10, False, None),  # last full page
-        (25, 10, 5, False, None),  # short last page
-        (29, 1, 1, False, None),  # the very last item
-        (30, 10, 0, False, None),  # offset == total: empty page
+        (25, 10, 10, True, 35),  # across the end of the precomputed list: the model continues it
+        (50, 10, 10, False, None),  # last full page
+        (55, 10, 5, False, None),  # short last page
+        (59, 1, 1, False, None),  # the very last item
+        (60, 10, 0, False, None),  # offset == total: empty page
         (500, 10, 0, False, None),  # far past the end: empty page, not an error
     ],
 )
 def test_pagination_boundaries(client, model, version, offset, limit, count, has_more, next_offset):
     body = get_page(client, "user-1", limit=limit, offset=offset)
     assert body["pagination"] == {
-        "total": TOP_K,
+        "total": NUM_ITEMS,
         "limit": limit,
         "offset": offset,
         "has_more": has_more,

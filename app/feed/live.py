@@ -1,0 +1,79 @@
+"""The live pool as one model version sees it: fresh posts with their representations and feed ids.
+
+``tasks.refresh`` publishes, per live generation, the posts written after the model's data were read
+(``RecsCache.live_pool``). A web worker turns a generation's posts into a :class:`LivePool` once per
+(model version, generation): it drops the posts the model already knows (they are in its ranking), builds
+the response entries and, through ``RecModel.item_representations``, the representation of each post
+from its tags and community, so that scoring the pool for a user is one small matrix-vector product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.feed.ranked import EMPTY, Fixed, Ranked
+from app.feed.version_view import ItemEntry, item_entry
+from common.recs_cache import PoolPost
+from ml.model import RecModel
+
+
+@dataclass(frozen=True, eq=False)
+class LivePool:
+    """Fresh posts of one generation unknown to one model, newest first; post ``j`` has feed id ``offset + j``."""
+
+    generation: int
+    offset: int  # the model's number of items
+    entries: Sequence[ItemEntry]
+    index: Mapping[str, int]  # post id -> j
+    embeddings: np.ndarray  # (m, d), zero rows where not known
+    biases: np.ndarray  # (m,)
+    known: np.ndarray  # (m,) bool: the model knows some feature of the post, so it can score it
+
+    @property
+    def size(self) -> int:
+        return len(self.entries)
+
+    def feed_id(self, post_id: str) -> int | None:
+        j = self.index.get(post_id)
+        return None if j is None else self.offset + j
+
+    def scored(self, embedding: np.ndarray, bias: float) -> Ranked:
+        """The posts the model can score, best first for a user of this representation (ties: newest first)."""
+        rows = np.flatnonzero(self.known)
+        if not len(rows):
+            return EMPTY
+        scores = self.embeddings[rows] @ embedding + self.biases[rows] + np.float32(bias)
+        order = np.lexsort((rows, -scores))
+        return Fixed(rows[order] + self.offset, scores[order])
+
+    def unscored(self, everything: bool) -> Ranked:
+        """The posts left to recency, newest first: those the model cannot score, or all (``everything``)."""
+        rows = np.arange(self.size) if everything else np.flatnonzero(~self.known)
+        return Fixed(rows + self.offset, np.zeros(len(rows), dtype=np.float32))
+
+
+def build_pool(model: RecModel, item_index: Mapping[str, int], generation: int, posts: Sequence[PoolPost]) -> LivePool:
+    """The :class:`LivePool` of ``posts`` for ``model`` (``item_index``: its post id -> item index)."""
+    fresh = [post for post in posts if post[0] not in item_index]
+    dim = model.item_embeddings.shape[1]
+    if fresh:
+        embeddings, biases, known = model.item_representations([p[1] for p in fresh], [p[2] for p in fresh])
+    else:
+        embeddings, biases, known = np.zeros((0, dim), np.float32), np.zeros(0, np.float32), np.zeros(0, bool)
+    return LivePool(
+        generation=generation,
+        offset=model.num_items,
+        entries=[item_entry(post_id, tags, community) for post_id, tags, community, _ in fresh],
+        index={post[0]: j for j, post in enumerate(fresh)},
+        embeddings=np.asarray(embeddings, dtype=np.float32),
+        biases=np.asarray(biases, dtype=np.float32),
+        known=np.asarray(known, dtype=bool),
+    )
+
+
+def empty_pool(model: RecModel, generation: int = 0) -> LivePool:
+    """A pool without posts (generation 0, or when the live parts cannot be read)."""
+    return build_pool(model, {}, generation, ())

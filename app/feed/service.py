@@ -1,0 +1,244 @@
+"""FeedService: resolves a page request into its scope, runs the stages, renders the page.
+
+Resolving is the only part that does I/O. It picks the model version (the held one, or the pinned one:
+kept in memory or loaded from disk by ``ModelHolder.at``), reads in one Redis round trip the clock, the
+live generation, the user's exclusions and, as needed, the user's precomputed list (unless the worker's
+:class:`app.list_memo.ListMemo` has it), its live-user record and whether a pinned version is still
+published, then the live pool of the generation (once per generation and version per worker). A pin that
+cannot be honoured (its version or pool expired) gives a fresh scroll from the current state, and the
+response says ``version_fallback: true``. When Redis cannot be reached (see
+:class:`app.cache_guard.CacheGuard`) the page comes from the held model alone: no fresh posts (unless the
+worker holds the pinned generation's pool) and no exclusions, ``source: model``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+from app import metrics
+from app.cache_guard import CacheGuard, CacheUnavailable
+from app.feed.live import LivePool, build_pool, empty_pool
+from app.feed.pin import UNPINNED, Pin
+from app.feed.stages import Candidates, Exclusions, Feed, FeedRequest, FreshPosts, Page, Scope
+from app.feed.version_view import VersionView
+from app.list_memo import ListMemo
+from app.model_holder import LoadedModel, ModelHolder
+from common.recs_cache import RecsCache, UserReads, live_user_at, unpack_list
+
+log = logging.getLogger(__name__)
+
+
+class NoModel(RuntimeError):
+    """The worker holds no model yet (nothing was trained, or every load failed)."""
+
+
+class _Lru:
+    """A small thread-safe LRU map."""
+
+    def __init__(self, capacity: int):
+        self._capacity = capacity
+        self._values: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            value = self._values.get(key)
+            if value is not None:
+                self._values.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._values[key] = value
+            self._values.move_to_end(key)
+            while len(self._values) > self._capacity:
+                self._values.popitem(last=False)
+
+
+class FeedService:
+    """Builds recommendation pages for one web worker.
+
+    Parameters
+    ----------
+    holder : ModelHolder
+        The worker's model, and the older versions pinned scrolls need.
+    cache : RecsCache
+        The Redis cache (reader side), on a client with short timeouts.
+    guard : CacheGuard
+        The circuit breaker every Redis call goes through.
+    memo : ListMemo
+        The lists already read for the held version.
+    top_k : int
+        Length of the precomputed lists (``TOP_K_RECOMMENDATIONS``), and of a head computed without one.
+    max_feed_posts : int
+        How far a scroll goes (``MAX_FEED_POSTS``).
+    impressions : str
+        What an impression does: ``demote``, ``hide`` or ``ignore`` (``IMPRESSIONS``).
+    """
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        cache: RecsCache,
+        guard: CacheGuard,
+        memo: ListMemo,
+        *,
+        top_k: int,
+        max_feed_posts: int,
+        impressions: str = "demote",
+    ):
+        self._holder = holder
+        self._cache = cache
+        self._guard = guard
+        self._memo = memo
+        self.stages: Sequence[Callable[[Feed], Feed]] = (
+            Candidates(top_k, max_feed_posts),
+            FreshPosts(),
+            Exclusions(impressions),
+        )
+        self._page = Page(max_feed_posts)
+        self._views = _Lru(4)  # version -> VersionView
+        self._posts = _Lru(4)  # generation -> the pool's posts, as published
+        self._pools = _Lru(4)  # (version, generation) -> LivePool
+
+    def page(self, request: FeedRequest) -> dict[str, Any]:
+        """One page of the feed, as the ``RecommendationsSchema`` response. Raises :class:`NoModel`."""
+        feed = Feed(request, self._resolve(request))
+        for stage in self.stages:
+            feed = stage(feed)
+        metrics.labelled(metrics.PAGES, feed.strategy, feed.source).inc()
+        return self._page(feed)
+
+    def prefetch(self, version: str) -> None:
+        """Build a version's entries now (the reloader calls this after a swap), not on a request."""
+        loaded = self._holder.current
+        if loaded is not None and loaded.version == version:
+            self._view(loaded)
+
+    # --- resolving a request ---
+
+    def _resolve(self, request: FeedRequest) -> Scope:
+        held = self._holder.get()
+        if held is None:
+            raise NoModel("no model is loaded yet")
+        if request.pin != UNPINNED:
+            scope = self._scope(request.user_id, held, request.pin)
+            if scope is not None:
+                return scope
+        scope = self._scope(request.user_id, held, UNPINNED)
+        assert scope is not None  # an unpinned page is always possible
+        if request.pin == UNPINNED:
+            return scope
+        return replace(scope, version_fallback=True)
+
+    def _scope(self, user_id: str, held: LoadedModel, pin: Pin) -> Scope | None:
+        """The scope of ``pin``, or None when it cannot be honoured any more."""
+        loaded = held if pin.version in (None, held.version) else self._holder.at(pin.version)
+        if loaded is None:
+            return None
+        is_held = loaded is held
+        known = loaded.model.user_index(user_id) is not None
+        cached = self._memo.get(loaded.version, user_id) if known and is_held else None
+        try:
+            reads = self._guard.call(
+                partial(
+                    self._cache.user_reads,
+                    user_id,
+                    list_version=loaded.version if known and cached is None else None,
+                    live_user=not known,
+                    check_version=None if is_held else loaded.version,
+                    cutoff=pin.cutoff,
+                )
+            )
+        except CacheUnavailable:
+            reads = None
+        if reads is None:
+            return self._without_redis(user_id, loaded, pin)
+        if reads.published is False:
+            return None  # the pinned version expired (RECS_RETAIN_SECONDS)
+        generation = reads.generation if pin.generation is None else pin.generation
+        pool = self._pool(loaded, generation)
+        if pool is None:
+            return None  # the pinned generation's pool expired
+        if known and cached is None:
+            cached = self._unpack(reads, loaded, user_id, is_held)
+        return Scope(
+            loaded=loaded,
+            view=self._view(loaded),
+            pin=Pin(loaded.version, generation, reads.now if pin.cutoff is None else pin.cutoff),
+            pool=pool,
+            cached_list=cached,
+            live_user=None if known else live_user_at(reads.live_user, generation),
+            seen=reads.seen,
+            shown=reads.shown,
+            redis_answered=True,
+            version_fallback=False,
+        )
+
+    def _without_redis(self, user_id: str, loaded: LoadedModel, pin: Pin) -> Scope:
+        """The scope when Redis cannot be reached: the model alone, and what the worker already holds."""
+        generation = 0 if pin.generation is None else pin.generation
+        pool = self._pools.get((loaded.version, generation)) or empty_pool(loaded.model, generation)
+        known = loaded.model.user_index(user_id) is not None
+        cached = self._memo.get(loaded.version, user_id) if known else None
+        return Scope(
+            loaded=loaded,
+            view=self._view(loaded),
+            pin=Pin(loaded.version, generation, 0 if pin.cutoff is None else pin.cutoff),
+            pool=pool,
+            cached_list=cached,
+            live_user=None,
+            seen={},
+            shown={},
+            redis_answered=False,
+            version_fallback=False,
+        )
+
+    def _unpack(self, reads: UserReads, loaded: LoadedModel, user_id: str, is_held: bool):
+        if reads.list_blob is None:
+            log.warning("no cached list for known user %r in version %s; computing it", user_id, loaded.version)
+            return None
+        try:
+            found = unpack_list(reads.list_blob)
+        except ValueError as exc:  # a corrupt list: the model can still answer
+            log.error("unreadable cached list of user %r in version %s: %s", user_id, loaded.version, exc)
+            return None
+        if is_held:
+            self._memo.put(loaded.version, user_id, found)
+        return found
+
+    def _view(self, loaded: LoadedModel) -> VersionView:
+        view = self._views.get(loaded.version)
+        if view is None:
+            view = VersionView.of(loaded.model)
+            self._views.put(loaded.version, view)
+        return view
+
+    def _pool(self, loaded: LoadedModel, generation: int) -> LivePool | None:
+        """The pool of ``generation`` as ``loaded`` sees it; None if it expired.
+
+        Kept per worker once read; when Redis fails while reading it, this page goes without fresh posts
+        and a later one reads it again.
+        """
+        key = (loaded.version, generation)
+        pool = self._pools.get(key)
+        if pool is not None:
+            return pool
+        posts = [] if generation == 0 else self._posts.get(generation)
+        if posts is None:
+            try:
+                posts = self._guard.call(self._cache.live_pool, generation)
+            except CacheUnavailable:
+                return empty_pool(loaded.model, generation)
+            if posts is None:
+                return None
+            self._posts.put(generation, posts)
+        pool = build_pool(loaded.model, self._view(loaded).item_index, generation, posts)
+        self._pools.put(key, pool)
+        return pool

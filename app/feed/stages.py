@@ -1,0 +1,233 @@
+"""The feed as a pipeline of named stages: candidates → fresh posts → exclusions → page.
+
+:class:`app.feed.service.FeedService` resolves a request into a :class:`Feed` (the :class:`Scope`: which
+model version, live generation and cutoff the page is pinned to, and everything read for it), then each
+stage takes the feed and returns the next one, and :class:`Page` cuts the response out of the result:
+
+- :class:`Candidates` ranks what the model knows for the user: its precomputed list continued by the
+  model's ranking (``personalized``), a ranking from its features for a user the model does not know yet
+  (``features``), or the popularity list (``popular``);
+- :class:`FreshPosts` merges the live pool's posts by their score for the user, and puts those it cannot
+  score after the model's ranking, newest first;
+- :class:`Exclusions` removes what the user saw and demotes (or hides) what it was shown, as of the cutoff.
+
+A stage is a callable ``Feed -> Feed`` that replaces :attr:`Feed.ranking` (a lazy :mod:`app.feed.ranked`
+ranking) and what it describes; a new feature (a community filter, similar posts, an experiment's
+variant) is a new stage in the service's tuple, not a new branch here. Stages do no I/O: what they need
+is read into the scope first, in one Redis round trip.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from app.feed.live import LivePool
+from app.feed.pin import UNPINNED, Pin
+from app.feed.ranked import EMPTY, Chained, Extended, Filtered, Fixed, Merged, Ranked
+from app.feed.version_view import ItemEntry, VersionView
+from app.list_memo import RankedList
+from app.model_holder import LoadedModel
+
+
+@dataclass(frozen=True)
+class FeedRequest:
+    """What a client asked for: a page of a user's feed, maybe pinned, maybe without some posts."""
+
+    user_id: str
+    limit: int
+    offset: int
+    pin: Pin = UNPINNED
+    exclude: frozenset[str] = frozenset()  # posts the client already shows: skipped, positions kept
+
+
+@dataclass(frozen=True, eq=False)
+class Scope:
+    """What a page is computed against: its resolved pin and everything read for it."""
+
+    loaded: LoadedModel  # the model of pin.version
+    view: VersionView
+    pin: Pin  # fully resolved: the response's token
+    pool: LivePool  # the fresh posts of pin.generation unknown to the model
+    cached_list: RankedList | None  # the user's precomputed list, if the model knows the user and Redis has it
+    live_user: Mapping[str, Any] | None  # role and follows of a user the model does not know, at pin.generation
+    seen: Mapping[str, int]  # post id -> arrival (us), arrived by pin.cutoff
+    shown: Mapping[str, int]
+    redis_answered: bool
+    version_fallback: bool  # the request's pin could not be honoured: this is a fresh, unpinned scroll
+
+    def entry(self, feed_id: int) -> ItemEntry:
+        offset = self.pool.offset
+        return self.view.entries[feed_id] if feed_id < offset else self.pool.entries[feed_id - offset]
+
+    def feed_id(self, post_id: str) -> int | None:
+        index = self.view.item_index.get(post_id)
+        return index if index is not None else self.pool.feed_id(post_id)
+
+
+@dataclass(frozen=True, eq=False)
+class Feed:
+    """A feed on its way through the stages."""
+
+    request: FeedRequest
+    scope: Scope
+    ranking: Ranked = EMPTY
+    strategy: str = "popular"
+    source: str = "model"
+    # The user's representation (embedding, bias) when the model can score posts for it, else None.
+    vector: tuple[np.ndarray, float] | None = field(default=None)
+
+
+class Candidates:
+    """What the model ranks for the user, to ``depth`` entries (enough for every later stage's drops)."""
+
+    def __init__(self, top_k: int, max_feed_posts: int):
+        self._top_k = top_k
+        self._max_feed_posts = max_feed_posts
+
+    def __call__(self, feed: Feed) -> Feed:
+        scope = feed.scope
+        model = scope.loaded.model
+        depth = min(model.num_items, self._max_feed_posts + len(scope.seen) + len(scope.shown))
+        user = model.user_index(feed.request.user_id)
+        if user is not None:
+            return self._personalized(feed, user, depth)
+        features = scope.live_user
+        vector = model.user_representation(features.get("role"), features["follows"]) if features else None
+        if vector is not None:
+            embedding, bias = vector
+
+            def rank(k: int) -> tuple[np.ndarray, np.ndarray]:
+                return model.rank_representation(embedding, k, bias=bias)
+
+            ranking = Extended((np.zeros(0), np.zeros(0)), rank, depth, model.num_items, _below(model.num_items))
+            return replace(feed, ranking=ranking, strategy="features", source="model", vector=vector)
+        source = "cache" if scope.redis_answered else "model"
+        ranking = Fixed(model.popular_items, model.popular_scores)
+        return replace(feed, ranking=ranking, strategy="popular", source=source)
+
+    def _personalized(self, feed: Feed, user: int, depth: int) -> Feed:
+        model = feed.scope.loaded.model
+        users = np.array([user], dtype=np.int64)
+
+        def rank(k: int) -> tuple[np.ndarray, np.ndarray]:
+            items, scores = model.top_k(users, max(k, 1))
+            valid = items[0] >= 0
+            return items[0][valid], scores[0][valid]
+
+        cached = feed.scope.cached_list
+        if cached is not None:
+            valid = cached[0] >= 0  # lists shorter than K are padded with -1
+            head, source = (cached[0][valid], cached[1][valid]), "cache"
+        else:
+            head, source = rank(self._top_k), "model"
+        excluded = model.excluded_items(user)
+
+        def universe(feed_id: int) -> bool:
+            if not 0 <= feed_id < model.num_items:
+                return False
+            at = np.searchsorted(excluded, feed_id)
+            return not (at < len(excluded) and excluded[at] == feed_id)
+
+        size = model.num_items - len(excluded)
+        ranking = Extended(head, rank, depth, size, universe)
+        vector = (model.user_embeddings[user], float(model.user_biases[user]))
+        return replace(feed, ranking=ranking, strategy="personalized", source=source, vector=vector)
+
+
+def _below(limit: int):
+    return lambda feed_id: 0 <= feed_id < limit
+
+
+class FreshPosts:
+    """The live pool merged in: scored posts by score among the model's, the others after it, newest first."""
+
+    def __call__(self, feed: Feed) -> Feed:
+        pool = feed.scope.pool
+        if not pool.size:
+            return feed
+        if feed.vector is None:
+            return replace(feed, ranking=Chained(feed.ranking, pool.unscored(everything=True)))
+        merged = Merged(feed.ranking, pool.scored(*feed.vector))
+        return replace(feed, ranking=Chained(merged, pool.unscored(everything=False)))
+
+
+class Exclusions:
+    """Posts seen by the cutoff removed; posts shown demoted to the end, hidden or left, per ``IMPRESSIONS``."""
+
+    def __init__(self, impressions: str):
+        self._impressions = impressions
+
+    def __call__(self, feed: Feed) -> Feed:
+        scope = feed.scope
+        removed = _feed_ids(scope, scope.seen)
+        shown = _feed_ids(scope, scope.shown) if self._impressions != "ignore" else []
+        if self._impressions == "hide":
+            removed, shown = removed + shown, []
+        if not removed and not shown:
+            return feed
+        return replace(feed, ranking=Filtered(feed.ranking, set(removed), shown))
+
+
+def _feed_ids(scope: Scope, posts: Mapping[str, int]) -> list[int]:
+    return [i for i in map(scope.feed_id, posts) if i is not None]
+
+
+class Page:
+    """The response: the feed (at most ``MAX_FEED_POSTS``) from ``offset``, ``limit`` posts, client exclusions skipped.
+
+    Positions are those of the whole feed, so a post skipped because the client excludes it still takes
+    its position: ``next_offset`` continues exactly where this page stopped whatever ``exclude`` said.
+    """
+
+    def __init__(self, max_feed_posts: int):
+        self._max_feed_posts = max_feed_posts
+
+    def __call__(self, feed: Feed) -> dict[str, Any]:
+        request, scope = feed.request, feed.scope
+        total = min(self._max_feed_posts, feed.ranking.size)
+        start = min(request.offset, total)
+        want = min(total, request.offset + request.limit + len(request.exclude))
+        ids, scores = feed.ranking.take(want)
+        recommendations = []
+        stop = start
+        offset = scope.pool.offset
+        for position, feed_id, score in zip(
+            itertools.count(start), ids[start:].tolist(), scores[start:].tolist(), strict=False
+        ):
+            if len(recommendations) == request.limit:
+                break
+            stop = position + 1
+            post_id, metadata = scope.entry(feed_id)
+            if post_id in request.exclude:
+                continue
+            recommendations.append(
+                {
+                    "post_id": post_id,
+                    "score": round(score, 6),
+                    "rank": position + 1,
+                    "fresh": feed_id >= offset,
+                    "metadata": metadata,
+                }
+            )
+        has_more = stop < total
+        return {
+            "user_id": request.user_id,
+            "model_version": scope.loaded.version,
+            "token": scope.pin.token,
+            "strategy": feed.strategy,
+            "source": feed.source,
+            "version_fallback": scope.version_fallback,
+            "recommendations": recommendations,
+            "pagination": {
+                "total": total,
+                "limit": request.limit,
+                "offset": request.offset,
+                "has_more": has_more,
+                "next_offset": stop if has_more else None,
+            },
+        }
