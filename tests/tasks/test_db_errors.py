@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import ml.db
-from tests.tasks.conftest import start_worker
+from tests.tasks.conftest import start_worker, wait_until
 
 MISSING_ROLE = "recsvc_no_such_role"
 
@@ -21,7 +21,8 @@ def test_a_refused_connection_fails_the_run_with_one_line(service_env, services,
     with pytest.raises(ml.db.ConnectError) as failed:
         celery_client.send_task("tasks.train").get(timeout=120)
 
-    outcome = cache.last_training_outcome()
+    # Celery stores the task's failure before it calls on_failure, which records the outcome.
+    outcome = wait_until(cache.last_training_outcome, 10, "the failed run's outcome")
     assert outcome["status"] == "failed"
     for message in (str(failed.value), outcome["reason"]):
         assert "\n" not in message
