@@ -2,8 +2,10 @@
 
 For each server: if it answers, nothing happens. If it does not answer and it is meant to run on this
 machine (localhost), the locally installed server is started; if none is installed, the script stops with
-a message naming what is missing and how to get it. ``--create-database`` also creates the PostgreSQL
-database of the URL if it does not exist yet.
+a message naming what is missing and how to get it. A PostgreSQL server that answers but refuses the URL's
+role or password stops it with one line naming ``DATABASE_URL``, what went wrong and what to do
+(:class:`ml.db.ConnectError`). ``--create-database`` also creates the PostgreSQL database of the URL if it
+does not exist yet.
 
     python scripts/services.py [--database-url URL] [--redis-url URL] [--create-database]
 
