@@ -5,6 +5,7 @@ imported, so the worker, beat, Flower and the ``celery`` CLI agree with the rest
 are not Celery settings start with an underscore so that ``celery inspect conf`` leaves them out.
 """
 
+from common.cpus import usable_cpus as _usable_cpus
 from tasks import limits as _limits
 from tasks import settings as _settings
 
@@ -32,6 +33,9 @@ task_send_sent_event = True
 # A training run is long and heavy: a worker process reserves one task at a time, so chunk tasks spread
 # over every free process instead of queueing behind a busy one.
 worker_prefetch_multiplier = 1
+# Worker processes: one per usable CPU (Celery's own default, os.cpu_count(), ignores a container's CPU
+# limit), and at least two so that a live refresh never waits behind a training run (`--concurrency` wins).
+worker_concurrency = max(2, _usable_cpus())
 # Acknowledge after the task ran: a message whose worker machine died is delivered again (after the
 # visibility timeout below) instead of being lost. task_reject_on_worker_lost stays off: a child killed by
 # the OOM killer or the hard time limit would be redelivered and killed again in a loop; the next scheduled

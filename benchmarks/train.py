@@ -43,6 +43,7 @@ import psycopg2
 import ml.db
 import ml.demo
 from common.config import load_settings
+from common.cpus import usable_cpus
 from ml import artifact
 from ml.features import build_features
 from ml.training import fit, interaction_weights, to_rec_model
@@ -87,7 +88,7 @@ def run_size(size: str, server_url: str) -> dict:
     result["pipeline_seconds"] = round(sum(result["stages"][s]["seconds"] for s in PIPELINE_STAGES), 2)
     result["pipeline_cpu_seconds"] = round(sum(result["stages"][s]["cpu_seconds"] for s in PIPELINE_STAGES), 2)
     result["load_average"] = os.getloadavg()[0]
-    result["threads"] = settings.training.num_threads or os.cpu_count()
+    result["threads"] = settings.training.num_threads or usable_cpus()
     result["epochs"] = settings.training.epochs
     result["components"] = settings.training.components
     return result

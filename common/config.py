@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from common.cpus import usable_cpus
+
 DEFAULT_DATABASE_URL = "postgresql://localhost:5432/recsvc"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -52,7 +54,7 @@ class TrainingSettings:
     weight_like: float = 2.0
     weight_comment: float = 3.0
     half_life_days: float = 365.0  # 0 disables time decay
-    num_threads: int = 0  # 0 means one per core
+    num_threads: int = 0  # 0 means one per usable CPU (common.cpus)
     seed: int = 42
 
 
@@ -83,7 +85,7 @@ class Settings:
     rate_limit: str | None = None
     api_host: str = "0.0.0.0"
     api_port: int = 8000
-    api_workers: int = os.cpu_count() or 1  # with two threads each (gunicorn.conf.py)
+    api_workers: int = field(default_factory=usable_cpus)  # with two threads each (gunicorn.conf.py)
     api_list_memo_users: int = 10_000
     api_reuse_port: bool = True
     api_models_kept: int = 2  # older model versions a worker keeps loaded for pinned scrolls

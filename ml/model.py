@@ -17,7 +17,6 @@ were read gets a representation from its features alone (:meth:`RecModel.item_re
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
+
+from common.cpus import usable_cpus
 
 # Scores of one block of users against all items are held at once: this many float32 values (8 MiB).
 # Small enough to stay in cache between the product and the selection, large enough for a fast BLAS call.
@@ -188,7 +189,8 @@ class RecModel:
         k : int
             How many items per user (>= 1).
         num_threads : int, optional
-            Threads ranking blocks of users in parallel; default one per core. A request of a single
+            Threads ranking blocks of users in parallel; default one per usable CPU
+            (:func:`common.cpus.usable_cpus`: affinity and cgroup quota). A request of a single
             block (a web page) runs in the calling thread.
 
         Returns
@@ -221,7 +223,7 @@ class RecModel:
         blocks = [
             (start, users[start : start + ranker.block_users]) for start in range(0, len(users), ranker.block_users)
         ]
-        threads = min(num_threads or os.cpu_count() or 1, len(blocks))
+        threads = min(num_threads or usable_cpus(), len(blocks))
         shares = [blocks[i::threads] for i in range(threads)]
 
         def rank_share(share: list[tuple[int, np.ndarray]]) -> None:

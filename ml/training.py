@@ -10,7 +10,6 @@ embeddings of the user and item features (:mod:`ml.features`), with WARP loss by
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import numpy as np
@@ -18,6 +17,7 @@ import scipy.sparse as sp
 from lightfm import LightFM
 
 from common.config import TrainingSettings
+from common.cpus import usable_cpus
 from ml.dataset import INTERACTION_TYPES, Dataset
 from ml.errors import TrainingError
 from ml.features import Features, build_features
@@ -79,7 +79,7 @@ def train(dataset: Dataset, params: TrainingSettings, features: Features | None 
     dataset : Dataset
     params : TrainingSettings
         Hyperparameters: ``components``, ``loss``, ``learning_rate``, ``epochs``, ``item_alpha``,
-        ``user_alpha``, ``max_sampled``, the interaction weights, ``num_threads`` (0: one per core) and
+        ``user_alpha``, ``max_sampled``, the interaction weights, ``num_threads`` (0: one per usable CPU) and
         ``seed``.
     features : Features, optional
         ``build_features(dataset)``, when the caller already has it.
@@ -116,7 +116,7 @@ def fit(weights: sp.coo_matrix, features: Features, params: TrainingSettings) ->
     TrainingError
         When the fit diverges (LightFM checks the parameters after every epoch).
     """
-    threads = params.num_threads or os.cpu_count() or 1
+    threads = params.num_threads or usable_cpus()
     estimator = LightFM(
         no_components=params.components,
         loss=params.loss,

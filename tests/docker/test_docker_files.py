@@ -433,6 +433,14 @@ def test_every_variable_the_stack_uses_is_documented(compose, services):
         assert name in interpolated or _reads(name, read), f"docker/env.example documents unused {name}"
 
 
+def test_env_example_says_how_the_web_tier_is_sized():
+    """The container runs one web worker per usable CPU unless API_WORKERS says otherwise: the example says so."""
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    setting = next(i for i, line in enumerate(lines) if re.match(r"^# ?API_WORKERS=", line))
+    comment = " ".join(line for line in lines[max(0, setting - 4) : setting] if line.startswith("#"))
+    assert "CPU" in comment and "limit" in comment, comment
+
+
 def test_configuration_comes_from_an_ignored_env_file_and_no_secret_is_written_here(services):
     for name in RECSVC_SERVICES:
         assert services[name]["env_file"] == ".env", name
