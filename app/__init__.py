@@ -55,7 +55,16 @@ def create_app(test_config: dict | None = None) -> Flask:
         OPENAPI_REDOC_URL=f"{_DOCS_ASSETS}/redoc/redoc.standalone.js",
         API_SPEC_OPTIONS={
             "info": {"description": "Personalised feed recommendations for the community app (LightFM hybrid)."},
-            "components": {"securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}}},
+            "components": {
+                "securitySchemes": {
+                    "adminToken": {"type": "http", "scheme": "bearer"},
+                    "eventsToken": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "EVENTS_TOKEN, else ADMIN_TOKEN",
+                    },
+                }
+            },
         },
     )
     if test_config is None or "SETTINGS" not in test_config:
@@ -70,7 +79,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from app.api import Api
     from app.runtime import build_runtime
     from app.schemas import PageLimitsPlugin
-    from app.views import admin, health, metrics, recommendations, root
+    from app.views import admin, events, health, metrics, recommendations, root
 
     app.extensions["recsvc"] = build_runtime(settings)
     request_id.init_app(app)
@@ -78,12 +87,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     # CORS headers only for requests that carry an Origin (browsers); the backend's server-to-server calls
     # need none, and skipping them is measurably cheaper on the hot path (as the CORS spec says to).
     CORS(app, origins=list(settings.cors_origins), expose_headers=["X-Request-ID"], always_send=False)
-    limiter.init_app(app, settings)
+    limiter.init_app(app, settings).limit(settings.events_rate_limit)(events.blp)
 
     app.url_map.converters["rest"] = recommendations.RestOfPathConverter
     page_limits = PageLimitsPlugin(settings.max_page_limit, settings.default_page_limit)
     api = Api(app, spec_kwargs={"extra_plugins": [page_limits]})
-    for blueprint in (root.blp, recommendations.blp, health.blp, admin.blp, metrics.blp):
+    for blueprint in (root.blp, recommendations.blp, events.blp, health.blp, admin.blp, metrics.blp):
         api.register_blueprint(blueprint)
     # Browsers ask for /favicon.ico on every page they show (the docs, a JSON answer): "no icon" rather than
     # a 404 that the browser's console reports as an error.

@@ -1,4 +1,4 @@
-"""Optional rate limiting per client address (``RATE_LIMIT``, e.g. ``100/second``), counted in Redis.
+"""Rate limiting per client address (``RATE_LIMIT``, e.g. ``100/second``, and ``EVENTS_RATE_LIMIT``), in Redis.
 
 Counters live in Redis under ``<REDIS_PREFIX>ratelimit:`` so every worker and host shares them. If Redis
 is unavailable the limiter counts in the worker's memory instead of failing requests. ``/health``,
@@ -23,13 +23,14 @@ def _exempt() -> bool:
     return request.blueprint in _EXEMPT_BLUEPRINTS or request.endpoint == "static"
 
 
-def init_app(app: Flask, settings: Settings) -> Limiter | None:
-    """Install the limiter if ``RATE_LIMIT`` is set; return it (None when rate limiting is off)."""
-    if not settings.rate_limit:
-        return None
+def init_app(app: Flask, settings: Settings) -> Limiter:
+    """Install the limiter and return it: ``RATE_LIMIT`` (if set) is the default limit of every endpoint.
+
+    The app factory puts ``EVENTS_RATE_LIMIT`` (always set: the events batch writes) on ``POST /events``.
+    """
     limiter = Limiter(
         get_remote_address,
-        default_limits=[settings.rate_limit],
+        default_limits=[settings.rate_limit] if settings.rate_limit else [],
         default_limits_exempt_when=_exempt,
         storage_uri=settings.redis_url,
         storage_options={

@@ -7,6 +7,7 @@ the OpenAPI document served at ``/openapi.json``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any
 
 from apispec import BasePlugin
@@ -15,6 +16,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 
 from app.feed.pin import TOKEN_PATTERN
 from common.ids import MAX_ID_LENGTH, is_requestable_user_id
+from common.recs_cache import EVENT_TYPES
 from ml import artifact
 
 MAX_OFFSET = 2**31 - 1
@@ -287,6 +289,76 @@ class RecommendationsSchema(Schema):
     )
     recommendations = fields.List(fields.Nested(RecommendationSchema), required=True)
     pagination = fields.Nested(PaginationSchema, required=True)
+
+
+# --- events ---
+
+MAX_EVENTS = 1000  # events in one POST /events batch
+
+
+class EventSchema(Schema):
+    """One event the backend reports: a user viewed, liked, commented on or was shown a post."""
+
+    class Meta:
+        unknown = RAISE
+
+    user_id = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=MAX_ID_LENGTH),
+        metadata={"description": "The user's id (as in `GET /recommendations/<user_id>`)"},
+    )
+    post_id = fields.String(required=True, validate=validate.Length(min=1, max=MAX_ID_LENGTH))
+    type = fields.String(
+        required=True,
+        validate=validate.OneOf(EVENT_TYPES),
+        metadata={
+            "description": "`view`, `like`, `comment`: the post leaves the user's next feeds; `impression`: the post "
+            "was shown, and is demoted or hidden as configured (IMPRESSIONS)"
+        },
+    )
+    created_at = fields.AwareDateTime(
+        required=True,
+        default_timezone=UTC,
+        metadata={"description": "When it happened (ISO 8601). Serving orders exclusions by arrival instead"},
+    )
+
+    @validates("user_id")
+    def _check_user_id(self, value: str, data_key: str) -> None:
+        check_user_id(value)
+
+
+class EventBatchSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    events = fields.List(
+        fields.Nested(EventSchema),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_EVENTS, error=f"must hold 1 to {MAX_EVENTS} events"),
+        metadata={"description": f"1 to {MAX_EVENTS} events, recorded all together or (if any is bad) not at all"},
+    )
+
+    def handle_error(self, error: ValidationError, data: Any, **kwargs) -> None:
+        """Name each bad entry by its path (``events[3].type``), so the 400's message says which it is."""
+        raise ValidationError(_paths(error.messages)) from error
+
+
+def _paths(messages: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested marshmallow messages flattened to ``{"events[3].type": [...]}``."""
+    if not isinstance(messages, dict):
+        return {prefix: messages}
+    flat: dict[str, Any] = {}
+    for key, value in messages.items():
+        path = f"{prefix}[{key}]" if isinstance(key, int) else f"{prefix}.{key}" if prefix else str(key)
+        flat.update(_paths(value, path))
+    return flat
+
+
+class EventsRecordedSchema(Schema):
+    recorded = fields.Integer(required=True, metadata={"description": "How many events were recorded"})
+    arrived_at = fields.String(
+        required=True, metadata={"description": "When they arrived (Redis time, ISO 8601 with microseconds)"}
+    )
 
 
 # --- health, root, admin ---

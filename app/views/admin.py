@@ -7,14 +7,13 @@ version through their reloaders.
 
 from __future__ import annotations
 
-import hmac
 import os
 import time
 
-from flask import request
 from flask.views import MethodView
 
 from app.api import Blueprint, abort
+from app.auth import require_bearer
 from app.cache_guard import CacheUnavailable
 from app.model_holder import iso_time
 from app.runtime import get_runtime
@@ -30,11 +29,7 @@ def _require_admin_token() -> None:
     token = get_runtime().settings.admin_token
     if token is None:
         abort(403, "admin endpoints are disabled: set ADMIN_TOKEN to enable them", code="admin_disabled")
-    scheme, _, supplied = request.headers.get("Authorization", "").partition(" ")
-    # compare_digest takes as long for a wrong token as for a right one, so timing reveals nothing.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(supplied.strip().encode(), token.encode()):
-        challenge = {"WWW-Authenticate": 'Bearer realm="recsvc admin"'}
-        abort(401, "missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)", headers=challenge)
+    require_bearer(token, "recsvc admin", "missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)")
 
 
 @blp.route("/reload-model")

@@ -1,0 +1,69 @@
+"""``POST /events``: the backend reports views, likes, comments and impressions; feeds reflect them at once.
+
+Requires ``Authorization: Bearer $EVENTS_TOKEN`` (``ADMIN_TOKEN`` when no events token is set); without
+either the endpoint is disabled (403 ``events_disabled``). A batch holds 1 to 1,000 events and is recorded
+all together in one Redis script (``RecsCache.record_events``), or, if any event is bad, not at all: a 400
+naming each bad entry by its path (``events[3].type``). The body is bounded (1 MiB) and the rate per client
+address too (``EVENTS_RATE_LIMIT``). Sending a batch again is harmless: a post already recorded keeps its
+first arrival. Events are serving signals, bounded per user (``EVENTS_MAX_PER_USER``, ``EVENTS_TTL_SECONDS``);
+PostgreSQL stays the source of truth for training.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+
+from flask import request
+from flask.views import MethodView
+
+from app.api import Blueprint, abort
+from app.auth import require_bearer
+from app.cache_guard import CacheUnavailable
+from app.runtime import get_runtime
+from app.schemas import MAX_EVENTS, EventBatchSchema, EventsRecordedSchema
+
+blp = Blueprint("events", __name__, description="Events that shape the live feed (events token)")
+
+# 1,000 events of two 128-character ids each take about 350 KB of JSON; anything larger is not a batch.
+MAX_BODY_BYTES = MAX_EVENTS * 1024
+
+
+@blp.before_request
+def _bound_and_authorise() -> None:
+    request.max_content_length = MAX_BODY_BYTES
+    settings = get_runtime().settings
+    token = settings.events_token or settings.admin_token
+    if token is None:
+        abort(403, "POST /events is disabled: set EVENTS_TOKEN (or ADMIN_TOKEN) to enable it", code="events_disabled")
+    require_bearer(token, "recsvc events", "missing or wrong events token (Authorization: Bearer <EVENTS_TOKEN>)")
+
+
+@blp.route("/events")
+class Events(MethodView):
+    @blp.doc(security=[{"eventsToken": []}])
+    @blp.arguments(EventBatchSchema(), location="json")
+    @blp.response(200, EventsRecordedSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(413, description="The body is larger than 1 MiB")
+    @blp.alt_response(429, description="Over EVENTS_RATE_LIMIT")
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    def post(self, batch):
+        """Report what users did with posts
+
+        `view`, `like` and `comment` remove the post from the user's next feeds, `impression` demotes or
+        hides it (IMPRESSIONS), within a second. The whole batch is recorded, or none of it.
+        """
+        runtime = get_runtime()
+        settings = runtime.settings
+        events = [(event["user_id"], event["post_id"], event["type"]) for event in batch["events"]]
+        record = partial(
+            runtime.cache.record_events, events, cap=settings.events_max_per_user, ttl=settings.events_ttl_seconds
+        )
+        try:
+            arrival = runtime.guard.call(record)
+        except CacheUnavailable:
+            abort(503, "Redis is unavailable: nothing was recorded; send the batch again", code="cache_unavailable")
+        arrived_at = datetime.fromtimestamp(arrival / 1e6, UTC).isoformat(timespec="microseconds")
+        return {"recorded": len(events), "arrived_at": arrived_at}
