@@ -83,7 +83,7 @@ class Settings:
     admin_token: str | None = None
     cors_origins: tuple[str, ...] = ("*",)
     rate_limit: str | None = None
-    api_host: str = "0.0.0.0"
+    api_host: str = "127.0.0.1"  # this host only; every interface is 0.0.0.0 (docker-compose.yml sets it)
     api_port: int = 8000
     api_workers: int = field(default_factory=usable_cpus)  # with two threads each (gunicorn.conf.py)
     api_list_memo_users: int = 10_000
@@ -99,6 +99,9 @@ class Settings:
     events_rate_limit: str = "20/second"
     log_level: str = "INFO"
     flower_basic_auth: str | None = None
+    # Flower reads FLOWER_* itself; flowerconfig.py binds it here unless FLOWER_ADDRESS or --address say otherwise.
+    flower_address: str = "127.0.0.1"
+    flower_port: int = 5555
     training: TrainingSettings = field(default_factory=TrainingSettings)
 
 
@@ -312,6 +315,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         events_rate_limit=_read(env, "EVENTS_RATE_LIMIT", _rate_limit, d.events_rate_limit),
         log_level=_read(env, "LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info").upper(),
         flower_basic_auth=_read(env, "FLOWER_BASIC_AUTH", _basic_auth, None),
+        flower_address=_read(env, "FLOWER_ADDRESS", _nonempty, d.flower_address),
+        flower_port=_read(env, "FLOWER_PORT", _int(1, 65535), d.flower_port),
         training=_training(env),
     )
     if settings.default_page_limit > settings.max_page_limit:

@@ -5,6 +5,7 @@ Each binds a port found free by binding to port 0, so parallel test runs do not 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import signal
@@ -36,6 +37,28 @@ def child_pids(pid: int) -> list[int]:
         return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except FileNotFoundError:
         return []
+
+
+def listening_addresses(pid: int) -> dict[int, tuple[str, int]]:
+    """The TCP sockets process ``pid`` listens on, from /proc: socket inode -> (local address, port)."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:
+            continue  # closed since the listing (a connection just finished): not a listener
+        if target.startswith("socket:["):
+            held.add(int(target[len("socket:[") : -1]))
+    listening = {}
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port = fields[1].rsplit(":", 1)
+            if fields[3] == "0A" and int(fields[9]) in held:  # 0A: LISTEN
+                # The address is printed as 32-bit words in the host's byte order.
+                words = [int(address[i : i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(address), 8)]
+                listening[int(fields[9])] = (str(ipaddress.ip_address(b"".join(words))), int(port, 16))
+    return listening
 
 
 def wait_until(condition, timeout: float, interval: float = 0.05):

@@ -14,7 +14,8 @@ def test_defaults_match_the_design():
     assert (s.top_k, s.default_page_limit, s.max_page_limit) == (100, 20, 100)
     assert s.recs_retain_seconds == 1800
     assert s.admin_token is None and s.rate_limit is None and s.cors_origins == ("*",)
-    assert (s.api_host, s.api_port, s.api_reuse_port) == ("0.0.0.0", 8000, True)
+    assert (s.api_host, s.api_port, s.api_reuse_port) == ("127.0.0.1", 8000, True)  # this host only
+    assert (s.flower_address, s.flower_port, s.flower_basic_auth) == ("127.0.0.1", 5555, None)
     assert s.redis_prefix == "recsvc:"
     assert dict(s.sql_queries) == DEFAULT_QUERIES
     assert s == Settings()
@@ -69,6 +70,7 @@ def test_database_url_from_parts():
         ("LIGHTFM_COMPONENTS", "0"),
         ("LOG_LEVEL", "loud"),
         ("FLOWER_BASIC_AUTH", "admin"),
+        ("FLOWER_PORT", "0"),
         ("DB_PORT", "x"),
     ],
 )
