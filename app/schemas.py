@@ -233,12 +233,15 @@ class PostMetadataSchema(Schema):
 # DESIGN section 7 says the same. No single scale was given to both: a LightFM (WARP) score is not a log-odds,
 # so a sigmoid would invent a probability, and rescaling within a list only restates `rank`.
 SCORE_DESCRIPTION = (
-    "Why the post is where it is, on a scale that depends on `strategy`. `personalized`: LightFM's raw"
-    " prediction for this user and post (the dot product of their embeddings plus both biases): any real"
-    " number, such as 3.9 or -44.3, on a scale set by the trained model. `popular`: the number of distinct"
-    " users who interacted with the post in the training data, such as 114.0. Order by `rank`, not by score."
-    " Scores are not comparable across users, strategies or model versions; they are not probabilities and"
-    " have no bounds, so do not threshold them or show them as a percentage."
+    "Why the post is where it is, on a scale that depends on `strategy`. `personalized` and `features`:"
+    " LightFM's raw prediction for this user and post (the dot product of their embeddings plus both biases;"
+    " for `features` the user's come from its role and follows): any real number, such as 3.9 or -44.3, on a"
+    " scale set by the trained model. A `fresh` post the model scores from its tags and community is put on"
+    " that scale; one it cannot score has 0 and comes after the ranked posts, newest first. `popular`: the"
+    " number of distinct users who interacted with the post in the training data, such as 114.0 (0 for a"
+    " `fresh` post). Order by `rank`, not by score: a post the user was already shown moves down and keeps"
+    " its score. Scores are not comparable across users, strategies or model versions; they are not"
+    " probabilities and have no bounds, so do not threshold them or show them as a percentage."
 )
 
 

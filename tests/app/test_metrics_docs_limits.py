@@ -84,7 +84,8 @@ def test_openapi_document_says_what_a_score_means_and_what_a_client_may_do_with_
     """Personalised pages carry LightFM's raw scores (-44.3), popular ones user counts (114.0): say so."""
     spec = client.get("/openapi.json").get_json()
     score = spec["components"]["schemas"]["Recommendation"]["properties"]["score"]["description"]
-    for fact in ("LightFM", "distinct users", "`rank`", "not comparable", "strategies", "versions"):
+    facts = ("LightFM", "`features`", "distinct users", "`fresh`", "0", "`rank`", "not comparable", "versions")
+    for fact in facts:
         assert fact in score, fact
 
 

@@ -17,10 +17,11 @@ export interface PostMetadata {
 export interface Recommendation {
   post_id: string;
   /**
-   * Why the post is where it is, on a scale that depends on the page's `strategy`: for `personalized`,
-   * LightFM's raw prediction (any real number, such as 3.9 or -44.3, scaled by each trained model); for
-   * `popular`, the number of distinct users who interacted with the post (such as 114.0). Order by `rank`.
-   * Not comparable across users, strategies or model versions; not a probability, not bounded.
+   * Why the post is where it is, on a scale that depends on the page's `strategy`: for `personalized` and
+   * `features`, LightFM's raw prediction (any real number, such as 3.9 or -44.3, scaled by each trained
+   * model; 0 for a `fresh` post the model cannot score); for `popular`, the number of distinct users who
+   * interacted with the post (such as 114.0). Order by `rank`. Not comparable across users, strategies or
+   * model versions; not a probability, not bounded.
    */
   score: number;
   /** 1-based position in the whole feed. */
