@@ -16,6 +16,7 @@ import inspect
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -24,9 +25,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from ml import artifact
+from tests.app.processes import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -329,11 +332,11 @@ def test_healthchecks_run_real_commands(services):
 
 def test_beat_schedules_a_registered_task(services):
     import celeryconfig
-    import tasks.training  # noqa: F401 - registers the tasks
     from tasks import app
 
+    app.loader.import_default_modules()  # the modules of the app's include list, as a worker imports them
     scheduled = {entry["task"] for entry in celeryconfig.beat_schedule.values()}
-    assert scheduled == {"tasks.train"} and scheduled <= set(app.tasks)
+    assert "tasks.train" in scheduled and scheduled <= set(app.tasks)
     assert "--schedule" in services["beat"]["command"]
     schedule_dir = services["beat"]["command"][services["beat"]["command"].index("--schedule") + 1].rsplit("/", 1)[0]
     assert schedule_dir == "/app/var/beat" and any("var/beat" in r for r in parse_dockerfile()[-1].all("RUN"))
@@ -369,11 +372,42 @@ def test_published_ports_are_the_ones_the_processes_listen_on(services):
             services[name]["environment"]["API_PORT"] == "8000"
             and services[name]["environment"]["API_HOST"] == "0.0.0.0"
         )
+    # Flower too listens on every interface of its container (flowerconfig.py would bind 127.0.0.1, which the
+    # published port cannot reach), hence it needs its password (test_compose_flower_needs_its_password).
+    assert services["flower"]["command"][-2:] == ["--port=5555", "--address=0.0.0.0"]
     local = "${PUBLISH_ADDRESS:-127.0.0.1}"  # this host only unless docker/.env says otherwise
     assert services["web"]["ports"] == [{"target": 8000, "published": "${API_PUBLISH_PORT:-8000}", "host_ip": local}]
     flower = [{"target": 5555, "published": "${FLOWER_PUBLISH_PORT:-5555}", "host_ip": local}]
     assert services["flower"]["ports"] == flower
     assert "ports" not in services["postgres"] and "ports" not in services["redis"]
+
+
+def test_compose_flower_needs_its_password(services, redis_url, celery_redis_url):
+    """Flower as compose runs it: compose requires FLOWER_BASIC_AUTH, Flower refuses to start without it, and
+    with it the health check passes while everything else asks for credentials."""
+    flower = services["flower"]
+    assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:\?[^}]+\}", flower["environment"]["FLOWER_BASIC_AUTH"])
+    port = free_port()
+    argv = [f"--port={port}" if arg == "--port=5555" else arg for arg in flower["command"]]
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("CELERY", "FLOWER"))}
+    env.update(REDIS_URL=redis_url, CELERY_BROKER_URL=celery_redis_url, CELERY_RESULT_BACKEND=celery_redis_url)
+    refused = subprocess.run(
+        [str(BIN / "celery"), *argv[1:]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode == 1 and "FLOWER_BASIC_AUTH" in refused.stderr, refused.stderr
+
+    started = subprocess.Popen(
+        [str(BIN / "celery"), *argv[1:]], cwd=REPO, env={**env, "FLOWER_BASIC_AUTH": "ops:compose-flower-pw"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        check = [PYTHON, *[arg.replace("5555", str(port)) for arg in flower["healthcheck"]["test"][2:]]]
+        assert wait_until(lambda: subprocess.run(check, capture_output=True).returncode == 0, 60, 0.5)
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 401
+        assert requests.get(f"http://127.0.0.1:{port}/", auth=("ops", "compose-flower-pw"), timeout=5).ok
+    finally:
+        os.killpg(started.pid, signal.SIGKILL)
+        started.wait()
 
 
 def test_compose_file_passes_dclint():
@@ -452,9 +486,11 @@ def test_configuration_comes_from_an_ignored_env_file_and_no_secret_is_written_h
             if re.search(r"PASSWORD|TOKEN|AUTH|SECRET", key):
                 assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", str(value)), f"{name}: {key} must come from docker/.env"
     secrets = re.findall(
-        r"^(POSTGRES_PASSWORD|REDIS_PASSWORD|ADMIN_TOKEN)=(.*)$", ENV_EXAMPLE.read_text(), re.MULTILINE
+        r"^(POSTGRES_PASSWORD|REDIS_PASSWORD|ADMIN_TOKEN|FLOWER_BASIC_AUTH)=(.*)$",
+        ENV_EXAMPLE.read_text(),
+        re.MULTILINE,
     )
-    assert len(secrets) == 3 and all(value == "" for _, value in secrets), "the example holds no secret"
+    assert len(secrets) == 4 and all(value == "" for _, value in secrets), "the example holds no secret"
 
 
 # --- docker/init.sh, for real -----------------------------------------------------------------------------------
