@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +49,21 @@ def publish(
     cache.publish_version(version, {"version": version, **meta}, retain_seconds)
     artifact.set_current(model_dir, version)
     return version
+
+
+def with_features(model: RecModel, fan: str) -> RecModel:
+    """``model`` with feature embeddings: posts of community "hot" fit user ``fan`` best, "cold" ones worst.
+
+    A user with role "student" or following "hot" gets a representation too (the features strategy).
+    """
+    dim = model.item_embeddings.shape[1]
+    hot = model.user_embeddings[model.user_index(fan)] * 20
+    return replace(
+        model,
+        item_feature_names=["community:hot", "community:cold", "tag:x"],
+        item_feature_embeddings=np.stack([hot, -hot, np.zeros(dim)]).astype(np.float32),
+        item_feature_biases=np.zeros(3, dtype=np.float32),
+        user_feature_names=["role:student", "follows:hot"],
+        user_feature_embeddings=np.stack([np.ones(dim), hot / 20]).astype(np.float32),
+        user_feature_biases=np.array([0.5, 0.25], dtype=np.float32),
+    )

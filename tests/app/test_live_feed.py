@@ -7,13 +7,12 @@ tasks.refresh uses, so these tests pin the contract between the refresh and the 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from app.schemas import RecommendationsSchema
-from tests.app.helpers import publish
+from tests.app.helpers import publish, with_features
 from tests.ml.factories import random_model
 
 TOP_K = 30  # TOP_K_RECOMMENDATIONS of the test settings
@@ -21,24 +20,9 @@ NUM_ITEMS = 60
 FAN = "user-1"  # the user the "hot" community's features point at
 
 
-def with_features(model):
-    """``model`` with feature embeddings: community "hot" points at FAN's taste, "cold" away from it."""
-    dim = model.item_embeddings.shape[1]
-    hot = model.user_embeddings[model.user_index(FAN)] * 20
-    return replace(
-        model,
-        item_feature_names=["community:hot", "community:cold", "tag:x"],
-        item_feature_embeddings=np.stack([hot, -hot, np.zeros(dim)]).astype(np.float32),
-        item_feature_biases=np.zeros(3, dtype=np.float32),
-        user_feature_names=["role:student", "follows:hot"],
-        user_feature_embeddings=np.stack([np.ones(dim), hot / 20]).astype(np.float32),
-        user_feature_biases=np.array([0.5, 0.25], dtype=np.float32),
-    )
-
-
 @pytest.fixture
 def model():
-    return with_features(random_model(num_users=20, num_items=NUM_ITEMS, seed=3))
+    return with_features(random_model(num_users=20, num_items=NUM_ITEMS, seed=3), FAN)
 
 
 @pytest.fixture
@@ -179,7 +163,7 @@ def test_a_pinned_scroll_never_repeats_or_skips_whatever_happens_meanwhile(
     # and training publishes a new model the worker swaps in.
     cache.record_events([(FAN, expected[30], "like"), (FAN, expected[40], "impression")], cap=100, ttl=60)
     publish_live(cache, version, [("newer-hot", [], "hot")])
-    newer = with_features(random_model(num_users=20, num_items=NUM_ITEMS, seed=4))
+    newer = with_features(random_model(num_users=20, num_items=NUM_ITEMS, seed=4), FAN)
     new_version = publish(cache, model_dir, newer, top_k=TOP_K)
     assert app.extensions["recsvc"].holder.reload().current.version == new_version
 
