@@ -24,7 +24,9 @@ from tests.ml.factories import random_model
 
 CLIENT_DIR = REPO / "clients" / "nestjs"
 TOP_K = 30
+FEED_POSTS = 50  # MAX_FEED_POSTS of the served service: the scroll goes past its TOP_K lists
 ADMIN_TOKEN = "nestjs-admin-token-0123456789"
+EVENTS_TOKEN = "nestjs-events-token-0123456789"
 NPM_TEST_TIMEOUT = 240
 
 
@@ -42,9 +44,15 @@ def servers(redis_client, redis_url, tmp_path):
     """(URL of a service with a model, URL of one without); both stopped cleanly afterwards."""
     model_dir = tmp_path / "models"
     publish(RecsCache(redis_client, REDIS_PREFIX), model_dir, random_model(num_users=50, num_items=80, seed=3), TOP_K)
-    common = {"REDIS_URL": redis_url, "TOP_K_RECOMMENDATIONS": str(TOP_K), "MAX_PAGE_LIMIT": str(TOP_K)}
+    common = {
+        "REDIS_URL": redis_url,
+        "TOP_K_RECOMMENDATIONS": str(TOP_K),
+        "MAX_PAGE_LIMIT": str(TOP_K),
+        "MAX_FEED_POSTS": str(FEED_POSTS),
+    }
+    served_env = {"REDIS_PREFIX": REDIS_PREFIX, "MODEL_DIR": str(model_dir), "ADMIN_TOKEN": ADMIN_TOKEN}
     served = GunicornServer(
-        {**common, "REDIS_PREFIX": REDIS_PREFIX, "MODEL_DIR": str(model_dir), "ADMIN_TOKEN": ADMIN_TOKEN},
+        {**common, **served_env, "EVENTS_TOKEN": EVENTS_TOKEN},
         workers=2,
         log_path=tmp_path / "served.log",
     )
@@ -77,7 +85,8 @@ def test_nestjs_client_suite_passes_against_the_live_service(servers):
         "RECSVC_URL": url,
         "RECSVC_NO_MODEL_URL": no_model_url,
         "RECSVC_ADMIN_TOKEN": ADMIN_TOKEN,
-        "RECSVC_TOP_K": str(TOP_K),
+        "RECSVC_EVENTS_TOKEN": EVENTS_TOKEN,
+        "RECSVC_FEED_POSTS": str(FEED_POSTS),
         "NO_COLOR": "1",
     }
     result = subprocess.run(

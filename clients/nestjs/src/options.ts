@@ -7,6 +7,8 @@ export interface RecommendationsModuleOptions {
   baseUrl: string;
   /** Bearer token of the admin endpoints (reloadModel, modelStatus); not needed for feeds and health. */
   adminToken?: string;
+  /** Bearer token of `POST /events` (the service's EVENTS_TOKEN); `adminToken` when not given. */
+  eventsToken?: string;
   /** Deadline of one request in milliseconds, connection included (default 2000). */
   timeoutMs?: number;
   /** How many times a request is repeated after a 503 (and after a timeout or connection error, see below); default 3. */
@@ -22,8 +24,10 @@ export interface RecommendationsModuleOptions {
 }
 
 /** The options with every default filled in. */
-export type ResolvedRecommendationsOptions = Required<Omit<RecommendationsModuleOptions, 'adminToken'>> &
-  Pick<RecommendationsModuleOptions, 'adminToken'>;
+export type ResolvedRecommendationsOptions = Required<
+  Omit<RecommendationsModuleOptions, 'adminToken' | 'eventsToken'>
+> &
+  Pick<RecommendationsModuleOptions, 'adminToken' | 'eventsToken'>;
 
 /** `forRootAsync`: options from a factory, e.g. reading `ConfigService`. */
 export interface RecommendationsModuleAsyncOptions extends Pick<ModuleMetadata, 'imports'> {
@@ -50,6 +54,7 @@ export function resolveOptions(options: RecommendationsModuleOptions): ResolvedR
   const resolved: ResolvedRecommendationsOptions = {
     baseUrl: options.baseUrl.replace(/\/+$/, ''),
     adminToken: options.adminToken,
+    eventsToken: options.eventsToken ?? options.adminToken,
     timeoutMs: options.timeoutMs ?? 2000,
     retries: options.retries ?? 3,
     retryDelayMs: options.retryDelayMs ?? 100,

@@ -4,8 +4,8 @@
  * Every request has a deadline (`timeoutMs`). A 503 (no model yet, or a worker briefly unable to serve) is
  * retried with exponential backoff, honouring `Retry-After`, and so are GETs that timed out or could not
  * connect; once the retries are spent, or for any other error status, the DESIGN error payload becomes a typed
- * exception (see errors.ts). Scrolling a whole feed passes the first page's `model_version` back as `version`,
- * so every page comes from one ranking even when a new model is published mid-scroll.
+ * exception (see errors.ts). Scrolling a whole feed passes each page's `token` back, so every page comes from
+ * one scroll even when a model is published, the live feed refreshed or events reported mid-scroll.
  */
 
 import { HttpService } from '@nestjs/axios';
@@ -31,6 +31,8 @@ import {
 import { RECOMMENDATIONS_OPTIONS, type ResolvedRecommendationsOptions } from './options';
 import type {
   ErrorResponse,
+  EventsRecorded,
+  FeedEvent,
   Health,
   ModelStatus,
   PageQuery,
@@ -49,19 +51,23 @@ export interface CallOptions {
 export interface ScrollOptions extends CallOptions {
   /** Items per request (default: the module's `pageSize`). */
   pageSize?: number;
-  /** Stop after this many items (default: the whole feed, at most TOP_K_RECOMMENDATIONS). */
+  /** Stop after this many items (default: the whole feed, at most the service's MAX_FEED_POSTS). */
   maxItems?: number;
-  /** Pin to this version from the first page on (default: the version the first page comes from). */
-  version?: string;
+  /** Continue the scroll of this token (default: a new scroll, pinned by its first page's token). */
+  token?: string;
+  /** Posts the client already shows: left out of every page (positions kept). */
+  exclude?: string[];
 }
 
 /** A whole feed, as {@link RecommendationsService.fetchFeed} collects it. */
 export interface Feed {
   user_id: string;
-  /** The version of the last page (the first page's, unless it expired mid-scroll). */
+  /** The version of the last page (the first page's, unless its pin expired mid-scroll). */
   model_version: string;
+  /** The token of the last page: pass it as `token` to continue this scroll later. */
+  token: string;
   strategy: RecommendationsPage['strategy'];
-  /** true if the pinned version expired mid-scroll and later pages came from the current one. */
+  /** true if the pin expired mid-scroll and later pages came from a fresh scroll. */
   version_fallback: boolean;
   /** Every post once, in feed order (a post met again after a version fallback is skipped). */
   recommendations: Recommendation[];
@@ -73,7 +79,10 @@ interface RequestSpec {
   method: Method;
   path: string;
   params?: Record<string, string | number | undefined>;
-  admin?: boolean;
+  /** A JSON body. */
+  body?: unknown;
+  /** Which bearer token to send. */
+  auth?: 'admin' | 'events';
   /** Whether a 503 is worth retrying (not for /health, whose 503 is an answer). */
   retry503?: boolean;
   call?: CallOptions;
@@ -88,34 +97,42 @@ export class RecommendationsService {
     @Inject(RECOMMENDATIONS_OPTIONS) private readonly options: ResolvedRecommendationsOptions,
   ) {}
 
-  /** One page of a user's feed: `GET /recommendations/{user_id}?limit&offset[&version]`. */
+  /** One page of a user's feed: `GET /recommendations/{user_id}?limit&offset[&token][&version][&exclude]`. */
   async getRecommendations(userId: string, query: PageQuery = {}, call?: CallOptions): Promise<RecommendationsPage> {
     checkUserId(userId);
     const response = await this.request<RecommendationsPage>({
       method: 'GET',
       path: `/recommendations/${encodeURIComponent(userId)}`,
-      params: { limit: query.limit, offset: query.offset, version: query.version },
+      params: {
+        limit: query.limit,
+        offset: query.offset,
+        token: query.token,
+        version: query.version,
+        exclude: query.exclude?.length ? query.exclude.join(',') : undefined,
+      },
       call,
     });
     return expectOk(response);
   }
 
   /**
-   * Every page of a user's feed, in order, for infinite scroll. The first page's `model_version` is passed back
-   * as `version` on every later request, so no post is shown twice or skipped when a model is published
-   * mid-scroll. If that version expired (the page says `version_fallback: true`), the scroll continues on the
-   * version the service switched to.
+   * Every page of a user's feed, in order, for infinite scroll. Each page's `token` is passed back on the next
+   * request, so no post is shown twice or skipped whatever is trained, refreshed or reported mid-scroll. If
+   * the pin expired (the page says `version_fallback: true`), the scroll continues on the fresh scroll the
+   * service switched to. Positions count excluded posts, so the scroll follows `next_offset`, not `limit`.
    */
   async *scrollFeed(userId: string, options: ScrollOptions = {}): AsyncGenerator<RecommendationsPage, void, undefined> {
     const pageSize = options.pageSize ?? this.options.pageSize;
     const maxItems = options.maxItems ?? Number.POSITIVE_INFINITY;
-    let version = options.version;
+    let token = options.token;
     let offset = 0;
-    while (offset < maxItems) {
-      const limit = Math.min(pageSize, maxItems - offset);
-      const page = await this.getRecommendations(userId, { limit, offset, version }, options);
+    let items = 0;
+    while (items < maxItems) {
+      const limit = Math.min(pageSize, maxItems - items);
+      const page = await this.getRecommendations(userId, { limit, offset, token, exclude: options.exclude }, options);
       yield page;
-      version = page.model_version;
+      items += page.recommendations.length;
+      token = page.token;
       const next = page.pagination.next_offset;
       if (!page.pagination.has_more || next === null || next <= offset) {
         return;
@@ -132,11 +149,13 @@ export class RecommendationsService {
       feed ??= {
         user_id: page.user_id,
         model_version: page.model_version,
+        token: page.token,
         strategy: page.strategy,
         version_fallback: false,
         recommendations: [],
       };
       feed.model_version = page.model_version;
+      feed.token = page.token;
       feed.strategy = page.strategy;
       feed.version_fallback ||= page.version_fallback;
       for (const item of page.recommendations) {
@@ -165,9 +184,25 @@ export class RecommendationsService {
     throw toError(response, response.attempts);
   }
 
+  /**
+   * `POST /events` (events token): report what users did with posts; their next feeds reflect it within a
+   * second. The batch (1 to 1,000 events) is recorded whole, or refused whole with a typed 400 whose
+   * `details.fields.json` names each bad entry (`events[3].type`). Sending a batch again is harmless.
+   */
+  async events(events: FeedEvent[], call?: CallOptions): Promise<EventsRecorded> {
+    const response = await this.request<EventsRecorded>({
+      method: 'POST',
+      path: '/events',
+      body: { events },
+      auth: 'events',
+      call,
+    });
+    return expectOk(response);
+  }
+
   /** `POST /admin/reload-model` (admin token): make the worker that answers load the published model now. */
   async reloadModel(call?: CallOptions): Promise<Reload> {
-    const response = await this.request<Reload>({ method: 'POST', path: '/admin/reload-model', admin: true, call });
+    const response = await this.request<Reload>({ method: 'POST', path: '/admin/reload-model', auth: 'admin', call });
     const body: unknown = response.data;
     if (response.status === 500 && isObject(body) && body.success === false) {
       const result = body as Reload;
@@ -185,7 +220,9 @@ export class RecommendationsService {
 
   /** `GET /admin/model-status` (admin token): the model the answering worker serves, and the last training outcome. */
   async modelStatus(call?: CallOptions): Promise<ModelStatus> {
-    return expectOk(await this.request<ModelStatus>({ method: 'GET', path: '/admin/model-status', admin: true, call }));
+    return expectOk(
+      await this.request<ModelStatus>({ method: 'GET', path: '/admin/model-status', auth: 'admin', call }),
+    );
   }
 
   /**
@@ -196,8 +233,9 @@ export class RecommendationsService {
   private async request<T>(spec: RequestSpec): Promise<AxiosResponse<T | ErrorResponse> & { attempts: number }> {
     const { retries, timeoutMs, baseUrl } = this.options;
     const headers: Record<string, string> = { Accept: 'application/json' };
-    if (spec.admin && this.options.adminToken) {
-      headers.Authorization = `Bearer ${this.options.adminToken}`;
+    const bearer = spec.auth === 'admin' ? this.options.adminToken : spec.auth === 'events' ? this.options.eventsToken : undefined;
+    if (bearer) {
+      headers.Authorization = `Bearer ${bearer}`;
     }
     if (spec.call?.requestId) {
       headers['X-Request-ID'] = spec.call.requestId;
@@ -212,6 +250,7 @@ export class RecommendationsService {
             baseURL: baseUrl,
             url: spec.path,
             params,
+            data: spec.body,
             headers,
             timeout: timeoutMs,
             // axios' timeout covers the response; the signal bounds the whole request, connecting included.

@@ -26,12 +26,14 @@ export interface Recommendation {
   score: number;
   /** 1-based position in the whole feed. */
   rank: number;
+  /** true for a post written after the model's data were read (scored from its tags and community). */
+  fresh: boolean;
   metadata: PostMetadata;
 }
 
 /** `Pagination` of a feed page. */
 export interface Pagination {
-  /** Number of items in the whole feed. */
+  /** Number of posts in the whole feed (at most MAX_FEED_POSTS). */
   total: number;
   limit: number;
   offset: number;
@@ -43,13 +45,21 @@ export interface Pagination {
 /** `Recommendations`: the body of `GET /recommendations/{user_id}`. */
 export interface RecommendationsPage {
   user_id: string;
-  /** Pass back as `version` to keep paging on the same ranking. */
+  /** The model version the page comes from. */
   model_version: string;
-  /** `popular` for users the model does not know yet. */
-  strategy: 'personalized' | 'popular';
+  /**
+   * Pass back as `token` to keep paging on this scroll: it pins the model version, the live pool and the
+   * user's exclusions as of the first page, so no post is shown twice or skipped. Opaque.
+   */
+  token: string;
+  /**
+   * `personalized`: a user the model knows; `features`: a user new since the last training, ranked from its
+   * role and follows; `popular`: a user with neither.
+   */
+  strategy: 'personalized' | 'features' | 'popular';
   /** `cache`: the precomputed list; `model`: computed by the web worker. */
   source: 'cache' | 'model';
-  /** true when the requested `version` was no longer available and the current one was served. */
+  /** true when the pin (`token` or `version`) could not be honoured and a fresh scroll was served instead. */
   version_fallback: boolean;
   recommendations: Recommendation[];
   pagination: Pagination;
@@ -150,8 +160,37 @@ export interface PageQuery {
   limit?: number;
   /** Position of the page's first item (default 0); past the end gives an empty page. */
   offset?: number;
-  /** Keep paging on this model version (the `model_version` of the first page). */
+  /** Keep paging on the scroll of an earlier page (its `token`). */
+  token?: string;
+  /** Keep paging on this model version only (earlier clients; `token` pins more). Not with `token`. */
   version?: string;
+  /**
+   * Posts the client already shows (up to 200 ids, none holding a comma): skipped, their positions kept, so
+   * `next_offset` stays exact. Sent comma-separated.
+   */
+  exclude?: string[];
+}
+
+/** `Event`: something a user did with a post, reported with `POST /events`. */
+export interface FeedEvent {
+  user_id: string;
+  post_id: string;
+  /** `view`, `like`, `comment`: the post leaves the user's next feeds; `impression`: demoted or hidden. */
+  type: 'view' | 'like' | 'comment' | 'impression';
+  /** ISO 8601. */
+  created_at: string;
+}
+
+/** `EventBatch`: the body of `POST /events` (1 to 1,000 events, recorded all together or not at all). */
+export interface EventBatch {
+  events: FeedEvent[];
+}
+
+/** `EventsRecorded`: the answer of `POST /events`. */
+export interface EventsRecorded {
+  recorded: number;
+  /** When they arrived (ISO 8601). */
+  arrived_at: string;
 }
 
 // --- the same facts as values, checked against the interfaces above by the compiler ---
@@ -192,8 +231,8 @@ function schemaFields<T>() {
 export const SCHEMA_FIELDS: Readonly<Record<string, SchemaFields>> = {
   PostMetadata: schemaFields<PostMetadata>()(['tags', 'communityId'], ['tags', 'communityId'], []),
   Recommendation: schemaFields<Recommendation>()(
-    ['post_id', 'score', 'rank', 'metadata'],
-    ['post_id', 'score', 'rank', 'metadata'],
+    ['post_id', 'score', 'rank', 'fresh', 'metadata'],
+    ['post_id', 'score', 'rank', 'fresh', 'metadata'],
     [],
   ),
   Pagination: schemaFields<Pagination>()(
@@ -202,10 +241,17 @@ export const SCHEMA_FIELDS: Readonly<Record<string, SchemaFields>> = {
     ['next_offset'],
   ),
   Recommendations: schemaFields<RecommendationsPage>()(
-    ['user_id', 'model_version', 'strategy', 'source', 'version_fallback', 'recommendations', 'pagination'],
-    ['user_id', 'model_version', 'strategy', 'source', 'version_fallback', 'recommendations', 'pagination'],
+    ['user_id', 'model_version', 'token', 'strategy', 'source', 'version_fallback', 'recommendations', 'pagination'],
+    ['user_id', 'model_version', 'token', 'strategy', 'source', 'version_fallback', 'recommendations', 'pagination'],
     [],
   ),
+  Event: schemaFields<FeedEvent>()(
+    ['user_id', 'post_id', 'type', 'created_at'],
+    ['user_id', 'post_id', 'type', 'created_at'],
+    [],
+  ),
+  EventBatch: schemaFields<EventBatch>()(['events'], ['events'], []),
+  EventsRecorded: schemaFields<EventsRecorded>()(['recorded', 'arrived_at'], ['recorded', 'arrived_at'], []),
   ModelCheck: schemaFields<ModelCheck>()(
     ['ok', 'required', 'version', 'age_seconds', 'error'],
     ['ok', 'required'],
@@ -267,7 +313,8 @@ export const SCHEMA_FIELDS: Readonly<Record<string, SchemaFields>> = {
 
 /** Enumerated string fields, by `schema.property`, as the OpenAPI document lists them. */
 export const SCHEMA_ENUMS: Readonly<Record<string, readonly string[]>> = {
-  'Recommendations.strategy': ['personalized', 'popular'] satisfies RecommendationsPage['strategy'][],
+  'Recommendations.strategy': ['personalized', 'features', 'popular'] satisfies RecommendationsPage['strategy'][],
+  'Event.type': ['view', 'like', 'comment', 'impression'] satisfies FeedEvent['type'][],
   'Recommendations.source': ['cache', 'model'] satisfies RecommendationsPage['source'][],
   'Health.status': ['ok', 'degraded', 'unavailable'] satisfies Health['status'][],
 };
@@ -275,4 +322,4 @@ export const SCHEMA_ENUMS: Readonly<Record<string, readonly string[]>> = {
 /** The query parameters of `GET /recommendations/{user_id}`, checked against {@link PageQuery} by the compiler. */
 export const PAGE_QUERY_PARAMS: readonly string[] = (<const A extends readonly (keyof PageQuery)[]>(
   names: ExactlyAll<keyof PageQuery, A>,
-) => names)(['limit', 'offset', 'version']);
+) => names)(['limit', 'offset', 'token', 'version', 'exclude']);

@@ -2,8 +2,9 @@
  * Tests of the recsvc NestJS client against a live recsvc (gunicorn, Redis, a published model), started by
  * tests/clients/test_nestjs_client.py, which passes where it runs through the environment:
  *
- * - RECSVC_URL: a service with a published model whose users are `user-0` ... (`RECSVC_TOP_K` posts per feed)
- * - RECSVC_ADMIN_TOKEN: that service's ADMIN_TOKEN
+ * - RECSVC_URL: a service with a published model whose users are `user-0` ... (`RECSVC_FEED_POSTS` posts per
+ *   feed: the precomputed list continued by the model's ranking)
+ * - RECSVC_ADMIN_TOKEN, RECSVC_EVENTS_TOKEN: that service's ADMIN_TOKEN and EVENTS_TOKEN
  * - RECSVC_NO_MODEL_URL: a service with no model and no ADMIN_TOKEN (503 feeds, 403 admin)
  *
  * Timeouts, connection failures and recovery after a 503 are checked against small local HTTP servers, since
@@ -32,6 +33,7 @@ import {
   RecsvcTimeoutError,
   RecsvcUnauthorizedError,
   RecsvcUnavailableError,
+  type FeedEvent,
   SCHEMA_ENUMS,
   SCHEMA_FIELDS,
 } from '../src';
@@ -47,7 +49,8 @@ function env(name: string): string {
 const URL_ = env('RECSVC_URL');
 const NO_MODEL_URL = env('RECSVC_NO_MODEL_URL');
 const ADMIN_TOKEN = env('RECSVC_ADMIN_TOKEN');
-const TOP_K = Number(env('RECSVC_TOP_K'));
+const EVENTS_TOKEN = env('RECSVC_EVENTS_TOKEN');
+const FEED_POSTS = Number(env('RECSVC_FEED_POSTS'));
 
 interface Client {
   app: INestApplicationContext;
@@ -113,6 +116,9 @@ describe('types', () => {
     assert.equal(schemaOf('/admin/reload-model', 'post', '200'), '#/components/schemas/Reload');
     assert.equal(schemaOf('/admin/reload-model', 'post', '500'), '#/components/schemas/Reload');
     assert.equal(schemaOf('/admin/model-status', 'get', '200'), '#/components/schemas/ModelStatus');
+    assert.equal(schemaOf('/events', 'post', '200'), '#/components/schemas/EventsRecorded');
+    const body = doc.paths['/events'].post.requestBody.content['application/json'].schema.$ref;
+    assert.equal(body, '#/components/schemas/EventBatch');
     const query = doc.paths['/recommendations/{user_id}'].get.parameters
       .filter((p: any) => p.in === 'query')
       .map((p: any) => p.name)
@@ -133,36 +139,57 @@ describe('feeds', () => {
       page.recommendations.map((r) => r.rank),
       [4, 5, 6, 7, 8],
     );
-    assert.deepEqual(page.pagination, { total: TOP_K, limit: 5, offset: 3, has_more: true, next_offset: 8 });
+    assert.deepEqual(page.pagination, { total: FEED_POSTS, limit: 5, offset: 3, has_more: true, next_offset: 8 });
+    assert.match(page.token, /^\d{8}T\d{6}Z-[0-9a-f]{8}\.\d+\.\d+$/);
     for (const item of page.recommendations) {
       assert.equal(typeof item.post_id, 'string');
+      assert.equal(item.fresh, false);
       assert.ok(Array.isArray(item.metadata.tags) && typeof item.metadata.communityId === 'string');
     }
   });
 
-  test('scrolling passes the first page\'s version back and reads the whole feed once', async () => {
+  test('scrolling passes the first page\'s token back and reads the whole feed once', async () => {
     const { service, sent } = await client();
     const pages = [];
     for await (const page of service.scrollFeed('user-7', { pageSize: 7 })) {
       pages.push(page);
     }
-    assert.equal(pages.length, Math.ceil(TOP_K / 7));
-    const version = pages[0].model_version;
-    assert.ok(pages.every((p) => p.model_version === version && !p.version_fallback));
+    assert.equal(pages.length, Math.ceil(FEED_POSTS / 7));
+    const token = pages[0].token;
+    assert.ok(pages.every((p) => p.token === token && !p.version_fallback));
     assert.equal(sent.length, pages.length);
-    assert.equal(sent[0].params.version, undefined);
+    assert.equal(sent[0].params.token, undefined);
     assert.deepEqual(
-      sent.slice(1).map((s) => s.params.version),
-      pages.slice(1).map(() => version),
+      sent.slice(1).map((s) => s.params.token),
+      pages.slice(1).map(() => token),
     );
+    assert.ok(sent.every((s) => s.params.version === undefined));
     assert.deepEqual(
       sent.map((s) => s.params.offset),
       pages.map((_, i) => i * 7),
     );
     const ranks = pages.flatMap((p) => p.recommendations.map((r) => r.rank));
-    assert.deepEqual(ranks, Array.from({ length: TOP_K }, (_, i) => i + 1));
-    assert.equal(new Set(pages.flatMap((p) => p.recommendations.map((r) => r.post_id))).size, TOP_K);
+    assert.deepEqual(ranks, Array.from({ length: FEED_POSTS }, (_, i) => i + 1));
+    assert.equal(new Set(pages.flatMap((p) => p.recommendations.map((r) => r.post_id))).size, FEED_POSTS);
     assert.equal(pages.at(-1)?.pagination.has_more, false);
+  });
+
+  test('client exclusions are sent comma-separated, skipped, and the scroll follows next_offset', async () => {
+    const { service, sent } = await client();
+    const top = (await service.getRecommendations('user-8', { limit: 6 })).recommendations.map((r) => r.post_id);
+    const page = await service.getRecommendations('user-8', { limit: 4, exclude: [top[0], top[2]] });
+    assert.equal(sent.at(-1)?.params.exclude, `${top[0]},${top[2]}`);
+    assert.deepEqual(
+      page.recommendations.map((r) => r.post_id),
+      [top[1], top[3], top[4], top[5]],
+    );
+    assert.equal(page.pagination.next_offset, 6);
+    const feed = await service.fetchFeed('user-8', { pageSize: 4, maxItems: 8, exclude: [top[0], top[2]] });
+    assert.deepEqual(
+      feed.recommendations.slice(0, 4).map((r) => r.post_id),
+      [top[1], top[3], top[4], top[5]],
+    );
+    assert.equal(feed.recommendations.length, 8);
   });
 
   test('fetchFeed collects a feed, stopping at maxItems', async () => {
@@ -171,7 +198,8 @@ describe('feeds', () => {
     assert.equal(feed.recommendations.length, 10);
     assert.equal(feed.strategy, 'personalized');
     const whole = await service.fetchFeed('user-2');
-    assert.equal(whole.recommendations.length, TOP_K);
+    assert.equal(whole.recommendations.length, FEED_POSTS);
+    assert.match(whole.token, /\.\d+\.\d+$/);
     assert.deepEqual(whole.recommendations.slice(0, 10), feed.recommendations);
   });
 
@@ -196,6 +224,45 @@ describe('feeds', () => {
     await assert.rejects(service.getRecommendations('user-1', { version: 'not-a-version' }), RecsvcBadRequestError);
     // '/' never reaches the service's route: the client refuses it with the same error.
     await assert.rejects(service.getRecommendations('a/b'), RecsvcBadRequestError);
+  });
+});
+
+describe('events', () => {
+  const event = (post: string, type: FeedEvent['type'] = 'like'): FeedEvent => ({
+    user_id: 'user-9',
+    post_id: post,
+    type,
+    created_at: new Date().toISOString(),
+  });
+
+  test('a reported like leaves the user\'s next page', async () => {
+    const { service } = await client({ eventsToken: EVENTS_TOKEN });
+    const top = (await service.getRecommendations('user-9', { limit: 3 })).recommendations.map((r) => r.post_id);
+    const recorded = await service.events([event(top[0]), event(top[1], 'view')]);
+    assert.equal(recorded.recorded, 2);
+    assert.ok(!Number.isNaN(Date.parse(recorded.arrived_at)));
+    const after = (await service.getRecommendations('user-9', { limit: 3 })).recommendations.map((r) => r.post_id);
+    assert.ok(!after.includes(top[0]) && !after.includes(top[1]), JSON.stringify(after));
+  });
+
+  test('a bad batch is a typed 400 naming the entry, and nothing of it is recorded', async () => {
+    const { service } = await client({ eventsToken: EVENTS_TOKEN });
+    const before = (await service.getRecommendations('user-10', { limit: 3 })).recommendations.map((r) => r.post_id);
+    const bad = { ...event(before[1]), user_id: 'user-10', type: 'share' } as unknown as FeedEvent;
+    await assert.rejects(service.events([{ ...event(before[0]), user_id: 'user-10' }, bad]), (error) => {
+      assert.ok(error instanceof RecsvcBadRequestError);
+      assert.equal(error.code, 'invalid_arguments');
+      assert.ok('events[1].type' in (error.details.fields as any).json, JSON.stringify(error.details));
+      assert.equal(error.attempts, 1);
+      return true;
+    });
+    const after = (await service.getRecommendations('user-10', { limit: 3 })).recommendations.map((r) => r.post_id);
+    assert.deepEqual(after, before);
+  });
+
+  test('the events token falls back to the admin token, and a wrong one is a typed 401', async () => {
+    const { service } = await client({ adminToken: 'wrong-token-0123456789' });
+    await assert.rejects(service.events([event('post-1')]), RecsvcUnauthorizedError);
   });
 });
 
@@ -294,18 +361,19 @@ describe('transport', () => {
     assert.ok(Date.now() - started < 2000, 'Retry-After: 0 replaces the 5 s backoff');
   });
 
-  test('a scroll whose pinned version expired continues on the version the service switched to', async () => {
+  test('a scroll whose pin expired continues on the scroll the service switched to', async () => {
     const seen: (string | null)[] = [];
     const baseUrl = await local((req, res) => {
       const query = new URL(req.url ?? '/', 'http://x').searchParams;
       const offset = Number(query.get('offset'));
-      seen.push(query.get('version'));
-      // The first two pages come from version A; from the third on, A is gone and B is served instead.
+      seen.push(query.get('token'));
+      // The first two pages come from scroll A; from the third on, A is gone and B is served instead.
       const version = offset < 4 ? 'A' : 'B';
       const item = (rank: number) => ({
         post_id: `p${version}${rank}`,
         score: 1,
         rank,
+        fresh: false,
         metadata: { tags: [], communityId: 'c' },
       });
       res.writeHead(200, { 'Content-Type': 'application/json' });
@@ -313,9 +381,10 @@ describe('transport', () => {
         JSON.stringify({
           user_id: 'u',
           model_version: version,
+          token: version,
           strategy: 'personalized',
           source: 'cache',
-          version_fallback: query.get('version') !== null && query.get('version') !== version,
+          version_fallback: query.get('token') !== null && query.get('token') !== version,
           recommendations: [item(offset + 1), item(offset + 2)],
           pagination: { total: 8, limit: 2, offset, has_more: offset + 2 < 8, next_offset: offset + 2 < 8 ? offset + 2 : null },
         }),
@@ -326,6 +395,7 @@ describe('transport', () => {
     assert.deepEqual(seen, [null, 'A', 'A', 'B']);
     assert.equal(feed.version_fallback, true);
     assert.equal(feed.model_version, 'B');
+    assert.equal(feed.token, 'B');
     assert.deepEqual(
       feed.recommendations.map((r) => r.post_id),
       ['pA1', 'pA2', 'pA3', 'pA4', 'pB5', 'pB6', 'pB7', 'pB8'],
