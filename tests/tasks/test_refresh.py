@@ -7,11 +7,15 @@ import json
 
 import psycopg2
 import pytest
+from redis import Redis
 
 import ml.artifact
 import ml.db
 from common.config import ConfigError, load_settings
+from common.recs_cache import RecsCache
 from tasks import refresh_pipeline
+from tasks.training import RETRY_ON
+from tests.app.processes import free_port
 from tests.tasks.conftest import publish_once, settings_from
 
 
@@ -197,3 +201,11 @@ def test_the_interval_is_configured_and_checked():
             load_settings({"REFRESH_INTERVAL_SECONDS": bad}, dotenv=False)
     with pytest.raises(ConfigError, match="REFRESH_LOOKBACK_SECONDS"):
         load_settings({"REFRESH_LOOKBACK_SECONDS": "-1"}, dotenv=False)
+
+
+def test_redis_away_fails_the_run_with_an_error_the_task_retries(settings, cache, published):
+    first = run(settings, cache)
+    away = RecsCache(Redis(port=free_port(), socket_connect_timeout=1), cache.prefix)
+    with pytest.raises(RETRY_ON):
+        run(settings, away)
+    assert cache.live_state().generation == first["generation"]
