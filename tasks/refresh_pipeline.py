@@ -109,14 +109,11 @@ def refresh(settings: Settings, cache: RecsCache, conn: extensions.connection) -
     state = cache.live_state()
     new_model = state is None or state.model_version != version
     if new_model:
-        start = snapshot_watermark(metadata)
-        watermarks = dict.fromkeys(TABLES, start)
+        watermarks = dict.fromkeys(TABLES, snapshot_watermark(metadata))
         pool: list[PoolPost] = []
-        live = set(cache.live_user_ids())
     else:
         watermarks = {table: _parse(state.watermarks.get(table)) for table in TABLES}
         pool = cache.live_pool(state.generation) or []
-        live = set(cache.live_user_ids())
     found = Found()
     lookback = timedelta(seconds=settings.refresh_lookback_seconds)
     queries = settings.sql_queries
@@ -127,7 +124,7 @@ def refresh(settings: Settings, cache: RecsCache, conn: extensions.connection) -
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             cur.execute("SET LOCAL TIME ZONE 'UTC'")
-            rows = {table: _read_since(cur, queries[table], table, watermarks[table] - lookback) for table in TABLES}
+            rows = {table: _read_since(cur, queries[table], table, watermarks[table], lookback) for table in TABLES}
             for table, table_rows in rows.items():
                 found.rows[table] = len(table_rows)
                 if table_rows:
@@ -146,7 +143,7 @@ def refresh(settings: Settings, cache: RecsCache, conn: extensions.connection) -
         conn.rollback()
         conn.autocommit = autocommit
     if new_model:
-        dropped = live & users
+        dropped = set(cache.live_user_ids()) & users
         user_changes.update(dict.fromkeys(dropped, None))
         found.dropped_users = len(dropped)
     found.changed_users = len(user_changes) - found.dropped_users
@@ -186,20 +183,29 @@ def release(lock: Lock) -> None:
         log.warning("the refresh lock had expired before the run released it")
 
 
-def _read_since(cur: extensions.cursor, query: str, table: str, since: datetime) -> list[tuple]:
-    """The rows of a configured query created after ``since``, oldest first, at most MAX_ROWS_PER_TABLE.
+def _read_since(cur: extensions.cursor, query: str, table: str, watermark: datetime, lookback: timedelta) -> list:
+    """The rows of a configured query created after ``watermark - lookback``, oldest first.
 
+    The lookback window up to ``watermark`` is read whole (rows committed late); past the watermark at most
+    MAX_ROWS_PER_TABLE rows are read, so every run moves the watermark forward however large a backlog is.
     Each row is the query's columns (tags as a tuple) followed by ``created_at`` as an aware datetime. The
-    query is wrapped, not edited, so a deployment's own SQL works; the time is a bound parameter.
+    query is wrapped, not edited, so a deployment's own SQL works; the times are bound parameters.
     """
-    columns = _COLUMNS[table]
-    selected = sql.SQL(", ").join(sql.SQL("q.{}").format(sql.Identifier(c)) for c in columns)
-    statement = sql.SQL(
-        "SELECT {cols}, q.created_at::timestamptz AS refresh_at FROM ({query}) AS q"
-        " WHERE q.created_at::timestamptz > %s ORDER BY refresh_at LIMIT %s"
-    ).format(cols=selected, query=sql.SQL(query.strip().rstrip(";")))
-    cur.execute(statement, (since, MAX_ROWS_PER_TABLE))
+    columns = sql.SQL(", ").join(sql.SQL("q.{}").format(sql.Identifier(c)) for c in _COLUMNS[table])
+    source = sql.SQL(
+        "SELECT {columns}, q.created_at::timestamptz AS refresh_at FROM ({query}) AS q WHERE {where}"
+        " ORDER BY refresh_at"
+    )
+    window = source.format(
+        columns=columns, query=sql.SQL(_strip(query)), where=sql.SQL("q.created_at::timestamptz BETWEEN %s AND %s")
+    )
+    cur.execute(window, (watermark - lookback, watermark))
     rows = cur.fetchall()
+    beyond = source.format(
+        columns=columns, query=sql.SQL(_strip(query)), where=sql.SQL("q.created_at::timestamptz > %s")
+    )
+    cur.execute(sql.SQL("{} LIMIT %s").format(beyond), (watermark, MAX_ROWS_PER_TABLE))
+    rows += cur.fetchall()
     if table == "posts":
         return [(post_id, community, author, parse_tags(tags), at) for post_id, community, author, tags, at in rows]
     return rows

@@ -209,3 +209,23 @@ def test_redis_away_fails_the_run_with_an_error_the_task_retries(settings, cache
     with pytest.raises(RETRY_ON):
         run(settings, away)
     assert cache.live_state().generation == first["generation"]
+
+
+def test_a_backlog_beyond_the_row_limit_is_worked_off_even_within_the_lookback(
+    settings, cache, published, loaded_db, monkeypatch
+):
+    """More new rows than one run reads, all inside the lookback window: later runs still move forward."""
+    run(settings, cache)
+    monkeypatch.setattr(refresh_pipeline, "MAX_ROWS_PER_TABLE", 3)
+    community = a_community(loaded_db)
+    for i in range(7):
+        execute(
+            loaded_db,
+            "INSERT INTO posts (id, community_id, author_id, tags, created_at)"
+            " VALUES (%s, %s, NULL, '{}', now() + %s * interval '1 millisecond')",
+            f"backlog-{i}", community, i,
+        )  # fmt: skip
+    for _ in range(3):
+        result = run(settings, cache)
+    pooled = {post[0] for post in cache.live_pool(result["generation"])}
+    assert pooled == {f"backlog-{i}" for i in range(7)}
