@@ -62,13 +62,18 @@ class Browser:
 
     @contextmanager
     def open(self, url: str) -> Iterator[Page]:
-        """Navigate the browser's tab to ``url`` with console, exception and request capture on."""
-        targets = requests.get(f"{self.endpoint}/json/list", timeout=10).json()
-        tab = next(t for t in targets if t["type"] == "page")
-        with connect(tab["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as socket:
-            page = Page(socket)
-            page.navigate(url)
-            yield page
+        """Load ``url`` in a new tab with console, exception and request capture on; the tab closes after.
+
+        A tab of its own per page: nothing an earlier page logged can be reported as this page's.
+        """
+        tab = requests.put(f"{self.endpoint}/json/new?about:blank", timeout=10).json()
+        try:
+            with connect(tab["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as socket:
+                page = Page(socket)
+                page.navigate(url)
+                yield page
+        finally:
+            requests.get(f"{self.endpoint}/json/close/{tab['id']}", timeout=10)
 
     def close(self) -> None:
         self._process.terminate()
@@ -125,7 +130,9 @@ class Page:
             self.requested.append(params["request"]["url"])
 
     def navigate(self, url: str) -> None:
-        self.call("Page.navigate", url=url)
+        result = self.call("Page.navigate", url=url)
+        if result.get("errorText"):
+            raise RuntimeError(f"cannot load {url}: {result['errorText']}")
 
     def text(self) -> str:
         """The page's rendered text (``innerText``), without the zero-width spaces some UIs put into paths."""
