@@ -8,6 +8,12 @@ its tags and community.
 
 Rows are normalised to sum to 1 (as ``lightfm.data.Dataset`` does by default), so that a post with
 many tags does not get a larger representation, and hence larger scores, than a post with one.
+
+A post or user created after training has no identity feature: its row (built by
+``RecModel.item_representations`` / ``user_representation`` from the non-identity embeddings the model
+keeps) holds only its known features, again summing to 1. Its representation is then the mean of its
+feature embeddings, where a trained post's is that mean shrunk by the identity's share plus the identity
+embedding; ``RecModel.fresh_calibration`` maps the one score onto the other's scale.
 """
 
 from __future__ import annotations
