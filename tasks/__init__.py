@@ -2,7 +2,8 @@
 
 The settings are read from the environment once, here, and :mod:`celeryconfig` turns them into Celery's
 settings. The tasks themselves live in :mod:`tasks.training` (thin: serialisation, retries, the lock) and
-call the plain functions of :mod:`tasks.pipeline`. See docs/OPERATIONS.md for running and monitoring them.
+call the plain functions of :mod:`tasks.pipeline`; the live feed's ``tasks.refresh`` lives in
+:mod:`tasks.refresh` and calls :mod:`tasks.refresh_pipeline`. See docs/OPERATIONS.md for running and monitoring them.
 """
 
 from celery import Celery
