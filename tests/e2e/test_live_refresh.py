@@ -1,4 +1,4 @@
-"""End to end: beat schedules tasks.refresh, a worker runs it against PostgreSQL, the live state follows.
+"""End to end: beat schedules tasks.refresh, a worker runs it, the live state follows, Flower shows it.
 
 Real processes (``celery -A tasks worker`` and ``beat`` from the pipeline tests' fixtures) and the real test
 database. The PostgreSQL outage is a TCP proxy between the worker and the shared server that the test closes
@@ -13,6 +13,7 @@ import threading
 import time
 
 import redis
+import requests
 
 from tasks import refresh_pipeline
 from tests.app.processes import free_port
@@ -108,11 +109,15 @@ def refresh_results(celery_redis_url: str) -> list[dict]:
     return sorted(results, key=lambda meta: meta["date_done"])
 
 
-def test_beat_refreshes_within_the_interval_and_reports_what_it_found(
+def test_beat_refreshes_within_the_interval_and_flower_shows_what_it_found(
     loaded_db, cache, service_env, services, celery_client, celery_redis_url
 ):
     service_env["REFRESH_INTERVAL_SECONDS"] = str(INTERVAL)
+    service_env["FLOWER_BASIC_AUTH"] = "ops:flower-test-password"
+    flower_port = free_port()
+    flower = services("flower", ["flower", "--address=127.0.0.1", f"--port={flower_port}"], service_env)
     start_worker(services, service_env, concurrency=2)
+    flower.wait_for_log(r"Visit me at")
     trained = run_train(celery_client)
     assert trained["status"] == "published", trained
     services("beat", ["beat", "--loglevel=INFO", "--schedule", str(service_env["MODEL_DIR"]) + "-beat"], service_env)
@@ -132,6 +137,19 @@ def test_beat_refreshes_within_the_interval_and_reports_what_it_found(
     result = found[-1]["result"]
     assert result["status"] == "published" and result["read"]["posts"] >= 1 and result["seconds"] < INTERVAL
     assert set(result["watermarks"]) == set(refresh_pipeline.TABLES)
+
+    def in_flower():
+        tasks = requests.get(
+            f"http://127.0.0.1:{flower_port}/api/tasks",
+            params={"taskname": "tasks.refresh"},
+            auth=("ops", "flower-test-password"),
+            timeout=5,
+        ).json()
+        task = tasks.get(found[-1]["task_id"])
+        return task if task and task["state"] == "SUCCESS" else None
+
+    shown = wait_until(in_flower, 30, "the refresh that found the post in Flower")
+    assert "'new_posts': 1" in shown["result"] and "'watermarks'" in shown["result"]
 
 
 def test_postgresql_away_during_refreshes_leaves_the_live_state_and_the_next_refresh_recovers(
