@@ -437,16 +437,28 @@ def _documented_names() -> str:
     return "\n".join(p.read_text() for p in places if p.exists())
 
 
+def _settings_variables() -> set[str]:
+    """Every variable recsvc's settings are read from: what load_settings asks its environment for."""
+    from common.config import load_settings
+
+    asked = set()
+
+    class Environment(dict):
+        def get(self, name, default=None):
+            asked.add(name)
+            return super().get(name, default)
+
+    load_settings(Environment(), dotenv=False)
+    return asked
+
+
 def _names_read_by_the_service() -> set[str]:
-    """Variables recsvc reads (common/config.py), Flower's own FLOWER_*, and the init script's."""
-    config = (REPO / "common" / "config.py").read_text()
-    names = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', config)) | set(re.findall(r'f"(SQL)_\{', config))
-    names |= set(re.findall(r"\$\{([A-Z_]+)", (DOCKER / "init.sh").read_text()))
-    return names
+    """Variables recsvc reads (common/config.py) and the init script's; Flower reads its own FLOWER_* too."""
+    return _settings_variables() | set(re.findall(r"\$\{([A-Z_]+)", (DOCKER / "init.sh").read_text()))
 
 
 def _reads(name: str, read: set[str]) -> bool:
-    return name in read or name.startswith("FLOWER_") or (name.startswith("SQL_") and "SQL" in read)
+    return name in read or name.startswith("FLOWER_")
 
 
 def test_every_variable_the_stack_uses_is_documented(compose, services):
@@ -473,6 +485,31 @@ def test_env_example_says_how_the_web_tier_is_sized():
     setting = next(i for i, line in enumerate(lines) if re.match(r"^# ?API_WORKERS=", line))
     comment = " ".join(line for line in lines[max(0, setting - 4) : setting] if line.startswith("#"))
     assert "CPU" in comment and "limit" in comment, comment
+
+
+def test_env_example_lists_every_setting_once_a_line_with_its_default():
+    """.env.example: every setting, one to a line, set (or commented out) to its real default.
+
+    A line is ``NAME=default`` or ``# NAME=default``, or ``# NAME=<what to put>`` for a setting without a default
+    value (unset, or the machine's); the value written must give the settings that leaving it unset gives.
+    """
+    from common.config import load_settings
+
+    variables = _settings_variables()
+    default = load_settings({}, dotenv=False)
+    listed: dict[str, str] = {}
+    for line in (REPO / ".env.example").read_text().splitlines():
+        setting = re.fullmatch(r"(?:# )?([A-Z][A-Z0-9_]*)=(.*)", line)
+        if setting is None:
+            assert not re.search(r"\b[A-Z][A-Z0-9_]{2,}=", line), f"a variable not alone on its line: {line}"
+            continue
+        name, value = setting.groups()
+        assert name not in listed, f"{name} is listed twice"
+        assert name in variables, f"recsvc reads no {name}"
+        listed[name] = value
+        if not re.fullmatch(r"<[^<>]+>", value):
+            assert load_settings({name: value}, dotenv=False) == default, f"{name}={value} is not the default"
+    assert set(listed) == variables, f"not in .env.example: {sorted(variables - set(listed))}"
 
 
 def test_configuration_comes_from_an_ignored_env_file_and_no_secret_is_written_here(services):
