@@ -8,7 +8,8 @@ knows how to check; a new kind of command in the README fails here until it is c
 - ``python -m X`` / ``.venv/bin/python -m X``: the module exists, ``--help`` runs, and every subcommand and
   option written in the README appears in that help; a few are run for real on scratch data;
 - ``celery -A tasks X``: celery's own CLI parses the subcommand and options; task names are registered;
-- ``curl`` / ``open`` on ``localhost``: the path is a route of the app (or Flower's port) and the port the default;
+- ``curl`` on ``localhost``: the path is a route of the app (or Flower's port) and the port the default (so are
+  the ``http://localhost:PORT/...`` links in the text; macOS's ``open`` is no command here, a URL is written out);
 - ``docker compose -f F ...``: F parses and names the services used; ``cp A B``: A exists;
 - ``cd D``, ``npm ci|test|pack|run X``, ``npx tsc``: the directory, the package script, the local binary.
 
@@ -39,7 +40,7 @@ BIN = Path(sys.executable).parent
 PYTHON = str(BIN / "python")
 DEFAULT_API_PORT = 8000
 DEFAULT_FLOWER_PORT = 5555
-PROGRAMS = {"make", "python", "celery", "curl", "open", "docker", "cp", "cd", "npm", "npx", "jq"}
+PROGRAMS = {"make", "python", "celery", "curl", "docker", "cp", "cd", "npm", "npx", "jq"}
 PLACEHOLDER = re.compile(r"^(<.*>|[A-Z][A-Z_]*|\.\.\.)$")
 
 
@@ -228,7 +229,6 @@ CHECKS = {
     "python": check_python,
     "celery": check_celery,
     "curl": check_url,
-    "open": check_url,
     "docker": check_docker,
     "cp": check_cp,
     "cd": check_cd,
@@ -253,6 +253,14 @@ def test_readme_command_refers_to_something_real(command):
     if command.argv[0].startswith(".venv/"):
         assert (REPO / command.argv[0]).exists() or (BIN / program).exists(), command.argv[0]
     CHECKS[program](command)
+
+
+def test_readme_links_to_the_running_system_are_routes():
+    """``http://localhost:PORT/...`` in the text (what to open in a browser) names a route and a default port."""
+    links = re.findall(r"http://localhost:\d+/[^\s`)'\"]*", README.read_text())
+    assert links, "the README links to none of the running system's pages"
+    for link in links:
+        check_url(Command(link, ("curl", link), "."))
 
 
 def test_the_notation_is_read_as_meant():
