@@ -27,7 +27,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 		{ echo "error: $(PYTHON) is older than Python 3.11" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@echo "installing the pinned requirements into $(VENV): a few minutes on a cold machine (LightFM compiles)"
+	$(PY) -m pip install --progress-bar on -r requirements-dev.txt
 	touch $(STAMP)
 
 # Swagger UI and ReDoc for /docs and /redoc, pinned and checksummed, fetched from npm (not committed).
@@ -112,8 +113,10 @@ run: services docs-assets
 		$(PY) -m ml.demo --out $(DEMO_DIR) && $(PY) -m ml.db load $(DEMO_DIR); \
 	fi
 	$(PY) -m tasks.bootstrap
-	@$(PY) scripts/urls.py
-	exec $(VENV)/bin/honcho start --env $(RUN_ENV_FILE)
+	@$(PY) scripts/urls.py $(RUN_ENV_FILE)
+# Ctrl-C: honcho stops every process and exits with 130, which make would report as "Error 130". The shell's
+# trap keeps it alive to take that status as success; make itself then ends by the signal, silently.
+	@trap : INT; $(VENV)/bin/honcho start --env $(RUN_ENV_FILE) || [ $$? -eq 130 ]
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

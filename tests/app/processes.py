@@ -39,6 +39,25 @@ def child_pids(pid: int) -> list[int]:
         return []
 
 
+def descendant_pids(pid: int) -> set[int]:
+    """The pids of process ``pid``'s children, their children and so on (whichever still run)."""
+    found, pending = set(), [pid]
+    while pending:
+        children = child_pids(pending.pop())
+        found.update(children)
+        pending.extend(children)
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie waiting to be reaped has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def listening_addresses(pid: int) -> dict[int, tuple[str, int]]:
     """The TCP sockets process ``pid`` listens on, from /proc: socket inode -> (local address, port)."""
     held = set()

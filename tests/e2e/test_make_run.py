@@ -3,11 +3,14 @@
 Runs the real Makefile against the test PostgreSQL server (a database of its own, created by ``make run``
 itself and dropped afterwards) and the test Redis database, on free ports, with the model directory, demo
 data and env file in a temporary directory. Run twice: the second run must reuse the data and the model.
+Nothing it starts listens beyond this host, and Ctrl-C stops every process it started and ends it quietly.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import signal
 import subprocess
 import time
@@ -18,7 +21,7 @@ import psycopg2
 import pytest
 import requests
 
-from tests.app.processes import free_port
+from tests.app.processes import descendant_pids, free_port, listening_addresses, running
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,12 +90,15 @@ class MakeRun:
         self.proc.wait()
         self.log.close()
 
-    def group_is_gone(self) -> bool:
-        try:
-            os.killpg(self.proc.pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
+    def listening(self) -> set[tuple[str, int]]:
+        """The addresses and ports every process of this run listens on (TCP)."""
+        found = set()
+        for pid in descendant_pids(self.proc.pid):
+            try:
+                found |= set(listening_addresses(pid).values())
+            except FileNotFoundError:
+                pass  # exited meanwhile (a short-lived helper): listens on nothing
+        return found
 
 
 def test_make_run_serves_the_demo_feed_and_reuses_it_the_second_time(
@@ -105,7 +111,6 @@ def test_make_run_serves_the_demo_feed_and_reuses_it_the_second_time(
         "REDIS_URL": redis_url,
         "REDIS_PREFIX": TEST_REDIS_PREFIX + "make-run:",
         "MODEL_DIR": str(tmp_path / "models"),
-        "API_HOST": "127.0.0.1",
         "API_PORT": str(api_port),
         "API_WORKERS": "2",
         "FLOWER_PORT": str(flower_port),
@@ -120,20 +125,29 @@ def test_make_run_serves_the_demo_feed_and_reuses_it_the_second_time(
     first = MakeRun(env, tmp_path, "first")
     try:
         first.wait_until(personalised_feed, "a personalised feed")
-        first.wait_until(lambda: requests.get(f"http://127.0.0.1:{flower_port}/", timeout=2).ok, "Flower")
+        first.wait_until(lambda: requests.get(f"http://127.0.0.1:{flower_port}/healthcheck", timeout=2).ok, "Flower")
+        listening = first.listening()
+        assert {api_port, flower_port} <= {port for _, port in listening}, listening
+        assert all(ipaddress.ip_address(address).is_loopback for address, _ in listening), listening
         assert requests.get(f"{api}/docs", timeout=2).status_code == 200
         token = (tmp_path / "env").read_text().strip().removeprefix("ADMIN_TOKEN=")
         status = requests.get(f"{api}/admin/model-status", headers={"Authorization": f"Bearer {token}"}, timeout=2)
         assert status.status_code == 200
         version = requests.get(f"{api}/recommendations/user-0001", timeout=2).json()["model_version"]
-        assert first.ctrl_c() is not None
+        processes = descendant_pids(first.proc.pid)
+        # make ends by the SIGINT it got too, as any program a terminal's Ctrl-C stops: the shell prints nothing.
+        assert first.ctrl_c() == -signal.SIGINT
         deadline = time.monotonic() + 30
-        while not first.group_is_gone() and time.monotonic() < deadline:
+        while any(running(pid) for pid in processes) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert first.group_is_gone(), "processes of make run survived Ctrl-C"
+        assert not [pid for pid in processes if running(pid)], "processes of make run survived Ctrl-C"
     finally:
         first.kill()
     output = first.output()
+    assert "make: ***" not in output, output[-2000:]  # was `make: *** [Makefile:..: run] Error 130`
+    assert "Inspect method" not in output  # Flower's warnings while the worker was still booting
+    assert f"http://127.0.0.1:{api_port}/    listens on 127.0.0.1 port {api_port}" in output
+    assert f"http://127.0.0.1:{flower_port}/    listens on 127.0.0.1 port {flower_port}" in output
     assert "loading demo data" in output
     assert '"status": "published"' in output
 
@@ -148,3 +162,12 @@ def test_make_run_serves_the_demo_feed_and_reuses_it_the_second_time(
     output = second.output()
     assert "loading demo data" not in output
     assert f"model {version} is already published" in output
+
+
+def test_make_venv_shows_the_install_as_it_goes():
+    """A cold install takes minutes (rectools-lightfm compiles): a line says so, then pip shows its progress."""
+    dry_run = subprocess.run(["make", "-n", "-B", "venv"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    lines = dry_run.stdout.splitlines()
+    (install,) = [i for i, line in enumerate(lines) if "-r requirements-dev.txt" in line]
+    assert not re.search(r"\s(--quiet|-q)\b", lines[install]), lines[install]
+    assert lines[install - 1].startswith("echo ") and "minutes" in lines[install - 1], lines[install - 1]

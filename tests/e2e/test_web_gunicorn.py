@@ -17,7 +17,7 @@ import requests
 from app.runtime import REDIS_COOLDOWN
 from common.recs_cache import RecsCache
 from tests.app.helpers import REDIS_PREFIX, publish
-from tests.app.processes import GUNICORN, REPO, GunicornServer, child_pids, listening_addresses, wait_until
+from tests.app.processes import GUNICORN, REPO, GunicornServer, child_pids, listening_addresses, running, wait_until
 from tests.ml.factories import random_model
 
 TOP_K = 30
@@ -193,15 +193,6 @@ def test_every_worker_listens_on_its_own_socket(server):
     sockets = [listening_sockets(pid, server.port) for pid in server.worker_pids()]
     assert all(len(own) == 1 for own in sockets), sockets
     assert len(set().union(*sockets)) == len(sockets)  # no socket is shared
-
-
-def running(pid: int) -> bool:
-    """Whether process ``pid`` exists and has not exited (a zombie waiting to be reaped has)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_without_reuse_port_the_workers_share_a_socket_and_usr2_upgrades_in_place(
