@@ -57,6 +57,13 @@ beat_schedule = {
         # A run not started within one interval (no worker was free) is dropped: the next one supersedes it.
         "options": {"expires": _settings.train_interval_seconds},
     },
+    # Publish the current artifact again within 10 s (plus the republish) of Redis losing it
+    # (tasks.publication); cheap when all is well. No results kept: 8,640 checks a day would fill the backend.
+    "ensure-published": {
+        "task": "tasks.ensure_published",
+        "schedule": 10.0,
+        "options": {"expires": 10.0, "ignore_result": True},
+    },
     "refresh": {
         "task": "tasks.refresh",
         "schedule": _settings.refresh_interval_seconds,

@@ -1,10 +1,21 @@
-"""Train and publish once, in this process, unless Redis already holds a published model.
+"""Make sure a model is served before the first request: publish the current artifact again, or train one.
 
-``python -m tasks.bootstrap [--force]`` is what ``make run`` (and a fresh deployment) runs before starting
-the web, so the first request already finds a model instead of a 503. It runs the ``tasks.train`` task
-itself, locally (``Task.apply``): the same lock, stages, quality gate and publish, without needing a broker
-or a running worker. Exit status 0 when a model is published (now or before), 1 when the run was skipped or
-rejected (the outcome, with its reason, is printed).
+``python -m tasks.bootstrap [--force] [--through-worker]`` runs before the service takes traffic. If Redis's
+pointer names a version that loads from this ``MODEL_DIR``, it does nothing. Otherwise (Redis is empty, or
+its pointer was left by another checkout, by a ``make clean`` or by a dropped Docker volume) it publishes
+``MODEL_DIR``'s current artifact again when that loads (:mod:`tasks.publication`: same version id, no
+training), and trains a first model when it does not. ``--force`` trains in any case.
+
+Two ways to run it:
+
+- in this process (the default; ``docker/init.sh``): the check and ``tasks.train`` run here (``Task.apply``),
+  with the same lock, stages, quality gate and publish, needing neither a broker nor a worker;
+- ``--through-worker`` (the Procfile's beat line, before beat starts): it waits for a worker to answer, sends
+  ``tasks.ensure_published`` and, if needed, ``tasks.train`` through the broker and waits for their results,
+  so the first training run shows in Flower like every later one.
+
+Exit status 0 when a model is published (now or before), 1 when none could be (the outcome, with its reason,
+is printed), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,25 +24,111 @@ import argparse
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
-from tasks import settings
-from tasks.training import recs_cache, train
+from celery import Task
+
+from tasks import app, limits, pipeline, publication, settings
+from tasks.training import ensure_published, recs_cache, train
+
+# How long --through-worker waits for a worker to answer a ping (the worker starts alongside, under honcho).
+WORKER_WAIT_SECONDS = 120
+# Between two tries while a training run holds the lock.
+LOCK_POLL_SECONDS = 2
+
+Runner = Callable[[Task, dict[str, Any]], Any]
+
+
+def run_here(task: Task, kwargs: dict[str, Any]) -> Any:
+    """Run ``task`` in this process; its result, or the exception it ended with."""
+    if task is ensure_published:
+        # The plain function, so that an unreachable Redis is an error here rather than a logged warning.
+        return publication.ensure_published(settings, recs_cache(), **kwargs)
+    return task.apply(kwargs=kwargs).get(propagate=False)
+
+
+def run_on_worker(task: Task, kwargs: dict[str, Any]) -> Any:
+    """Send ``task`` through the broker and wait for its result (or the exception it ended with)."""
+    result = task.apply_async(kwargs=kwargs, ignore_result=False)
+    return result.get(timeout=limits.lock_ttl(settings), propagate=False)
+
+
+def wait_for_worker(timeout: float) -> bool:
+    """Whether a worker answered a ping within ``timeout`` seconds."""
+    print(f"waiting for a Celery worker to answer (up to {timeout:.0f} s)", flush=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if app.control.ping(timeout=1.0):
+            return True
+    return False
+
+
+def train_once(run: Runner) -> tuple[int | None, str]:
+    """Run ``tasks.train`` (forced: whatever the data, no model is served); exit status or None to try again."""
+    outcome = run(train, {"force": True})
+    if isinstance(outcome, pipeline.RunRejected):
+        outcome = recs_cache().last_training_outcome() or {"status": "rejected", "reason": str(outcome)}
+    elif isinstance(outcome, BaseException):
+        return 1, f"error: the training run failed: {type(outcome).__name__}: {outcome}"
+    if outcome["status"] == "skipped":
+        return None, ""
+    return (0 if outcome["status"] == "published" else 1), json.dumps(outcome, indent=2)
+
+
+def check_once(run: Runner) -> tuple[int | None, str]:
+    """Publish the current artifact again if needed, or train if MODEL_DIR cannot serve; None to try again."""
+    check = run(ensure_published, {"verify": True})
+    if isinstance(check, BaseException) or check is None:
+        return 1, f"error: cannot check the published model: {check!r}"
+    if check["status"] == "ok":
+        return 0, f"model {check['version']} is already published and loads from MODEL_DIR; nothing to do"
+    if check["status"] == "republished":
+        return 0, json.dumps(check, indent=2)
+    if check["status"] == "skipped":
+        return None, ""
+    print(f"{check['reason']}: training a model", flush=True)
+    return train_once(run)
+
+
+def bootstrap(run: Runner, force: bool) -> int:
+    """Publish or train until a model is served; exit status as the module says."""
+    deadline = time.monotonic() + limits.lock_ttl(settings)
+    while True:
+        if force:
+            status, message = train_once(run)
+        else:
+            status, message = check_once(run)
+        if status is not None:
+            print(message, file=sys.stderr if status else sys.stdout)
+            return status
+        if time.monotonic() > deadline:
+            print("error: a training run held the training lock for too long", file=sys.stderr)
+            return 1
+        print("a training run holds the training lock: waiting for it to end", flush=True)
+        time.sleep(LOCK_POLL_SECONDS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train and publish a model once, unless one is published.")
+    parser = argparse.ArgumentParser(description="Publish the current model again, or train one, unless one is served.")
     parser.add_argument("--force", action="store_true", help="train even if a published model exists")
+    parser.add_argument(
+        "--through-worker",
+        action="store_true",
+        help="run the tasks on a Celery worker (waiting for one to answer), so Flower shows them",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    cache = recs_cache()
-    current = cache.current_version()
-    if current and cache.is_published(current) and not args.force:
-        print(f"model {current} is already published; nothing to do (--force retrains)")
-        return 0
-    result = train.apply(kwargs={"force": args.force}).get()
-    print(json.dumps(result, indent=2))
-    return 0 if result["status"] == "published" else 1
+    try:
+        if args.through_worker:
+            if not wait_for_worker(WORKER_WAIT_SECONDS):
+                print(f"error: no Celery worker answered within {WORKER_WAIT_SECONDS} s", file=sys.stderr)
+                return 1
+            return bootstrap(run_on_worker, args.force)
+        return bootstrap(run_here, args.force)
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

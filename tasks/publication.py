@@ -9,7 +9,7 @@ from Redis. Two situations leave it without lists or without a model while a goo
 
 :func:`ensure_published` finds both and publishes ``MODEL_DIR``'s current artifact again with
 :func:`republish`, the path a rollback takes: lists rewritten, pointer flipped, version announced. Beat runs
-it every :data:`CHECK_INTERVAL_SECONDS` through ``tasks.ensure_published``; ``tasks.bootstrap`` runs it
+it every 10 s through ``tasks.ensure_published`` (``celeryconfig.beat_schedule``); ``tasks.bootstrap`` runs it
 before the first training. It costs a GET, an HGET and a directory listing when all is well.
 """
 
@@ -27,10 +27,6 @@ from ml.errors import ArtifactError
 from tasks import limits, pipeline
 
 log = logging.getLogger(__name__)
-
-# How often beat checks (celeryconfig.beat_schedule): Redis returning empty is repaired within this plus the
-# time a republish takes.
-CHECK_INTERVAL_SECONDS = 10.0
 
 REPUBLISHED = "republished"
 ROLLED_BACK = "rolled_back"

@@ -9,7 +9,11 @@ its token (the train task's id) travels to ``tasks.publish_version``, which publ
 holds it and then releases it, or to ``tasks.abandon_run`` (the chord's errback) if a chunk or the publish
 fails for good. A run whose worker dies keeps it until its TTL (:func:`tasks.limits.lock_ttl`) ends.
 
-Outcomes are JSON dicts (see :func:`tasks.pipeline.outcome`); failures are task failures after retries.
+Outcomes are JSON dicts (see :func:`tasks.pipeline.outcome`); failures are task failures after retries. A
+rejected run is a task failure too (:class:`tasks.pipeline.RunRejected`, raised once its outcome is recorded),
+so Flower's Failed filter finds it; published, skipped and the other outcomes succeed, their status in the
+result. ``tasks.ensure_published`` (beat, every few seconds) publishes the current artifact again when Redis
+lost it (:mod:`tasks.publication`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 import ml.artifact
 from common.recs_cache import RecsCache
 from ml.model import RecModel
-from tasks import app, limits, pipeline, settings
+from tasks import app, limits, pipeline, publication, settings
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +91,13 @@ class TrainTask(Task):
     resultrepr_maxsize = OUTCOME_REPR_MAXSIZE
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
+        if isinstance(exc, pipeline.RunRejected):
+            return  # its outcome is recorded already
         _finish(pipeline.outcome("failed", _failure_reason(exc), task_id=task_id))
 
 
-@app.task(name="tasks.train", bind=True, base=TrainTask, **RETRY_OPTIONS)
+# throws: a rejection is an expected end, logged without a traceback (but still a FAILURE in Flower).
+@app.task(name="tasks.train", bind=True, base=TrainTask, throws=(pipeline.RunRejected,), **RETRY_OPTIONS)
 def train(self, force: bool = False) -> dict[str, Any]:
     """Train, evaluate and publish a new model version, unless another run holds the training lock.
 
@@ -109,7 +116,8 @@ def train(self, force: bool = False) -> dict[str, Any]:
         except pipeline.RunUnchanged as exc:
             return _finish(pipeline.unchanged_outcome(exc, stages))
         except pipeline.RunRejected as exc:
-            return _finish(pipeline.rejected_outcome(exc, stages))
+            _finish(pipeline.rejected_outcome(exc, stages))
+            raise
 
         ranges = pipeline.chunk_ranges(candidate.num_users, settings.precompute_chunk_users)
         if len(ranges) == 1:
@@ -184,3 +192,17 @@ def abandon_run(request, exc, traceback, lock_token: str) -> None:
     """
     pipeline.release_lock(pipeline.held_lock(settings, recs_cache(), lock_token))
     _finish(pipeline.outcome("failed", f"chunked run {lock_token} failed: {_failure_reason(exc)}"))
+
+
+@app.task(name="tasks.ensure_published", ignore_result=True, resultrepr_maxsize=OUTCOME_REPR_MAXSIZE)
+def ensure_published(verify: bool = False) -> dict[str, Any] | None:
+    """Publish the current artifact again if Redis lost it (:func:`tasks.publication.ensure_published`).
+
+    Beat sends it every few seconds, without keeping its result; ``tasks.bootstrap`` asks for the result.
+    Redis being unreachable is only logged: the next check comes soon.
+    """
+    try:
+        return publication.ensure_published(settings, recs_cache(), verify=verify)
+    except RETRY_ON as exc:
+        log.warning("cannot check the published model now: %s", exc)
+        return None

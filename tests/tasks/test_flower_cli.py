@@ -56,3 +56,41 @@ def test_manual_retrain_through_the_cli_appears_in_flower(loaded_db, cache, serv
 
     active = celery_cli(env, "inspect", "active", "--timeout=5")
     assert "w1@" in active
+
+
+def test_bootstrap_through_the_worker_and_a_rejected_run_show_in_flower(loaded_db, cache, service_env, services):
+    env = {**service_env, "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{FLOWER_PASSWORD}"}
+    port = free_port()
+    flower = services("flower", ["flower", "--address=127.0.0.1", f"--port={port}"], env)
+    flower.wait_for_log(r"Visit me at")
+    services("worker-w1", ["worker", "--loglevel=INFO", "--hostname=w1@%h", "--concurrency=1"], env)
+    api = f"http://127.0.0.1:{port}/api"
+    auth = (FLOWER_USER, FLOWER_PASSWORD)
+
+    def in_flower(name: str, state: str):
+        tasks = requests.get(f"{api}/tasks", params={"taskname": name}, auth=auth, timeout=5).json()
+        return [task for task in tasks.values() if task["state"] == state]
+
+    # The first model of `make run` (the Procfile's beat line): trained on the worker, so Flower shows it.
+    done = subprocess.run(
+        [sys.executable, "-m", "tasks.bootstrap", "--through-worker"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    version = cache.current_version()
+    assert '"status": "published"' in done.stdout and version in done.stdout
+    (first,) = wait_until(lambda: in_flower("tasks.train", "SUCCESS"), 30, "the first run in Flower")
+    assert "'status': 'published'" in first["result"] and version in first["result"]
+    (check,) = in_flower("tasks.ensure_published", "SUCCESS")
+    assert "'status': 'unservable'" in check["result"]
+
+    # Data that cannot yield a model: the run fails in Flower, the exception naming the reason.
+    with loaded_db.cursor() as cur:
+        cur.execute("DELETE FROM interactions")
+    loaded_db.commit()
+    task_id = celery_cli(env, "call", "tasks.train", "--kwargs", '{"force": true}').strip()
+    failed = wait_until(lambda: in_flower("tasks.train", "FAILURE"), 60, "the rejected run in Flower as FAILURE")
+    assert [task["uuid"] for task in failed] == [task_id]
+    assert failed[0]["exception"] == "RunRejected('no interactions to learn from')"
+    assert cache.last_training_outcome()["status"] == "rejected"
+    assert cache.current_version() == version

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 import ml.artifact
-from tests.tasks.conftest import next_update, run_train, settings_from, start_worker, wait_until
+from tasks import pipeline
+from tests.tasks.conftest import next_update, settings_from, start_worker, wait_until
 
 NEW_USER = "fan-who-just-joined"
 
@@ -77,7 +80,11 @@ def test_beat_retrains_and_publishes_new_versions(loaded_db, cache, service_env,
     with loaded_db.cursor() as cur:
         cur.execute("DELETE FROM interactions")
     loaded_db.commit()
-    refused = run_train(celery_client)
-    assert (refused["status"], refused["reason"]) == ("rejected", "no interactions to learn from")
+    # A refusal ends as a task FAILURE naming the reason (Flower's Failed filter finds it), its outcome recorded.
+    refused = celery_client.send_task("tasks.train", kwargs={"force": True})
+    with pytest.raises(pipeline.RunRejected, match="^no interactions to learn from$"):
+        refused.get(timeout=90)
+    assert refused.state == "FAILURE"
     assert cache.current_version() == published["version"]
-    assert cache.last_training_outcome()["status"] == "rejected"
+    recorded = cache.last_training_outcome()
+    assert (recorded["status"], recorded["reason"]) == ("rejected", "no interactions to learn from")

@@ -1,0 +1,188 @@
+"""Keeping the served model published: the current artifact is published again when Redis lacks it.
+
+Two situations leave the web without lists or without a model although a good artifact is on disk: Redis came
+back empty (a restart without persistence), or the pointer names a version this ``MODEL_DIR`` does not hold
+(``make clean``, a second checkout sharing Redis, a dropped Docker volume). Both are repaired from the disk,
+under the version id the artifact already has, without a training run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+import ml.artifact
+from common.recs_cache import RecsCache
+from tasks import limits, publication
+from tests.tasks.conftest import (
+    REDIS_PREFIX,
+    REPO,
+    publish_once,
+    run_train,
+    settings_from,
+    start_worker,
+    wait_until,
+)
+
+
+def other_checkout(service_env, tmp_path) -> dict[str, str]:
+    """The environment of a second checkout: the same Redis and database, a model directory of its own."""
+    return {**service_env, "MODEL_DIR": str(tmp_path / "other-checkout-models")}
+
+
+def bootstrap(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.bootstrap", *args], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=180,
+    )  # fmt: skip
+
+
+def test_nothing_is_done_while_the_pointer_names_a_published_version_on_disk(loaded_db, cache, service_env):
+    settings = settings_from(service_env)
+    candidate, _, _, _ = publish_once(settings, cache)
+
+    for verify in (False, True):
+        assert publication.ensure_published(settings, cache, verify=verify) == {
+            "status": "ok",
+            "version": candidate.version,
+        }
+    assert cache.last_training_outcome() is None
+    assert not cache.client.exists(cache.lock_key)
+
+
+def test_an_empty_redis_gets_the_current_artifact_again_under_its_own_version(loaded_db, cache, service_env):
+    settings = settings_from(service_env)
+    candidate, model, _, _ = publish_once(settings, cache)
+    kept = ml.artifact.list_versions(settings.model_dir)
+    cache.client.flushdb()  # what a restart without persistence leaves
+    updates = cache.subscribe()
+
+    outcome = publication.ensure_published(settings, cache)
+
+    assert outcome["status"] == "republished"
+    assert outcome["version"] == candidate.version and outcome["previous_version"] is None
+    assert outcome["reason"] == "Redis holds no current version"
+    assert outcome["num_users"] == model.num_users and set(outcome["stages"]) == {"precompute", "publish"}
+    assert cache.current_version() == candidate.version and cache.is_published(candidate.version)
+    assert all(cache.user_list(candidate.version, user) is not None for user in model.user_ids)
+    assert cache.parse_update(updates.get_message(timeout=5))["version"] == candidate.version
+    assert cache.last_training_outcome() == outcome
+    assert ml.artifact.list_versions(settings.model_dir) == kept  # nothing was trained
+    assert not cache.client.exists(cache.lock_key)
+
+
+def test_a_pointer_to_a_version_this_model_dir_lacks_is_replaced_by_its_current_artifact(
+    loaded_db, cache, service_env, tmp_path
+):
+    settings = settings_from(service_env)
+    mine, _, _, _ = publish_once(settings, cache)
+    theirs, _, _, _ = publish_once(settings_from(other_checkout(service_env, tmp_path)), cache)
+    assert cache.current_version() == theirs.version
+
+    outcome = publication.ensure_published(settings, cache)
+
+    assert (outcome["status"], outcome["version"], outcome["previous_version"]) == (
+        "republished",
+        mine.version,
+        theirs.version,
+    )
+    assert theirs.version in outcome["reason"] and "MODEL_DIR" in outcome["reason"]
+    assert cache.current_version() == mine.version
+
+
+def test_nothing_to_republish_when_model_dir_holds_no_loadable_version(loaded_db, cache, service_env, tmp_path):
+    theirs, _, _, _ = publish_once(settings_from(other_checkout(service_env, tmp_path)), cache)
+    settings = settings_from(service_env)  # an empty MODEL_DIR
+
+    outcome = publication.ensure_published(settings, cache, verify=True)
+
+    assert outcome["status"] == "unservable"
+    assert theirs.version in outcome["reason"] and "has no current version" in outcome["reason"]
+    assert cache.current_version() == theirs.version
+    assert not cache.client.exists(cache.lock_key)
+
+
+def test_a_corrupt_current_artifact_is_found_only_when_verifying(loaded_db, cache, service_env):
+    settings = settings_from(service_env)
+    candidate, _, _, _ = publish_once(settings, cache)
+    npz = Path(settings.model_dir) / f"{candidate.version}.npz"
+    npz.write_bytes(npz.read_bytes()[:-100])
+
+    assert publication.ensure_published(settings, cache)["status"] == "ok"  # the cheap check reads no arrays
+    outcome = publication.ensure_published(settings, cache, verify=True)
+    assert outcome["status"] == "unservable" and "checksum mismatch" in outcome["reason"]
+
+
+def test_a_held_training_lock_defers_the_repair_to_the_run_holding_it(loaded_db, cache, service_env):
+    settings = settings_from(service_env)
+    publish_once(settings, cache)
+    cache.client.delete(cache.current_key)
+    assert cache.training_lock(limits.lock_ttl(settings)).acquire()
+
+    outcome = publication.ensure_published(settings, cache)
+
+    assert (outcome["status"], outcome["reason"]) == ("skipped", "training already running")
+    assert cache.current_version() is None
+
+
+def test_bootstrap_republishes_when_the_pointer_names_a_version_this_model_dir_lacks(
+    loaded_db, cache, service_env, tmp_path
+):
+    settings = settings_from(service_env)
+    mine, _, _, _ = publish_once(settings, cache)
+    theirs, _, _, _ = publish_once(settings_from(other_checkout(service_env, tmp_path)), cache)
+
+    done = bootstrap(service_env)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"status": "republished"' in done.stdout
+    assert cache.current_version() == mine.version
+    assert ml.artifact.list_versions(settings.model_dir) == [mine.version]  # republished, not retrained
+    assert theirs.version != mine.version
+
+
+def test_bootstrap_trains_when_model_dir_cannot_serve_the_pointer_nor_anything_else(
+    loaded_db, cache, service_env, tmp_path
+):
+    theirs, _, _, _ = publish_once(settings_from(other_checkout(service_env, tmp_path)), cache)
+    settings = settings_from(service_env)
+
+    done = bootstrap(service_env)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"status": "published"' in done.stdout
+    (trained,) = ml.artifact.list_versions(settings.model_dir)
+    assert cache.current_version() == trained != theirs.version
+    assert ml.artifact.current_version(settings.model_dir) == trained
+
+
+def test_a_redis_restarted_empty_is_refilled_from_disk_within_30_s(
+    loaded_db, service_env, services, celery_client, private_redis, tmp_path
+):
+    # The cache on a redis-server of the test's own (restarted below); the broker stays on the test Redis.
+    env = {**service_env, "REDIS_URL": private_redis.url}
+    settings = settings_from(env)
+    cache = RecsCache(redis.Redis.from_url(private_redis.url), REDIS_PREFIX)
+    start_worker(services, env)
+    published = run_train(celery_client)
+    version = published["version"]
+    users = ml.artifact.load(settings.model_dir, version)[0].user_ids
+    services("beat", ["beat", "--loglevel=INFO", f"--schedule={tmp_path / 'beat-schedule'}"], env)
+
+    private_redis.stop()
+    private_redis.start()
+    returned = time.monotonic()
+    assert cache.current_version() is None
+
+    wait_until(lambda: cache.current_version() == version, 30, "the pointer to be restored")
+    refilled_after = time.monotonic() - returned
+    assert cache.is_published(version)
+    assert all(cache.user_list(version, user) is not None for user in users)
+    outcome = cache.last_training_outcome()
+    assert (outcome["status"], outcome["version"]) == ("republished", version)
+    assert ml.artifact.list_versions(settings.model_dir) == [version]  # no training run, no new version
+    print(f"refilled {len(users)} users' lists {refilled_after:.1f} s after Redis returned empty")
