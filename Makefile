@@ -99,8 +99,8 @@ bench: services test-tools docs-assets
 	$(PY) -m benchmarks.retrain --sizes default,large --database-url $(BENCH_DATABASE_URL) --redis-url $(BENCH_REDIS_URL)
 	$(PY) -m benchmarks.serve
 
-# The whole system on demo data: database and schema, demo data if the database has no interactions, one
-# training run so the first request has a model, then web, worker, beat and flower under honcho.
+# The whole system on demo data: database and schema, demo data if the database has no interactions, then
+# web, worker, beat and flower under honcho. Beat's line first makes sure a model is served (the Procfile).
 run: SERVICES_ARGS = --create-database
 run: services docs-assets
 	@mkdir -p var
@@ -112,7 +112,6 @@ run: services docs-assets
 		echo "the database has no interactions: loading demo data"; \
 		$(PY) -m ml.demo --out $(DEMO_DIR) && $(PY) -m ml.db load $(DEMO_DIR); \
 	fi
-	$(PY) -m tasks.bootstrap
 	@$(PY) scripts/urls.py $(RUN_ENV_FILE)
 # Ctrl-C: honcho stops every process and exits with 130, which make would report as "Error 130". The shell's
 # trap keeps it alive to take that status as success; make itself then ends by the signal, silently.
