@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import ml.artifact
+from app import create_app
+from common.config import load_settings
 from tasks import limits
 from tests.tasks.conftest import REPO, next_update, publish_once, settings_from
 
@@ -44,6 +46,21 @@ def test_rollback_republishes_an_earlier_version_everywhere(loaded_db, cache, se
         second.version,
     )
     assert outcome["reason"] == f"rolled back from {second.version} by hand (python -m tasks.rollback)"
+    status = model_status(service_env)
+    assert (status["version"], status["cache_version"]) == (first.version, first.version)
+    assert status["last_training_outcome"] == outcome
+
+
+def model_status(env: dict[str, str]) -> dict:
+    """``GET /admin/model-status`` of a web app on ``env``, as an operator sees it."""
+    token = "rollback-test-admin-token"
+    app = create_app({"TESTING": True, "SETTINGS": load_settings({**env, "ADMIN_TOKEN": token}, dotenv=False)})
+    try:
+        answer = app.test_client().get("/admin/model-status", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.get_json()
+        return answer.get_json()
+    finally:
+        app.extensions["recsvc"].close()
 
 
 def test_rollback_refuses_an_unknown_version_and_a_held_lock(loaded_db, cache, service_env):
