@@ -87,7 +87,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     # CORS headers only for requests that carry an Origin (browsers); the backend's server-to-server calls
     # need none, and skipping them is measurably cheaper on the hot path (as the CORS spec says to).
     CORS(app, origins=list(settings.cors_origins), expose_headers=["X-Request-ID"], always_send=False)
-    limiter.init_app(app, settings).limit(settings.events_rate_limit)(events.blp)
+    limiter.init_app(app, settings)
+    app.extensions["recsvc-events-limit"] = limiter.EndpointLimit(settings.events_rate_limit, "events", settings)
 
     app.url_map.converters["rest"] = recommendations.RestOfPathConverter
     page_limits = PageLimitsPlugin(settings.max_page_limit, settings.default_page_limit)

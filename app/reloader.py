@@ -7,6 +7,10 @@ capped exponential backoff. A version whose load failed is retried only after ``
 seconds, so a broken artifact does not make the worker re-read it every poll. The gauge
 ``recsvc_reloader_listening`` is 1 while the subscription stands (Redis confirmed it) and 0 while it reconnects.
 
+Given the feed's :class:`app.feed.mirror.LiveMirror`, the same subscription also follows the live channels
+(new live generations, users whose exclusions changed) and keeps the mirror exact; the mirror answers only
+while the subscription stands.
+
 Under gunicorn, :func:`start` runs in ``post_worker_init`` (in each worker after the fork, never in the
 master and never at import) and :func:`stop` in ``worker_exit``.
 """
@@ -23,6 +27,7 @@ from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.feed.mirror import LiveMirror
 from app.metrics import RELOADER_LISTENING
 from app.model_holder import ModelHolder
 from app.runtime import Runtime
@@ -53,6 +58,8 @@ class ModelReloader(threading.Thread):
         Seconds before a version that failed to load is tried again.
     on_loaded : callable, optional
         Called with each version swapped in (the feed prefetches its item metadata).
+    live : LiveMirror, optional
+        The feed's mirror of the live state, kept up to date from the live channels.
     """
 
     def __init__(
@@ -63,6 +70,7 @@ class ModelReloader(threading.Thread):
         max_backoff: float = 30.0,
         retry_failed_after: float = 30.0,
         on_loaded: Callable[[str], None] | None = None,
+        live: LiveMirror | None = None,
     ):
         super().__init__(name="model-reloader", daemon=True)
         self._holder = holder
@@ -71,6 +79,7 @@ class ModelReloader(threading.Thread):
         self._max_backoff = max_backoff
         self._retry_failed_after = retry_failed_after
         self._on_loaded = on_loaded
+        self._live = live
         self._stopping = threading.Event()
         self._failed: dict[str, float] = {}  # version -> monotonic time of its failed load
 
@@ -89,8 +98,11 @@ class ModelReloader(threading.Thread):
         while not self._stopping.is_set():
             pubsub = None
             try:
-                pubsub = self._cache.subscribe()
+                pubsub = self._cache.subscribe(live=self._live is not None)
                 RELOADER_LISTENING.set(1)
+                if self._live is not None:
+                    state = self._cache.live_state()  # read after the subscription: no update falls between
+                    self._live.connected(state.generation if state is not None else 0)
                 backoff = 0.5
                 self._follow(pubsub)
             except redis.RedisError as exc:
@@ -99,6 +111,8 @@ class ModelReloader(threading.Thread):
                 log.exception("model reloader failed; restarting it in %.1fs", backoff)
             finally:
                 RELOADER_LISTENING.set(0)
+                if self._live is not None:
+                    self._live.disconnected()
                 if pubsub is not None:
                     _close_quietly(pubsub)
             if self._stopping.wait(backoff):
@@ -111,9 +125,11 @@ class ModelReloader(threading.Thread):
         next_poll = time.monotonic() + self._poll_interval
         while not self._stopping.is_set():
             wait = max(0.0, min(next_poll - time.monotonic(), 1.0))
-            update = self._cache.parse_update(pubsub.get_message(timeout=wait))
-            if update is not None:
-                self._load(str(update["version"]))
+            message = pubsub.get_message(timeout=wait)
+            if self._live is None or not self._live.handle(self._cache, message):
+                update = self._cache.parse_update(message)
+                if update is not None:
+                    self._load(str(update["version"]))
             if time.monotonic() >= next_poll:
                 self._check_pointer()
                 next_poll = time.monotonic() + self._poll_interval
@@ -161,7 +177,10 @@ def start(app: Flask) -> ModelReloader:
         retry=Retry(NoBackoff(), 0),  # the loop above reconnects, with its own backoff
     )
     reloader = ModelReloader(
-        runtime.holder, RecsCache(client, runtime.settings.redis_prefix), on_loaded=runtime.feed.prefetch
+        runtime.holder,
+        RecsCache(client, runtime.settings.redis_prefix),
+        on_loaded=runtime.feed.prefetch,
+        live=runtime.feed.mirror,
     )
     runtime.reloader = reloader
     reloader.start()

@@ -17,6 +17,7 @@ from redis.retry import Retry
 
 from app.cache_guard import CacheGuard, CacheUnavailable
 from app.feed import FeedService
+from app.feed.mirror import LiveMirror
 from app.list_memo import ListMemo
 from app.model_holder import ModelHolder
 from app.probes import CachedProbe, postgres_check
@@ -82,6 +83,7 @@ def build_runtime(settings: Settings) -> Runtime:
             cache,
             guard,
             ListMemo(settings.api_list_memo_users),
+            LiveMirror(settings.api_list_memo_users),
             top_k=settings.top_k,
             max_feed_posts=settings.max_feed_posts,
             impressions=settings.impressions,

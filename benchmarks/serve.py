@@ -3,12 +3,15 @@
 In one run, with the same gunicorn settings (``gunicorn.conf.py``, ``API_WORKERS`` workers) for both apps:
 
 1. the bare endpoint (``benchmarks/bare_app.py``, a constant JSON answer): requests per second, p50/p99;
-2. ``GET /recommendations/<user>`` for random known users and random pages: the same figures (runs of 1
-   and 2 alternate, ``--rounds`` times, and the medians are reported);
-3. the same load while three new model versions are published: failed requests, latency, and how long
+2. ``GET /recommendations/<user>`` for random known users and random pages: the same figures;
+3. the live feed (issue #11): the same requests to a second server whose Redis holds a live pool of
+   ``--fresh-posts`` (1,000) fresh posts the model scores from their features and, for every user,
+   ``--seen-per-user`` reported views and half as many impressions (exclusions on); runs of 1, 2 and 3
+   alternate, ``--rounds`` times, and the medians are reported;
+4. the load of 2 while three new model versions are published: failed requests, latency, and how long
    each version took to be held by every worker (read from the per-worker ``recsvc_model_info`` gauge);
-4. the memory of one web worker (RSS and PSS);
-5. the hit rate of the workers' list memo (``app.list_memo``) over the measured runs: with the default
+5. the memory of one web worker (RSS and PSS);
+6. the hit rate of the workers' list memo (``app.list_memo``) over the measured runs: with the default
    500 users it is about 100 % (no request reaches Redis); ``--users 100000`` measures the Redis path.
 
 It starts its own redis-server on a free port and writes the model to a temporary directory, so it
@@ -17,8 +20,9 @@ demo data's default size (``ml.demo``) and the default number of components. Usa
 root::
 
     .venv/bin/python -m benchmarks.serve [--duration 10] [--connections 32] [--worker-class gthread|sync]
+        [--users 500] [--fresh-posts 1000] [--seen-per-user 10]
 
-Needs ``wrk`` (Debian package ``wrk``). Prints a markdown table (the README's figures).
+Needs ``wrk`` (Debian package ``wrk``). Prints a markdown table (the figures of docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -33,13 +37,16 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import redis
 
 from common.config import TrainingSettings, load_settings
 from common.recs_cache import RecsCache
 from ml.demo import DEFAULT_POSTS, DEFAULT_USERS
+from ml.model import RecModel
 from tests.app.helpers import publish
 from tests.app.processes import GunicornServer, RedisServer, wait_until
 from tests.ml.factories import random_model
@@ -87,6 +94,40 @@ def run_wrk(url: str, script: Path, duration: float, connections: int, mode: str
     result["rps"] = result["requests"] / result["seconds"]
     result["errors"] = result["non_2xx"] + result["socket_errors"]
     return result
+
+
+def featured_model(users: int, items: int, components: int, seed: int) -> RecModel:
+    """A random model that also knows its posts' tags and communities as features, so it scores fresh posts."""
+    model = random_model(users, items, components, seed=seed)
+    names = sorted(
+        {f"tag:{t}" for tags in model.item_tags for t in tags} | {f"community:{c}" for c in model.item_community_ids}
+    )
+    rng = np.random.default_rng(seed)
+    return replace(
+        model,
+        item_feature_names=names,
+        item_feature_embeddings=rng.standard_normal((len(names), components)).astype(np.float32),
+        item_feature_biases=rng.standard_normal(len(names)).astype(np.float32),
+    )
+
+
+def make_live(cache: RecsCache, model: RecModel, fresh_posts: int, seen_per_user: int, seed: int = 7) -> None:
+    """A live pool of ``fresh_posts`` posts and, per user, reported views and impressions of its top posts."""
+    rng = np.random.default_rng(seed)
+    now = time.time()
+    pool = [
+        (f"fresh-{n}", tuple(model.item_tags[i]), model.item_community_ids[i], now - n)
+        for n, i in enumerate(rng.integers(0, model.num_items, fresh_posts))
+    ]
+    cache.publish_live(pool, {}, "bench", {}, retain_seconds=3600, max_posts=fresh_posts, max_users=1)
+    top, _ = model.top_k(np.arange(model.num_users), 100)
+    events = []
+    for user, user_id in enumerate(model.user_ids):
+        picks = rng.choice(top[user][top[user] >= 0], seen_per_user + seen_per_user // 2, replace=False)
+        events += [(user_id, model.item_ids[i], "view") for i in picks[:seen_per_user]]
+        events += [(user_id, model.item_ids[i], "impression") for i in picks[seen_per_user:]]
+    for start in range(0, len(events), 1000):
+        cache.record_events(events[start : start + 1000], cap=1000, ttl=3600)
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -150,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=DEFAULT_USERS, help=f"model users (default {DEFAULT_USERS})")
     parser.add_argument("--items", type=int, default=DEFAULT_POSTS, help=f"model posts (default {DEFAULT_POSTS})")
     parser.add_argument("--components", type=int, default=TrainingSettings().components)
+    parser.add_argument("--fresh-posts", type=int, default=1000, help="posts in the live pool (default 1000)")
+    parser.add_argument("--seen-per-user", type=int, default=10, help="reported views per user (default 10)")
     args = parser.parse_args(argv)
     if args.connections < 2 or args.rounds < 1 or args.duration < 1:
         parser.error("--connections must be at least 2 (wrk runs 2 threads), --rounds and --duration at least 1")
@@ -165,9 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     private_redis = RedisServer().start()
     servers: list[GunicornServer] = []
     try:
-        cache = RecsCache(redis.Redis.from_url(private_redis.url), settings.redis_prefix)
-        publish(cache, work / "models", random_model(args.users, args.items, args.components, seed=1))
+        client = redis.Redis.from_url(private_redis.url)
+        cache = RecsCache(client, settings.redis_prefix)
+        model = featured_model(args.users, args.items, args.components, seed=1)
+        publish(cache, work / "models", model)
+        live_prefix = settings.redis_prefix.rstrip(":") + "-live:"
+        live_cache = RecsCache(client, live_prefix)
+        publish(live_cache, work / "models-live", model)
+        make_live(live_cache, model, args.fresh_posts, args.seen_per_user)
         env = {"REDIS_URL": private_redis.url, "MODEL_DIR": str(work / "models"), "LOG_LEVEL": "warning"}
+        live_env = {**env, "REDIS_PREFIX": live_prefix, "MODEL_DIR": str(work / "models-live")}
         if args.worker_class:
             env["GUNICORN_CMD_ARGS"] = f"--worker-class {args.worker_class}"
         workers = settings.api_workers
@@ -179,15 +229,20 @@ def main(argv: list[str] | None = None) -> int:
         servers.append(bare)
         app = GunicornServer(env, workers, work / "app.log").start()
         servers.append(app)
+        live = GunicornServer(live_env, workers, work / "live.log").start()
+        servers.append(live)
         wrk_on(bare, "bare", WARM_UP_SECONDS)()  # every worker imported, connections made
         wrk_on(app, "recs", WARM_UP_SECONDS)()  # and each version's item metadata fetched once
+        wrk_on(live, "recs", WARM_UP_SECONDS)()  # and the live pool read and represented once
         memo_before = memo_lookups(app)
-        # Alternate the two so that both see the same background load (this machine may be shared).
-        rounds = [(wrk_on(bare, "bare")(), wrk_on(app, "recs")()) for _ in range(args.rounds)]
+        # Alternate the three so that all see the same background load (this machine may be shared).
+        rounds = [(wrk_on(bare, "bare")(), wrk_on(app, "recs")(), wrk_on(live, "recs")()) for _ in range(args.rounds)]
         memo = {k: v - memo_before.get(k, 0.0) for k, v in memo_lookups(app).items()}
-        baseline = median_run([bare_run for bare_run, _ in rounds])
-        recs = median_run([recs_run for _, recs_run in rounds])
+        baseline = median_run([run[0] for run in rounds])
+        recs = median_run([run[1] for run in rounds])
+        live_recs = median_run([run[2] for run in rounds])
         bare.stop()
+        live.stop()
         during_reload, visible_after = reload_under_load(app, cache, work / "models", args, wrk_on(app, "recs"))
         memory = [memory_mb(pid) for pid in app.worker_pids()]
         app.stop()
@@ -209,12 +264,19 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in (
         ("bare Flask endpoint (constant JSON)", baseline),
         (f"GET /recommendations (random known users, pages of {PAGE_LIMIT})", recs),
+        (f"GET /recommendations, live: {args.fresh_posts} fresh posts, exclusions on", live_recs),
         ("GET /recommendations while 3 versions are published", during_reload),
     ):
         print(
             f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['errors']} |"
         )
     print(f"\n/recommendations throughput: {100 * recs['rps'] / baseline['rps']:.0f}% of the bare endpoint")
+    live_ratio = live_recs["rps"] / baseline["rps"]
+    print(
+        f"live feed throughput: {100 * live_ratio:.0f}% of the bare endpoint, "
+        f"{100 * live_recs['rps'] / recs['rps']:.0f}% of /recommendations without live state; "
+        f"p99 {live_recs['p99_ms'] / recs['p99_ms']:.2f}x"
+    )
     print("new version held by every worker after: " + ", ".join(f"{1000 * s:.0f} ms" for s in visible_after))
     rss = max(m[0] for m in memory)
     pss = max(m[1] for m in memory)

@@ -30,6 +30,7 @@ channel ``model-updates``         ``{"version", "created_at", "num_users", "num_
                                   capped per user, expires after the user's last event
 ``shown:<user_id>``       zset    the same for impressions
 channel ``live-updates``          ``{"generation", "model_version"}`` after each live publish
+channel ``events``                JSON list of the users whose ``seen:``/``shown:`` a batch of events changed
 ========================  ======  =====================================================================
 
 A staged version carries a TTL until it is published, so a training run that dies mid-way leaves nothing
@@ -138,13 +139,14 @@ redis.call('PUBLISH', ARGV[7], cjson.encode({generation = new, model_version = A
 return new
 """
 
-# KEYS: the seen:/shown: zsets the batch touches. ARGV: cap, ttl, then per key its member count and members.
-# Every member gets Redis's own clock as its arrival time (one clock for every writer and for the readers'
-# cutoffs); a member already present keeps its first arrival. Returns that arrival time as a string.
+# KEYS: the seen:/shown: zsets the batch touches. ARGV: cap, ttl, channel, message, then per key its member
+# count and members. Every member gets Redis's own clock as its arrival time (one clock for every writer and
+# for the readers' cutoffs); a member already present keeps its first arrival. The message (the users whose
+# exclusions changed) is published on the channel. Returns the arrival time as a string.
 _RECORD_EVENTS_SCRIPT = """
 local now = redis.call('TIME')
 local t = now[1] .. '.' .. string.format('%06d', tonumber(now[2]))
-local cap, ttl, at = tonumber(ARGV[1]), tonumber(ARGV[2]), 3
+local cap, ttl, at = tonumber(ARGV[1]), tonumber(ARGV[2]), 5
 for k = 1, #KEYS do
   local n = tonumber(ARGV[at])
   for i = at + 1, at + n do
@@ -154,6 +156,7 @@ for k = 1, #KEYS do
   redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(cap + 1))
   redis.call('EXPIRE', KEYS[k], ttl)
 end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return t
 """
 
@@ -172,8 +175,8 @@ class LiveState:
 class UserReads:
     """Everything a page needs from Redis about one user, read at one instant (:meth:`RecsCache.user_reads`).
 
-    ``now`` is Redis's clock in microseconds; ``seen``/``shown`` map post ids to arrival times (already cut
-    at the requested cutoff). ``list_blob`` is the user's packed list (None when not asked for or absent),
+    ``now`` is Redis's clock in microseconds; ``seen``/``shown`` map post ids to arrival times (those that
+    arrived by ``now``). ``list_blob`` is the user's packed list (None when not asked for or absent),
     ``live_user`` its ``live:users`` value (see :func:`live_user_at`), ``published`` whether the version
     asked about is still published (None when not asked).
     """
@@ -374,20 +377,25 @@ class RecsCache:
             return None
         return [(post_id, tuple(tags), community) for post_id, tags, community in json.loads(blob)]
 
-    def subscribe(self, timeout: float = 5.0) -> redis.client.PubSub:
+    def subscribe(self, timeout: float = 5.0, live: bool = False) -> redis.client.PubSub:
         """A pub/sub connection subscribed to :attr:`channel`, returned once Redis has confirmed it.
 
-        redis-py's ``subscribe`` only sends the command, so an update published right after it could
-        still be missed; waiting for the confirmation means every update published after this returns
-        is delivered. Raises ``redis.TimeoutError`` if no confirmation comes within ``timeout`` seconds.
+        ``live`` also subscribes to :attr:`live_channel` and :attr:`events_channel`. redis-py's
+        ``subscribe`` only sends the command, so an update published right after it could still be missed;
+        waiting for the confirmations means every update published after this returns is delivered. Raises
+        ``redis.TimeoutError`` if they do not all come within ``timeout`` seconds.
         """
+        channels = [self.channel, self.live_channel, self.events_channel] if live else [self.channel]
         pubsub = self.client.pubsub()
-        pubsub.subscribe(self.channel)
+        pubsub.subscribe(*channels)
         deadline = time.monotonic() + timeout
+        confirmed = 0
         while True:
             message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
             if message is not None and message["type"] == "subscribe":
-                return pubsub
+                confirmed += 1
+                if confirmed == len(channels):
+                    return pubsub
             if time.monotonic() >= deadline:
                 pubsub.close()
                 raise redis.TimeoutError(f"Redis did not confirm the subscription to {self.channel} in {timeout}s")
@@ -442,6 +450,10 @@ class RecsCache:
     @property
     def live_channel(self) -> str:
         return self.prefix + "live-updates"
+
+    @property
+    def events_channel(self) -> str:
+        return self.prefix + "events"
 
     # --- the live feed: writer side (tasks.refresh, POST /events) ---
 
@@ -508,17 +520,21 @@ class RecsCache:
         ``view``/``like``/``comment`` go to the user's ``seen:`` zset, ``impression`` to ``shown:``, each
         scored by its arrival time (Redis's clock, the same for every event of the batch; a post already
         there keeps its first arrival). Each zset keeps its newest ``cap`` posts and expires ``ttl`` seconds
-        after its last write. Returns the arrival time in microseconds. Raises ValueError on an unknown type.
+        after its last write. The users are then announced on :attr:`events_channel` (web workers that
+        keep exclusions in memory drop theirs). Returns the arrival time in microseconds. Raises ValueError
+        on an unknown type.
         """
         members: dict[str, list[str]] = {}
+        users: dict[str, None] = {}
         for user_id, post_id, kind in events:
             if kind not in EVENT_TYPES:
                 raise ValueError(f"unknown event type {kind!r}: must be one of {', '.join(EVENT_TYPES)}")
             key = self.shown_key(user_id) if kind == "impression" else self.seen_key(user_id)
             members.setdefault(key, []).append(post_id)
+            users[user_id] = None
         if not members:
             return self.redis_time()
-        args: list[Any] = [int(cap), int(ttl)]
+        args: list[Any] = [int(cap), int(ttl), self.events_channel, json.dumps(list(users))]
         for posts in members.values():
             args += [len(posts), *posts]
         return _microseconds(self._record_events(keys=list(members), args=args))
@@ -565,8 +581,9 @@ class RecsCache:
 
     def exclusions(self, user_id: str, cutoff: int | None = None) -> tuple[dict[str, int], dict[str, int]]:
         """The user's ``seen`` and ``shown`` posts (post id -> arrival, microseconds) up to ``cutoff``."""
-        reads = self.user_reads(user_id, cutoff=cutoff)
-        return reads.seen, reads.shown
+        reads = self.user_reads(user_id)
+        limit = reads.now if cutoff is None else cutoff
+        return cut_exclusions(reads.seen, limit), cut_exclusions(reads.shown, limit)
 
     def user_reads(
         self,
@@ -575,15 +592,15 @@ class RecsCache:
         list_version: str | None = None,
         live_user: bool = False,
         check_version: str | None = None,
-        cutoff: int | None = None,
     ) -> UserReads:
-        """One round trip, at one instant (MULTI/EXEC), of what a page needs: clock, live generation, exclusions.
+        """One round trip of what a page needs: Redis's clock, the live generation, the user's exclusions.
 
         Optionally also the user's list of ``list_version``, its ``live:users`` value (``live_user``), and
-        whether ``check_version`` is still published. Exclusions that arrived after ``cutoff`` (microseconds;
-        default: now) are left out, so a scroll pinned to a cutoff sees what its first page saw.
+        whether ``check_version`` is still published. The exclusions are those that arrived by the clock
+        read first (``now``): no MULTI is needed, since an event recorded after that read arrived later and
+        is left out (see :func:`cut_exclusions` for a pinned scroll's earlier cutoff).
         """
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=False)
         pipe.time()
         pipe.hget(self.live_state_key, "generation")
         pipe.zrange(self.seen_key(user_id), 0, -1, withscores=True)
@@ -598,16 +615,31 @@ class RecsCache:
         seconds, micros = next(replies)
         generation, seen, shown = next(replies), next(replies), next(replies)
         now = int(seconds) * 1_000_000 + int(micros)
-        limit = now if cutoff is None else cutoff
         return UserReads(
             now=now,
             generation=int(generation or 0),
             list_blob=next(replies) if list_version is not None else None,
             live_user=next(replies) if live_user else None,
             published=next(replies) == b"1" if check_version is not None else None,
-            seen=_cut(seen, limit),
-            shown=_cut(shown, limit),
+            seen=_cut(seen, now),
+            shown=_cut(shown, now),
         )
+
+
+def cut_exclusions(posts: Mapping[str, int], cutoff: int) -> Mapping[str, int]:
+    """The posts of ``posts`` (post id -> arrival, microseconds) that arrived by ``cutoff``."""
+    if all(at <= cutoff for at in posts.values()):
+        return posts
+    return {post_id: at for post_id, at in posts.items() if at <= cutoff}
+
+
+def parse_users_message(message: Mapping[str, Any] | None) -> list[str] | None:
+    """The user ids of an :attr:`RecsCache.events_channel` message, or None if it is not one."""
+    try:
+        users = json.loads(message["data"])
+    except (TypeError, ValueError, KeyError):
+        return None
+    return [str(user) for user in users] if isinstance(users, list) else None
 
 
 def _microseconds(arrival: bytes | str) -> int:

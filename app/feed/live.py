@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
-from app.feed.ranked import EMPTY, Fixed, Ranked
+from app.feed.ranked import EMPTY, Fixed, Ranked, Scored
 from app.feed.version_view import ItemEntry, item_entry
 from common.recs_cache import PoolPost
 from ml.model import RecModel
@@ -28,9 +29,10 @@ class LivePool:
     offset: int  # the model's number of items
     entries: Sequence[ItemEntry]
     index: Mapping[str, int]  # post id -> j
-    embeddings: np.ndarray  # (m, d), zero rows where not known
-    biases: np.ndarray  # (m,)
     known: np.ndarray  # (m,) bool: the model knows some feature of the post, so it can score it
+    scorable: np.ndarray  # the rows (j) of the known posts
+    embeddings: np.ndarray  # (len(scorable), d), C-contiguous: one product scores them all for a user
+    biases: np.ndarray  # (len(scorable),)
 
     @property
     def size(self) -> int:
@@ -42,17 +44,24 @@ class LivePool:
 
     def scored(self, embedding: np.ndarray, bias: float) -> Ranked:
         """The posts the model can score, best first for a user of this representation (ties: newest first)."""
-        rows = np.flatnonzero(self.known)
-        if not len(rows):
+        if not len(self.scorable):
             return EMPTY
-        scores = self.embeddings[rows] @ embedding + self.biases[rows] + np.float32(bias)
-        order = np.lexsort((rows, -scores))
-        return Fixed(rows[order] + self.offset, scores[order])
+        scores = self.embeddings @ embedding + self.biases + np.float32(bias)
+        return Scored(self.scorable + self.offset, scores, partial(self._members, known=True))
 
     def unscored(self, everything: bool) -> Ranked:
         """The posts left to recency, newest first: those the model cannot score, or all (``everything``)."""
         rows = np.arange(self.size) if everything else np.flatnonzero(~self.known)
-        return Fixed(rows + self.offset, np.zeros(len(rows), dtype=np.float32))
+        members = partial(self._members, known=None if everything else False)
+        return Fixed(rows + self.offset, np.zeros(len(rows), dtype=np.float32), members)
+
+    def _members(self, feed_ids: np.ndarray, known: bool | None) -> np.ndarray:
+        """Which feed ids are posts of this pool (of those the model can score or not, unless None)."""
+        rows = feed_ids - self.offset
+        inside = (rows >= 0) & (rows < self.size)
+        if known is None:
+            return inside
+        return inside & (self.known[np.where(inside, rows, 0)] == known)
 
 
 def build_pool(model: RecModel, item_index: Mapping[str, int], generation: int, posts: Sequence[PoolPost]) -> LivePool:
@@ -63,14 +72,17 @@ def build_pool(model: RecModel, item_index: Mapping[str, int], generation: int, 
         embeddings, biases, known = model.item_representations([p[1] for p in fresh], [p[2] for p in fresh])
     else:
         embeddings, biases, known = np.zeros((0, dim), np.float32), np.zeros(0, np.float32), np.zeros(0, bool)
+    known = np.asarray(known, dtype=bool)
+    scorable = np.flatnonzero(known).astype(np.int64)
     return LivePool(
         generation=generation,
         offset=model.num_items,
         entries=[item_entry(post_id, tags, community) for post_id, tags, community, _ in fresh],
         index={post[0]: j for j, post in enumerate(fresh)},
-        embeddings=np.asarray(embeddings, dtype=np.float32),
-        biases=np.asarray(biases, dtype=np.float32),
-        known=np.asarray(known, dtype=bool),
+        known=known,
+        scorable=scorable,
+        embeddings=np.ascontiguousarray(np.asarray(embeddings, dtype=np.float32)[scorable]),
+        biases=np.asarray(biases, dtype=np.float32)[scorable],
     )
 
 

@@ -2,8 +2,8 @@
 
 A feed can run to ``MAX_FEED_POSTS`` posts, but most pages are near its top: ranking every post the model
 knows for each of them would cost a full scoring. A :class:`Ranked` gives its first ``n`` entries on
-demand (:meth:`Ranked.take`) and knows its length and membership without computing the order, so a
-page's ``total`` is exact while only the head is ever sorted.
+demand (:meth:`Ranked.take`) and knows its length and (vectorised) membership without computing the order,
+so a page's ``total`` is exact while only the head is ever sorted.
 
 Entries are feed ids (``int64``): ``0 .. num_items - 1`` are the model's item indices, ``num_items + j``
 the ``j``-th post of the live pool (see :class:`app.feed.live.LivePool`). Every ranking is deterministic
@@ -13,7 +13,7 @@ the pages of a pinned scroll fit together whichever pages were asked for.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -21,6 +21,16 @@ import numpy as np
 Entries = tuple[np.ndarray, np.ndarray]  # (feed ids int64, scores float32), best first
 
 _NO_IDS = np.zeros(0, dtype=np.int64)
+
+
+def isin(ids: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """``np.isin(ids, of)``; for the few ids a page checks, a set lookup is several times faster."""
+    if len(ids) * len(of) > 4096:
+        return np.isin(ids, of)
+    members = set(of.tolist())
+    return np.fromiter((i in members for i in ids.tolist()), dtype=bool, count=len(ids))
+
+
 _NO_SCORES = np.zeros(0, dtype=np.float32)
 
 
@@ -32,28 +42,58 @@ class Ranked(Protocol):
     def take(self, n: int) -> Entries:
         """The first ``min(n, size)`` entries."""
 
-    def __contains__(self, feed_id: int) -> bool: ...
+    def contains(self, feed_ids: np.ndarray) -> np.ndarray:
+        """Which of ``feed_ids`` (int64) are in the sequence, as a bool array."""
 
 
 def _entries(ids: np.ndarray, scores: np.ndarray) -> Entries:
     return np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float32)
 
 
-class Fixed:
-    """A ranking held in full (the popularity list, the live pool's posts)."""
+Membership = Callable[[np.ndarray], np.ndarray]  # feed ids -> bool array
 
-    def __init__(self, ids: np.ndarray, scores: np.ndarray):
+
+class Fixed:
+    """A ranking held in full (the popularity list, the live pool's posts).
+
+    ``universe`` answers membership faster than a lookup in the ids when the caller knows a rule for it.
+    """
+
+    def __init__(self, ids: np.ndarray, scores: np.ndarray, universe: Membership | None = None):
         self._ids, self._scores = _entries(ids, scores)
         self.size = len(self._ids)
-        self._members: frozenset[int] | None = None
+        self._universe = universe
 
     def take(self, n: int) -> Entries:
         return self._ids[:n], self._scores[:n]
 
-    def __contains__(self, feed_id: int) -> bool:
-        if self._members is None:
-            self._members = frozenset(self._ids.tolist())
-        return feed_id in self._members
+    def contains(self, feed_ids: np.ndarray) -> np.ndarray:
+        return self._universe(feed_ids) if self._universe is not None else isin(feed_ids, self._ids)
+
+
+class Scored:
+    """Entries ranked by score, best first (ties: smaller id first); only as many sorted as are taken."""
+
+    def __init__(self, ids: np.ndarray, scores: np.ndarray, universe: Membership | None = None):
+        self._ids, self._scores = _entries(ids, scores)
+        self.size = len(self._ids)
+        self._universe = universe
+        self._order = np.zeros(0, dtype=np.int64)  # a sorted prefix of the whole order
+
+    def take(self, n: int) -> Entries:
+        n = min(n, self.size)
+        if n > len(self._order):
+            candidates = np.arange(self.size)
+            if n < self.size:  # the n best, and every entry tied with the n-th (ties are cut by id below)
+                threshold = np.partition(self._scores, self.size - n)[self.size - n]
+                candidates = np.flatnonzero(self._scores >= threshold)
+            order = candidates[np.lexsort((self._ids[candidates], -self._scores[candidates]))]
+            self._order = order[:n]
+        picks = self._order[:n]
+        return self._ids[picks], self._scores[picks]
+
+    def contains(self, feed_ids: np.ndarray) -> np.ndarray:
+        return self._universe(feed_ids) if self._universe is not None else isin(feed_ids, self._ids)
 
 
 EMPTY = Fixed(_NO_IDS, _NO_SCORES)
@@ -62,7 +102,7 @@ EMPTY = Fixed(_NO_IDS, _NO_SCORES)
 class Extended:
     """A known head (a precomputed list) continued by a ranking computed only when a page goes past it.
 
-    ``rest(depth)`` ranks the whole universe (``size`` entries, membership ``universe``) to ``depth``
+    ``rest(depth)`` ranks the whole universe (``size`` entries, vectorised membership ``universe``) to ``depth``
     entries (the model's ``top_k``); the head's entries are dropped from it, so the head stays a prefix
     even where the two rankings order near-ties differently, and nothing appears twice. ``depth`` is
     fixed per ranking, not per page, so every page of a scroll sees the same continuation; it must cover
@@ -75,7 +115,7 @@ class Extended:
         rest: Callable[[int], Entries],
         depth: int,
         size: int,
-        universe: Callable[[int], bool],
+        universe: Membership,
     ):
         self._head_ids, self._head_scores = _entries(*head)
         self._rest = rest
@@ -89,32 +129,66 @@ class Extended:
             return self._head_ids[:n], self._head_scores[:n]
         if self._full is None:
             ids, scores = _entries(*self._rest(self._depth))
-            beyond = ~np.isin(ids, self._head_ids)
+            beyond = ~isin(ids, self._head_ids)
             self._full = (
                 np.concatenate([self._head_ids, ids[beyond]]),
                 np.concatenate([self._head_scores, scores[beyond]]),
             )
         return self._full[0][:n], self._full[1][:n]
 
-    def __contains__(self, feed_id: int) -> bool:
-        return self._universe(feed_id)
+    def contains(self, feed_ids: np.ndarray) -> np.ndarray:
+        return self._universe(feed_ids)
 
 
-class Merged:
-    """Two disjoint rankings merged by score, each keeping its own order; ties go to the first."""
+class _Remembered:
+    """A combined ranking that keeps its longest result, so the next pages of a kept feed only slice it."""
+
+    size: int
+    _taken: Entries | None = None
+    _complete = False  # the whole sequence has been taken
+
+    def take(self, n: int) -> Entries:
+        taken = self._taken
+        if taken is None or (n > len(taken[0]) and not self._complete):
+            taken = self._take(n)
+            self._taken, self._complete = taken, len(taken[0]) < n
+        return taken[0][:n], taken[1][:n]
+
+    def _take(self, n: int) -> Entries:
+        raise NotImplementedError
+
+
+class Merged(_Remembered):
+    """Two disjoint rankings merged by score, each keeping its own order; ties go to the first.
+
+    The second must be sorted by score (the first need not be: a precomputed head continued by the model
+    may order near-ties differently at the seam).
+    """
 
     def __init__(self, first: Ranked, second: Ranked):
         self._first, self._second = first, second
         self.size = first.size + second.size
 
-    def take(self, n: int) -> Entries:
+    def _take(self, n: int) -> Entries:
         a_ids, a_scores = self._first.take(n)
         b_ids, b_scores = self._second.take(n)
         if not len(b_ids):
             return a_ids, a_scores
         if not len(a_ids):
             return b_ids, b_scores
-        a, b = a_scores.tolist(), b_scores.tolist()
+        if len(a_scores) < 2 or bool((a_scores[1:] <= a_scores[:-1]).all()):
+            # The first is sorted: each entry of the second goes after the first's entries scoring at least as much.
+            if len(a_ids) >= n and b_scores[0] < a_scores[n - 1]:
+                return a_ids, a_scores  # nothing of the second reaches the first n
+            before = np.searchsorted(-a_scores, -b_scores, side="right")
+            at = before + np.arange(len(b_ids))
+            ids = np.empty(len(a_ids) + len(b_ids), dtype=np.int64)
+            scores = np.empty(len(ids), dtype=np.float32)
+            rest = np.ones(len(ids), dtype=bool)
+            rest[at] = False
+            ids[at], scores[at], ids[rest], scores[rest] = b_ids, b_scores, a_ids, a_scores
+            return ids[:n], scores[:n]
+        a, b = a_scores.tolist(), b_scores.tolist()  # near-ties out of order (a head continued): merge one by one
         order, i, j = [], 0, 0
         while len(order) < n and (i < len(a) or j < len(b)):
             if j >= len(b) or (i < len(a) and a[i] >= b[j]):
@@ -126,53 +200,56 @@ class Merged:
         picks = np.asarray(order, dtype=np.int64)
         return np.concatenate([a_ids, b_ids])[picks], np.concatenate([a_scores, b_scores])[picks]
 
-    def __contains__(self, feed_id: int) -> bool:
-        return feed_id in self._first or feed_id in self._second
+    def contains(self, feed_ids: np.ndarray) -> np.ndarray:
+        return self._first.contains(feed_ids) | self._second.contains(feed_ids)
 
 
-class Chained:
+class Chained(_Remembered):
     """One ranking, then another (disjoint) once the first runs out."""
 
     def __init__(self, first: Ranked, second: Ranked):
         self._first, self._second = first, second
         self.size = first.size + second.size
 
-    def take(self, n: int) -> Entries:
+    def _take(self, n: int) -> Entries:
         ids, scores = self._first.take(n)
         if len(ids) >= n or not self._second.size:
             return ids, scores
         more_ids, more_scores = self._second.take(n - len(ids))
         return np.concatenate([ids, more_ids]), np.concatenate([scores, more_scores])
 
-    def __contains__(self, feed_id: int) -> bool:
-        return feed_id in self._first or feed_id in self._second
+    def contains(self, feed_ids: np.ndarray) -> np.ndarray:
+        return self._first.contains(feed_ids) | self._second.contains(feed_ids)
 
 
-class Filtered:
+class Filtered(_Remembered):
     """A ranking without ``removed`` ids and with ``demoted`` ids moved after every other entry.
 
     Demoted entries keep their relative order. Ids that are not in the ranking change nothing.
     """
 
-    def __init__(self, base: Ranked, removed: Collection[int], demoted: Collection[int]):
+    def __init__(self, base: Ranked, removed: Collection[int], demoted: Sequence[int]):
         self._base = base
-        self._removed = {i for i in removed if i in base}
-        self._demoted = np.fromiter((i for i in demoted if i in base and i not in self._removed), dtype=np.int64)
-        self._dropped = np.concatenate([np.fromiter(self._removed, dtype=np.int64), self._demoted])
+        removed_ids = np.unique(np.fromiter(removed, dtype=np.int64, count=len(removed)))
+        self._removed = removed_ids[base.contains(removed_ids)]
+        demoted_ids = np.asarray(demoted, dtype=np.int64)
+        keep = base.contains(demoted_ids) & ~isin(demoted_ids, self._removed)
+        self._demoted = demoted_ids[keep]
+        self._dropped = np.concatenate([self._removed, self._demoted])
         self.size = base.size - len(self._removed)
 
-    def take(self, n: int) -> Entries:
+    def _take(self, n: int) -> Entries:
         if not len(self._dropped):
             return self._base.take(n)
         want = n + len(self._dropped)
         ids, scores = self._base.take(want)
-        kept = ~np.isin(ids, self._dropped)
+        kept = ~isin(ids, self._dropped)
         out_ids, out_scores = ids[kept][:n], scores[kept][:n]
         if len(out_ids) < n and len(ids) < want and len(self._demoted):  # the base ran out: the demoted follow
-            last = np.isin(ids, self._demoted)
+            last = isin(ids, self._demoted)
             out_ids = np.concatenate([out_ids, ids[last]])[:n]
             out_scores = np.concatenate([out_scores, scores[last]])[:n]
         return out_ids, out_scores
 
-    def __contains__(self, feed_id: int) -> bool:
-        return feed_id in self._base and feed_id not in self._removed
+    def contains(self, feed_ids: np.ndarray) -> np.ndarray:
+        return self._base.contains(feed_ids) & ~isin(feed_ids, self._removed)

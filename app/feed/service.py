@@ -1,10 +1,12 @@
 """FeedService: resolves a page request into its scope, runs the stages, renders the page.
 
 Resolving is the only part that does I/O. It picks the model version (the held one, or the pinned one:
-kept in memory or loaded from disk by ``ModelHolder.at``), reads in one Redis round trip the clock, the
-live generation, the user's exclusions and, as needed, the user's precomputed list (unless the worker's
-:class:`app.list_memo.ListMemo` has it), its live-user record and whether a pinned version is still
-published, then the live pool of the generation (once per generation and version per worker). A pin that
+kept in memory or loaded from disk by ``ModelHolder.at``), then takes what the worker already knows (the
+user's list from :class:`app.list_memo.ListMemo`, the live generation, the user's exclusions and live-user
+record from :class:`app.feed.mirror.LiveMirror`) and reads what it lacks in one Redis round trip (the clock,
+the generation, the exclusions and, as needed, the list, the live-user record and whether a pinned
+version is still published), then the live pool of the generation (once per generation and version per
+worker). A page of a known user of the held version whose exclusions the mirror holds costs no round trip. A pin that
 cannot be honoured (its version or pool expired) gives a fresh scroll from the current state, and the
 response says ``version_fallback: true``. When Redis cannot be reached (see
 :class:`app.cache_guard.CacheGuard`) the page comes from the held model alone: no fresh posts (unless the
@@ -14,8 +16,6 @@ worker holds the pinned generation's pool) and no exclusions, ``source: model``.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
@@ -24,41 +24,28 @@ from typing import Any
 from app import metrics
 from app.cache_guard import CacheGuard, CacheUnavailable
 from app.feed.live import LivePool, build_pool, empty_pool
+from app.feed.lru import Lru
+from app.feed.mirror import KnownExclusions, LiveMirror
 from app.feed.pin import UNPINNED, Pin
 from app.feed.stages import Candidates, Exclusions, Feed, FeedRequest, FreshPosts, Page, Scope
 from app.feed.version_view import VersionView
 from app.list_memo import ListMemo
 from app.model_holder import LoadedModel, ModelHolder
-from common.recs_cache import RecsCache, UserReads, live_user_at, unpack_list
+from common.recs_cache import RecsCache, UserReads, cut_exclusions, live_user_at, unpack_list
 
 log = logging.getLogger(__name__)
 
 
+# Rankings past the precomputed lists a worker keeps (about 8 KB each at MAX_FEED_POSTS=1000): a user who
+# scrolls past the list, or a new user with the same features as another, is ranked once, not on every page.
+RANKINGS_KEPT = 1000
+# Feeds (the stages' result) a worker keeps: about 1 KB each without a live pool, plus 12 bytes per fresh post
+# the model can score once a page merged them (12 KB with 1,000 fresh posts).
+FEEDS_KEPT = 1000
+
+
 class NoModel(RuntimeError):
     """The worker holds no model yet (nothing was trained, or every load failed)."""
-
-
-class _Lru:
-    """A small thread-safe LRU map."""
-
-    def __init__(self, capacity: int):
-        self._capacity = capacity
-        self._values: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            value = self._values.get(key)
-            if value is not None:
-                self._values.move_to_end(key)
-            return value
-
-    def put(self, key: Any, value: Any) -> None:
-        with self._lock:
-            self._values[key] = value
-            self._values.move_to_end(key)
-            while len(self._values) > self._capacity:
-                self._values.popitem(last=False)
 
 
 class FeedService:
@@ -74,6 +61,8 @@ class FeedService:
         The circuit breaker every Redis call goes through.
     memo : ListMemo
         The lists already read for the held version.
+    mirror : LiveMirror
+        The live state the worker's reloader keeps (the generation, users' exclusions and live records).
     top_k : int
         Length of the precomputed lists (``TOP_K_RECOMMENDATIONS``), and of a head computed without one.
     max_feed_posts : int
@@ -88,6 +77,7 @@ class FeedService:
         cache: RecsCache,
         guard: CacheGuard,
         memo: ListMemo,
+        mirror: LiveMirror,
         *,
         top_k: int,
         max_feed_posts: int,
@@ -97,21 +87,35 @@ class FeedService:
         self._cache = cache
         self._guard = guard
         self._memo = memo
+        self.mirror = mirror
         self.stages: Sequence[Callable[[Feed], Feed]] = (
-            Candidates(top_k, max_feed_posts),
+            Candidates(top_k, max_feed_posts, Lru(RANKINGS_KEPT)),
             FreshPosts(),
             Exclusions(impressions),
         )
         self._page = Page(max_feed_posts)
-        self._views = _Lru(4)  # version -> VersionView
-        self._posts = _Lru(4)  # generation -> the pool's posts, as published
-        self._pools = _Lru(4)  # (version, generation) -> LivePool
+        self._views = Lru(4)  # version -> VersionView
+        self._posts = Lru(4)  # generation -> the pool's posts, as published
+        self._pools = Lru(4)  # (version, generation) -> LivePool
+        self._feeds = Lru(FEEDS_KEPT)  # (user, pin, Redis answered) -> the feed after the stages
 
     def page(self, request: FeedRequest) -> dict[str, Any]:
-        """One page of the feed, as the ``RecommendationsSchema`` response. Raises :class:`NoModel`."""
-        feed = Feed(request, self._resolve(request))
-        for stage in self.stages:
-            feed = stage(feed)
+        """One page of the feed, as the ``RecommendationsSchema`` response. Raises :class:`NoModel`.
+
+        The stages' result depends only on the user and the resolved pin (and on whether Redis answered),
+        so it is kept per worker: the next pages of a scroll, and a user's next visit while nothing changed
+        for it, only cut a page out of it (its rankings keep what they have computed).
+        """
+        scope = self._resolve(request)
+        key = (request.user_id, scope.pin, scope.redis_answered)
+        feed = self._feeds.get(key)
+        if feed is None:
+            feed = Feed(request, scope)
+            for stage in self.stages:
+                feed = stage(feed)
+            self._feeds.put(key, feed)
+        else:
+            feed = replace(feed, request=request, scope=scope)  # this page's offset, exclusions, fallback
         metrics.labelled(metrics.PAGES, feed.strategy, feed.source).inc()
         return self._page(feed)
 
@@ -145,38 +149,45 @@ class FeedService:
         is_held = loaded is held
         known = loaded.model.user_index(user_id) is not None
         cached = self._memo.get(loaded.version, user_id) if known and is_held else None
-        try:
-            reads = self._guard.call(
-                partial(
-                    self._cache.user_reads,
-                    user_id,
-                    list_version=loaded.version if known and cached is None else None,
-                    live_user=not known,
-                    check_version=None if is_held else loaded.version,
-                    cutoff=pin.cutoff,
+        epoch = self.mirror.epoch  # before anything is read: a change after it keeps the read out of the mirror
+        generation = self.mirror.generation
+        exclusions = self.mirror.exclusions(user_id)
+        has_record, record = (True, None) if known else self.mirror.live_user(user_id)
+        if generation is None or exclusions is None or not has_record or (known and cached is None) or not is_held:
+            try:
+                reads = self._guard.call(
+                    partial(
+                        self._cache.user_reads,
+                        user_id,
+                        list_version=loaded.version if known and cached is None else None,
+                        live_user=not known,
+                        check_version=None if is_held else loaded.version,
+                    )
                 )
-            )
-        except CacheUnavailable:
-            reads = None
-        if reads is None:
-            return self._without_redis(user_id, loaded, pin)
-        if reads.published is False:
-            return None  # the pinned version expired (RECS_RETAIN_SECONDS)
-        generation = reads.generation if pin.generation is None else pin.generation
+            except CacheUnavailable:
+                return self._without_redis(user_id, loaded, pin)
+            if reads.published is False:
+                return None  # the pinned version expired (RECS_RETAIN_SECONDS)
+            generation, record = reads.generation, reads.live_user
+            exclusions = KnownExclusions(reads.now, reads.seen, reads.shown)
+            self.mirror.remember(epoch, user_id, exclusions, (not known, record))
+            if known and cached is None:
+                cached = self._unpack(reads, loaded, user_id, is_held)
+        if pin.generation is not None:
+            generation = pin.generation
+        cutoff = exclusions.as_of if pin.cutoff is None else pin.cutoff
         pool = self._pool(loaded, generation)
         if pool is None:
             return None  # the pinned generation's pool expired
-        if known and cached is None:
-            cached = self._unpack(reads, loaded, user_id, is_held)
         return Scope(
             loaded=loaded,
             view=self._view(loaded),
-            pin=Pin(loaded.version, generation, reads.now if pin.cutoff is None else pin.cutoff),
+            pin=Pin(loaded.version, generation, cutoff),
             pool=pool,
             cached_list=cached,
-            live_user=None if known else live_user_at(reads.live_user, generation),
-            seen=reads.seen,
-            shown=reads.shown,
+            live_user=None if known else live_user_at(record, generation),
+            seen=cut_exclusions(exclusions.seen, cutoff),
+            shown=cut_exclusions(exclusions.shown, cutoff),
             redis_answered=True,
             version_fallback=False,
         )

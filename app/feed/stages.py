@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from app.feed.live import LivePool
+from app.feed.lru import Lru
 from app.feed.pin import UNPINNED, Pin
-from app.feed.ranked import EMPTY, Chained, Extended, Filtered, Fixed, Merged, Ranked
+from app.feed.ranked import EMPTY, Chained, Extended, Filtered, Fixed, Merged, Ranked, isin
 from app.feed.version_view import ItemEntry, VersionView
 from app.list_memo import RankedList
 from app.model_holder import LoadedModel
@@ -85,9 +86,10 @@ class Feed:
 class Candidates:
     """What the model ranks for the user, to ``depth`` entries (enough for every later stage's drops)."""
 
-    def __init__(self, top_k: int, max_feed_posts: int):
+    def __init__(self, top_k: int, max_feed_posts: int, rankings: Lru):
         self._top_k = top_k
         self._max_feed_posts = max_feed_posts
+        self._rankings = rankings  # (kind, version, who, depth) -> the model's ranking, computed once
 
     def __call__(self, feed: Feed) -> Feed:
         scope = feed.scope
@@ -100,38 +102,41 @@ class Candidates:
         vector = model.user_representation(features.get("role"), features["follows"]) if features else None
         if vector is not None:
             embedding, bias = vector
+            who = (features.get("role"), tuple(features["follows"]))  # the ranking depends on nothing else
 
             def rank(k: int) -> tuple[np.ndarray, np.ndarray]:
-                return model.rank_representation(embedding, k, bias=bias)
+                key = ("features", scope.loaded.version, who, k)
+                return self._rankings.get_or_make(key, lambda: model.rank_representation(embedding, k, bias=bias))
 
             ranking = Extended((np.zeros(0), np.zeros(0)), rank, depth, model.num_items, _below(model.num_items))
             return replace(feed, ranking=ranking, strategy="features", source="model", vector=vector)
         source = "cache" if scope.redis_answered else "model"
-        ranking = Fixed(model.popular_items, model.popular_scores)
+        ranking = Fixed(model.popular_items, model.popular_scores, _below(model.num_items))
         return replace(feed, ranking=ranking, strategy="popular", source=source)
 
     def _personalized(self, feed: Feed, user: int, depth: int) -> Feed:
         model = feed.scope.loaded.model
         users = np.array([user], dtype=np.int64)
 
-        def rank(k: int) -> tuple[np.ndarray, np.ndarray]:
+        def compute(k: int) -> tuple[np.ndarray, np.ndarray]:
             items, scores = model.top_k(users, max(k, 1))
             valid = items[0] >= 0
             return items[0][valid], scores[0][valid]
+
+        def rank(k: int) -> tuple[np.ndarray, np.ndarray]:
+            key = ("user", feed.scope.loaded.version, user, k)
+            return self._rankings.get_or_make(key, lambda: compute(k))
 
         cached = feed.scope.cached_list
         if cached is not None:
             valid = cached[0] >= 0  # lists shorter than K are padded with -1
             head, source = (cached[0][valid], cached[1][valid]), "cache"
         else:
-            head, source = rank(self._top_k), "model"
+            head, source = compute(self._top_k), "model"
         excluded = model.excluded_items(user)
 
-        def universe(feed_id: int) -> bool:
-            if not 0 <= feed_id < model.num_items:
-                return False
-            at = np.searchsorted(excluded, feed_id)
-            return not (at < len(excluded) and excluded[at] == feed_id)
+        def universe(feed_ids: np.ndarray) -> np.ndarray:
+            return (feed_ids >= 0) & (feed_ids < model.num_items) & ~isin(feed_ids, excluded)
 
         size = model.num_items - len(excluded)
         ranking = Extended(head, rank, depth, size, universe)
@@ -140,7 +145,7 @@ class Candidates:
 
 
 def _below(limit: int):
-    return lambda feed_id: 0 <= feed_id < limit
+    return lambda feed_ids: (feed_ids >= 0) & (feed_ids < limit)
 
 
 class FreshPosts:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import partial
 
-from flask import request
+from flask import current_app, request
 from flask.views import MethodView
 
 from app.api import Blueprint, abort
@@ -32,6 +32,7 @@ MAX_BODY_BYTES = MAX_EVENTS * 1024
 @blp.before_request
 def _bound_and_authorise() -> None:
     request.max_content_length = MAX_BODY_BYTES
+    current_app.extensions["recsvc-events-limit"].check()  # first: wrong tokens count too
     settings = get_runtime().settings
     token = settings.events_token or settings.admin_token
     if token is None:

@@ -109,8 +109,12 @@ def test_without_any_token_events_are_disabled(make_app, settings_env):
 
 def test_the_rate_is_limited_per_client(make_app, events_env):
     client = make_app({**events_env, "EVENTS_RATE_LIMIT": "2/minute"}).test_client()
-    statuses = [client.post("/events", json={"events": [event()]}, headers=auth()).status_code for _ in range(3)]
-    assert statuses == [200, 200, 429]
+    responses = [client.post("/events", json={"events": [event()]}, headers=auth()) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    assert responses[2].get_json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(responses[2].headers["Retry-After"]) <= 60
+    wrong = client.post("/events", json={"events": [event()]}, headers=auth("wrong-token-0123456789"))
+    assert wrong.status_code == 429  # counted before the token is checked: no guessing at full speed
     assert client.get("/recommendations/user-1").status_code != 429  # others keep RATE_LIMIT (unset: none)
 
 

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 import redis
 
-from common.recs_cache import LIVE_USER_HISTORY, RecsCache, live_user_at, pack_list, unpack_list
+from common.recs_cache import (
+    LIVE_USER_HISTORY,
+    RecsCache,
+    cut_exclusions,
+    live_user_at,
+    pack_list,
+    parse_users_message,
+    unpack_list,
+)
 from tests.conftest import TEST_REDIS_PREFIX
 
 ITEMS = [("p0", ("music",), "c0"), ("p1", ("dance", "mv"), "c1"), ("p2", (), "c0")]
@@ -304,6 +312,29 @@ def test_events_keep_the_newest_cap_per_user(cache):
     assert "old" not in cache.exclusions("u1")[0]
 
 
+def test_event_batches_announce_their_users_and_subscribers_hear_every_live_channel(cache, redis_client):
+    pubsub = cache.subscribe(live=True)
+    try:
+        assert sorted(
+            c for c, n in redis_client.pubsub_numsub(cache.channel, cache.live_channel, cache.events_channel)
+        ) == sorted(c.encode() for c in (cache.channel, cache.live_channel, cache.events_channel))
+        cache.record_events([("u1", "p1", "view"), ("u2", "p1", "impression"), ("u1", "p2", "like")], cap=10, ttl=60)
+        publish_live(cache)
+        first, second = pubsub.get_message(timeout=2), pubsub.get_message(timeout=2)
+    finally:
+        pubsub.close()
+    assert first["channel"] == cache.events_channel.encode()
+    assert parse_users_message(first) == ["u1", "u2"]
+    assert json.loads(second["data"]) == {"generation": 1, "model_version": "v1"}
+    assert parse_users_message({"data": b"not json"}) is None
+
+
+def test_cut_exclusions_keeps_what_arrived_by_the_cutoff():
+    posts = {"a": 5, "b": 7}
+    assert cut_exclusions(posts, 7) is posts
+    assert cut_exclusions(posts, 6) == {"a": 5}
+
+
 def test_an_event_batch_with_an_unknown_type_records_nothing(cache, redis_client):
     with pytest.raises(ValueError, match="unknown event type 'share'"):
         cache.record_events([("u1", "p1", "view"), ("u1", "p2", "share")], cap=10, ttl=60)
@@ -321,8 +352,8 @@ def test_user_reads_is_one_consistent_snapshot(cache):
     assert unpack_list(reads.list_blob)[0].tolist() == [1, 2]
     assert (reads.live_user, reads.published) == (None, True)
     assert (reads.seen, reads.shown) == ({"p0": arrival}, {"p1": arrival})
-    bare = cache.user_reads("new", live_user=True, check_version="gone", cutoff=arrival - 1)
-    assert (bare.list_blob, bare.published) == (None, False)
+    bare = cache.user_reads("new", live_user=True, check_version="gone")
+    assert (bare.list_blob, bare.published, bare.seen) == (None, False, {})
     assert live_user_at(bare.live_user, bare.generation) == {"role": None, "follows": ["c0"]}
 
 
