@@ -37,7 +37,8 @@ def _is_loopback(host: str) -> bool:
 
 
 address = _flower.address or _settings.flower_address
-if not _is_loopback(address) and not (_flower.basic_auth or _flower.auth):
+# An empty FLOWER_BASIC_AUTH reaches Flower as [""]: no password at all.
+if not _is_loopback(address) and not (any(_flower.basic_auth) or _flower.auth):
     raise SystemExit(
         f"recsvc flower: refusing to listen on {address} (FLOWER_ADDRESS or --address) without authentication: "
         "set FLOWER_BASIC_AUTH=user:password (or Flower's OAuth: FLOWER_AUTH, FLOWER_AUTH_PROVIDER), "

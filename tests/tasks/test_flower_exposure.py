@@ -47,8 +47,9 @@ def test_flower_starts_without_warnings_while_no_worker_answers(service_env, ser
         ([], {"FLOWER_ADDRESS": "0.0.0.0"}, "0.0.0.0"),
         (["--address=0.0.0.0"], {}, "0.0.0.0"),  # the compose file's way
         ([], {"FLOWER_ADDRESS": "::"}, "::"),
+        ([], {"FLOWER_ADDRESS": "0.0.0.0", "FLOWER_BASIC_AUTH": ""}, "0.0.0.0"),  # Flower takes it as [""]
     ],
-    ids=["FLOWER_ADDRESS", "--address", "ipv6-any"],
+    ids=["FLOWER_ADDRESS", "--address", "ipv6-any", "empty-FLOWER_BASIC_AUTH"],
 )
 def test_flower_refuses_an_address_beyond_this_host_without_authentication(service_env, services, args, env, address):
     flower, port = start_flower(services, {**service_env, **env}, *args)
