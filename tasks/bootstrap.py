@@ -12,7 +12,8 @@ Two ways to run it:
   with the same lock, stages, quality gate and publish, needing neither a broker nor a worker;
 - ``--through-worker`` (the Procfile's beat line, before beat starts): it waits for a worker to answer, sends
   ``tasks.ensure_published`` and, if needed, ``tasks.train`` through the broker and waits for their results,
-  so the first training run shows in Flower like every later one.
+  so the first training run shows in Flower like every later one. Flower sees only the events sent while it
+  listens: ``--wait-for-flower`` first waits (a while, not for ever) for Flower, started alongside, to answer.
 
 Exit status 0 when a model is published (now or before), 1 when none could be (the outcome, with its reason,
 is printed), 130 on Ctrl-C.
@@ -25,6 +26,7 @@ import json
 import logging
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +37,8 @@ from tasks.training import ensure_published, recs_cache, train
 
 # How long --through-worker waits for a worker to answer a ping (the worker starts alongside, under honcho).
 WORKER_WAIT_SECONDS = 120
+# How long --wait-for-flower waits for Flower before going on without it (Flower only watches).
+FLOWER_WAIT_SECONDS = 30
 # Between two tries while a training run holds the lock.
 LOCK_POLL_SECONDS = 2
 
@@ -62,6 +66,23 @@ def wait_for_worker(timeout: float) -> bool:
     while time.monotonic() < deadline:
         if app.control.ping(timeout=1.0):
             return True
+    return False
+
+
+def wait_for_flower(timeout: float) -> bool:
+    """Whether Flower (``FLOWER_ADDRESS``:``FLOWER_PORT``) answered its health check within ``timeout`` seconds."""
+    host = "127.0.0.1" if settings.flower_address in ("0.0.0.0", "::") else settings.flower_address
+    url = f"http://{f'[{host}]' if ':' in host else host}:{settings.flower_port}/healthcheck"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    print(f"note: Flower did not answer at {url} within {timeout:.0f} s; its task list may miss this run")
     return False
 
 
@@ -118,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the tasks on a Celery worker (waiting for one to answer), so Flower shows them",
     )
+    parser.add_argument(
+        "--wait-for-flower",
+        action="store_true",
+        help=f"with --through-worker: first wait up to {FLOWER_WAIT_SECONDS} s for Flower to answer",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -125,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             if not wait_for_worker(WORKER_WAIT_SECONDS):
                 print(f"error: no Celery worker answered within {WORKER_WAIT_SECONDS} s", file=sys.stderr)
                 return 1
+            if args.wait_for_flower:
+                wait_for_flower(FLOWER_WAIT_SECONDS)
             return bootstrap(run_on_worker, args.force)
         return bootstrap(run_here, args.force)
     except KeyboardInterrupt:
