@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 import ml.artifact
@@ -160,11 +161,16 @@ def test_bootstrap_trains_when_model_dir_cannot_serve_the_pointer_nor_anything_e
     assert ml.artifact.current_version(settings.model_dir) == trained
 
 
+@pytest.mark.parametrize("broker", ["separate", "same Redis"])
 def test_a_redis_restarted_empty_is_refilled_from_disk_within_30_s(
-    loaded_db, service_env, services, celery_client, private_redis, tmp_path
+    loaded_db, service_env, services, celery_client, private_redis, tmp_path, broker
 ):
-    # The cache on a redis-server of the test's own (restarted below); the broker stays on the test Redis.
+    # The cache on a redis-server of the test's own (restarted below). The broker and results stay on the test
+    # Redis, or live on the restarted one too, as under `make run` (CELERY_BROKER_URL defaults to REDIS_URL).
     env = {**service_env, "REDIS_URL": private_redis.url}
+    if broker == "same Redis":
+        env.update(CELERY_BROKER_URL=private_redis.url, CELERY_RESULT_BACKEND=private_redis.url)
+        celery_client.conf.update(broker_url=private_redis.url, result_backend=private_redis.url)
     settings = settings_from(env)
     cache = RecsCache(redis.Redis.from_url(private_redis.url), REDIS_PREFIX)
     start_worker(services, env)
