@@ -19,7 +19,6 @@ is read into the scope first, in one Redis round trip.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -198,27 +197,20 @@ class Page:
         start = min(request.offset, total)
         want = min(total, request.offset + request.limit + len(request.exclude))
         ids, scores = feed.ranking.take(want)
-        recommendations = []
-        stop = start
-        offset = scope.pool.offset
-        for position, feed_id, score in zip(
-            itertools.count(start), ids[start:].tolist(), scores[start:].tolist(), strict=False
-        ):
-            if len(recommendations) == request.limit:
-                break
-            stop = position + 1
-            post_id, metadata = scope.entry(feed_id)
-            if post_id in request.exclude:
-                continue
-            recommendations.append(
-                {
-                    "post_id": post_id,
-                    "score": round(score, 6),
-                    "rank": position + 1,
-                    "fresh": feed_id >= offset,
-                    "metadata": metadata,
-                }
-            )
+        ids, scores = ids[start:].tolist(), scores[start:].tolist()
+        positions = range(start + 1, start + len(ids) + 1)
+        offset, entry = scope.pool.offset, scope.entry
+        page = zip(positions, ids, map(entry, ids), scores, strict=True)
+        if request.exclude:  # skip them, keeping positions: stop after the page's last position
+            page = [p for p in page if p[2][0] not in request.exclude][: request.limit]
+            stop = page[-1][0] if len(page) == request.limit else start + len(ids)
+        else:
+            page = list(page)
+            stop = start + len(page)
+        recommendations = [
+            {"post_id": post_id, "score": round(score, 6), "rank": rank, "fresh": feed_id >= offset, "metadata": meta}
+            for rank, feed_id, (post_id, meta), score in page
+        ]
         has_more = stop < total
         return {
             "user_id": request.user_id,
