@@ -199,7 +199,9 @@ class Page:
         ids, scores = feed.ranking.take(want)
         ids, scores = ids[start:].tolist(), scores[start:].tolist()
         positions = range(start + 1, start + len(ids) + 1)
-        offset, entry = scope.pool.offset, scope.entry
+        offset = scope.pool.offset
+        # Pages without fresh posts (the most) look entries up in the version's list directly.
+        entry = scope.view.entries.__getitem__ if not ids or max(ids) < offset else scope.entry
         page = zip(positions, ids, map(entry, ids), scores, strict=True)
         if request.exclude:  # skip them, keeping positions: stop after the page's last position
             page = [p for p in page if p[2][0] not in request.exclude][: request.limit]
