@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg2
 import redis
-from celery import Task, chord, group
+from celery import Task, chord, group, signals
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 import ml.artifact
@@ -206,3 +206,29 @@ def ensure_published(verify: bool = False) -> dict[str, Any] | None:
     except RETRY_ON as exc:
         log.warning("cannot check the published model now: %s", exc)
         return None
+
+
+class QuietChecks(logging.Filter):
+    """Drops the INFO lines of ``tasks.ensure_published`` checks that found all well.
+
+    Beat sends one every 10 s: Celery's "Sending due task", "received" and "succeeded" lines would fill the
+    logs (18 lines a minute under ``make run``) with nothing to say. A check that acts logs what it did, and
+    its "succeeded" line (the ``republished`` outcome) and any failure stay.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.name == "celery.beat":  # "Scheduler: Sending due task %s (%s)", entry name, task name
+            return not (isinstance(args, tuple) and args[-1:] == (ensure_published.name,))
+        if isinstance(args, dict) and args.get("name") == ensure_published.name:
+            if record.name == "celery.worker.strategy":  # "received"
+                return False
+            return not str(args.get("return_value", "")).startswith("{'status': 'ok'")
+        return True
+
+
+@signals.after_setup_logger.connect
+def _quiet_checks(**_: Any) -> None:
+    # The loggers of beat's sends, the worker's "received" and the tracer's "succeeded" lines.
+    for name in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(name).addFilter(QuietChecks())
