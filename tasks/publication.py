@@ -7,10 +7,13 @@ from Redis. Two situations leave it without lists or without a model while a goo
 - The pointer names a version this ``MODEL_DIR`` does not hold (``make clean`` removed ``var/``, a second
   checkout shares the Redis, a Docker ``models`` volume was dropped): every web worker fails to load it.
 
-:func:`ensure_published` finds both and publishes ``MODEL_DIR``'s current artifact again with
+:func:`ensure_published` finds them and publishes ``MODEL_DIR``'s current artifact again with
 :func:`republish`, the path a rollback takes: lists rewritten, pointer flipped, version announced. Beat runs
-it every 10 s through ``tasks.ensure_published`` (``celeryconfig.beat_schedule``); ``tasks.bootstrap`` runs it
-before the first training. It costs a GET, an HGET and a directory listing when all is well.
+it every 10 s through ``tasks.ensure_published`` (``celeryconfig.beat_schedule``), looking only for the first
+(a GET and an HGET when all is well); ``tasks.bootstrap`` runs it with ``verify`` before the first training,
+which also finds the second. The periodic check leaves the second alone on purpose: a pointer to a version
+this ``MODEL_DIR`` lacks while its own current artifact loads means another writer (a second checkout or
+deployment on the same Redis and ``REDIS_PREFIX``) published it, and republishing every 10 s would fight it.
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ ROLLED_BACK = "rolled_back"
 
 
 def publication_problem(settings: Settings, cache: RecsCache, verify: bool = False) -> tuple[str | None, str | None]:
-    """The version Redis's pointer names, and why it is not served from this ``MODEL_DIR`` (None if it is).
+    """The version Redis's pointer names, and why it is not served (None if it is).
 
-    ``verify`` loads the artifact (checksums and shapes, as a web worker does); without it only the files'
-    presence is checked, which is cheap enough to run every few seconds.
+    Without ``verify`` it only asks Redis whether the pointer and its version's lists are there, cheap enough
+    to run every few seconds; ``verify`` also loads the version from ``MODEL_DIR`` (checksums and shapes, as a
+    web worker does).
     """
     version = cache.current_version()
     if version is None:
@@ -48,8 +52,6 @@ def publication_problem(settings: Settings, cache: RecsCache, verify: bool = Fal
             ml.artifact.load(settings.model_dir, version)
         except ArtifactError as exc:
             return version, f"the current version {version} does not load from MODEL_DIR: {exc}"
-    elif version not in ml.artifact.list_versions(settings.model_dir):
-        return version, f"the current version {version} is not in MODEL_DIR ({settings.model_dir})"
     return version, None
 
 

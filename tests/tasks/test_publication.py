@@ -83,8 +83,10 @@ def test_a_pointer_to_a_version_this_model_dir_lacks_is_replaced_by_its_current_
     mine, _, _, _ = publish_once(settings, cache)
     theirs, _, _, _ = publish_once(settings_from(other_checkout(service_env, tmp_path)), cache)
     assert cache.current_version() == theirs.version
+    # The periodic check does not fight another writer on the same Redis; only a verifying one replaces it.
+    assert publication.ensure_published(settings, cache) == {"status": "ok", "version": theirs.version}
 
-    outcome = publication.ensure_published(settings, cache)
+    outcome = publication.ensure_published(settings, cache, verify=True)
 
     assert (outcome["status"], outcome["version"], outcome["previous_version"]) == (
         "republished",
