@@ -116,18 +116,18 @@ def check_once(run: Runner) -> tuple[int | None, str]:
 def bootstrap(run: Runner, force: bool) -> int:
     """Publish or train until a model is served; exit status as the module says."""
     deadline = time.monotonic() + limits.lock_ttl(settings)
+    waiting = False
     while True:
-        if force:
-            status, message = train_once(run)
-        else:
-            status, message = check_once(run)
+        status, message = train_once(run) if force else check_once(run)
         if status is not None:
             print(message, file=sys.stderr if status else sys.stdout)
             return status
         if time.monotonic() > deadline:
             print("error: a training run held the training lock for too long", file=sys.stderr)
             return 1
-        print("a training run holds the training lock: waiting for it to end", flush=True)
+        if not waiting:
+            print("a training run holds the training lock: waiting for it to end", flush=True)
+            waiting = True
         time.sleep(LOCK_POLL_SECONDS)
 
 

@@ -204,3 +204,16 @@ def test_a_redis_restarted_empty_is_refilled_from_disk_within_30_s(
     assert f"republished version {version}: Redis holds no current version" in worker.log()
     assert worker.log().count("tasks.ensure_published[") == 1  # the succeeded line of the refill
     assert "'status': 'ok'" not in worker.log() and "ensure-published" not in beat.log()
+
+
+def test_bootstrap_waits_for_a_training_run_holding_the_lock(loaded_db, cache, service_env):
+    settings = settings_from(service_env)
+    candidate, _, _, _ = publish_once(settings, cache)
+    cache.client.delete(cache.current_key)
+    assert cache.training_lock(3).acquire()  # a run that ends (here: expires) three seconds from now
+
+    done = bootstrap(service_env)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("a training run holds the training lock: waiting for it to end") == 1
+    assert '"status": "republished"' in done.stdout and cache.current_version() == candidate.version
