@@ -87,7 +87,7 @@ def wait_for_flower(timeout: float) -> bool:
 
 
 def train_once(run: Runner) -> tuple[int | None, str]:
-    """Run ``tasks.train`` (forced: whatever the data, no model is served); exit status or None to try again."""
+    """Run ``tasks.train``, forced (no model is served, or ``--force``); exit status, or None to try again."""
     outcome = run(train, {"force": True})
     if isinstance(outcome, pipeline.RunRejected):
         outcome = recs_cache().last_training_outcome() or {"status": "rejected", "reason": str(outcome)}

@@ -217,3 +217,17 @@ def test_bootstrap_waits_for_a_training_run_holding_the_lock(loaded_db, cache, s
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("a training run holds the training lock: waiting for it to end") == 1
     assert '"status": "republished"' in done.stdout and cache.current_version() == candidate.version
+
+
+def test_bootstrap_says_why_when_the_first_run_is_rejected(loaded_db, cache, service_env):
+    with loaded_db.cursor() as cur:
+        cur.execute("DELETE FROM interactions")
+    loaded_db.commit()
+
+    done = bootstrap(service_env)
+
+    assert done.returncode == 1
+    assert "Redis holds no current version, and MODEL_DIR has nothing to publish instead" in done.stdout
+    assert '"status": "rejected"' in done.stderr and '"reason": "no interactions to learn from"' in done.stderr
+    assert "Traceback" not in done.stderr
+    assert cache.current_version() is None
