@@ -84,6 +84,19 @@ def test_bootstrap_through_the_worker_and_a_rejected_run_show_in_flower(loaded_d
     (check,) = in_flower("tasks.ensure_published", "SUCCESS")
     assert "'status': 'unservable'" in check["result"]
 
+    # Runs that publish nothing but are no failure: SUCCESS, their status leading the result.
+    def result_in_flower(task_id: str) -> str | None:
+        task = requests.get(f"{api}/task/info/{task_id}", auth=auth, timeout=5)
+        return task.ok and task.json()["state"] == "SUCCESS" and task.json()["result"]
+
+    unchanged = celery_cli(env, "call", "tasks.train").strip()
+    assert wait_until(lambda: result_in_flower(unchanged), 60, "the unchanged run").startswith("{'status': 'unchanged'")
+    lock = cache.training_lock(60)
+    assert lock.acquire()
+    skipped = celery_cli(env, "call", "tasks.train").strip()
+    assert wait_until(lambda: result_in_flower(skipped), 60, "the skipped run").startswith("{'status': 'skipped'")
+    lock.release()
+
     # Data that cannot yield a model: the run fails in Flower, the exception naming the reason.
     with loaded_db.cursor() as cur:
         cur.execute("DELETE FROM interactions")
