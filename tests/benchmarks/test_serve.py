@@ -21,10 +21,12 @@ def test_serve_benchmark_reports_throughput_latency_reloads_memory_and_memo_hits
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    for run in ("bare Flask endpoint", "GET /recommendations (random known users", "while 3 versions are published"):
+    runs = ("bare Flask endpoint", "GET /recommendations (random known users", "live: 1000 fresh posts", "published")
+    for run in runs:
         row = next(line for line in out.splitlines() if run in line)
         assert row.rstrip().endswith("| 0 |"), row  # no failed request
     assert re.search(r"/recommendations throughput: \d+% of the bare endpoint", out)
+    assert re.search(r"live feed throughput: \d+% of the bare endpoint, \d+% of /recommendations without", out)
     assert re.search(r"new version held by every worker after: \d+ ms, \d+ ms, \d+ ms", out)
     assert re.search(r"memory of one web worker: \d+ MB RSS", out)
     hit_rate = re.search(r"list memo hit rate during the /recommendations runs: ([\d.]+) %", out)
