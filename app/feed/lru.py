@@ -30,6 +30,10 @@ class Lru:
             while len(self._values) > self._capacity:
                 self._values.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
     def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """The value of ``key``, made (outside the lock) and kept if missing."""
         value = self.get(key)

@@ -88,8 +88,9 @@ class FeedService:
         self._guard = guard
         self._memo = memo
         self.mirror = mirror
+        self._rankings = Lru(RANKINGS_KEPT)  # (kind, version, who, depth) -> a ranking past the precomputed list
         self.stages: Sequence[Callable[[Feed], Feed]] = (
-            Candidates(top_k, max_feed_posts, Lru(RANKINGS_KEPT)),
+            Candidates(top_k, max_feed_posts, self._rankings),
             FreshPosts(),
             Exclusions(impressions),
         )
@@ -120,10 +121,16 @@ class FeedService:
         return self._page(feed)
 
     def prefetch(self, version: str) -> None:
-        """Build a version's entries now (the reloader calls this after a swap), not on a request."""
+        """After a swap (the reloader calls this): build the new version's entries now, not on a request.
+
+        Kept feeds and rankings are dropped: they belong to the replaced version (a scroll pinned to it
+        recomputes its next page), and would otherwise keep its model in memory.
+        """
         loaded = self._holder.current
         if loaded is not None and loaded.version == version:
             self._view(loaded)
+            self._feeds.clear()
+            self._rankings.clear()
 
     # --- resolving a request ---
 
