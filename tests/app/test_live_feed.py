@@ -226,3 +226,19 @@ def test_without_redis_the_page_has_no_live_parts_and_a_token_that_stays_exact(
     body = get_page(client, FAN, limit=5)
     assert (body["source"], body["token"]) == ("model", f"{version}.0.0")
     assert post_ids(body) == model_feed(model, FAN)[:5]
+
+
+def test_a_pinned_scroll_of_a_new_user_keeps_its_features_when_they_change(client, cache, model, version):
+    publish_live(cache, version, users={"newbie": {"role": "student", "follows": []}})
+    first, expected = whole_feed(client, "newbie")
+    assert first["strategy"] == "features"
+    publish_live(cache, version, users={"newbie": {"role": "student", "follows": ["hot"]}})  # follows a community
+    publish_live(cache, version, users={"newbie": None})  # and a new model knows the user
+    again, offset = [], 0
+    while offset is not None:
+        body = get_page(client, "newbie", limit=25, offset=offset, token=first["token"])
+        assert (body["strategy"], body["version_fallback"]) == ("features", False)
+        again += post_ids(body)
+        offset = body["pagination"]["next_offset"]
+    assert again == expected
+    assert get_page(client, "newbie", limit=5)["strategy"] == "popular"  # unpinned: not live any more
