@@ -6,9 +6,9 @@ user's list from :class:`app.list_memo.ListMemo`, the live generation, the user'
 record from :class:`app.feed.mirror.LiveMirror`) and reads what it lacks in one Redis round trip (the clock,
 the generation, the exclusions and, as needed, the list, the live-user record and whether a pinned
 version is still published), then the live pool of the generation (once per generation and version per
-worker). A page of a known user of the held version whose exclusions the mirror holds costs no round trip. A pin that
-cannot be honoured (its version or pool expired) gives a fresh scroll from the current state, and the
-response says ``version_fallback: true``. When Redis cannot be reached (see
+worker). A page of a known user of the held version whose exclusions the mirror holds costs no round trip.
+A pin that cannot be honoured (its version or pool expired) gives a fresh scroll from the current state,
+and the response says ``version_fallback: true``. When Redis cannot be reached (see
 :class:`app.cache_guard.CacheGuard`) the page comes from the held model alone: no fresh posts (unless the
 worker holds the pinned generation's pool) and no exclusions, ``source: model``.
 """
