@@ -19,7 +19,7 @@ import pytest
 import redis
 import requests
 
-import app.views.admin
+import app.auth
 import ml.artifact
 import ml.db
 from app import create_app
@@ -54,14 +54,14 @@ def test_every_wrong_token_of_any_length_is_401(served, token):
 
 
 def test_the_token_is_compared_with_compare_digest(monkeypatch, tmp_path, redis_url):
-    """The comparison goes through hmac.compare_digest (constant time), for right and wrong tokens alike."""
+    """Bearer tokens (app.auth: admin and events endpoints) go through hmac.compare_digest, right or wrong."""
     compared, compare_digest = [], hmac.compare_digest
 
     def recording(a, b):
         compared.append((len(a), len(b)))
         return compare_digest(a, b)
 
-    monkeypatch.setattr(app.views.admin.hmac, "compare_digest", recording)
+    monkeypatch.setattr(app.auth.hmac, "compare_digest", recording)
     env = {"REDIS_URL": redis_url, "MODEL_DIR": str(tmp_path), "ADMIN_TOKEN": ADMIN_TOKEN}
     flask_app = create_app({"TESTING": True, "SETTINGS": settings_from(env)})
     try:
