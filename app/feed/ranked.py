@@ -25,6 +25,8 @@ _NO_IDS = np.zeros(0, dtype=np.int64)
 
 def isin(ids: np.ndarray, of: np.ndarray) -> np.ndarray:
     """``np.isin(ids, of)``; for the few ids a page checks, a set lookup is several times faster."""
+    if not len(ids) or not len(of):
+        return np.zeros(len(ids), dtype=bool)
     if len(ids) * len(of) > 4096:
         return np.isin(ids, of)
     members = set(of.tolist())
@@ -231,9 +233,10 @@ class Filtered(_Remembered):
     def __init__(self, base: Ranked, removed: Collection[int], demoted: Sequence[int]):
         self._base = base
         removed_ids = np.unique(np.fromiter(removed, dtype=np.int64, count=len(removed)))
-        self._removed = removed_ids[base.contains(removed_ids)]
         demoted_ids = np.asarray(demoted, dtype=np.int64)
-        keep = base.contains(demoted_ids) & ~isin(demoted_ids, self._removed)
+        inside = base.contains(np.concatenate([removed_ids, demoted_ids]))  # one membership pass for both
+        self._removed = removed_ids[inside[: len(removed_ids)]]
+        keep = inside[len(removed_ids) :] & ~isin(demoted_ids, self._removed)
         self._demoted = demoted_ids[keep]
         self._dropped = np.concatenate([self._removed, self._demoted])
         self.size = base.size - len(self._removed)
