@@ -1,0 +1,107 @@
+"""The second model family: implicit's alternating least squares (ALS), as a :class:`~ml.model.RecModel`.
+
+ALS factorises the weighted user × post matrix of :func:`ml.training.interaction_weights` (the same
+interaction types, weights and half-life as LightFM's fit) into user and post factors, with confidence
+``1 + alpha * weight`` per observed pair. It is fast on a CPU at millions of interactions and, on data
+where plain collaborative filtering wins, ranks better than a hybrid model.
+
+Its score is the dot product of the factors, so it maps onto RecModel's representation with zero biases:
+``top_k``, the precompute, Redis and the web serve it unchanged. ALS has no feature embeddings: the
+artifact of an ALS model holds none, so a post written after the model's data were read cannot be scored
+(the live feed puts it after the model's ranking, newest first) and a user the model does not know gets the
+popularity feed (the ``features`` strategy is unavailable). A user known at training time without any
+interaction gets the mean of the active users' factors: the ranking of an average user.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from implicit.cpu.als import AlternatingLeastSquares
+from threadpoolctl import threadpool_limits
+
+from ml.cpus import usable_cpus
+from ml.dataset import Dataset
+from ml.errors import TrainingError
+from ml.model import RecModel
+from ml.settings import TrainingSettings
+from ml.training import check_trainable, exclusions, interaction_weights, popularity
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AlsSettings:
+    """Hyperparameters of the ALS fit; the interaction weights and half-life come from TrainingSettings."""
+
+    factors: int = 64
+    regularization: float = 0.05
+    alpha: float = 10.0
+    iterations: int = 15
+
+
+def train_als(dataset: Dataset, params: TrainingSettings, als: AlsSettings) -> RecModel:
+    """Fit ALS on ``dataset`` and return its RecModel (zero biases, no feature embeddings).
+
+    ``params`` gives the interaction weights, the half-life, ``num_threads`` and ``seed``.
+
+    Raises
+    ------
+    TrainingError
+        As :func:`ml.training.train`: nothing to learn from, or non-finite factors.
+    """
+    check_trainable(dataset)
+    weights = interaction_weights(dataset, params).tocsr()
+    if weights.nnz == 0:
+        raise TrainingError("no interaction has a positive weight")
+    started = time.perf_counter()
+    # implicit parallelises over users itself; a multithreaded BLAS under it only contends (and implicit
+    # warns about it when the estimator is built).
+    with threadpool_limits(limits=1, user_api="blas"):
+        estimator = AlternatingLeastSquares(
+            factors=als.factors,
+            regularization=als.regularization,
+            alpha=als.alpha,
+            iterations=als.iterations,
+            num_threads=params.num_threads or usable_cpus(),
+            random_state=params.seed,
+        )
+        estimator.fit(weights, show_progress=False)
+    logger.info(
+        "fitted ALS (%d factors, %d iterations) on %d pairs in %.2f s",
+        als.factors,
+        als.iterations,
+        weights.nnz,
+        time.perf_counter() - started,
+    )
+    users = np.ascontiguousarray(estimator.user_factors, dtype=np.float32)
+    items = np.ascontiguousarray(estimator.item_factors, dtype=np.float32)
+    if not (np.isfinite(users).all() and np.isfinite(items).all()):
+        raise TrainingError("the ALS fit produced non-finite factors; raise the regularisation")
+    active = np.diff(weights.indptr) > 0
+    if (~active).any():
+        users[~active] = users[active].mean(axis=0)
+    return factor_model(dataset, users, items)
+
+
+def factor_model(dataset: Dataset, users: np.ndarray, items: np.ndarray) -> RecModel:
+    """The RecModel scoring ``users[u] · items[i]`` (biases 0), with the dataset's exclusions and popularity."""
+    exclude = exclusions(dataset)
+    popular_items, popular_scores = popularity(dataset)
+    return RecModel(
+        user_ids=list(dataset.user_ids),
+        item_ids=list(dataset.item_ids),
+        item_tags=list(dataset.item_tags),
+        item_community_ids=[dataset.community_ids[c] for c in dataset.item_community],
+        user_embeddings=np.ascontiguousarray(users, dtype=np.float32),
+        user_biases=np.zeros(len(users), dtype=np.float32),
+        item_embeddings=np.ascontiguousarray(items, dtype=np.float32),
+        item_biases=np.zeros(len(items), dtype=np.float32),
+        exclude_indptr=exclude.indptr.astype(np.int64),
+        exclude_indices=exclude.indices.astype(np.int32),
+        popular_items=popular_items,
+        popular_scores=popular_scores,
+    )

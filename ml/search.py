@@ -1,0 +1,567 @@
+"""Model search: hyperparameters and model families tuned on the deployment's own data, never on the gate.
+
+The data are cut twice with the protocol of DESIGN section 9 (:func:`ml.evaluate.temporal_split`): the
+first cut gives the *holdout* that gates publishing; the same cut applied again to the holdout's train part
+gives the *validation* split. Every trial trains on the validation train part and is scored on the
+validation test pairs, so nothing chosen here has seen the holdout's test pairs (:func:`validation_split`).
+
+Three families compete on the validation split:
+
+- ``lightfm``: components, loss (WARP, BPR, WARP-kOS), learning rate, epochs, regularisation (item and user
+  alpha), max sampled, the interaction type weights and the half-life, searched with Optuna's TPE sampler;
+  the median pruner stops a fit whose validation precision@10 after 5, 10, 20 or 40 epochs is below the
+  median of earlier trials at that epoch. TPE spends the budget where good trials were found (eleven
+  dimensions make a grid either coarse or unaffordable), the pruner stops hopeless fits early, and the
+  budget (seconds or trials) is Optuna's own ``timeout``/``n_trials``.
+- ``als`` (:mod:`ml.als`): factors, regularisation, confidence alpha and iterations, with the interaction
+  weights and half-life of the best LightFM trial.
+- ``blend`` (:mod:`ml.blend`): the best LightFM and the best ALS model, per-user standardised scores, one
+  weight chosen on validation.
+
+The best candidate by validation precision@10 (NDCG@10 breaks ties) is then trained on the holdout's train
+part, as is the configuration in force; it replaces that one only if it scores better on the holdout
+(:func:`run_search`). The choice, its figures and every trial go to ``MODEL_DIR/search.json``, written
+atomically at the end, so a search killed midway leaves the configuration in force. Hyperparameters a
+deployment sets in its environment (:data:`VARIABLES`) are pinned: the search leaves them alone, and
+:func:`effective_config` never overrides them.
+
+Command line (``--model-dir`` reads the configuration in force and records the result there)::
+
+    python -m ml.search DIR [--budget-seconds S | --trials N] [--seed S] [--model-dir DIR] [--json]
+    python -m ml.search --from-db [--database-url URL] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+import ml.training
+from ml.als import AlsSettings, train_als
+from ml.artifact import _write_atomically
+from ml.blend import blend
+from ml.dataset import Dataset
+from ml.errors import DatasetError, TrainingError
+from ml.evaluate import MIN_USER_POSTS, Split, ranking_metrics, temporal_split
+from ml.features import build_features
+from ml.model import RecModel
+from ml.settings import TrainingSettings
+
+logger = logging.getLogger(__name__)
+
+FAMILIES = ("lightfm", "als", "blend")
+SEARCH_FILE = "search.json"
+K = 10
+PRIMARY, SECONDARY = f"precision@{K}", f"ndcg@{K}"
+# Epochs after which a LightFM trial reports its validation precision to the pruner.
+PRUNE_EPOCHS = (5, 10, 20, 40)
+# Shares of a time budget: LightFM's study, then ALS's; the rest is the blend and the holdout comparison.
+LIGHTFM_SHARE, ALS_SHARE = 0.55, 0.25
+BLEND_WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 11))
+
+# The environment variable that pins each searched LightFM hyperparameter (ml.settings reads them).
+VARIABLES = {
+    "components": "LIGHTFM_COMPONENTS",
+    "loss": "LIGHTFM_LOSS",
+    "learning_rate": "LIGHTFM_LEARNING_RATE",
+    "epochs": "LIGHTFM_EPOCHS",
+    "item_alpha": "LIGHTFM_ITEM_ALPHA",
+    "user_alpha": "LIGHTFM_USER_ALPHA",
+    "max_sampled": "LIGHTFM_MAX_SAMPLED",
+    "weight_view": "WEIGHT_VIEW",
+    "weight_like": "WEIGHT_LIKE",
+    "weight_comment": "WEIGHT_COMMENT",
+    "half_life_days": "WEIGHT_HALF_LIFE_DAYS",
+}
+HALF_LIVES = (0.0, 30.0, 90.0, 180.0, 365.0, 730.0, 1460.0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a training run fits: the family, LightFM's settings (also the interaction weights of every
+    family), ALS's settings (``als`` and ``blend``) and the blend's LightFM weight."""
+
+    family: str = "lightfm"
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    als: AlsSettings | None = None
+    blend_weight: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown model family {self.family!r}; one of {', '.join(FAMILIES)}")
+        if self.family != "lightfm" and self.als is None:
+            raise ValueError(f"a {self.family} model needs ALS settings")
+        if self.family == "blend" and self.blend_weight is None:
+            raise ValueError("a blend needs its weight")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "training": asdict(self.training),
+            "als": asdict(self.als) if self.als else None,
+            "blend_weight": self.blend_weight,
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> ModelConfig:
+        als = document.get("als")
+        return cls(
+            family=document["family"],
+            training=TrainingSettings(**document["training"]),
+            als=AlsSettings(**als) if als else None,
+            blend_weight=document.get("blend_weight"),
+        )
+
+
+def train_model(dataset: Dataset, config: ModelConfig) -> RecModel:
+    """Fit the configuration's family on ``dataset`` (:func:`ml.training.train`, :func:`ml.als.train_als`,
+    or both blended). Raises :class:`TrainingError` as they do."""
+    if config.family == "lightfm":
+        return ml.training.train(dataset, config.training)
+    als = train_als(dataset, config.training, config.als)
+    if config.family == "als":
+        return als
+    return blend(ml.training.train(dataset, config.training), als, config.blend_weight)
+
+
+def validation_split(holdout: Split) -> Split:
+    """The validation split: the DESIGN section 9 cut applied again to the holdout's train part.
+
+    Its train part holds only interactions of the holdout's train part; its test pairs are train pairs of
+    the holdout. The holdout's test pairs appear in neither.
+    """
+    return temporal_split(holdout.train)
+
+
+def pinned_fields(env: Mapping[str, str]) -> frozenset[str]:
+    """The searched hyperparameters the environment sets (a non-empty variable of :data:`VARIABLES`)."""
+    return frozenset(name for name, variable in VARIABLES.items() if (env.get(variable) or "").strip())
+
+
+def effective_config(base: TrainingSettings, model_dir: str | Path, pinned: frozenset[str]) -> ModelConfig:
+    """The configuration in force: the search's choice in ``model_dir``, with every pinned field from ``base``.
+
+    Without a recorded choice (no search yet, or an unreadable file, which is logged) it is ``base``'s LightFM.
+    Fields the search does not tune (``num_threads``, ``seed``) always come from ``base``.
+    """
+    document = read_search(model_dir)
+    if not document or not document.get("chosen"):
+        return ModelConfig(training=base)
+    try:
+        chosen = ModelConfig.from_json(document["chosen"])
+    except (KeyError, TypeError, ValueError) as exc:
+        logger.warning("%s: unusable chosen configuration (%s); using the environment's", SEARCH_FILE, exc)
+        return ModelConfig(training=base)
+    kept = {name: getattr(base, name) for name in pinned} | {"num_threads": base.num_threads, "seed": base.seed}
+    return replace(chosen, training=replace(chosen.training, **kept))
+
+
+def read_search(model_dir: str | Path) -> dict[str, Any] | None:
+    """The last search's record (``MODEL_DIR/search.json``), or None when there is none or it is unreadable."""
+    path = Path(model_dir) / SEARCH_FILE
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        logger.warning("%s: unreadable (%s)", path, exc)
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def write_search(model_dir: str | Path, document: Mapping[str, Any]) -> None:
+    """Record a search's result atomically: a reader sees the previous record or this one, never a part."""
+    directory = Path(model_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_atomically(directory / SEARCH_FILE, json.dumps(document, indent=2, allow_nan=False).encode())
+
+
+# --- the search ---
+
+
+@dataclass
+class _Validation:
+    """The validation split with what every trial needs, computed once."""
+
+    split: Split
+    users: np.ndarray
+
+    def score(self, model: RecModel) -> dict[str, float]:
+        ranked, _ = model.top_k(self.users, K)
+        return ranking_metrics(
+            ranked, self.users, self.split.test_user, self.split.test_item, self.split.train.num_items, K
+        )
+
+
+def _key(metrics: Mapping[str, float]) -> tuple[float, float]:
+    return (metrics[PRIMARY], metrics[SECONDARY])
+
+
+def run_search(
+    dataset: Dataset,
+    current: ModelConfig,
+    pinned: frozenset[str] = frozenset(),
+    budget_seconds: float | None = None,
+    trials: int | None = None,
+    seed: int = 0,
+    families: tuple[str, ...] = FAMILIES,
+) -> dict[str, Any]:
+    """Search on the validation split, compare the best with ``current`` on the holdout, return the record.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    current : ModelConfig
+        The configuration in force; its ``training`` gives the pinned values, ``num_threads`` and ``seed``.
+    pinned : frozenset of str
+        Fields of :data:`VARIABLES` the search leaves at ``current.training``'s values.
+    budget_seconds, trials : optional
+        The budget: wall seconds for the whole search, and/or trials per family study (at least one given).
+    seed : int
+        Seeds Optuna's sampler (the models' seed is ``current.training.seed``).
+    families : tuple of str
+        The families to try (a blend needs both others).
+
+    Returns
+    -------
+    dict
+        Strict JSON: ``searched_at``, ``seconds``, ``budget``, ``pinned``, ``data``, ``trials`` (each with
+        ``family``, ``number``, ``state``, ``config``, ``validation``, ``seconds``), ``current`` and ``best``
+        (config, validation and holdout metrics), ``families`` (the best of each family, likewise),
+        ``adopted``, ``reason`` and ``chosen`` (the configuration in force after the search).
+
+    Raises
+    ------
+    DatasetError
+        When the data allow no validation split (too few users with enough history).
+    """
+    if budget_seconds is None and trials is None:
+        raise ValueError("a search needs a budget: seconds, trials or both")
+    started = time.monotonic()
+    deadline = started + budget_seconds if budget_seconds is not None else None
+    holdout = temporal_split(dataset)
+    validation = validation_split(holdout)
+    if len(validation.test_user) == 0:
+        raise DatasetError(
+            f"no validation pairs: the search needs users with at least {MIN_USER_POSTS} distinct train posts"
+        )
+    val = _Validation(validation, np.unique(validation.test_user))
+    records: list[dict[str, Any]] = []
+    candidates: dict[str, tuple[ModelConfig, dict[str, float]]] = {}
+
+    def remaining(share: float) -> float | None:
+        if deadline is None:
+            return None
+        return max(0.0, budget_seconds * share - (time.monotonic() - started))
+
+    current_validation = val.score(train_model(validation.train, current))
+    records.append(_record("current", 0, "COMPLETE", current, current_validation, 0.0))
+    if "lightfm" in families:
+        best = _search_lightfm(val, current.training, pinned, remaining(LIGHTFM_SHARE), trials, seed, records)
+        if best:
+            candidates["lightfm"] = best
+    weights_from = candidates["lightfm"][0].training if "lightfm" in candidates else current.training
+    if "als" in families:
+        best = _search_als(val, weights_from, remaining(LIGHTFM_SHARE + ALS_SHARE), trials, seed, records)
+        if best:
+            candidates["als"] = best
+    if "blend" in families and {"lightfm", "als"} <= candidates.keys():
+        candidates["blend"] = _search_blend(val, candidates["lightfm"][0], candidates["als"][0], records)
+
+    document: dict[str, Any] = {
+        "searched_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "budget": {"seconds": budget_seconds, "trials": trials},
+        "seed": seed,
+        "pinned": sorted(pinned),
+        "data": {
+            "users": dataset.num_users,
+            "items": dataset.num_items,
+            "interactions": dataset.num_interactions,
+            "validation_users": int(len(val.users)),
+            "validation_pairs": int(len(validation.test_user)),
+            "holdout_users": int(len(np.unique(holdout.test_user))),
+            "holdout_pairs": int(len(holdout.test_user)),
+        },
+        "trials": records,
+    }
+    document.update(_choose(holdout, current, current_validation, candidates))
+    document["seconds"] = round(time.monotonic() - started, 3)
+    logger.info("search done in %.1f s: %s", document["seconds"], document["reason"])
+    return document
+
+
+def _choose(
+    holdout: Split,
+    current: ModelConfig,
+    current_validation: dict[str, float],
+    candidates: dict[str, tuple[ModelConfig, dict[str, float]]],
+) -> dict[str, Any]:
+    """The holdout comparison: the best of each family and the current configuration, trained on the
+    holdout's train part; the best by validation is adopted only if it beats the current one there."""
+    users = np.unique(holdout.test_user)
+
+    def holdout_metrics(config: ModelConfig) -> dict[str, float]:
+        ranked, _ = train_model(holdout.train, config).top_k(users, K)
+        return ranking_metrics(ranked, users, holdout.test_user, holdout.test_item, holdout.train.num_items, K)
+
+    popular = _popular_metrics(holdout, users)
+    current_entry = {"config": current.to_json(), "validation": current_validation, "holdout": None}
+    current_entry["holdout"] = holdout_metrics(current)
+    families = {
+        family: {"config": config.to_json(), "validation": metrics, "holdout": holdout_metrics(config)}
+        for family, (config, metrics) in candidates.items()
+    }
+    result: dict[str, Any] = {"current": current_entry, "families": families, "popularity": popular}
+    if not families:
+        return result | {"best": None, "adopted": False, "reason": "no trial completed", "chosen": current.to_json()}
+    best_family = max(families, key=lambda f: _key(families[f]["validation"]))
+    best = families[best_family]
+    result["best"] = best | {"family": best_family}
+    if _key(current_validation) >= _key(best["validation"]):
+        reason = (
+            f"current configuration kept: it scores best on validation ({PRIMARY} {current_validation[PRIMARY]:.4f}; "
+            f"the best trial, {best_family}, {best['validation'][PRIMARY]:.4f})"
+        )
+        return result | {"adopted": False, "reason": reason, "chosen": current.to_json()}
+    if _key(best["holdout"]) > _key(current_entry["holdout"]):
+        reason = (
+            f"{best_family} adopted: holdout {PRIMARY} {best['holdout'][PRIMARY]:.4f} against the current "
+            f"configuration's {current_entry['holdout'][PRIMARY]:.4f}"
+        )
+        return result | {"adopted": True, "reason": reason, "chosen": best["config"]}
+    reason = (
+        f"current configuration kept: the best by validation ({best_family}) scores {PRIMARY} "
+        f"{best['holdout'][PRIMARY]:.4f} on the holdout, the current one {current_entry['holdout'][PRIMARY]:.4f}"
+    )
+    return result | {"adopted": False, "reason": reason, "chosen": current.to_json()}
+
+
+def _popular_metrics(holdout: Split, users: np.ndarray) -> dict[str, float]:
+    popular_items = ml.training.popularity(holdout.train)[0]
+    excluded = ml.training.exclusions(holdout.train)
+    ranked = np.full((len(users), K), -1, dtype=np.int64)
+    for row, user in enumerate(users):
+        seen = excluded.indices[excluded.indptr[user] : excluded.indptr[user + 1]]
+        top = popular_items[~np.isin(popular_items, seen)][:K]
+        ranked[row, : len(top)] = top
+    return ranking_metrics(ranked, users, holdout.test_user, holdout.test_item, holdout.train.num_items, K)
+
+
+def _record(
+    family: str, number: int, state: str, config: ModelConfig | None, metrics: dict | None, seconds: float
+) -> dict[str, Any]:
+    return {
+        "family": family,
+        "number": number,
+        "state": state,
+        "config": config.to_json() if config else None,
+        "validation": metrics,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _optimize(
+    study: optuna.Study, objective: Callable[[optuna.Trial], float], timeout: float | None, trials: int | None
+) -> None:
+    if timeout is not None and timeout <= 0:
+        return
+    study.optimize(objective, n_trials=trials, timeout=timeout, catch=(TrainingError,), gc_after_trial=False)
+
+
+def _search_lightfm(
+    val: _Validation,
+    base: TrainingSettings,
+    pinned: frozenset[str],
+    timeout: float | None,
+    trials: int | None,
+    seed: int,
+    records: list[dict[str, Any]],
+) -> tuple[ModelConfig, dict[str, float]] | None:
+    """The LightFM study (TPE, median pruner over :data:`PRUNE_EPOCHS`); its best config and metrics."""
+    train = val.split.train
+    features = build_features(train)
+    best: list[tuple[ModelConfig, dict[str, float]]] = []
+
+    def suggest(trial: optuna.Trial) -> TrainingSettings:
+        space: dict[str, Callable[[], Any]] = {
+            "components": lambda: trial.suggest_int("components", 8, 128, log=True),
+            "loss": lambda: trial.suggest_categorical("loss", ["warp", "bpr", "warp-kos"]),
+            "learning_rate": lambda: trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+            "epochs": lambda: trial.suggest_int("epochs", 5, 60),
+            "item_alpha": lambda: trial.suggest_float("item_alpha", 1e-9, 1e-3, log=True),
+            "user_alpha": lambda: trial.suggest_float("user_alpha", 1e-9, 1e-3, log=True),
+            "max_sampled": lambda: trial.suggest_int("max_sampled", 5, 50),
+            "weight_view": lambda: trial.suggest_float("weight_view", 0.1, 2.0, log=True),
+            "weight_like": lambda: trial.suggest_float("weight_like", 0.5, 5.0, log=True),
+            "weight_comment": lambda: trial.suggest_float("weight_comment", 0.5, 10.0, log=True),
+            "half_life_days": lambda: trial.suggest_categorical("half_life_days", list(HALF_LIVES)),
+        }
+        return replace(base, **{name: draw() for name, draw in space.items() if name not in pinned})
+
+    def objective(trial: optuna.Trial) -> float:
+        began = time.monotonic()
+        params = suggest(trial)
+        config = ModelConfig(training=params)
+        weights = ml.training.interaction_weights(train, params)
+
+        def checkpoint(epoch: int, estimator: Any) -> None:
+            if epoch in PRUNE_EPOCHS and epoch < params.epochs:
+                metrics = val.score(ml.training.to_rec_model(train, features, estimator))
+                trial.report(metrics[PRIMARY], epoch)
+                if trial.should_prune():
+                    records.append(
+                        _record("lightfm", trial.number, "PRUNED", config, metrics, time.monotonic() - began)
+                    )
+                    raise optuna.TrialPruned(f"pruned after {epoch} epochs")
+
+        try:
+            estimator = ml.training.fit(weights, features, params, after_epoch=checkpoint)
+            metrics = val.score(ml.training.to_rec_model(train, features, estimator))
+        except TrainingError:
+            records.append(_record("lightfm", trial.number, "FAIL", config, None, time.monotonic() - began))
+            raise
+        records.append(_record("lightfm", trial.number, "COMPLETE", config, metrics, time.monotonic() - began))
+        if not best or _key(metrics) > _key(best[0][1]):
+            best[:] = [(config, metrics)]
+        return metrics[PRIMARY]
+
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+    )
+    _optimize(study, objective, timeout, trials)
+    return best[0] if best else None
+
+
+def _search_als(
+    val: _Validation,
+    weights_from: TrainingSettings,
+    timeout: float | None,
+    trials: int | None,
+    seed: int,
+    records: list[dict[str, Any]],
+) -> tuple[ModelConfig, dict[str, float]] | None:
+    """The ALS study (TPE), with the interaction weights of ``weights_from``; its best config and metrics."""
+    best: list[tuple[ModelConfig, dict[str, float]]] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        began = time.monotonic()
+        als = AlsSettings(
+            factors=trial.suggest_int("factors", 8, 256, log=True),
+            regularization=trial.suggest_float("regularization", 1e-3, 10.0, log=True),
+            alpha=trial.suggest_float("alpha", 0.5, 100.0, log=True),
+            iterations=trial.suggest_int("iterations", 3, 30),
+        )
+        config = ModelConfig(family="als", training=weights_from, als=als)
+        try:
+            metrics = val.score(train_model(val.split.train, config))
+        except TrainingError:
+            records.append(_record("als", trial.number, "FAIL", config, None, time.monotonic() - began))
+            raise
+        records.append(_record("als", trial.number, "COMPLETE", config, metrics, time.monotonic() - began))
+        if not best or _key(metrics) > _key(best[0][1]):
+            best[:] = [(config, metrics)]
+        return metrics[PRIMARY]
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    _optimize(study, objective, timeout, trials)
+    return best[0] if best else None
+
+
+def _search_blend(
+    val: _Validation, lightfm: ModelConfig, als: ModelConfig, records: list[dict[str, Any]]
+) -> tuple[ModelConfig, dict[str, float]]:
+    """The blend of the two best models: each weight of :data:`BLEND_WEIGHTS` scored once on validation."""
+    first = train_model(val.split.train, lightfm)
+    second = train_model(val.split.train, als)
+    best: tuple[ModelConfig, dict[str, float]] | None = None
+    for number, weight in enumerate(BLEND_WEIGHTS):
+        began = time.monotonic()
+        config = ModelConfig(family="blend", training=lightfm.training, als=als.als, blend_weight=weight)
+        metrics = val.score(blend(first, second, weight))
+        records.append(_record("blend", number, "COMPLETE", config, metrics, time.monotonic() - began))
+        if best is None or _key(metrics) > _key(best[1]):
+            best = (config, metrics)
+    return best
+
+
+# --- command line ---
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ml.evaluate import _read_from_db, read_dataset_dir  # the dataset sources of ml.evaluate's command
+    from ml.settings import database_url_from, environment, sql_queries_from, training_from
+
+    parser = argparse.ArgumentParser(prog="python -m ml.search", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("dataset_dir", nargs="?", help="a dataset directory (DESIGN section 3)")
+    source.add_argument("--from-db", action="store_true", help="read the dataset from PostgreSQL")
+    parser.add_argument("--database-url", help="with --from-db; default DATABASE_URL")
+    parser.add_argument("--budget-seconds", type=float, help="wall seconds for the whole search")
+    parser.add_argument("--trials", type=int, help="trials per family study")
+    parser.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated (default all)")
+    parser.add_argument("--model-dir", help="read the configuration in force from, and record the result in, DIR")
+    parser.add_argument("--json", action="store_true", help="print the whole record as JSON")
+    args = parser.parse_args(argv)
+    if args.budget_seconds is None and args.trials is None:
+        parser.error("give --budget-seconds, --trials or both")
+    families = tuple(f.strip() for f in args.families.split(",") if f.strip())
+    if not families or set(families) - set(FAMILIES):
+        parser.error(f"--families: a comma-separated subset of {', '.join(FAMILIES)}")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    env = environment()
+    base = training_from(env)
+    pinned = pinned_fields(env)
+    current = effective_config(base, args.model_dir, pinned) if args.model_dir else ModelConfig(training=base)
+    try:
+        if args.from_db:
+            dataset = _read_from_db(args.database_url or database_url_from(env), sql_queries_from(env))
+        else:
+            dataset = read_dataset_dir(args.dataset_dir)
+        document = run_search(dataset, current, pinned, args.budget_seconds, args.trials, args.seed, families)
+    except (DatasetError, TrainingError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.model_dir:
+        write_search(args.model_dir, document)
+    print(json.dumps(document, indent=2) if args.json else format_table(document))
+    return 0
+
+
+def format_table(document: Mapping[str, Any]) -> str:
+    """The search's figures as a table: current, the best of each family, popularity; then the choice."""
+    names = [f"precision@{K}", f"recall@{K}", f"ndcg@{K}"]
+    counts = {state: sum(1 for t in document["trials"] if t["state"] == state) for state in ("COMPLETE", "PRUNED")}
+    lines = [
+        f"search: {len(document['trials'])} trials ({counts['PRUNED']} pruned) in {document['seconds']:.1f} s; "
+        f"{document['data']['validation_users']} validation users, {document['data']['holdout_users']} holdout users",
+        f"{'holdout':<12}" + "".join(f"{name:>14}" for name in names) + f"{'val P@10':>12}",
+    ]
+    rows = [("current", document["current"])] + list(document["families"].items())
+    for label, entry in rows:
+        lines.append(
+            f"{label:<12}"
+            + "".join(f"{entry['holdout'][name]:>14.4f}" for name in names)
+            + f"{entry['validation'][PRIMARY]:>12.4f}"
+        )
+    lines.append(f"{'popularity':<12}" + "".join(f"{document['popularity'][name]:>14.4f}" for name in names))
+    lines.append(document["reason"])
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Model search: the validation split, pinned hyperparameters, ALS, the blend and the recorded choice."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import ml.artifact
+from ml.als import AlsSettings, train_als
+from ml.blend import blend
+from ml.evaluate import temporal_split
+from ml.features import build_features
+from ml.search import (
+    FAMILIES,
+    ModelConfig,
+    effective_config,
+    main,
+    pinned_fields,
+    read_search,
+    run_search,
+    train_model,
+    validation_split,
+    write_search,
+)
+from ml.settings import TrainingSettings
+from ml.training import fit, interaction_weights
+from testing.factories import planted_dataset
+
+FAST = TrainingSettings(components=8, epochs=5, num_threads=1, half_life_days=0.0)
+ALS = AlsSettings(factors=8, iterations=5)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return planted_dataset(num_users=120, num_items=90, per_user=12)
+
+
+def _pairs(users, items, num_items):
+    return set((np.asarray(users, dtype=np.int64) * num_items + items).tolist())
+
+
+def test_validation_split_is_cut_from_the_holdouts_train_part_only(dataset):
+    holdout = temporal_split(dataset)
+    validation = validation_split(holdout)
+    n = dataset.num_items
+    holdout_test = _pairs(holdout.test_user, holdout.test_item, n)
+    assert holdout_test and len(validation.test_user)
+    validation_train = _pairs(validation.train.inter_user, validation.train.inter_item, n)
+    validation_test = _pairs(validation.test_user, validation.test_item, n)
+    assert not holdout_test & validation_train
+    assert not holdout_test & validation_test
+    assert validation_test <= _pairs(holdout.train.inter_user, holdout.train.inter_item, n)
+
+
+def test_the_search_never_learns_from_the_gating_holdout(dataset):
+    """Moving every holdout test interaction to another post (same user, same time) changes no trial's
+    validation figure, as it would if the search trained or scored on them; the holdout comparison sees it."""
+    holdout = temporal_split(dataset)
+    n = dataset.num_items
+    keys = dataset.inter_user.astype(np.int64) * n + dataset.inter_item
+    on_test = ~np.isin(keys, list(_pairs(holdout.train.inter_user, holdout.train.inter_item, n)))
+    assert on_test.any()
+    rng = np.random.default_rng(0)
+    items = dataset.inter_item.copy()
+    for user in np.unique(dataset.inter_user[on_test]):
+        mine = dataset.inter_user == user
+        moved = np.unique(dataset.inter_item[mine & on_test])
+        free = rng.permutation(np.setdiff1d(np.arange(n), dataset.inter_item[mine]))[: len(moved)]
+        for old, new in zip(moved, free, strict=True):
+            items[mine & on_test & (dataset.inter_item == old)] = new
+    changed = dataclasses.replace(dataset, inter_item=items.astype(dataset.inter_item.dtype))
+    assert np.array_equal(temporal_split(changed).train.inter_item, holdout.train.inter_item)
+
+    base = ModelConfig(training=FAST)
+    first = run_search(dataset, base, trials=3, seed=5)
+    second = run_search(changed, base, trials=3, seed=5)
+    assert [t["validation"] for t in first["trials"]] == [t["validation"] for t in second["trials"]]
+    assert [t["config"] for t in first["trials"]] == [t["config"] for t in second["trials"]]
+    assert {t["family"] for t in first["trials"]} == {"current", *FAMILIES}
+    assert first["current"]["holdout"] != second["current"]["holdout"]
+
+
+def test_pinned_hyperparameters_are_never_searched_nor_overridden(dataset, tmp_path):
+    env = {"LIGHTFM_COMPONENTS": "7", "LIGHTFM_LOSS": "bpr", "WEIGHT_HALF_LIFE_DAYS": " ", "TRAIN_SEED": "3"}
+    pinned = pinned_fields(env)
+    assert pinned == {"components", "loss"}
+    base = dataclasses.replace(FAST, components=7, loss="bpr")
+    document = run_search(dataset, ModelConfig(training=base), pinned, trials=4, seed=1, families=("lightfm",))
+    searched = [t["config"]["training"] for t in document["trials"] if t["family"] == "lightfm"]
+    assert len(searched) == 4
+    assert {(t["components"], t["loss"]) for t in searched} == {(7, "bpr")}
+    assert len({t["learning_rate"] for t in searched}) == 4  # the others are searched
+
+    chosen = ModelConfig(
+        family="als", training=dataclasses.replace(FAST, components=64, loss="warp", epochs=40), als=ALS
+    )
+    write_search(tmp_path, {"chosen": chosen.to_json()})
+    config = effective_config(dataclasses.replace(base, num_threads=2), tmp_path, pinned)
+    assert (config.family, config.als) == ("als", ALS)
+    assert (config.training.components, config.training.loss, config.training.epochs) == (7, "bpr", 40)
+    assert config.training.num_threads == 2
+
+
+def test_without_a_recorded_choice_the_environment_rules(tmp_path):
+    assert effective_config(FAST, tmp_path, frozenset()) == ModelConfig(training=FAST)
+    (tmp_path / "search.json").write_text("{not json")
+    assert read_search(tmp_path) is None
+    assert effective_config(FAST, tmp_path, frozenset()) == ModelConfig(training=FAST)
+
+
+def test_a_fit_run_epoch_by_epoch_is_the_same_fit(dataset):
+    features = build_features(dataset)
+    weights = interaction_weights(dataset, FAST)
+    seen = []
+    stepped = fit(weights, features, FAST, after_epoch=lambda epoch, _: seen.append(epoch))
+    whole = fit(weights, features, FAST)
+    assert seen == [1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(stepped.item_embeddings, whole.item_embeddings)
+    np.testing.assert_array_equal(stepped.user_embeddings, whole.user_embeddings)
+
+
+def test_als_model_ranks_through_rec_model_and_survives_the_artifact(dataset, tmp_path):
+    model = train_als(dataset, FAST, ALS)
+    assert model.num_users == dataset.num_users and model.num_items == dataset.num_items
+    assert not model.item_biases.any() and not model.user_biases.any()
+    assert model.item_feature_names == [] and model.user_feature_names == []
+    items, scores = model.top_k(np.arange(model.num_users), 10)
+    for user in range(model.num_users):
+        assert not set(items[user].tolist()) & set(model.excluded_items(user).tolist())
+        expected = model.user_embeddings[user] @ model.item_embeddings[items[user]].T
+        np.testing.assert_allclose(scores[user], expected, rtol=1e-5, atol=1e-6)
+    version = ml.artifact.save(model, tmp_path, {"model": {"family": "als"}})
+    loaded, metadata = ml.artifact.load(tmp_path, version)
+    assert metadata["model"]["family"] == "als"
+    np.testing.assert_array_equal(loaded.top_k(np.arange(5), 10)[0], items[:5])
+
+
+def test_blend_ranks_by_the_weighted_per_user_standardised_scores(dataset):
+    first = train_model(dataset, ModelConfig(training=FAST))
+    second = train_als(dataset, FAST, ALS)
+    weight = 0.3
+    mixed = blend(first, second, weight)
+
+    def standardised(model):
+        scores = model.user_embeddings.astype(np.float64) @ model.item_embeddings.T.astype(np.float64)
+        scores += model.item_biases
+        return (scores - scores.mean(axis=1, keepdims=True)) / scores.std(axis=1, keepdims=True)
+
+    expected = weight * standardised(first) + (1 - weight) * standardised(second)
+    actual = mixed.user_embeddings.astype(np.float64) @ mixed.item_embeddings.T.astype(np.float64)
+    np.testing.assert_allclose(actual, expected, atol=1e-4)
+    assert blend(first, second, 1.0).top_k([0, 1], 5)[0].tolist() == first.top_k([0, 1], 5)[0].tolist()
+
+
+def test_the_command_records_the_choice_and_the_trials(tmp_path, capsys, monkeypatch, demo_dir):
+    monkeypatch.setenv("TRAIN_THREADS", "1")
+    monkeypatch.setenv("LIGHTFM_EPOCHS", "5")
+    monkeypatch.chdir(tmp_path)
+    assert main([str(demo_dir), "--trials", "2", "--model-dir", str(tmp_path / "models"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    recorded = read_search(tmp_path / "models")
+    assert recorded == printed
+    assert recorded["pinned"] == ["epochs"]
+    assert recorded["chosen"]["training"]["epochs"] == 5
+    assert {"current", "families", "popularity", "adopted", "reason", "trials", "seconds"} <= recorded.keys()
+    assert recorded["chosen"] == (recorded["best"]["config"] if recorded["adopted"] else recorded["current"]["config"])
