@@ -47,9 +47,10 @@ from common.config import TrainingSettings, load_settings
 from common.recs_cache import RecsCache
 from ml.demo import DEFAULT_POSTS, DEFAULT_USERS
 from ml.model import RecModel
-from tests.app.helpers import publish
-from tests.app.processes import GunicornServer, RedisServer, wait_until
-from tests.ml.factories import random_model
+from testing.factories import random_model
+from testing.polling import poll
+from testing.processes import GunicornServer, RedisServer
+from testing.service import publish
 
 PAGE_LIMIT = 20
 WARM_UP_SECONDS = 2
@@ -169,7 +170,7 @@ def reload_under_load(server: GunicornServer, cache: RecsCache, model_dir: Path,
         model = random_model(args.users, args.items, args.components, seed=seed)
         version = publish(cache, model_dir, model)
         published = time.monotonic()
-        everywhere = wait_until(
+        everywhere = poll(
             lambda v=version: (
                 set(server.worker_versions().values()) == {v} and len(server.worker_versions()) == server.workers
             ),

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
-import redis
 
 from app import create_app
 from common.config import load_settings
-from common.recs_cache import RecsCache
-from tests.app.helpers import REDIS_PREFIX
-from tests.conftest import TEST_DATABASE_URL
-
-ADMIN_TOKEN = "test-admin-token-0123456789"
-
-
-@pytest.fixture
-def model_dir(tmp_path):
-    return tmp_path / "models"
+from testing.environment import ADMIN_TOKEN, REDIS_PREFIX, TEST_DATABASE_URL
+from testing.processes import free_port
 
 
 @pytest.fixture
@@ -62,13 +51,6 @@ def client(app):
 
 
 @pytest.fixture
-def cache(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    yield RecsCache(client, REDIS_PREFIX)
-    client.close()
-
-
-@pytest.fixture
 def admin_headers():
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -76,7 +58,4 @@ def admin_headers():
 @pytest.fixture
 def dead_redis_url():
     """A Redis URL where nothing listens (connections are refused at once)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"redis://127.0.0.1:{port}/0"
+    return f"redis://127.0.0.1:{free_port()}/0"

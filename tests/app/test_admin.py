@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app.helpers import publish
-from tests.ml.factories import random_model
+from testing.factories import random_model
+from testing.service import publish
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from tests.app.helpers import publish
-from tests.ml.factories import random_model
+from testing.factories import random_model
+from testing.service import publish
 
 
 @pytest.fixture(autouse=True)

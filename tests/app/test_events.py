@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app.conftest import ADMIN_TOKEN
-from tests.app.helpers import publish
-from tests.ml.factories import random_model
+from testing.environment import ADMIN_TOKEN
+from testing.factories import random_model
+from testing.service import publish
 
 EVENTS_TOKEN = "events-token-0123456789abcdef"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.app.helpers import publish
-from tests.ml.factories import random_model
+from testing.factories import random_model
+from testing.service import publish
 
 
 def test_healthy_with_model_redis_and_postgres(make_app, settings_env, database_url, cache, model_dir):

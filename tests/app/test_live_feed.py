@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from app.schemas import RecommendationsSchema
-from tests.app.helpers import publish, with_features
-from tests.ml.factories import random_model
+from testing.factories import random_model, with_features
+from testing.service import publish
 
 TOP_K = 30  # TOP_K_RECOMMENDATIONS of the test settings
 NUM_ITEMS = 60

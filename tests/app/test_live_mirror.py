@@ -16,9 +16,10 @@ from app.feed.mirror import KnownExclusions, LiveMirror
 from app.model_holder import ModelHolder
 from app.reloader import ModelReloader
 from common.recs_cache import RecsCache
-from tests.app.helpers import REDIS_PREFIX, publish
-from tests.app.test_reloader import wait_for
-from tests.ml.factories import random_model
+from testing.environment import REDIS_PREFIX
+from testing.factories import random_model
+from testing.polling import poll
+from testing.service import publish
 
 
 def known(seen=None):
@@ -34,7 +35,7 @@ def follow(redis_url):
         reloader = ModelReloader(holder, RecsCache(redis.Redis.from_url(url), REDIS_PREFIX), live=mirror)
         reloader.start()
         started.append(reloader)
-        assert wait_for(lambda: mirror.generation is not None, 5.0), "the mirror never connected"
+        assert poll(lambda: mirror.generation is not None, 5.0), "the mirror never connected"
         return reloader
 
     yield run
@@ -55,12 +56,12 @@ def test_an_event_drops_the_users_entry_and_a_refresh_moves_the_generation(cache
 
     cache.record_events([("u1", "p1", "like")], cap=10, ttl=60)
     reported = time.monotonic()
-    assert wait_for(lambda: mirror.exclusions("u1") is None, 1.0)
+    assert poll(lambda: mirror.exclusions("u1") is None, 1.0)
     assert time.monotonic() - reported < 1.0
     assert mirror.exclusions("u2") is not None  # only the users the batch names
 
     cache.publish_live([], {}, "v", {}, retain_seconds=60, max_posts=10, max_users=10)
-    assert wait_for(lambda: mirror.generation == 1, 1.0)
+    assert poll(lambda: mirror.generation == 1, 1.0)
     assert mirror.live_user("newbie") == (False, None)  # a new generation may change live users
 
 
@@ -70,7 +71,7 @@ def test_a_read_that_raced_an_event_is_not_kept(cache, model_dir, follow):
     follow(mirror, ModelHolder(str(model_dir), cache.current_version))
     epoch = mirror.epoch  # a page starts reading Redis ...
     cache.record_events([("u1", "p1", "like")], cap=10, ttl=60)  # ... an event arrives meanwhile ...
-    assert wait_for(lambda: mirror.epoch != epoch, 1.0)
+    assert poll(lambda: mirror.epoch != epoch, 1.0)
     mirror.remember(epoch, "u1", known(), (False, None))  # ... and the page's (stale) read comes back
     assert mirror.exclusions("u1") is None
 
@@ -83,12 +84,12 @@ def test_a_lost_subscription_forgets_everything_until_it_is_back(private_redis, 
     follow(mirror, ModelHolder(str(model_dir), lambda: None), url=private_redis.url)
     mirror.remember(mirror.epoch, "u1", known({"p": 1}), (False, None))
     private_redis.stop()
-    assert wait_for(lambda: mirror.generation is None, 15.0)
+    assert poll(lambda: mirror.generation is None, 15.0)
     assert mirror.exclusions("u1") is None
     mirror.remember(mirror.epoch, "u1", known(), (False, None))  # not kept while deaf
     assert mirror.exclusions("u1") is None
     private_redis.start()
-    assert wait_for(lambda: mirror.generation is not None, 40.0)
+    assert poll(lambda: mirror.generation is not None, 40.0)
     cache.client.close()
 
 
@@ -101,7 +102,7 @@ def test_pages_from_the_mirror_are_the_pages_redis_gives_and_events_still_count_
     runtime.holder.reload()
     follow(runtime.feed.mirror, runtime.holder)
     cache.record_events([("user-1", model.item_ids[0], "view")], cap=10, ttl=60)
-    assert wait_for(lambda: runtime.feed.mirror.epoch > 1, 1.0)
+    assert poll(lambda: runtime.feed.mirror.epoch > 1, 1.0)
 
     first = client.get("/recommendations/user-1?limit=5").get_json()  # reads Redis, fills the mirror
     assert runtime.feed.mirror.exclusions("user-1") is not None
@@ -113,6 +114,6 @@ def test_pages_from_the_mirror_are_the_pages_redis_gives_and_events_still_count_
 
     top = first["recommendations"][0]["post_id"]
     cache.record_events([("user-1", top, "like")], cap=10, ttl=60)
-    assert wait_for(
+    assert poll(
         lambda: client.get("/recommendations/user-1?limit=5").get_json()["recommendations"][0]["post_id"] != top, 1.0
     )

@@ -12,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from app import metrics
 from app.cache_guard import CacheGuard, CacheUnavailable
 from common.recs_cache import rate_limit_prefix
-from tests.app.helpers import REDIS_PREFIX, publish
-from tests.ml.factories import random_model
+from testing.environment import REDIS_PREFIX
+from testing.factories import random_model
+from testing.service import publish
 
 STATIC = Path(__file__).resolve().parents[2] / "app" / "static"
 

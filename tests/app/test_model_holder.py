@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.model_holder import ModelHolder
 from ml import artifact
-from tests.ml.factories import random_model
+from testing.factories import random_model
 
 
 def save(model_dir, seed):

@@ -11,8 +11,9 @@ from prometheus_client import REGISTRY
 from app.model_holder import ModelHolder
 from app.reloader import ModelReloader
 from common.recs_cache import RecsCache
-from tests.app.helpers import REDIS_PREFIX, publish
-from tests.ml.factories import random_model
+from testing.environment import REDIS_PREFIX
+from testing.factories import random_model
+from testing.service import publish
 
 
 class DeafCache(RecsCache):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.app.processes import REPO
+from testing.processes import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make test-tools)")
 

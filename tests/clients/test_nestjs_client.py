@@ -18,9 +18,10 @@ import pytest
 import requests
 
 from common.recs_cache import RecsCache
-from tests.app.helpers import REDIS_PREFIX, publish
-from tests.app.processes import REPO, GunicornServer
-from tests.ml.factories import random_model
+from testing.environment import REDIS_PREFIX
+from testing.factories import random_model
+from testing.processes import REPO, GunicornServer
+from testing.service import publish
 
 CLIENT_DIR = REPO / "clients" / "nestjs"
 TOP_K = 30

@@ -16,14 +16,9 @@ from common.recs_cache import (
     parse_users_message,
     unpack_list,
 )
-from tests.conftest import TEST_REDIS_PREFIX
+from testing.environment import REDIS_PREFIX
 
 ITEMS = [("p0", ("music",), "c0"), ("p1", ("dance", "mv"), "c1"), ("p2", (), "c0")]
-
-
-@pytest.fixture
-def cache(redis_client):
-    return RecsCache(redis_client, TEST_REDIS_PREFIX)
 
 
 def stage(cache, version, ttl=60):
@@ -61,7 +56,7 @@ def test_every_key_is_under_the_prefix(cache, redis_client):
     cache.record_training_outcome({"status": "published"})
     assert cache.training_lock(10).acquire()
     keys = {k.decode() for k in redis_client.scan_iter("*")}
-    assert keys and all(k.startswith(TEST_REDIS_PREFIX) for k in keys)
+    assert keys and all(k.startswith(REDIS_PREFIX) for k in keys)
 
 
 def test_staged_version_is_invisible_and_expires_until_published(cache, redis_client):
@@ -128,7 +123,7 @@ def test_subscribe_gives_up_when_redis_does_not_confirm(private_redis):
         client.client_pause(3000, all=True)  # Redis takes SUBSCRIBE but answers nothing for 3 s
         started = time.monotonic()
         with pytest.raises(redis.TimeoutError, match="did not confirm"):
-            RecsCache(client, TEST_REDIS_PREFIX).subscribe(timeout=0.3)
+            RecsCache(client, REDIS_PREFIX).subscribe(timeout=0.3)
         assert time.monotonic() - started < 2
     finally:
         client.close()
@@ -361,4 +356,4 @@ def test_every_live_key_is_under_the_prefix(cache, redis_client):
     publish_live(cache, users={"u1": {"role": None, "follows": []}})
     cache.record_events([("u1", "p1", "view"), ("u1", "p2", "impression")], cap=10, ttl=60)
     keys = {k.decode() for k in redis_client.scan_iter("*")}
-    assert len(keys) == 6 and all(k.startswith(TEST_REDIS_PREFIX) for k in keys)
+    assert len(keys) == 6 and all(k.startswith(REDIS_PREFIX) for k in keys)

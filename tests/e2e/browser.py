@@ -21,6 +21,8 @@ from pathlib import Path
 import requests
 from websockets.sync.client import ClientConnection, connect
 
+from testing.polling import poll
+
 CHROMIUM = shutil.which("chromium")
 # As root Chromium needs --no-sandbox. The machine's network is closed: without the background networking
 # flags Chromium keeps trying (and failing) to reach Google's services.
@@ -141,12 +143,7 @@ class Page:
 
     def wait_for_text(self, wanted: str, timeout: float) -> bool:
         """Poll the rendered text until it contains ``wanted`` (True) or ``timeout`` passes (False)."""
-        deadline = time.monotonic() + timeout
-        while wanted not in self.text():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.2)
-        return True
+        return bool(poll(lambda: wanted in self.text(), timeout, 0.2))
 
     def settle(self, seconds: float) -> None:
         """Keep recording events for ``seconds`` (errors of work the page does after it rendered)."""

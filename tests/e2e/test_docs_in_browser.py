@@ -13,12 +13,11 @@ import pytest
 import redis
 
 from common.recs_cache import RecsCache
-from tests.app.helpers import REDIS_PREFIX, publish
-from tests.app.processes import GunicornServer
-from tests.conftest import TEST_REDIS_URL
+from testing.environment import REDIS_PREFIX, TEST_REDIS_URL, server_env
+from testing.factories import random_model
+from testing.processes import GunicornServer
+from testing.service import publish
 from tests.e2e.browser import CHROMIUM, Browser
-from tests.e2e.test_web_gunicorn import server_env
-from tests.ml.factories import random_model
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; make test installs it as root)"

@@ -11,8 +11,9 @@ from collections import Counter
 
 import requests
 
-from tests.app.processes import GunicornServer
-from tests.tasks.conftest import run_train, start_worker, wait_until
+from testing.polling import wait_until
+from testing.processes import GunicornServer, start_worker
+from testing.service import run_train
 
 INTERVAL = 2  # REFRESH_INTERVAL_SECONDS of this test
 BOUND = INTERVAL + 5  # the bound

@@ -16,8 +16,9 @@ import redis
 import requests
 
 from tasks import refresh_pipeline
-from tests.app.processes import free_port
-from tests.tasks.conftest import run_train, start_worker, wait_until
+from testing.polling import wait_until
+from testing.processes import free_port, start_worker
+from testing.service import run_train
 
 INTERVAL = 2  # REFRESH_INTERVAL_SECONDS of these tests
 BOUND = INTERVAL + 5  # the bound: a row reaches the live state within the interval plus 5 s

@@ -13,26 +13,17 @@ import time
 import pytest
 import requests
 
-from common.recs_cache import RecsCache
-from tests.app.helpers import REDIS_PREFIX, publish, with_features
-from tests.app.processes import GunicornServer, wait_until
-from tests.ml.factories import random_model
+from testing.environment import REDIS_PREFIX
+from testing.factories import random_model, with_features
+from testing.polling import poll
+from testing.processes import GunicornServer
+from testing.service import publish
 
 TOP_K = 100
 NUM_ITEMS = 300
 MAX_FEED_POSTS = 250
 FAN = "user-4"
 TOKEN = "e2e-events-token-0123456789"
-
-
-@pytest.fixture
-def model_dir(tmp_path):
-    return tmp_path / "models"
-
-
-@pytest.fixture
-def cache(redis_client):
-    return RecsCache(redis_client, REDIS_PREFIX)
 
 
 @pytest.fixture
@@ -94,7 +85,7 @@ def test_a_like_reported_by_post_events_is_gone_from_every_worker_within_a_secon
     top = posts(page(server, FAN, limit=5))
     reported = time.monotonic()
     assert report(server, [event(top[0])]).status_code == 200
-    gone = wait_until(lambda: all(top[0] not in posts(page(server, FAN, limit=5)) for _ in range(6)), 1.0, 0.02)
+    gone = poll(lambda: all(top[0] not in posts(page(server, FAN, limit=5)) for _ in range(6)), 1.0, 0.02)
     elapsed = time.monotonic() - reported
     assert gone, f"{top[0]} still in the feed {elapsed:.2f}s after the like"
     assert elapsed < 1.0
@@ -121,7 +112,7 @@ def test_a_pinned_scroll_is_exact_across_a_refresh_a_publish_and_events(server, 
     )
     newer = with_features(random_model(num_users=30, num_items=NUM_ITEMS, seed=6), FAN)
     version = publish(cache, model_dir, newer, top_k=TOP_K)
-    assert wait_until(lambda: set(server.worker_versions().values()) == {version}, 10), server.worker_versions()
+    assert poll(lambda: set(server.worker_versions().values()) == {version}, 10), server.worker_versions()
     assert report(server, [event(expected[50]), event(expected[120], "impression")]).status_code == 200
 
     for limit in (10, 23, 100):  # pages of any size, from whichever worker

@@ -22,8 +22,9 @@ import psycopg2
 import pytest
 import requests
 
-from tests.app.processes import descendant_pids, free_port, listening_addresses, running
-from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_PREFIX
+from testing.environment import REDIS_PREFIX, TEST_DATABASE_URL
+from testing.polling import poll
+from testing.processes import descendant_pids, free_port, listening_addresses, running
 
 ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE = 240
@@ -65,16 +66,14 @@ class MakeRun:
         return self.log_path.read_text()
 
     def wait_until(self, check, what: str) -> None:
-        deadline = time.monotonic() + START_DEADLINE
-        while time.monotonic() < deadline:
+        """Poll ``check`` until it holds; fail at once if ``make run`` exits, or after START_DEADLINE."""
+
+        def running_and(check):
             assert self.proc.poll() is None, f"make run exited early:\n{self.output()[-4000:]}"
-            try:
-                if check():
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"{what} not within {START_DEADLINE} s:\n{self.output()[-4000:]}")
+            return check()
+
+        if not poll(lambda: running_and(check), START_DEADLINE, 0.5):
+            raise AssertionError(f"{what} not within {START_DEADLINE} s:\n{self.output()[-4000:]}")
 
     def ctrl_c(self) -> int:
         """Send SIGINT to the whole process group, as a terminal's Ctrl-C does; return make's exit status."""
@@ -118,7 +117,7 @@ def make_run_env(tmp_path: Path, database_url: str, redis_url: str) -> tuple[dic
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
-        "REDIS_PREFIX": TEST_REDIS_PREFIX + "make-run:",
+        "REDIS_PREFIX": REDIS_PREFIX + "make-run:",
         "MODEL_DIR": str(tmp_path / "models"),
         "API_PORT": str(api_port),
         "API_WORKERS": "2",

@@ -1,7 +1,7 @@
 """End to end with the real pipeline: a Celery worker trains and publishes, gunicorn workers serve it live.
 
 The training-side fixtures (demo data in PostgreSQL, the processes' environment, ``celery -A tasks``
-processes) are the pipeline tests' own, imported from ``tests.tasks.conftest``.
+processes) are the shared ones of ``tests/conftest.py`` and the :mod:`testing` package.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import time
 
 import requests
 
-from tests.app.processes import GunicornServer, wait_until
-from tests.tasks.conftest import run_train, start_worker
+from testing.polling import poll
+from testing.processes import GunicornServer, start_worker
+from testing.service import run_train
 
 
 def known_user(conn) -> str:
@@ -37,7 +38,7 @@ def test_versions_trained_by_celery_reach_every_gunicorn_worker(
         done = time.monotonic()
         assert second["status"] == "published", second
         # The task published before it returned: every worker must hold the version within a second of that.
-        assert wait_until(lambda: set(server.worker_versions().values()) == {second["version"]}, 1.0, 0.02), (
+        assert poll(lambda: set(server.worker_versions().values()) == {second["version"]}, 1.0, 0.02), (
             server.worker_versions()
         )
         assert time.monotonic() - done < 1.0

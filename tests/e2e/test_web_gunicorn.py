@@ -8,7 +8,6 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import redis
@@ -16,34 +15,11 @@ import requests
 
 from app.runtime import REDIS_COOLDOWN
 from common.recs_cache import RecsCache
-from tests.app.helpers import REDIS_PREFIX, publish
-from tests.app.processes import GUNICORN, REPO, GunicornServer, child_pids, listening_addresses, running, wait_until
-from tests.ml.factories import random_model
-
-TOP_K = 30
-ADMIN_TOKEN = "e2e-admin-token-0123456789"
-
-
-def server_env(redis_url: str, model_dir: Path) -> dict[str, str]:
-    return {
-        "REDIS_URL": redis_url,
-        "REDIS_PREFIX": REDIS_PREFIX,
-        "MODEL_DIR": str(model_dir),
-        "TOP_K_RECOMMENDATIONS": str(TOP_K),
-        "MAX_PAGE_LIMIT": str(TOP_K),
-        "ADMIN_TOKEN": ADMIN_TOKEN,
-        "LOG_LEVEL": "info",
-    }
-
-
-@pytest.fixture
-def model_dir(tmp_path):
-    return tmp_path / "models"
-
-
-@pytest.fixture
-def cache(redis_client):
-    return RecsCache(redis_client, REDIS_PREFIX)
+from testing.environment import ADMIN_TOKEN, REDIS_PREFIX, TOP_K, server_env
+from testing.factories import random_model
+from testing.polling import poll
+from testing.processes import GUNICORN, REPO, GunicornServer, child_pids, listening_addresses, running
+from testing.service import publish
 
 
 @pytest.fixture
@@ -64,7 +40,7 @@ def test_every_worker_serves_a_new_version_within_a_second(server, cache, model_
     newer = random_model(num_users=50, num_items=80, seed=2)
     version = publish(cache, model_dir, newer, top_k=TOP_K)
     published = time.monotonic()
-    switched = wait_until(lambda: set(server.worker_versions().values()) == {version}, 1.0, 0.02)
+    switched = poll(lambda: set(server.worker_versions().values()) == {version}, 1.0, 0.02)
     elapsed = time.monotonic() - published
     assert switched, f"workers hold {server.worker_versions()} {elapsed:.2f}s after publishing {version}"
     assert elapsed < 1.0
@@ -122,7 +98,7 @@ def test_errors_are_json_and_access_log_has_the_request_id(server):
     assert slashed["code"] == "invalid_arguments" and "user_id" in slashed["details"]["fields"]["path"]
     misspelt = requests.get(f"{server.url}/recommendations/user-1?limt=5").json()["error"]
     assert misspelt["code"] == "invalid_arguments" and "limt" in misspelt["message"]
-    assert wait_until(lambda: "request_id=e2e-42" in server.log(), 5)
+    assert poll(lambda: "request_id=e2e-42" in server.log(), 5)
     for line in server.log().splitlines():
         json.loads(line)  # every log line is one JSON object
 
@@ -163,10 +139,10 @@ def test_requests_keep_succeeding_while_redis_stops_and_restarts(model_dir, tmp_
             private_redis.start()  # empty: no persistence
             time.sleep(1.0)
             second = publish(cache, model_dir, random_model(num_users=50, num_items=80, seed=2), top_k=TOP_K)
-            caught_up = wait_until(lambda: set(server.worker_versions().values()) == {second}, 15, 0.1)
+            caught_up = poll(lambda: set(server.worker_versions().values()) == {second}, 15, 0.1)
             # A worker whose last Redis call failed just before the restart skips Redis for REDIS_COOLDOWN
             # (computing pages from the model meanwhile); after that its pages come from the new lists.
-            back_on_cache = wait_until(lambda: (second, "cache") in sources_of(answers), REDIS_COOLDOWN + 10, 0.1)
+            back_on_cache = poll(lambda: (second, "cache") in sources_of(answers), REDIS_COOLDOWN + 10, 0.1)
         finally:
             stop.set()
             for t in threads:
@@ -221,15 +197,15 @@ def test_without_reuse_port_the_workers_share_a_socket_and_usr2_upgrades_in_plac
         assert len(set().union(*shared)) == 1 and all(shared), shared
         loader.start()
         os.kill(server.master_pid, signal.SIGUSR2)
-        new_master = wait_until(lambda: next((p for p in server.worker_pids() if p not in old_workers), None), 30)
+        new_master = poll(lambda: next((p for p in server.worker_pids() if p not in old_workers), None), 30)
         assert new_master, server.log()[-3000:]
-        assert wait_until(lambda: len(child_pids(new_master)) == 2, 30), server.log()[-3000:]
+        assert poll(lambda: len(child_pids(new_master)) == 2, 30), server.log()[-3000:]
         before_retiring = len(answered)
         assert server.stop() == 0, server.log()[-3000:]  # TERM: the old master and workers finish and exit
         new_workers = child_pids(new_master)
         assert not set(new_workers) & set(old_workers)
         # The new workers serve on the inherited socket, and their master keeps its own metrics.
-        assert wait_until(lambda: set(server.worker_versions()) == {str(p) for p in new_workers}, 30)
+        assert poll(lambda: set(server.worker_versions()) == {str(p) for p in new_workers}, 30)
         statuses = [
             requests.get(f"{server.url}/admin/model-status", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
             for _ in range(10)
@@ -243,7 +219,7 @@ def test_without_reuse_port_the_workers_share_a_socket_and_usr2_upgrades_in_plac
         server.stop()  # a no-op once the old master was retired above
         if new_master is not None and running(new_master):
             os.kill(new_master, signal.SIGTERM)
-            assert wait_until(lambda: not running(new_master), 30), "the new master did not stop"
+            assert poll(lambda: not running(new_master), 30), "the new master did not stop"
     assert not failures, failures[:5]
     assert len(answered) > before_retiring > 0
 

@@ -15,7 +15,7 @@ import pytest
 
 from ml import artifact
 from ml.errors import ArtifactError
-from tests.ml.factories import random_model
+from testing.factories import random_model
 
 T0 = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
 

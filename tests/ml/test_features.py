@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ml.features import build_features
-from tests.ml.factories import make_dataset
+from testing.factories import make_dataset
 
 
 @pytest.fixture

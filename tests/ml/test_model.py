@@ -9,7 +9,7 @@ import pytest
 
 import ml.model
 from ml.model import RecModel
-from tests.ml.factories import brute_force_top_k, random_model
+from testing.factories import brute_force_top_k, random_model
 
 FLOAT32_ROUNDING = 1e-6  # a few float32 ulps, relative
 

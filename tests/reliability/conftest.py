@@ -1,45 +1,19 @@
-"""Fixtures of the reliability tests: the app under real gunicorn on a published model, and its access log.
+"""Fixtures of the reliability tests: the app under real gunicorn on a published model, shared by a module.
 
-The server, its environment and the way a version is published are the end-to-end tests' own
-(``tests.e2e.test_web_gunicorn``, ``tests.app.helpers``, ``tests.app.processes``); this module only adds
-what several reliability tests read from a running server: every answered status, from gunicorn's access log.
+The server, its environment, the way a version is published and the reading of its access log
+(:func:`testing.processes.access_statuses`) come from the :mod:`testing` package, as for the end-to-end tests.
 """
 
 from __future__ import annotations
-
-import json
-import re
-from pathlib import Path
 
 import pytest
 import redis
 
 from common.recs_cache import RecsCache
-from tests.app.helpers import REDIS_PREFIX, publish
-from tests.app.processes import GunicornServer, RedisServer
-from tests.e2e.test_web_gunicorn import ADMIN_TOKEN, TOP_K, server_env
-from tests.ml.factories import random_model
-
-__all__ = ["ADMIN_TOKEN", "TOP_K", "server_env"]
-
-# The access log's format (gunicorn.conf.py): '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=...'.
-_ACCESS = re.compile(r'^\S+ "(?P<request>.*)" (?P<status>\d{3}) ')
-
-
-def access_statuses(log_path: Path) -> list[tuple[str, int]]:
-    """(request line, status) of every request gunicorn logged, in order."""
-    found = []
-    for line in log_path.read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("logger") != "gunicorn.access":
-            continue
-        match = _ACCESS.match(entry["message"])
-        if match:
-            found.append((match["request"], int(match["status"])))
-    return found
+from testing.environment import REDIS_PREFIX, TOP_K, server_env
+from testing.factories import random_model
+from testing.processes import GunicornServer, RedisServer
+from testing.service import publish
 
 
 @pytest.fixture(scope="module")

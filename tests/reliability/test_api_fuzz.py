@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import ADMIN_TOKEN, access_statuses
+from testing.environment import ADMIN_TOKEN
+from testing.processes import access_statuses
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.processes import GunicornServer
-from tests.reliability.conftest import access_statuses
-from tests.tasks.conftest import run_train, start_worker
+from testing.processes import GunicornServer, access_statuses, start_worker
+from testing.service import run_train
 
 SOAK_SECONDS = int(os.environ.get("SOAK_SECONDS", "15"))
 # Allowed growth of a worker's resident memory from its second reload to its last (the first reload after

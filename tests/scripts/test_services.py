@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from tests.app.processes import free_port
-from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
-from tests.postgres_server import PasswordPostgres, unavailable_reason
+from testing.environment import TEST_DATABASE_URL, TEST_REDIS_URL
+from testing.postgres import PasswordPostgres, unavailable_reason
+from testing.processes import free_port
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "services.py")
 

@@ -7,8 +7,8 @@ import sys
 
 import requests
 
-from tests.app.processes import free_port
-from tests.tasks.conftest import REPO, start_worker, wait_until
+from testing.polling import wait_until
+from testing.processes import REPO, free_port, start_worker
 
 FLOWER_USER, FLOWER_PASSWORD = "ops", "flower-test-password"
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.app.processes import free_port, listening_addresses
-from tests.tasks.conftest import wait_until
+from testing.polling import wait_until
+from testing.processes import free_port, listening_addresses
 
 REFUSAL = (
     "recsvc flower: refusing to listen on {address} (FLOWER_ADDRESS or --address) without authentication: "

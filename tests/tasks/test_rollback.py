@@ -9,7 +9,8 @@ import ml.artifact
 from app import create_app
 from common.config import load_settings
 from tasks import limits
-from tests.tasks.conftest import REPO, next_update, publish_once, settings_from
+from testing.processes import REPO
+from testing.service import next_update, publish_once, settings_from
 
 
 def rollback(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

@@ -1,13 +1,15 @@
-"""Small deterministic models and datasets built directly in memory, shared by the ML tests."""
+"""Small deterministic models and datasets built directly in memory, for the tests and the serving benchmark."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from ml.dataset import Dataset, Table, build_dataset
+from ml.dataset import Dataset, Table
 from ml.model import RecModel
+from ml.validate import build_dataset
 
 POSTS_START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -119,3 +121,21 @@ def planted_tables(
 
 def _iso(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def with_features(model: RecModel, fan: str) -> RecModel:
+    """``model`` with feature embeddings: posts of community "hot" fit user ``fan`` best, "cold" ones worst.
+
+    A user with role "student" or following "hot" gets a representation too (the features strategy).
+    """
+    dim = model.item_embeddings.shape[1]
+    hot = model.user_embeddings[model.user_index(fan)] * 20
+    return replace(
+        model,
+        item_feature_names=["community:hot", "community:cold", "tag:x"],
+        item_feature_embeddings=np.stack([hot, -hot, np.zeros(dim)]).astype(np.float32),
+        item_feature_biases=np.zeros(3, dtype=np.float32),
+        user_feature_names=["role:student", "follows:hot"],
+        user_feature_embeddings=np.stack([np.ones(dim), hot / 20]).astype(np.float32),
+        user_feature_biases=np.array([0.5, 0.25], dtype=np.float32),
+    )

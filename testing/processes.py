@@ -1,26 +1,31 @@
-"""Real server processes for end-to-end tests: gunicorn running the app, and a private redis-server.
+"""Real service processes for the tests and benchmarks: gunicorn, a private redis-server, ``celery -A tasks``.
 
-Each binds a port found free by binding to port 0, so parallel test runs do not collide.
+Servers bind a port found free by binding to port 0, so parallel runs do not collide. Each process runs as
+it does in production, configured through its environment only.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-REPO = Path(__file__).resolve().parents[2]
+from testing.polling import poll, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 
 
@@ -80,19 +85,6 @@ def listening_addresses(pid: int) -> dict[int, tuple[str, int]]:
     return listening
 
 
-def wait_until(condition, timeout: float, interval: float = 0.05):
-    """Poll ``condition`` until it returns something truthy (returned) or ``timeout`` passes (None)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-        except (requests.RequestException, redis.RedisError):
-            result = None
-        if result or time.monotonic() >= deadline:
-            return result
-        time.sleep(interval)
-
-
 class RedisServer:
     """A throwaway redis-server without persistence, which a test may stop and start again on the same port."""
 
@@ -109,7 +101,7 @@ class RedisServer:
         )
         client = redis.Redis.from_url(self.url)
         try:
-            if not wait_until(client.ping, 10):
+            if not poll(client.ping, 10):
                 raise RuntimeError(f"redis-server on port {self.port} did not start")
         finally:
             client.close()
@@ -124,6 +116,26 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+# The access log's format (gunicorn.conf.py): '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=...'.
+_ACCESS = re.compile(r'^\S+ "(?P<request>.*)" (?P<status>\d{3}) ')
+
+
+def access_statuses(log_path: Path) -> list[tuple[str, int]]:
+    """(request line, status) of every request gunicorn logged, in order."""
+    found = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("logger") != "gunicorn.access":
+            continue
+        match = _ACCESS.match(entry["message"])
+        if match:
+            found.append((match["request"], int(match["status"])))
+    return found
 
 
 class GunicornServer:
@@ -150,7 +162,7 @@ class GunicornServer:
             self._process = subprocess.Popen(
                 [str(GUNICORN), self.app], cwd=REPO, env=self._env, stdout=log, stderr=subprocess.STDOUT
             )
-        if not wait_until(self._ready, ready_timeout, 0.2):
+        if not poll(self._ready, ready_timeout, 0.2):
             self.stop()
             raise RuntimeError(f"gunicorn did not start {self.workers} workers:\n{self.log()}")
         return self
@@ -203,3 +215,60 @@ class GunicornServer:
             code = self._process.wait(10)
         self._process = None
         return code
+
+
+class CeleryProcess:
+    """One ``celery -A tasks ...`` process (worker, beat, Flower, the CLI) in its own process group, logging
+    to a file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path):
+        self.name = name
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tasks", *args],
+            cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = 60.0) -> re.Match:
+        """Wait until the process's output matches ``pattern`` (a regex); fail early if the process exits."""
+
+        def found():
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.popen.returncode}:\n{self.log()[-3000:]}")
+            return re.search(pattern, self.log())
+
+        return wait_until(found, timeout, f"{pattern!r} in the output of {self.name}", interval=0.05)
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the whole process group (a worker and its pool children)."""
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self) -> None:
+        """Kill the process group and reap the leader."""
+        self.signal(signal.SIGKILL)
+        self.popen.wait(timeout=30)
+        self._log.close()
+
+
+def start_worker(
+    services: Callable[[str, list[str], dict[str, str]], CeleryProcess],
+    env: dict[str, str],
+    name: str = "w1",
+    concurrency: int = 1,
+) -> CeleryProcess:
+    """A ``celery -A tasks worker`` process started through ``services``, returned once it is consuming."""
+    worker = services(
+        f"worker-{name}",
+        ["worker", "--loglevel=INFO", f"--hostname={name}@%h", f"--concurrency={concurrency}", "--without-gossip",
+         "--without-mingle", "--pool=prefork"],
+        env,
+    )  # fmt: skip
+    worker.wait_for_log(r"\bready\.")
+    return worker

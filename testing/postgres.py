@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.app.processes import free_port
+from testing.processes import free_port
 
 PASSWORD = "s3cret-for-tests"
 
