@@ -79,7 +79,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from app.api import Api
     from app.runtime import build_runtime
     from app.schemas import PageLimitsPlugin
-    from app.views import admin, events, health, metrics, recommendations, root
+    from app.views import admin, events, health, metrics, recommendations, root, similar
 
     app.extensions["recsvc"] = build_runtime(settings)
     request_id.init_app(app)
@@ -93,7 +93,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.url_map.converters["rest"] = recommendations.RestOfPathConverter
     page_limits = PageLimitsPlugin(settings.max_page_limit, settings.default_page_limit)
     api = Api(app, spec_kwargs={"extra_plugins": [page_limits]})
-    for blueprint in (root.blp, recommendations.blp, events.blp, health.blp, admin.blp, metrics.blp):
+    for blueprint in (root.blp, recommendations.blp, similar.blp, events.blp, health.blp, admin.blp, metrics.blp):
         api.register_blueprint(blueprint)
     # Browsers ask for /favicon.ico on every page they show (the docs, a JSON answer): "no icon" rather than
     # a 404 that the browser's console reports as an error.

@@ -146,11 +146,18 @@ class RecommendationsQuerySchema(QueryArgumentsSchema):
             "maxLength": MAX_EXCLUDE * (MAX_ID_LENGTH + 1) - 1,
         },
     )
+    community = _filter_field("of these communities (ids)")
+    tag = _filter_field("carrying one of these tags")
 
     @validates("exclude")
     def _check_exclude(self, value: str | None, data_key: str) -> None:
         if value is not None:
             parse_exclude(value)
+
+    @validates("community", "tag")
+    def _check_filter(self, value: str | None, data_key: str) -> None:
+        if value is not None:
+            parse_filter(value)
 
     @validates_schema
     def _one_pin(self, data: dict, **kwargs) -> None:
@@ -168,6 +175,8 @@ class RecommendationsQuerySchema(QueryArgumentsSchema):
         if data.get("limit") is None:
             data["limit"] = current_app.config["SETTINGS"].default_page_limit
         data["exclude"] = parse_exclude(data["exclude"]) if data.get("exclude") is not None else frozenset()
+        for name in ("community", "tag"):
+            data[name] = parse_filter(data[name]) if data.get(name) is not None else frozenset()
         return data
 
     def plain_load(self, args: Mapping[str, str]) -> dict[str, Any] | None:
@@ -192,11 +201,22 @@ class RecommendationsQuerySchema(QueryArgumentsSchema):
             return None
         if token is not None and (version is not None or not TOKEN_PATTERN.fullmatch(token)):
             return None
+        community, tag = args.get("community"), args.get("tag")
         try:
             excluded = frozenset() if exclude is None else parse_exclude(exclude)
+            communities = frozenset() if community is None else parse_filter(community)
+            tags = frozenset() if tag is None else parse_filter(tag)
         except ValidationError:
             return None
-        return {"limit": limit, "offset": offset, "version": version, "token": token, "exclude": excluded}
+        return {
+            "limit": limit,
+            "offset": offset,
+            "version": version,
+            "token": token,
+            "exclude": excluded,
+            "community": communities,
+            "tag": tags,
+        }
 
 
 def _plain_int(text: str, low: int, high: int) -> int | None:
@@ -291,6 +311,83 @@ class RecommendationsSchema(Schema):
         metadata={"description": "true when the requested `version` is no longer available and the current one served"},
     )
     recommendations = fields.List(fields.Nested(RecommendationSchema), required=True)
+    pagination = fields.Nested(PaginationSchema, required=True)
+    experiment = fields.String(
+        required=True, allow_none=True, metadata={"description": "The running experiment (EXPERIMENT), or null"}
+    )
+    variant = fields.String(
+        required=True, allow_none=True, metadata={"description": "The user's variant in it (sticky), or null"}
+    )
+    variant_fallback = fields.Boolean(
+        required=True,
+        metadata={"description": "true when the variant's own model is not served and the production model answered"},
+    )
+
+
+# --- similar posts ---
+
+
+class SimilarQuerySchema(QueryArgumentsSchema):
+    limit = RecommendationsQuerySchema._declared_fields["limit"]
+    offset = RecommendationsQuerySchema._declared_fields["offset"]
+    token = RecommendationsQuerySchema._declared_fields["token"]
+    user_id = fields.String(
+        load_default=None,
+        metadata={
+            "description": "Re-rank the neighbours for this user and leave out the posts it interacted with "
+            "(1-128 characters, as the user ids of `/recommendations/<user_id>`)",
+            "maxLength": MAX_ID_LENGTH,
+        },
+    )
+
+    @validates("user_id")
+    def _check_user_id(self, value: str | None, data_key: str) -> None:
+        if value is not None:
+            check_user_id(value)
+
+    @post_load
+    def _default_limit(self, data: dict, **kwargs) -> dict:
+        if data.get("limit") is None:
+            data["limit"] = current_app.config["SETTINGS"].default_page_limit
+        return data
+
+    _check_limit = RecommendationsQuerySchema._check_limit
+
+
+SIMILAR_SCORE_DESCRIPTION = (
+    "`similar`: the cosine of the two posts' representations in the model (-1 to 1; 1 is the same direction)."
+    " `community_popular`: the number of distinct users who interacted with the post in the training data"
+    " (0 for a `fresh` post). Order by `rank`, not by score: with `user_id` the best neighbours are re-ordered"
+    " for the user and keep their cosine."
+)
+
+
+class SimilarPostSchema(RecommendationSchema):
+    score = fields.Float(required=True, metadata={"description": SIMILAR_SCORE_DESCRIPTION})
+
+
+class SimilarPostsSchema(Schema):
+    post_id = fields.String(required=True, metadata={"description": "The post whose neighbours these are"})
+    user_id = fields.String(
+        required=True, allow_none=True, metadata={"description": "The user they were re-ranked for, or null"}
+    )
+    model_version = fields.String(required=True)
+    token = fields.String(
+        required=True, metadata={"description": "Pass back as `token` to keep paging on this list (opaque)"}
+    )
+    strategy = fields.String(
+        required=True,
+        validate=validate.OneOf(["similar", "community_popular"]),
+        metadata={
+            "description": "`similar`: by cosine with the post; `community_popular`: the model cannot place the "
+            "post (a fresh post none of whose tags or community it knows), so the popular posts of its community"
+        },
+    )
+    source = fields.String(required=True, validate=validate.OneOf(["model"]))
+    version_fallback = fields.Boolean(
+        required=True, metadata={"description": "true when the token's scroll could not be kept and a fresh one began"}
+    )
+    recommendations = fields.List(fields.Nested(SimilarPostSchema), required=True)
     pagination = fields.Nested(PaginationSchema, required=True)
 
 
@@ -433,3 +530,44 @@ class ModelStatusSchema(Schema):
     cache_version = fields.String(allow_none=True, metadata={"description": "The current version in Redis"})
     last_load_error = fields.Dict(allow_none=True, metadata={"description": "The last failed load, if any"})
     last_training_outcome = fields.Dict(allow_none=True)
+    online = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "Online click-through of the production model (tasks.online_report): `daily` "
+            "[{day, impressions, clicks, ctr}], `ctr_today`, `ctr_trailing_week`, `drop_fraction`, `alert`; "
+            "null until the first report"
+        },
+    )
+
+
+class VariantSpecSchema(Schema):
+    name = fields.String(required=True)
+    share = fields.Float(required=True)
+    ranking = fields.String(required=True, validate=validate.OneOf(["production", "popular", "model"]))
+    training = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+
+
+class ExperimentSpecSchema(Schema):
+    name = fields.String(required=True)
+    control = fields.String(required=True)
+    variants = fields.List(fields.Nested(VariantSpecSchema), required=True)
+
+
+class ExperimentsSchema(Schema):
+    configured = fields.Nested(
+        ExperimentSpecSchema, allow_none=True, metadata={"description": "The running experiment, or null"}
+    )
+    report = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "The last report's experiment (tasks.online_report): `name`, `control` and `days` "
+            "(newest first) of {day, variants: [{variant, impressions, users, clicks, ctr, vs_control}]}; "
+            "`clicks`/`ctr` by type (view, like, comment, any); `vs_control` by type: {relative_difference, "
+            "ci_low, ci_high, p_value} (95% interval, two-proportion test) or null"
+        },
+    )
+    computed_at = fields.String(allow_none=True, metadata={"description": "When the report was computed (ISO 8601)"})
+    attribution_window_hours = fields.Float(allow_none=True)
+    served_backlog = fields.Integer(
+        allow_none=True, metadata={"description": "Served pages in Redis not yet moved to PostgreSQL"}
+    )

@@ -10,7 +10,7 @@ from its tags and community, so that scoring the pool for a user is one small ma
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -33,6 +33,7 @@ class LivePool:
     scorable: np.ndarray  # the rows (j) of the known posts
     embeddings: np.ndarray  # (len(scorable), d), C-contiguous: one product scores them all for a user
     biases: np.ndarray  # (len(scorable),)
+    kept: np.ndarray | None = None  # (m,) bool: the posts a filter lets through (see :meth:`restricted`); None: all
 
     @property
     def size(self) -> int:
@@ -49,9 +50,23 @@ class LivePool:
         scores = self.embeddings @ embedding + self.biases + np.float32(bias)
         return Scored(self.scorable + self.offset, scores, partial(self._members, known=True))
 
+    def restricted(self, kept: np.ndarray) -> LivePool:
+        """This pool with only the posts ``kept`` (bool, one per post) ranked; feed ids and entries unchanged."""
+        if self.kept is not None:
+            kept = kept & self.kept
+        scorable = kept[self.scorable]
+        return replace(
+            self,
+            kept=kept,
+            scorable=self.scorable[scorable],
+            embeddings=np.ascontiguousarray(self.embeddings[scorable]),
+            biases=self.biases[scorable],
+        )
+
     def unscored(self, everything: bool) -> Ranked:
         """The posts left to recency, newest first: those the model cannot score, or all (``everything``)."""
-        rows = np.arange(self.size) if everything else np.flatnonzero(~self.known)
+        rows = np.ones(self.size, dtype=bool) if everything else ~self.known
+        rows = np.flatnonzero(rows if self.kept is None else rows & self.kept)
         members = partial(self._members, known=None if everything else False)
         return Fixed(rows + self.offset, np.zeros(len(rows), dtype=np.float32), members)
 
@@ -59,9 +74,12 @@ class LivePool:
         """Which feed ids are posts of this pool (of those the model can score or not, unless None)."""
         rows = feed_ids - self.offset
         inside = (rows >= 0) & (rows < self.size)
+        rows = np.where(inside, rows, 0)
+        if self.kept is not None:
+            inside &= self.kept[rows]
         if known is None:
             return inside
-        return inside & (self.known[np.where(inside, rows, 0)] == known)
+        return inside & (self.known[rows] == known)
 
 
 def build_pool(model: RecModel, item_index: Mapping[str, int], generation: int, posts: Sequence[PoolPost]) -> LivePool:

@@ -23,15 +23,18 @@ from typing import Any
 
 from app import metrics
 from app.cache_guard import CacheGuard, CacheUnavailable
+from app.feed.filters import CommunityTagFilter
 from app.feed.live import LivePool, build_pool, empty_pool
 from app.feed.lru import Lru
 from app.feed.mirror import KnownExclusions, LiveMirror
 from app.feed.pin import UNPINNED, Pin
+from app.feed.similar import ForUser, Neighbours
 from app.feed.stages import Candidates, Exclusions, Feed, FeedRequest, FreshPosts, Page, Scope
 from app.feed.version_view import VersionView
 from app.list_memo import ListMemo
 from app.model_holder import LoadedModel, ModelHolder
 from common.recs_cache import RecsCache, UserReads, cut_exclusions, live_user_at, unpack_list
+from ml.similar import UnitItems
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +92,18 @@ class FeedService:
         self._memo = memo
         self.mirror = mirror
         self._rankings = Lru(RANKINGS_KEPT)  # (kind, version, who, depth) -> a ranking past the precomputed list
+        self._filter = CommunityTagFilter(max_feed_posts)
         self.stages: Sequence[Callable[[Feed], Feed]] = (
             Candidates(top_k, max_feed_posts, self._rankings),
+            self._filter,
             FreshPosts(),
+            Exclusions(impressions),
+        )
+        self._units = Lru(2)  # version -> ml.similar.UnitItems (items x d float32), made at the swap
+        self._catalogues = Lru(2)  # version -> app.feed.filters.CatalogueIndex of community_popular
+        self.similar_stages: Sequence[Callable[[Feed], Feed]] = (
+            Neighbours(max_feed_posts, self._units, self._catalogues),
+            ForUser(),
             Exclusions(impressions),
         )
         self._page = Page(max_feed_posts)
@@ -107,16 +119,29 @@ class FeedService:
         so it is kept per worker: the next pages of a scroll, and a user's next visit while nothing changed
         for it, only cut a page out of it (its rankings keep what they have computed).
         """
+        return self._run(request, self.stages)
+
+    def similar(self, request: FeedRequest) -> dict[str, Any]:
+        """A page of the posts similar to ``request.similar_to``, for ``request.user_id`` if it names a user.
+
+        Resolved and kept like a feed's page (see :mod:`app.feed.similar`; an anonymous page's reader is
+        ``app.feed.similar.ANONYMOUS``). Raises :class:`NoModel`, and :class:`app.feed.similar.UnknownPost`
+        when neither the model nor the pinned live pool has the post.
+        """
+        return self._run(request, self.similar_stages)
+
+    def _run(self, request: FeedRequest, stages: Sequence[Callable[[Feed], Feed]]) -> dict[str, Any]:
         scope = self._resolve(request)
-        key = (request.user_id, scope.pin, scope.redis_answered)
+        key = (request.user_id, request.similar_to, request.communities, request.tags, scope.pin, scope.redis_answered)
         feed = self._feeds.get(key)
         if feed is None:
             feed = Feed(request, scope)
-            for stage in self.stages:
+            for stage in stages:
                 feed = stage(feed)
             self._feeds.put(key, feed)
         else:
-            feed = replace(feed, request=request, scope=scope)  # this page's offset, exclusions, fallback
+            # This page's offset, exclusions, fallback; a filter's restricted pool stays.
+            feed = replace(feed, request=request, scope=replace(scope, pool=feed.scope.pool))
         metrics.labelled(metrics.PAGES, feed.strategy, feed.source).inc()
         return self._page(feed)
 
@@ -131,6 +156,9 @@ class FeedService:
             self._view(loaded)
             self._feeds.clear()
             self._rankings.clear()
+            self._filter.clear()
+            self._catalogues.clear()
+            self._units.put(version, UnitItems.of(loaded.model))  # the similar posts' one product per page
 
     # --- resolving a request ---
 

@@ -12,8 +12,9 @@ stage takes the feed and returns the next one, and :class:`Page` cuts the respon
 - :class:`Exclusions` removes what the user saw and demotes (or hides) what it was shown, as of the cutoff.
 
 A stage is a callable ``Feed -> Feed`` that replaces :attr:`Feed.ranking` (a lazy :mod:`app.feed.ranked`
-ranking) and what it describes; a new feature (a community filter, similar posts, an experiment's
-variant) is a new stage in the service's tuple, not a new branch here. Stages do no I/O: what they need
+ranking) and what it describes; a new feature (the community and tag filter of :mod:`app.feed.filters`,
+similar posts in :mod:`app.feed.similar`, an experiment's variant) is a new stage in the service's tuple,
+not a new branch here. Stages do no I/O: what they need
 is read into the scope first, in one Redis round trip.
 """
 
@@ -43,6 +44,9 @@ class FeedRequest:
     offset: int
     pin: Pin = UNPINNED
     exclude: frozenset[str] = frozenset()  # posts the client already shows: skipped, positions kept
+    communities: frozenset[str] = frozenset()  # only posts of these communities (none: any), see app.feed.filters
+    tags: frozenset[str] = frozenset()  # only posts carrying one of these tags (none: any)
+    similar_to: str | None = None  # a page of the posts similar to this one (see app.feed.similar)
 
 
 @dataclass(frozen=True, eq=False)

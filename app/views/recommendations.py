@@ -48,6 +48,9 @@ class Recommendations(MethodView):
         Users the model does not know yet get a feed from their role and follows (`strategy: features`),
         or the popularity feed (`strategy: popular`). Pass the page's `token` back as `token` to keep paging
         on the same scroll, whatever is trained, refreshed or reported meanwhile.
+
+        `community` and `tag` restrict the feed to those communities and tags, ranked the same way over
+        every matching post (fresh ones included); the token pins a filtered scroll too.
         """
         # The path is checked here rather than by a second webargs pass: this is the hot path.
         try:
@@ -68,7 +71,9 @@ def _feed_request(user_id: str, query: dict) -> FeedRequest:
     """The feed's request: ``token`` pins the whole scroll, ``version`` (earlier clients) only the model."""
     token, version = query["token"], query["version"]
     pin = Pin.parse(token) if token is not None else Pin(version=version)
-    return FeedRequest(user_id, query["limit"], query["offset"], pin, query["exclude"])
+    return FeedRequest(
+        user_id, query["limit"], query["offset"], pin, query["exclude"], query["community"], query["tag"]
+    )
 
 
 def _path_error(exc: ValidationError) -> dict:
