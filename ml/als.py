@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
@@ -27,20 +26,11 @@ from ml.cpus import usable_cpus
 from ml.dataset import Dataset
 from ml.errors import TrainingError
 from ml.model import RecModel
+from ml.model_config import AlsSettings
 from ml.settings import TrainingSettings
 from ml.training import check_trainable, exclusions, interaction_weights, popularity
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AlsSettings:
-    """Hyperparameters of the ALS fit; the interaction weights and half-life come from TrainingSettings."""
-
-    factors: int = 64
-    regularization: float = 0.05
-    alpha: float = 10.0
-    iterations: int = 15
 
 
 def train_als(dataset: Dataset, params: TrainingSettings, als: AlsSettings) -> RecModel:

@@ -20,10 +20,10 @@ Three families compete on the validation split:
 
 The best candidate by validation precision@10 (NDCG@10 breaks ties) is then trained on the holdout's train
 part, as is the configuration in force; it replaces that one only if it scores better on the holdout
-(:func:`run_search`). The choice, its figures and every trial go to ``MODEL_DIR/search.json``, written
-atomically at the end, so a search killed midway leaves the configuration in force. Hyperparameters a
-deployment sets in its environment (:data:`VARIABLES`) are pinned: the search leaves them alone, and
-:func:`effective_config` never overrides them.
+(:func:`run_search`). The choice, its figures and every trial go to ``MODEL_DIR/search.json``
+(:mod:`ml.model_config`), written atomically at the end, so a search killed midway leaves the configuration
+in force. Hyperparameters a deployment sets in its environment (:data:`ml.model_config.VARIABLES`) are
+pinned: the search leaves them alone, and :func:`ml.model_config.effective_config` never overrides them.
 
 Command line (``--model-dir`` reads the configuration in force and records the result there)::
 
@@ -39,29 +39,26 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 
 import ml.training
-from ml.als import AlsSettings, train_als
-from ml.artifact import _write_atomically
 from ml.blend import blend
 from ml.dataset import Dataset
 from ml.errors import DatasetError, TrainingError
 from ml.evaluate import MIN_USER_POSTS, Split, ranking_metrics, temporal_split
+from ml.families import train_model
 from ml.features import build_features
 from ml.model import RecModel
+from ml.model_config import FAMILIES, AlsSettings, ModelConfig, effective_config, pinned_fields, write_search
 from ml.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("lightfm", "als", "blend")
-SEARCH_FILE = "search.json"
 K = 10
 PRIMARY, SECONDARY = f"precision@{K}", f"ndcg@{K}"
 # Epochs after which a LightFM trial reports its validation precision to the pruner.
@@ -70,69 +67,7 @@ PRUNE_EPOCHS = (5, 10, 20, 40)
 LIGHTFM_SHARE, ALS_SHARE = 0.55, 0.25
 BLEND_WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 11))
 
-# The environment variable that pins each searched LightFM hyperparameter (ml.settings reads them).
-VARIABLES = {
-    "components": "LIGHTFM_COMPONENTS",
-    "loss": "LIGHTFM_LOSS",
-    "learning_rate": "LIGHTFM_LEARNING_RATE",
-    "epochs": "LIGHTFM_EPOCHS",
-    "item_alpha": "LIGHTFM_ITEM_ALPHA",
-    "user_alpha": "LIGHTFM_USER_ALPHA",
-    "max_sampled": "LIGHTFM_MAX_SAMPLED",
-    "weight_view": "WEIGHT_VIEW",
-    "weight_like": "WEIGHT_LIKE",
-    "weight_comment": "WEIGHT_COMMENT",
-    "half_life_days": "WEIGHT_HALF_LIFE_DAYS",
-}
 HALF_LIVES = (0.0, 30.0, 90.0, 180.0, 365.0, 730.0, 1460.0)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """What a training run fits: the family, LightFM's settings (also the interaction weights of every
-    family), ALS's settings (``als`` and ``blend``) and the blend's LightFM weight."""
-
-    family: str = "lightfm"
-    training: TrainingSettings = field(default_factory=TrainingSettings)
-    als: AlsSettings | None = None
-    blend_weight: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"unknown model family {self.family!r}; one of {', '.join(FAMILIES)}")
-        if self.family != "lightfm" and self.als is None:
-            raise ValueError(f"a {self.family} model needs ALS settings")
-        if self.family == "blend" and self.blend_weight is None:
-            raise ValueError("a blend needs its weight")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "family": self.family,
-            "training": asdict(self.training),
-            "als": asdict(self.als) if self.als else None,
-            "blend_weight": self.blend_weight,
-        }
-
-    @classmethod
-    def from_json(cls, document: Mapping[str, Any]) -> ModelConfig:
-        als = document.get("als")
-        return cls(
-            family=document["family"],
-            training=TrainingSettings(**document["training"]),
-            als=AlsSettings(**als) if als else None,
-            blend_weight=document.get("blend_weight"),
-        )
-
-
-def train_model(dataset: Dataset, config: ModelConfig) -> RecModel:
-    """Fit the configuration's family on ``dataset`` (:func:`ml.training.train`, :func:`ml.als.train_als`,
-    or both blended). Raises :class:`TrainingError` as they do."""
-    if config.family == "lightfm":
-        return ml.training.train(dataset, config.training)
-    als = train_als(dataset, config.training, config.als)
-    if config.family == "als":
-        return als
-    return blend(ml.training.train(dataset, config.training), als, config.blend_weight)
 
 
 def validation_split(holdout: Split) -> Split:
@@ -142,49 +77,6 @@ def validation_split(holdout: Split) -> Split:
     the holdout. The holdout's test pairs appear in neither.
     """
     return temporal_split(holdout.train)
-
-
-def pinned_fields(env: Mapping[str, str]) -> frozenset[str]:
-    """The searched hyperparameters the environment sets (a non-empty variable of :data:`VARIABLES`)."""
-    return frozenset(name for name, variable in VARIABLES.items() if (env.get(variable) or "").strip())
-
-
-def effective_config(base: TrainingSettings, model_dir: str | Path, pinned: frozenset[str]) -> ModelConfig:
-    """The configuration in force: the search's choice in ``model_dir``, with every pinned field from ``base``.
-
-    Without a recorded choice (no search yet, or an unreadable file, which is logged) it is ``base``'s LightFM.
-    Fields the search does not tune (``num_threads``, ``seed``) always come from ``base``.
-    """
-    document = read_search(model_dir)
-    if not document or not document.get("chosen"):
-        return ModelConfig(training=base)
-    try:
-        chosen = ModelConfig.from_json(document["chosen"])
-    except (KeyError, TypeError, ValueError) as exc:
-        logger.warning("%s: unusable chosen configuration (%s); using the environment's", SEARCH_FILE, exc)
-        return ModelConfig(training=base)
-    kept = {name: getattr(base, name) for name in pinned} | {"num_threads": base.num_threads, "seed": base.seed}
-    return replace(chosen, training=replace(chosen.training, **kept))
-
-
-def read_search(model_dir: str | Path) -> dict[str, Any] | None:
-    """The last search's record (``MODEL_DIR/search.json``), or None when there is none or it is unreadable."""
-    path = Path(model_dir) / SEARCH_FILE
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        logger.warning("%s: unreadable (%s)", path, exc)
-        return None
-    return document if isinstance(document, dict) else None
-
-
-def write_search(model_dir: str | Path, document: Mapping[str, Any]) -> None:
-    """Record a search's result atomically: a reader sees the previous record or this one, never a part."""
-    directory = Path(model_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    _write_atomically(directory / SEARCH_FILE, json.dumps(document, indent=2, allow_nan=False).encode())
 
 
 # --- the search ---
@@ -225,7 +117,7 @@ def run_search(
     current : ModelConfig
         The configuration in force; its ``training`` gives the pinned values, ``num_threads`` and ``seed``.
     pinned : frozenset of str
-        Fields of :data:`VARIABLES` the search leaves at ``current.training``'s values.
+        Fields of :data:`ml.model_config.VARIABLES` the search leaves at ``current.training``'s values.
     budget_seconds, trials : optional
         The budget: wall seconds for the whole search, and/or trials per family study (at least one given).
     seed : int

@@ -9,22 +9,22 @@ import numpy as np
 import pytest
 
 import ml.artifact
-from ml.als import AlsSettings, train_als
+from ml.als import train_als
 from ml.blend import blend
 from ml.evaluate import temporal_split
+from ml.families import train_model
 from ml.features import build_features
-from ml.search import (
+from ml.model_config import (
     FAMILIES,
+    AlsSettings,
     ModelConfig,
     effective_config,
-    main,
     pinned_fields,
     read_search,
-    run_search,
-    train_model,
-    validation_split,
+    summary,
     write_search,
 )
+from ml.search import main, run_search, validation_split
 from ml.settings import TrainingSettings
 from ml.training import fit, interaction_weights
 from testing.factories import planted_dataset
@@ -167,3 +167,6 @@ def test_the_command_records_the_choice_and_the_trials(tmp_path, capsys, monkeyp
     assert recorded["chosen"]["training"]["epochs"] == 5
     assert {"current", "families", "popularity", "adopted", "reason", "trials", "seconds"} <= recorded.keys()
     assert recorded["chosen"] == (recorded["best"]["config"] if recorded["adopted"] else recorded["current"]["config"])
+    headline = summary(recorded)
+    assert headline["trials"]["complete"] >= 3 and headline["chosen"] == recorded["chosen"]
+    assert set(headline["families"]) == set(FAMILIES)
