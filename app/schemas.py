@@ -21,6 +21,7 @@ from ml import artifact
 
 MAX_OFFSET = 2**31 - 1
 MAX_EXCLUDE = 200  # post ids in one request's ``exclude``
+MAX_FILTER_VALUES = 20  # communities in one ``community=``, tags in one ``tag=``
 
 
 def parse_exclude(text: str) -> frozenset[str]:
@@ -32,6 +33,29 @@ def parse_exclude(text: str) -> frozenset[str]:
         if not 1 <= len(post_id) <= MAX_ID_LENGTH:
             raise ValidationError(f"post id {position} must be 1 to {MAX_ID_LENGTH} characters long")
     return frozenset(ids)
+
+
+def parse_filter(text: str) -> frozenset[str]:
+    """The values of ``community`` or ``tag``: comma-separated, 1 to MAX_FILTER_VALUES of 1 to 128 characters each."""
+    values = text.split(",")
+    if len(values) > MAX_FILTER_VALUES:
+        raise ValidationError(f"must list at most {MAX_FILTER_VALUES} values, got {len(values)}")
+    for position, value in enumerate(values):
+        if not 1 <= len(value) <= MAX_ID_LENGTH:
+            raise ValidationError(f"value {position} must be 1 to {MAX_ID_LENGTH} characters long")
+    return frozenset(values)
+
+
+def _filter_field(what: str) -> fields.String:
+    return fields.String(
+        load_default=None,
+        metadata={
+            "description": f"Only posts {what}: comma-separated, any of them (up to {MAX_FILTER_VALUES} values of 1 "
+            f"to {MAX_ID_LENGTH} characters). With both `community` and `tag`, a post must pass both. An "
+            "unknown value matches nothing (an empty feed)",
+            "maxLength": MAX_FILTER_VALUES * (MAX_ID_LENGTH + 1) - 1,
+        },
+    )
 
 
 def check_user_id(value: str) -> None:
