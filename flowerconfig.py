@@ -24,7 +24,7 @@ import socket as _socket
 
 from tornado.options import options as _flower
 
-from tasks import settings as _settings
+from tasks.celery import settings as _settings
 
 
 def _is_loopback(host: str) -> bool:

@@ -19,9 +19,9 @@ from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from app.api import abort
-from app.runtime import REQUEST_REDIS_TIMEOUT
 from common.config import Settings
 from common.recs_cache import rate_limit_prefix
+from common.redis_clients import REQUEST_TIMEOUT
 
 _EXEMPT_BLUEPRINTS = frozenset({"health", "metrics", "api-docs"})
 
@@ -41,8 +41,8 @@ def init_app(app: Flask, settings: Settings) -> Limiter | None:
         storage_uri=settings.redis_url,
         storage_options={
             "key_prefix": rate_limit_prefix(settings.redis_prefix),
-            "socket_timeout": REQUEST_REDIS_TIMEOUT,
-            "socket_connect_timeout": REQUEST_REDIS_TIMEOUT,
+            "socket_timeout": REQUEST_TIMEOUT,
+            "socket_connect_timeout": REQUEST_TIMEOUT,
         },
         strategy="fixed-window",
         headers_enabled=True,
@@ -69,8 +69,8 @@ class EndpointLimit:
         storage = storage_from_string(
             settings.redis_url,
             key_prefix=rate_limit_prefix(settings.redis_prefix),
-            socket_timeout=REQUEST_REDIS_TIMEOUT,
-            socket_connect_timeout=REQUEST_REDIS_TIMEOUT,
+            socket_timeout=REQUEST_TIMEOUT,
+            socket_connect_timeout=REQUEST_TIMEOUT,
         )
         self._counters = FixedWindowRateLimiter(storage)
         self._fallback = FixedWindowRateLimiter(MemoryStorage())

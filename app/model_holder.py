@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app import metrics
+from common.recs_cache import served_version
 from ml import artifact
 from ml.errors import ArtifactError
 from ml.model import RecModel
@@ -33,19 +34,6 @@ log = logging.getLogger(__name__)
 def iso_time(timestamp: float | None) -> str | None:
     """Unix time as ISO 8601 UTC, or None."""
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
-def _created_timestamp(version: str, metadata: dict[str, Any]) -> float | None:
-    """When the model was trained: the metadata's ``created_at``, else the time in the version id."""
-    for raw, fmt in ((metadata.get("created_at"), None), (version.split("-")[0], "%Y%m%dT%H%M%SZ")):
-        if not isinstance(raw, str):
-            continue
-        try:
-            parsed = datetime.strptime(raw, fmt) if fmt else datetime.fromisoformat(raw)
-        except ValueError:
-            continue
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-    return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,7 +127,7 @@ class ModelHolder:
             target = version
             started = time.perf_counter()
             try:
-                target = target or self._published_version() or artifact.current_version(self._model_dir)
+                target = target or served_version(self._published_version(), self._model_dir)
                 if target is None:
                     return ReloadOutcome(True, False, "no model has been published yet", previous, previous)
                 if previous is not None and previous.version == target:
@@ -158,7 +146,7 @@ class ModelHolder:
                 metrics.MODEL_LOADS.labels("failed").inc()
                 reason = f"loading version {target} failed: {exc}; still serving {_name(previous)}"
                 return ReloadOutcome(False, False, reason, previous, previous)
-            loaded = LoadedModel(target, model, metadata, time.time(), _created_timestamp(target, metadata))
+            loaded = LoadedModel(target, model, metadata, time.time(), artifact.created_timestamp(target, metadata))
             self._current = loaded  # the swap: one assignment
             if previous is not None:
                 self._keep(previous)
@@ -204,7 +192,7 @@ class ModelHolder:
                     self._failed.pop(next(iter(self._failed)))
                 return None
             self._failed.pop(version, None)
-            loaded = LoadedModel(version, model, metadata, time.time(), _created_timestamp(version, metadata))
+            loaded = LoadedModel(version, model, metadata, time.time(), artifact.created_timestamp(version, metadata))
             log.info("loaded older model version %s for pinned scrolls", version)
             self._keep_locked(loaded)
             return loaded

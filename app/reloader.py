@@ -24,21 +24,15 @@ from collections.abc import Callable
 
 import redis
 from flask import Flask
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from app.feed.mirror import LiveMirror
 from app.metrics import RELOADER_LISTENING
 from app.model_holder import ModelHolder
 from app.runtime import Runtime
 from common.recs_cache import RecsCache
+from common.redis_clients import subscriber_client
 
 log = logging.getLogger(__name__)
-
-# The reloader's own Redis connection blocks on the channel, so it gets a longer timeout than requests,
-# plus periodic health checks that notice a connection that died silently.
-RELOADER_SOCKET_TIMEOUT = 5.0
-RELOADER_HEALTH_CHECK_INTERVAL = 10
 
 
 class ModelReloader(threading.Thread):
@@ -168,17 +162,9 @@ def start(app: Flask) -> ModelReloader:
     outcome = runtime.holder.reload()
     if outcome.current is not None:
         runtime.feed.prefetch(outcome.current.version)
-    client = redis.Redis.from_url(
-        runtime.settings.redis_url,
-        socket_timeout=RELOADER_SOCKET_TIMEOUT,
-        socket_connect_timeout=RELOADER_SOCKET_TIMEOUT,
-        socket_keepalive=True,
-        health_check_interval=RELOADER_HEALTH_CHECK_INTERVAL,
-        retry=Retry(NoBackoff(), 0),  # the loop above reconnects, with its own backoff
-    )
     reloader = ModelReloader(
         runtime.holder,
-        RecsCache(client, runtime.settings.redis_prefix),
+        RecsCache(subscriber_client(runtime.settings.redis_url), runtime.settings.redis_prefix),
         on_loaded=runtime.feed.prefetch,
         live=runtime.feed.mirror,
     )

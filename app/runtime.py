@@ -10,10 +10,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
-import redis
 from flask import current_app
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from app.cache_guard import CacheGuard, CacheUnavailable
 from app.feed import FeedService
@@ -23,12 +20,11 @@ from app.model_holder import ModelHolder
 from app.probes import CachedProbe, postgres_check
 from common.config import Settings
 from common.recs_cache import RecsCache
+from common.redis_clients import request_client
 
 if TYPE_CHECKING:  # app.reloader imports this module
     from app.reloader import ModelReloader
 
-# Requests must not wait long for Redis: they can be answered from the model instead.
-REQUEST_REDIS_TIMEOUT = 0.2
 # How long a Redis failure is remembered before requests try Redis again.
 REDIS_COOLDOWN = 2.0
 
@@ -57,19 +53,9 @@ def published_version(cache: RecsCache, guard: CacheGuard) -> str | None:
         return None
 
 
-def request_redis_client(redis_url: str) -> redis.Redis:
-    """A Redis client for request handling: short timeouts, one immediate retry (a stale pooled connection)."""
-    return redis.Redis.from_url(
-        redis_url,
-        socket_timeout=REQUEST_REDIS_TIMEOUT,
-        socket_connect_timeout=REQUEST_REDIS_TIMEOUT,
-        retry=Retry(NoBackoff(), 1),
-    )
-
-
 def build_runtime(settings: Settings) -> Runtime:
     """Make the objects one web app needs; nothing connects until it is used."""
-    client = request_redis_client(settings.redis_url)
+    client = request_client(settings.redis_url)
     cache = RecsCache(client, settings.redis_prefix)
     guard = CacheGuard(REDIS_COOLDOWN)
     holder = ModelHolder(settings.model_dir, partial(published_version, cache, guard), kept=settings.api_models_kept)
@@ -87,6 +73,8 @@ def build_runtime(settings: Settings) -> Runtime:
             top_k=settings.top_k,
             max_feed_posts=settings.max_feed_posts,
             impressions=settings.impressions,
+            experiment=settings.experiment,
+            served_stream_maxlen=settings.served_stream_maxlen,
         ),
         redis_probe=CachedProbe(partial(guard.call, client.ping), ttl=1.0),
         postgres_probe=CachedProbe(postgres_check(settings.database_url), ttl=10.0),

@@ -41,7 +41,7 @@ import ml.demo
 import ml.training
 from common.config import load_settings
 from common.recs_cache import RecsCache
-from tasks import pipeline, refresh_pipeline
+from tasks import data_checks, outcomes, pipeline, refresh_pipeline
 
 log = logging.getLogger("benchmarks.refresh")
 
@@ -70,9 +70,9 @@ def publish_model(settings, cache: RecsCache) -> tuple[str, float]:
     started = time.perf_counter()
     dataset = pipeline.load_dataset(settings)
     model = ml.training.train(dataset, dataclasses.replace(settings.training, epochs=1))
-    metadata = {"data_snapshot": pipeline._data_snapshot(dataset)}
+    metadata = {"data_snapshot": data_checks.data_snapshot(dataset)}
     version = ml.artifact.save(model, settings.model_dir, metadata)
-    candidate = pipeline.Candidate(
+    candidate = outcomes.Candidate(
         version, version, model.num_users, model.num_items, dataset.num_interactions, metrics=None
     )
     # The refresh reads only the version pointer and the artifact: the users' lists are not needed here.

@@ -27,8 +27,8 @@ import redis
 import ml.db
 import ml.demo
 from common.config import load_settings
-from common.recs_cache import RecsCache
-from tasks import limits, pipeline
+from common.recs_cache import RecsCache, release_lock
+from tasks import limits, outcomes, pipeline
 
 log = logging.getLogger("benchmarks.retrain")
 
@@ -67,13 +67,13 @@ def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
     lock = cache.training_lock(limits.lock_ttl(settings))
     if not lock.acquire():
         raise SystemExit(f"the benchmark's training lock {cache.lock_key} is held; is another benchmark running?")
-    stages = pipeline.Stages()
+    stages = outcomes.Stages()
     started = time.perf_counter()
     try:
         candidate, model = pipeline.build_candidate(settings, cache, stages)
         pipeline.precompute_and_publish(settings, cache, lock, candidate, model, stages)
     finally:
-        pipeline.release_lock(lock)
+        release_lock(lock)
     total = time.perf_counter() - started
 
     recs_bytes = client.memory_usage(cache.recs_key(candidate.version), samples=0) or 0

@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 import redis
 
+import ml.artifact
+
 log = logging.getLogger(__name__)
 
 ItemMeta = tuple[str, tuple[str, ...], str]  # (post_id, tags, community_id)
@@ -203,6 +205,20 @@ def live_user_at(raw: bytes | None, generation: int) -> dict[str, Any] | None:
     return None
 
 
+def release_lock(lock: redis.lock.Lock) -> None:
+    """Release a lock of :class:`RecsCache`; one that already expired (or was taken over) is only logged."""
+    try:
+        lock.release()
+    except redis.exceptions.LockNotOwnedError:
+        log.warning("the lock %s had expired before its holder released it", lock.name)
+
+
+def served_version(pointer: str | None, model_dir: str) -> str | None:
+    """The version being served: Redis's ``pointer``, else (before the first publish, or while Redis cannot
+    say) ``MODEL_DIR``'s current one."""
+    return pointer or ml.artifact.current_version(model_dir)
+
+
 def rate_limit_prefix(prefix: str) -> str:
     """Key prefix of the rate limiter's counters; flask-limiter spells the rest of those keys itself."""
     return prefix + "ratelimit"
@@ -340,6 +356,17 @@ class RecsCache:
         Acquire it with ``acquire(blocking=False)``; a holder that dies frees it when the TTL runs out.
         """
         return self.client.lock(self.lock_key, timeout=timeout, blocking=False, thread_local=False)
+
+    def adopt_training_lock(self, timeout: float, token: str) -> redis.lock.Lock:
+        """The training lock as held by the run whose token is ``token`` (a chunked run's publish task adopts it).
+
+        redis-py keeps a lock's token on ``lock.local``; with ``thread_local=False`` (as :meth:`training_lock`
+        makes it) that is how a held lock passes to another process. ``owned()`` says whether the run still
+        holds it.
+        """
+        lock = self.training_lock(timeout)
+        lock.local.token = self.client.get_encoder().encode(token)
+        return lock
 
     def refresh_lock(self, timeout: float) -> redis.lock.Lock:
         """The lock that lets one live refresh run at a time (never the training lock, so neither waits)."""

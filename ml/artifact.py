@@ -81,6 +81,20 @@ def new_version(now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
+def created_timestamp(version: str, metadata: Mapping[str, Any]) -> float | None:
+    """Unix time a version was trained: its metadata's ``created_at``, else the time in its id; None if neither
+    parses."""
+    for raw, fmt in ((metadata.get("created_at"), None), (version.split("-")[0], "%Y%m%dT%H%M%SZ")):
+        if not isinstance(raw, str):
+            continue
+        try:
+            parsed = datetime.strptime(raw, fmt) if fmt else datetime.fromisoformat(raw)
+        except ValueError:
+            continue
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    return None
+
+
 def save(
     model: RecModel,
     model_dir: str | os.PathLike,
@@ -106,8 +120,11 @@ def save(
     make_current : bool
         Point ``CURRENT`` at the new version. The training task passes False and calls
         :func:`set_current` only once the version is published in Redis.
+
+    ``created_at`` and a new version id come from one clock reading, so they name the same second.
     """
-    version = version or new_version()
+    now = datetime.now(UTC)
+    version = version or new_version(now)
     _check_version(version)
     if keep < 0:
         raise ValueError(f"keep must be >= 0, got {keep}")
@@ -128,7 +145,7 @@ def save(
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "version": version,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "created_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "sha256": hashlib.sha256(payload).hexdigest(),
         "num_users": model.num_users,
         "num_items": model.num_items,

@@ -93,10 +93,10 @@ def train(dataset: Dataset, params: TrainingSettings, features: Features | None 
     Raises
     ------
     TrainingError
-        When there is nothing to learn from (fewer than 2 users or 2 posts, no interaction with a
+        When there is nothing to learn from (:func:`check_trainable`, or no interaction with a
         positive weight) or the fit produced NaN or infinite values.
     """
-    _check_trainable(dataset)
+    check_trainable(dataset)
     weights = interaction_weights(dataset, params)
     if weights.nnz == 0:
         raise TrainingError(
@@ -310,14 +310,25 @@ def _type_weight(params: TrainingSettings, interaction_type: str) -> float:
     return {"view": params.weight_view, "like": params.weight_like, "comment": params.weight_comment}[interaction_type]
 
 
-def _check_trainable(dataset: Dataset) -> None:
+def check_trainable(dataset: Dataset) -> None:
+    """Refuse, with a plain message, a dataset no model can be learnt from (raises :class:`TrainingError`).
+
+    A ranking needs at least 2 users and 2 posts, and interactions from at least 2 users touching at least 2
+    posts. The training pipeline asks before it evaluates or fits, so such data is a rejected run rather than
+    a failed fit.
+    """
     if dataset.num_users < 2 or dataset.num_items < 2:
         raise TrainingError(
             f"cannot train on {dataset.num_users} user(s) and {dataset.num_items} post(s): "
             "a ranking needs at least 2 users and 2 posts"
         )
     if dataset.num_interactions == 0:
-        raise TrainingError("cannot train without interactions")
+        raise TrainingError("no interactions to learn from")
+    active_users = np.unique(dataset.inter_user).size
+    if active_users < 2:
+        raise TrainingError(f"interactions come from {active_users} user; a model needs at least 2")
+    if np.unique(dataset.inter_item).size < 2:
+        raise TrainingError("interactions touch only 1 post; a model needs at least 2")
 
 
 def _check_score_range(representations: dict[str, np.ndarray]) -> None:

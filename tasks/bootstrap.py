@@ -32,7 +32,8 @@ from typing import Any
 
 from celery import Task
 
-from tasks import app, limits, pipeline, publication, settings
+from tasks import limits, outcomes, publication
+from tasks.celery import app, settings
 from tasks.training import ensure_published, recs_cache, train
 
 # How long --through-worker waits for a worker to answer a ping (the worker starts alongside, under honcho).
@@ -89,7 +90,7 @@ def wait_for_flower(timeout: float) -> bool:
 def train_once(run: Runner) -> tuple[int | None, str]:
     """Run ``tasks.train``, forced (no model is served, or ``--force``); exit status, or None to try again."""
     outcome = run(train, {"force": True})
-    if isinstance(outcome, pipeline.RunRejected):
+    if isinstance(outcome, outcomes.RunRejected):
         outcome = recs_cache().last_training_outcome() or {"status": "rejected", "reason": str(outcome)}
     elif isinstance(outcome, BaseException):
         return 1, f"error: the training run failed: {type(outcome).__name__}: {outcome}"

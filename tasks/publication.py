@@ -25,9 +25,9 @@ from redis.lock import Lock
 
 import ml.artifact
 from common.config import Settings
-from common.recs_cache import RecsCache
+from common.recs_cache import RecsCache, release_lock
 from ml.errors import ArtifactError
-from tasks import limits, pipeline
+from tasks import limits, outcomes, pipeline
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def republish(settings: Settings, cache: RecsCache, lock: Lock, version: str, st
     ``/admin/model-status`` tells what happened to the served model last.
     """
     model, metadata = ml.artifact.load(settings.model_dir, version)
-    candidate = pipeline.Candidate(
+    candidate = outcomes.Candidate(
         version=version,
         created_at=metadata["created_at"],
         num_users=model.num_users,
@@ -72,9 +72,9 @@ def republish(settings: Settings, cache: RecsCache, lock: Lock, version: str, st
         num_interactions=int((metadata.get("counts") or {}).get("num_interactions", 0)),
         metrics=metadata.get("metrics"),
     )
-    stages = pipeline.Stages()
+    stages = outcomes.Stages()
     previous = pipeline.precompute_and_publish(settings, cache, lock, candidate, model, stages)
-    outcome = pipeline.published_outcome(candidate, stages, previous)
+    outcome = outcomes.published_outcome(candidate, stages, previous)
     outcome.update(status=status, reason=reason)
     cache.record_training_outcome(outcome)
     log.info("%s version %s: %s", status.replace("_", " "), version, reason)
@@ -94,7 +94,7 @@ def ensure_published(settings: Settings, cache: RecsCache, verify: bool = False)
         return {"status": "ok", "version": version}
     lock = cache.training_lock(limits.lock_ttl(settings))
     if not lock.acquire():
-        return pipeline.skipped_outcome()
+        return outcomes.skipped_outcome()
     try:
         version, problem = publication_problem(settings, cache, verify)  # a run may have published meanwhile
         if problem is None:
@@ -110,4 +110,4 @@ def ensure_published(settings: Settings, cache: RecsCache, verify: bool = False)
         log.warning("%s", reason)
         return {"status": "unservable", "reason": reason}
     finally:
-        pipeline.release_lock(lock)
+        release_lock(lock)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import ml.db
-from tasks import app, refresh_pipeline, settings
+import ml.db.connection
+from common.recs_cache import release_lock
+from tasks import refresh_pipeline
+from tasks.celery import app, settings
 from tasks.training import OUTCOME_REPR_MAXSIZE, RETRY_OPTIONS, recs_cache
 
 log = logging.getLogger(__name__)
@@ -40,12 +42,12 @@ def refresh(self) -> dict[str, Any]:
     if not lock.acquire(token=self.request.id):
         return {"status": "skipped", "reason": "a refresh is already running"}
     try:
-        conn = ml.db.connect(settings.database_url)
+        conn = ml.db.connection.connect(settings.database_url)
         try:
             result = refresh_pipeline.refresh(settings, cache, conn)
         finally:
             conn.close()
     finally:
-        refresh_pipeline.release(lock)
+        release_lock(lock)
     log.info("live refresh %s: %s", result["status"], result)
     return result

@@ -32,11 +32,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg2 import extensions, sql
-from redis.exceptions import LockNotOwnedError
-from redis.lock import Lock
 
 import ml.artifact
-import ml.db
 from common.config import Settings
 from common.recs_cache import PoolPost, RecsCache, live_user_at
 from ml.dataset import INTERACTION_TYPES, parse_tags
@@ -173,14 +170,6 @@ def refresh(settings: Settings, cache: RecsCache, conn: extensions.connection) -
         max_users=settings.live_max_users,
     )
     return _outcome("published", started, found, version, generation, marks, len(pool), new_model=new_model)
-
-
-def release(lock: Lock) -> None:
-    """Release the refresh lock; one that already expired (the run outlived its TTL) is only logged."""
-    try:
-        lock.release()
-    except LockNotOwnedError:
-        log.warning("the refresh lock had expired before the run released it")
 
 
 def _read_since(cur: extensions.cursor, query: str, table: str, watermark: datetime, lookback: timedelta) -> list:

@@ -8,7 +8,8 @@ pointer and announces the version on the channel, so every web worker loads it w
 training lock meanwhile, so it never interleaves with a training run.
 
 Beat keeps training every ``TRAIN_INTERVAL_SECONDS``, and the quality gate then compares new models with the
-rolled-back version's metrics: stop beat first if the next run must not replace it.
+rolled-back version's metrics: stop beat first if the next run must not replace it. Neither Celery nor its app
+is involved: this is a plain command on :mod:`tasks.publication`.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ import argparse
 import sys
 
 import ml.artifact
+from common.config import Settings, load_settings
+from common.recs_cache import RecsCache, release_lock, served_version
+from common.redis_clients import worker_client
 from ml.errors import ArtifactError
-from tasks import limits, pipeline, publication, settings
-from tasks.training import recs_cache
+from tasks import limits, publication
+from tasks.gate import GATE_METRIC
 
 
-def list_versions() -> int:
+def list_versions(settings: Settings, cache: RecsCache) -> int:
     """Print the versions kept in MODEL_DIR, newest first, marking the current one."""
-    current = recs_cache().current_version() or ml.artifact.current_version(settings.model_dir)
+    current = served_version(cache.current_version(), settings.model_dir)
     print(f"{'version':<27} {'created_at':<22} {'users':>8} {'posts':>8} {'P@10':>7}")
     for version in reversed(ml.artifact.list_versions(settings.model_dir)):
         try:
@@ -32,7 +36,7 @@ def list_versions() -> int:
         except ArtifactError as exc:
             print(f"{version:<27} unreadable: {exc}")
             continue
-        precision = ((metadata.get("metrics") or {}).get("model") or {}).get(pipeline.GATE_METRIC)
+        precision = ((metadata.get("metrics") or {}).get("model") or {}).get(GATE_METRIC)
         shown = f"{precision:.4f}" if isinstance(precision, float) else "-"
         mark = "  (current)" if version == current else ""
         print(
@@ -42,12 +46,11 @@ def list_versions() -> int:
     return 0
 
 
-def roll_back(version: str) -> int:
+def roll_back(settings: Settings, cache: RecsCache, version: str) -> int:
     """Publish ``version`` from MODEL_DIR again; 0 on success, 1 if it cannot be done now (reason printed)."""
     if version not in ml.artifact.list_versions(settings.model_dir):
         print(f"error: version {version!r} is not kept in {settings.model_dir} (see --list)", file=sys.stderr)
         return 1
-    cache = recs_cache()
     if cache.current_version() == version:
         print(f"version {version} is already the current one")
         return 0
@@ -65,7 +68,7 @@ def roll_back(version: str) -> int:
             print(f"error: version {version} cannot be served: {exc}", file=sys.stderr)
             return 1
     finally:
-        pipeline.release_lock(lock)
+        release_lock(lock)
     print(f"version {version} is current again (was {previous}); the web workers load it within seconds")
     return 0
 
@@ -76,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("version", nargs="?", help="a version kept in MODEL_DIR")
     group.add_argument("--list", action="store_true", help="list the versions kept in MODEL_DIR")
     args = parser.parse_args(argv)
-    return list_versions() if args.list else roll_back(args.version)
+    settings = load_settings()
+    cache = RecsCache(worker_client(settings.redis_url), settings.redis_prefix)
+    return list_versions(settings, cache) if args.list else roll_back(settings, cache, args.version)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ its token (the train task's id) travels to ``tasks.publish_version``, which publ
 holds it and then releases it, or to ``tasks.abandon_run`` (the chord's errback) if a chunk or the publish
 fails for good. A run whose worker dies keeps it until its TTL (:func:`tasks.limits.lock_ttl`) ends.
 
-Outcomes are JSON dicts (see :func:`tasks.pipeline.outcome`); failures are task failures after retries. A
-rejected run is a task failure too (:class:`tasks.pipeline.RunRejected`, raised once its outcome is recorded),
+Outcomes are JSON dicts (see :func:`tasks.outcomes.outcome`); failures are task failures after retries. A
+rejected run is a task failure too (:class:`tasks.outcomes.RunRejected`, raised once its outcome is recorded),
 so Flower's Failed filter finds it; published, skipped and the other outcomes succeed, their status in the
 result. ``tasks.ensure_published`` (beat, every few seconds) publishes the current artifact again when Redis
 lost it (:mod:`tasks.publication`).
@@ -30,9 +30,11 @@ from celery import Task, chord, group, signals
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
 import ml.artifact
-from common.recs_cache import RecsCache
+from common.recs_cache import RecsCache, release_lock
+from common.redis_clients import worker_client
 from ml.model import RecModel
-from tasks import app, limits, pipeline, publication, settings
+from tasks import limits, outcomes, pipeline, publication
+from tasks.celery import app, settings
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,7 @@ OUTCOME_REPR_MAXSIZE = 4096
 @functools.cache
 def recs_cache() -> RecsCache:
     """This process's RecsCache (redis-py reconnects, and resets its pool in a forked worker child)."""
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=5, socket_timeout=60, health_check_interval=30
-    )
-    return RecsCache(client, settings.redis_prefix)
+    return RecsCache(worker_client(settings.redis_url), settings.redis_prefix)
 
 
 @functools.lru_cache(maxsize=1)
@@ -91,13 +90,13 @@ class TrainTask(Task):
     resultrepr_maxsize = OUTCOME_REPR_MAXSIZE
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        if isinstance(exc, pipeline.RunRejected):
+        if isinstance(exc, outcomes.RunRejected):
             return  # its outcome is recorded already
-        _finish(pipeline.outcome("failed", _failure_reason(exc), task_id=task_id))
+        _finish(outcomes.outcome("failed", _failure_reason(exc), task_id=task_id))
 
 
 # throws: a rejection is an expected end, logged without a traceback (but still a FAILURE in Flower).
-@app.task(name="tasks.train", bind=True, base=TrainTask, throws=(pipeline.RunRejected,), **RETRY_OPTIONS)
+@app.task(name="tasks.train", bind=True, base=TrainTask, throws=(outcomes.RunRejected,), **RETRY_OPTIONS)
 def train(self, force: bool = False) -> dict[str, Any]:
     """Train, evaluate and publish a new model version, unless another run holds the training lock.
 
@@ -107,22 +106,22 @@ def train(self, force: bool = False) -> dict[str, Any]:
     cache = recs_cache()
     lock = cache.training_lock(limits.lock_ttl(settings))
     if not lock.acquire(token=self.request.id):
-        return _finish(pipeline.skipped_outcome())
+        return _finish(outcomes.skipped_outcome())
     handed_over = False
     try:
-        stages = pipeline.Stages()
+        stages = outcomes.Stages()
         try:
             candidate, model = pipeline.build_candidate(settings, cache, stages, force=force)
-        except pipeline.RunUnchanged as exc:
-            return _finish(pipeline.unchanged_outcome(exc, stages))
-        except pipeline.RunRejected as exc:
-            _finish(pipeline.rejected_outcome(exc, stages))
+        except outcomes.RunUnchanged as exc:
+            return _finish(outcomes.unchanged_outcome(exc, stages))
+        except outcomes.RunRejected as exc:
+            _finish(outcomes.rejected_outcome(exc, stages))
             raise
 
         ranges = pipeline.chunk_ranges(candidate.num_users, settings.precompute_chunk_users)
         if len(ranges) == 1:
             previous = pipeline.precompute_and_publish(settings, cache, lock, candidate, model, stages)
-            return _finish(pipeline.published_outcome(candidate, stages, previous))
+            return _finish(outcomes.published_outcome(candidate, stages, previous))
 
         dispatched_at = time.time()
         pipeline.stage_version(settings, cache, candidate, model)
@@ -134,16 +133,19 @@ def train(self, force: bool = False) -> dict[str, Any]:
             dispatched_at=dispatched_at,
             lock_token=self.request.id,
         ).on_error(abandon_run.s(lock_token=self.request.id))
+        # The chord runs the rest of this training run and releases the lock when it publishes
+        # (publish_version) or fails for good (abandon_run): sent to the workers (replace raises Ignore), or,
+        # when this task runs in-process (Task.apply, as tasks.bootstrap does), run here before replace returns.
         try:
-            return self.replace(chord(header, callback))
+            result = self.replace(chord(header, callback))
         except Ignore:
-            # The chord now runs the rest of this training run; it releases the lock when it publishes
-            # (publish_version) or fails for good (abandon_run).
             handed_over = True
             raise
+        handed_over = True
+        return result
     finally:
         if not handed_over:
-            pipeline.release_lock(lock)
+            release_lock(lock)
 
 
 @app.task(name="tasks.precompute_chunk", bind=True, **RETRY_OPTIONS)
@@ -169,18 +171,18 @@ def publish_version(
     run keeps it.
     """
     cache = recs_cache()
-    run = pipeline.Candidate(**candidate)
-    timings = pipeline.Stages(stages)
+    run = outcomes.Candidate(**candidate)
+    timings = outcomes.Stages(stages)
     timings.record("precompute", time.time() - dispatched_at)
     written = sum(result["users"] for result in chunk_results)
     if written != run.num_users:
-        raise pipeline.RunAborted(f"chunks wrote {written} of {run.num_users} user lists of {run.version}")
-    lock = pipeline.held_lock(settings, cache, lock_token)
+        raise outcomes.RunAborted(f"chunks wrote {written} of {run.num_users} user lists of {run.version}")
+    lock = cache.adopt_training_lock(limits.lock_ttl(settings), lock_token)
     with timings.time("publish"):
         previous = pipeline.publish(settings, cache, lock, run)
-    pipeline.release_lock(lock)
+    release_lock(lock)
     chunks = {"count": len(chunk_results), "workers": sorted({result["worker"] for result in chunk_results})}
-    return _finish(pipeline.published_outcome(run, timings, previous, chunks=chunks))
+    return _finish(outcomes.published_outcome(run, timings, previous, chunks=chunks))
 
 
 @app.task(name="tasks.abandon_run")
@@ -190,8 +192,8 @@ def abandon_run(request, exc, traceback, lock_token: str) -> None:
     Celery calls it in the worker that saw the failure, with the failed task's request and exception. The
     staged version is left to expire; the current model stays.
     """
-    pipeline.release_lock(pipeline.held_lock(settings, recs_cache(), lock_token))
-    _finish(pipeline.outcome("failed", f"chunked run {lock_token} failed: {_failure_reason(exc)}"))
+    release_lock(recs_cache().adopt_training_lock(limits.lock_ttl(settings), lock_token))
+    _finish(outcomes.outcome("failed", f"chunked run {lock_token} failed: {_failure_reason(exc)}"))
 
 
 @app.task(name="tasks.ensure_published", ignore_result=True, resultrepr_maxsize=OUTCOME_REPR_MAXSIZE)

@@ -150,7 +150,7 @@ def check_celery(command: Command) -> None:
     args = concrete(argv[3:])
     if args[:1] == ["call"]:
         import tasks.training  # noqa: F401 - registers the tasks
-        from tasks import app
+        from tasks.celery import app
 
         assert args[1] in app.tasks, f"no task {args[1]}"
         args = args[:1]  # `call`'s --help takes no task name

@@ -331,11 +331,10 @@ def test_healthchecks_run_real_commands(services):
 
 
 def test_beat_schedules_a_registered_task(services):
-    import celeryconfig
-    from tasks import app
+    from tasks.celery import app
 
     app.loader.import_default_modules()  # the modules of the app's include list, as a worker imports them
-    scheduled = {entry["task"] for entry in celeryconfig.beat_schedule.values()}
+    scheduled = {entry["task"] for entry in app.conf.beat_schedule.values()}
     assert "tasks.train" in scheduled and scheduled <= set(app.tasks)
     assert "--schedule" in services["beat"]["command"]
     schedule_dir = services["beat"]["command"][services["beat"]["command"].index("--schedule") + 1].rsplit("/", 1)[0]

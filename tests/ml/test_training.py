@@ -122,7 +122,7 @@ def test_every_configurable_loss_trains(loss):
          "1 user"),
         (lambda d: dataclasses.replace(d, inter_user=d.inter_user[:0], inter_item=d.inter_item[:0],
                                        inter_type=d.inter_type[:0], inter_time=d.inter_time[:0]),
-         "without interactions"),
+         "no interactions to learn from"),
     ],
     ids=["one-user", "no-interactions"],
 )  # fmt: skip

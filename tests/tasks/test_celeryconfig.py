@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
 
+from celeryconfig import celery_settings
 from common.config import ConfigError
 from tasks import limits
-from tests.tasks.conftest import REPO, settings_from
-
-
-def celery_settings(env: dict[str, str]) -> dict:
-    """Celery's effective settings in a fresh process started with ``env``, as a worker would see them."""
-    code = (
-        "import json, tasks; c = tasks.app.conf; print(json.dumps({k: c[k] for k in ("
-        "'broker_url', 'result_backend', 'accept_content', 'task_serializer', 'result_serializer', "
-        "'worker_send_task_events', 'task_send_sent_event', 'result_extended', 'worker_prefetch_multiplier', "
-        "'task_acks_late', 'task_soft_time_limit', 'task_time_limit', 'broker_transport_options', "
-        "'beat_schedule')}))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+from testing.processes import REPO
+from testing.service import settings_from
 
 
 def test_celery_settings_come_from_the_environment(service_env):
@@ -35,7 +22,7 @@ def test_celery_settings_come_from_the_environment(service_env):
         "TRAIN_INTERVAL_SECONDS": "42",
         "TRAIN_TIME_LIMIT_SECONDS": "600",
     }
-    conf = celery_settings(env)
+    conf = celery_settings(settings_from(env))
 
     assert conf["broker_url"] == "redis://broker.example:6379/3"
     assert conf["result_backend"] == "redis://results.example:6379/4"
@@ -45,6 +32,19 @@ def test_celery_settings_come_from_the_environment(service_env):
     assert (conf["task_soft_time_limit"], conf["task_time_limit"]) == (600, 660)
     assert conf["broker_transport_options"]["visibility_timeout"] > conf["task_time_limit"]
     assert conf["beat_schedule"]["train"] == {"task": "tasks.train", "schedule": 42.0, "options": {"expires": 42.0}}
+
+
+def test_the_app_takes_its_settings_and_importing_the_package_builds_nothing(service_env):
+    # Celery's own layout: `celery -A tasks` finds tasks.celery.app; importing `tasks` alone reads no setting.
+    code = (
+        "import sys, tasks; assert 'tasks.celery' not in sys.modules and 'celery' not in sys.modules;"
+        "from celery.app.utils import find_app; app = find_app('tasks');"
+        "import tasks.celery; assert app is tasks.celery.app; print(app.conf.task_time_limit)"
+    )
+    env = {**service_env, "TRAIN_TIME_LIMIT_SECONDS": "600"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "660.0"
 
 
 def test_a_bad_setting_stops_celery_at_start_naming_it(service_env):

@@ -6,8 +6,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-import ml.db
-from tests.tasks.conftest import start_worker, wait_until
+import ml.db.connection
+from testing.polling import wait_until
+from testing.processes import start_worker
 
 MISSING_ROLE = "recsvc_no_such_role"
 
@@ -18,7 +19,7 @@ def test_a_refused_connection_fails_the_run_with_one_line(service_env, services,
     worker = start_worker(services, env)
 
     # The worker retries an unreachable database 3 times with backoff (up to about 14 s) before it gives up.
-    with pytest.raises(ml.db.ConnectError) as failed:
+    with pytest.raises(ml.db.connection.ConnectError) as failed:
         celery_client.send_task("tasks.train").get(timeout=120)
 
     # Celery stores the task's failure before it calls on_failure, which records the outcome.

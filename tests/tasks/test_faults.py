@@ -13,18 +13,14 @@ from pathlib import Path
 import pytest
 
 import ml.artifact
-import ml.dataset
-import ml.db
+import ml.csv_files
+import ml.db.connection
+import ml.db.load
+import ml.db.schema
 from tasks import limits
-from tests.app.processes import free_port
-from tests.tasks.conftest import (
-    publish_once,
-    run_train,
-    settings_from,
-    start_worker,
-    wait_until,
-    write_demo,
-)
+from testing.polling import wait_until
+from testing.processes import free_port, start_worker
+from testing.service import publish_once, run_train, settings_from, write_demo
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +47,7 @@ def test_unreachable_store_retries_then_fails_cleanly(
     run.get(timeout=120, propagate=False)
 
     assert run.failed()
-    # ml.db.ConnectError is psycopg2's OperationalError said in one line (and retried as one).
+    # ml.db.connection.ConnectError is psycopg2's OperationalError said in one line (and retried as one).
     assert ("ConnectError" if unreachable == "DATABASE_URL" else "ConnectionError") in repr(run.result)
     assert len(re.findall(r"tasks\.train\[[^]]+\] retry: Retry in", worker.log())) == 3
     assert cache.current_version() == current.version
@@ -92,8 +88,8 @@ def test_worker_killed_in_fit_changes_nothing_and_frees_the_lock(
 def test_worker_killed_in_chunked_precompute_never_publishes_a_partial_version(
     pg_conn, many_users_dir, cache, service_env, services, celery_client
 ):
-    ml.db.create_schema(pg_conn)
-    ml.db.load_dataset_dir(pg_conn, many_users_dir)
+    ml.db.schema.create_schema(pg_conn)
+    ml.db.load.load_dataset_dir(pg_conn, many_users_dir)
     pg_conn.commit()
     env = {**service_env, "TRAIN_TIME_LIMIT_SECONDS": "10", "PRECOMPUTE_CHUNK_USERS": "100"}
     settings = settings_from(env)
@@ -115,7 +111,7 @@ def test_worker_killed_in_chunked_precompute_never_publishes_a_partial_version(
     start_worker(services, env, name="w2")
     wait_until(lambda: not cache.client.exists(cache.lock_key), limits.lock_ttl(settings) + 5, "the lock's TTL")
     if cache.is_published(staged):
-        users = ml.dataset.read_dataset_dir(many_users_dir).user_ids
+        users = ml.csv_files.read_dataset_dir(many_users_dir).user_ids
         assert all(cache.user_list(staged, user) is not None for user in users)
     else:
         assert cache.current_version() == current.version

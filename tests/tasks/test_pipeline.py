@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import ml.artifact
-from tasks import limits, pipeline
-from tests.tasks.conftest import next_update, publish_once, settings_from
+from common.recs_cache import release_lock
+from tasks import data_checks, gate, limits, outcomes, pipeline
+from testing.service import next_update, publish_once, settings_from
 
 
 def test_chunk_ranges_cover_every_user_once():
@@ -36,7 +37,7 @@ def test_chunk_ranges_cover_every_user_once():
 )
 def test_quality_gate(candidate, popularity, current, margin, refusal):
     metrics = {"model": {"precision@10": candidate}, "popularity": {"precision@10": popularity}}
-    reason = pipeline.quality_gate(metrics, current, margin)
+    reason = gate.quality_gate(metrics, current, margin)
     if refusal is None:
         assert reason is None
     else:
@@ -84,7 +85,7 @@ def test_run_that_stops_before_publishing_changes_nothing_a_reader_sees(loaded_d
     # A second run that dies in the middle of its precompute.
     lock = cache.training_lock(limits.lock_ttl(settings))
     assert lock.acquire()
-    candidate, new_model = pipeline.build_candidate(settings, cache, pipeline.Stages(), force=True)
+    candidate, new_model = pipeline.build_candidate(settings, cache, outcomes.Stages(), force=True)
     pipeline.stage_version(settings, cache, candidate, new_model)
     pipeline.precompute_users(settings, cache, candidate.version, new_model, 0, new_model.num_users // 2)
 
@@ -100,13 +101,13 @@ def test_run_that_lost_its_lock_does_not_publish(loaded_db, cache, service_env):
     settings = settings_from(service_env)
     lock = cache.training_lock(limits.lock_ttl(settings))
     assert lock.acquire()
-    candidate, model = pipeline.build_candidate(settings, cache, pipeline.Stages())
+    candidate, model = pipeline.build_candidate(settings, cache, outcomes.Stages())
     # The lock expired (the run overran its time budget) and another run took it.
     cache.client.delete(cache.lock_key)
     assert cache.training_lock(60).acquire()
 
-    with pytest.raises(pipeline.RunAborted, match="lost the training lock"):
-        pipeline.precompute_and_publish(settings, cache, lock, candidate, model, pipeline.Stages())
+    with pytest.raises(outcomes.RunAborted, match="lost the training lock"):
+        pipeline.precompute_and_publish(settings, cache, lock, candidate, model, outcomes.Stages())
 
     assert cache.current_version() is None
     assert ml.artifact.current_version(settings.model_dir) is None
@@ -117,9 +118,9 @@ def test_publish_task_adopts_the_runs_lock_by_token(cache, service_env):
     owner = cache.training_lock(limits.lock_ttl(settings))
     assert owner.acquire(token="run-1")
 
-    assert pipeline.held_lock(settings, cache, "run-1").owned()
-    assert not pipeline.held_lock(settings, cache, "run-2").owned()
-    pipeline.release_lock(pipeline.held_lock(settings, cache, "run-1"))
+    assert cache.adopt_training_lock(limits.lock_ttl(settings), "run-1").owned()
+    assert not cache.adopt_training_lock(limits.lock_ttl(settings), "run-2").owned()
+    release_lock(cache.adopt_training_lock(limits.lock_ttl(settings), "run-1"))
     assert not owner.locked()
 
 
@@ -139,8 +140,8 @@ def test_degenerate_data_is_refused_and_writes_nothing(loaded_db, cache, service
     loaded_db.commit()
     settings = settings_from(service_env)
 
-    with pytest.raises(pipeline.RunRejected) as refused:
-        pipeline.build_candidate(settings, cache, pipeline.Stages())
+    with pytest.raises(outcomes.RunRejected) as refused:
+        pipeline.build_candidate(settings, cache, outcomes.Stages())
 
     assert refused.value.reason == reason
     assert refused.value.details["num_users"] > 0
@@ -156,8 +157,8 @@ def test_model_worse_than_the_current_one_is_not_published(loaded_db, cache, ser
     document["metrics"]["model"]["precision@10"] = 1.0
     metadata_path.write_text(json.dumps(document))
 
-    with pytest.raises(pipeline.RunRejected, match="below the current model's 1.0000") as refused:
-        pipeline.build_candidate(settings, cache, pipeline.Stages(), force=True)
+    with pytest.raises(outcomes.RunRejected, match="below the current model's 1.0000") as refused:
+        pipeline.build_candidate(settings, cache, outcomes.Stages(), force=True)
 
     assert refused.value.details["current_version"] == first.version
     assert ml.artifact.list_versions(settings.model_dir) == [first.version]
@@ -194,8 +195,8 @@ def test_data_without_a_holdout_does_not_replace_an_evaluated_model(loaded_db, c
         cur.execute(KEEP_FOUR_POSTS_PER_USER)
     loaded_db.commit()
 
-    with pytest.raises(pipeline.RunRejected, match="holdout evaluation failed"):
-        pipeline.build_candidate(settings, cache, pipeline.Stages())
+    with pytest.raises(outcomes.RunRejected, match="holdout evaluation failed"):
+        pipeline.build_candidate(settings, cache, outcomes.Stages())
 
     assert cache.current_version() == first.version
 
@@ -215,7 +216,7 @@ def test_users_the_api_cannot_serve_are_trained_on_and_reported(loaded_db, cache
     settings = settings_from(service_env)
 
     with caplog.at_level("WARNING", logger="tasks.pipeline"):
-        candidate, model = pipeline.build_candidate(settings, cache, pipeline.Stages())
+        candidate, model = pipeline.build_candidate(settings, cache, outcomes.Stages())
 
     assert model.user_index("fan/1") is not None  # trained on: its interactions still count
     warnings = [r.getMessage() for r in caplog.records if "cannot be requested" in r.getMessage()]
@@ -226,7 +227,7 @@ def test_users_the_api_cannot_serve_are_trained_on_and_reported(loaded_db, cache
 
 def test_no_warning_when_every_user_can_be_requested(loaded_db, cache, service_env, caplog):
     with caplog.at_level("WARNING", logger="tasks.pipeline"):
-        pipeline.build_candidate(settings_from(service_env), cache, pipeline.Stages())
+        pipeline.build_candidate(settings_from(service_env), cache, outcomes.Stages())
     assert not [r for r in caplog.records if "cannot be requested" in r.getMessage()]
 
 
@@ -243,25 +244,25 @@ def _insert_interaction(conn) -> None:
 def test_unchanged_data_since_the_current_version_builds_nothing(loaded_db, cache, service_env):
     settings = settings_from(service_env)
     first, _, _, _ = publish_once(settings, cache)
-    stages = pipeline.Stages()
+    stages = outcomes.Stages()
 
-    with pytest.raises(pipeline.RunUnchanged) as unchanged:
+    with pytest.raises(outcomes.RunUnchanged) as unchanged:
         pipeline.build_candidate(settings, cache, stages)
 
     assert unchanged.value.version == first.version
     assert list(stages.durations) == ["load"]  # neither evaluated nor fitted
     assert ml.artifact.list_versions(settings.model_dir) == [first.version]
-    result = pipeline.unchanged_outcome(unchanged.value, stages)
-    assert set(result) == set(pipeline.outcome("published"))
+    result = outcomes.unchanged_outcome(unchanged.value, stages)
+    assert set(result) == set(outcomes.outcome("published"))
     assert (result["status"], result["version"]) == ("unchanged", first.version)
     assert first.version in result["reason"]
     assert (result["num_users"], result["num_interactions"]) == (first.num_users, first.num_interactions)
 
     # force retrains all the same; new data is a new version without force.
-    forced, _ = pipeline.build_candidate(settings, cache, pipeline.Stages(), force=True)
+    forced, _ = pipeline.build_candidate(settings, cache, outcomes.Stages(), force=True)
     assert forced.version != first.version
     _insert_interaction(loaded_db)
-    changed, _ = pipeline.build_candidate(settings, cache, pipeline.Stages())
+    changed, _ = pipeline.build_candidate(settings, cache, outcomes.Stages())
     assert changed.num_interactions == first.num_interactions + 1
 
 
@@ -269,27 +270,27 @@ def test_fingerprint_is_recorded_and_compared_with_the_served_version_only(loade
     settings = settings_from(service_env)
     first, _, _, _ = publish_once(settings, cache)
     metadata = ml.artifact.read_metadata(settings.model_dir, first.version)
-    assert metadata["data_fingerprint"] == pipeline.data_fingerprint(pipeline.load_dataset(settings))
+    assert metadata["data_fingerprint"] == data_checks.data_fingerprint(pipeline.load_dataset(settings))
 
     # A version recorded before fingerprints existed counts as changed.
     metadata_path = Path(settings.model_dir) / f"{first.version}.json"
     document = json.loads(metadata_path.read_text())
     del document["data_fingerprint"]
     metadata_path.write_text(json.dumps(document))
-    second, _ = pipeline.build_candidate(settings, cache, pipeline.Stages())
+    second, _ = pipeline.build_candidate(settings, cache, outcomes.Stages())
     assert second.version != first.version
 
     # Other training parameters are a reason to retrain, even on the same data.
     second, _, _, _ = publish_once(settings, cache)
     epochs = str(settings.training.epochs + 1)
     third, _ = pipeline.build_candidate(
-        settings_from({**service_env, "LIGHTFM_EPOCHS": epochs}), cache, pipeline.Stages()
+        settings_from({**service_env, "LIGHTFM_EPOCHS": epochs}), cache, outcomes.Stages()
     )
     assert third.version != second.version
 
     # Nothing published in Redis (it came back empty): the run publishes again rather than leave it empty.
     cache.client.delete(cache.current_key)
-    fourth, _ = pipeline.build_candidate(settings, cache, pipeline.Stages())
+    fourth, _ = pipeline.build_candidate(settings, cache, outcomes.Stages())
     assert fourth.version != second.version
 
 
@@ -306,7 +307,7 @@ def test_fingerprint_ignores_row_order_and_sees_every_change(loaded_db, service_
         follow_user=dataset.follow_user[::-1],
         follow_community=dataset.follow_community[::-1],
     )
-    assert pipeline.data_fingerprint(shuffled) == pipeline.data_fingerprint(dataset)
+    assert data_checks.data_fingerprint(shuffled) == data_checks.data_fingerprint(dataset)
 
     inter_type = dataset.inter_type.copy()
     inter_type[0] = (inter_type[0] + 1) % 3
@@ -321,4 +322,4 @@ def test_fingerprint_ignores_row_order_and_sees_every_change(loaded_db, service_
             dataset, follow_user=dataset.follow_user[1:], follow_community=dataset.follow_community[1:]
         ),
     ):
-        assert pipeline.data_fingerprint(changed) != pipeline.data_fingerprint(dataset)
+        assert data_checks.data_fingerprint(changed) != data_checks.data_fingerprint(dataset)

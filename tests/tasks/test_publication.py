@@ -19,15 +19,10 @@ import redis
 import ml.artifact
 from common.recs_cache import RecsCache
 from tasks import limits, publication
-from tests.tasks.conftest import (
-    REDIS_PREFIX,
-    REPO,
-    publish_once,
-    run_train,
-    settings_from,
-    start_worker,
-    wait_until,
-)
+from testing.environment import REDIS_PREFIX
+from testing.polling import wait_until
+from testing.processes import REPO, start_worker
+from testing.service import publish_once, run_train, settings_from
 
 
 def other_checkout(service_env, tmp_path) -> dict[str, str]:
@@ -231,3 +226,16 @@ def test_bootstrap_says_why_when_the_first_run_is_rejected(loaded_db, cache, ser
     assert '"status": "rejected"' in done.stderr and '"reason": "no interactions to learn from"' in done.stderr
     assert "Traceback" not in done.stderr
     assert cache.current_version() is None
+
+
+def test_an_in_process_bootstrap_of_a_chunked_run_releases_the_lock_once(loaded_db, cache, service_env):
+    # More users than PRECOMPUTE_CHUNK_USERS: tasks.train replaces itself with a chord, which Task.apply runs
+    # eagerly; its publish_version releases the lock, and the train task must not release it a second time.
+    env = {**service_env, "PRECOMPUTE_CHUNK_USERS": "100"}
+
+    done = bootstrap(env)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"status": "published"' in done.stdout and '"count": 2' in done.stdout
+    assert "had expired before its holder released it" not in done.stderr
+    assert not cache.client.exists(cache.lock_key)

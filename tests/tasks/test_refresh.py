@@ -10,13 +10,13 @@ import pytest
 from redis import Redis
 
 import ml.artifact
-import ml.db
+import ml.db.connection
 from common.config import ConfigError, load_settings
 from common.recs_cache import RecsCache
 from tasks import refresh_pipeline
 from tasks.training import RETRY_ON
-from tests.app.processes import free_port
-from tests.tasks.conftest import publish_once, settings_from
+from testing.processes import free_port
+from testing.service import publish_once, settings_from
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def published(settings, cache):
 
 
 def run(settings, cache) -> dict:
-    conn = ml.db.connect(settings.database_url)
+    conn = ml.db.connection.connect(settings.database_url)
     try:
         return refresh_pipeline.refresh(settings, cache, conn)
     finally:

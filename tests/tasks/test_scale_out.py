@@ -6,15 +6,18 @@ import numpy as np
 from celery import chord
 
 import ml.artifact
-import ml.db
-from tests.tasks.conftest import run_train, settings_from, start_worker, wait_until, write_demo
+import ml.db.load
+import ml.db.schema
+from testing.polling import wait_until
+from testing.processes import start_worker
+from testing.service import run_train, settings_from, write_demo
 
 
 def test_two_workers_share_the_precompute_and_the_version_flips_once(
     pg_conn, cache, service_env, services, celery_client, tmp_path
 ):
-    ml.db.create_schema(pg_conn)
-    ml.db.load_dataset_dir(pg_conn, write_demo(tmp_path / "demo", users=1000, posts=300, interactions=7000))
+    ml.db.schema.create_schema(pg_conn)
+    ml.db.load.load_dataset_dir(pg_conn, write_demo(tmp_path / "demo", users=1000, posts=300, interactions=7000))
     pg_conn.commit()
     env = {**service_env, "PRECOMPUTE_CHUNK_USERS": "100"}
     settings = settings_from(env)

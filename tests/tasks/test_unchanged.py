@@ -11,9 +11,10 @@ import requests
 
 import ml.artifact
 from app import create_app
-from tasks import pipeline
-from tests.app.processes import free_port
-from tests.tasks.conftest import run_train, settings_from, start_worker, wait_until
+from tasks import outcomes
+from testing.polling import wait_until
+from testing.processes import free_port, start_worker
+from testing.service import run_train, settings_from
 from tests.tasks.test_flower_cli import FLOWER_PASSWORD, FLOWER_USER, celery_cli
 from tests.tasks.test_pipeline import _insert_interaction
 
@@ -63,7 +64,7 @@ def test_unchanged_data_publishes_nothing_until_it_changes_or_is_forced(
     output = celery_cli(env, "result", task_id)
     assert "'status': 'unchanged'" in output
     second = cache.last_training_outcome()
-    assert set(second) == set(pipeline.outcome("published"))
+    assert set(second) == set(outcomes.outcome("published"))
     assert (second["status"], second["version"]) == ("unchanged", first["version"])
     assert list(second["stages"]) == ["load"]
     assert ml.artifact.list_versions(settings.model_dir) == versions

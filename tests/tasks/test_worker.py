@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 import ml.artifact
-from tasks import pipeline
-from tests.tasks.conftest import next_update, settings_from, start_worker, wait_until
+from tasks import outcomes
+from testing.polling import wait_until
+from testing.processes import start_worker
+from testing.service import next_update, settings_from
 
 NEW_USER = "fan-who-just-joined"
 
@@ -82,7 +84,7 @@ def test_beat_retrains_and_publishes_new_versions(loaded_db, cache, service_env,
     loaded_db.commit()
     # A refusal ends as a task FAILURE naming the reason (Flower's Failed filter finds it), its outcome recorded.
     refused = celery_client.send_task("tasks.train", kwargs={"force": True})
-    with pytest.raises(pipeline.RunRejected, match="^no interactions to learn from$"):
+    with pytest.raises(outcomes.RunRejected, match="^no interactions to learn from$"):
         refused.get(timeout=90)
     assert refused.state == "FAILURE"
     assert cache.current_version() == published["version"]

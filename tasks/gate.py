@@ -1,0 +1,62 @@
+"""The quality gate: a candidate is published only if it beats popularity and stays near the served model.
+
+It compares holdout ``precision@10`` (DESIGN section 9) with the popularity baseline's on the same split and
+with the value the served version recorded when it was trained (``QUALITY_GATE_MARGIN``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import ml.artifact
+from common.config import Settings
+from common.recs_cache import RecsCache, served_version
+from ml.errors import ArtifactError
+
+log = logging.getLogger(__name__)
+
+# The metric the quality gate compares (DESIGN section 9).
+GATE_METRIC = "precision@10"
+
+
+def current_gate_value(settings: Settings, cache: RecsCache) -> tuple[str | None, float | None]:
+    """The version being served and its recorded holdout metric, or None where unknown.
+
+    The served version is Redis's pointer (falling back to the on-disk one before the first publish); its
+    metric comes from the artifact's metadata, written when that version was trained.
+    """
+    version = served_version(cache.current_version(), settings.model_dir)
+    if version is None:
+        return None, None
+    try:
+        metadata = ml.artifact.read_metadata(settings.model_dir, version)
+    except ArtifactError as exc:
+        log.warning(
+            "quality gate: cannot read the current version %s (%s); comparing with popularity only", version, exc
+        )
+        return version, None
+    try:
+        return version, float(metadata["metrics"]["model"][GATE_METRIC])
+    except (KeyError, TypeError, ValueError):
+        log.warning("quality gate: version %s records no %s; comparing with popularity only", version, GATE_METRIC)
+        return version, None
+
+
+def quality_gate(metrics: Mapping[str, Any], current_value: float | None, margin: float) -> str | None:
+    """Why the candidate must not be published, or None if it passes.
+
+    It fails if its holdout ``precision@10`` is below the popularity baseline's on the same split, or more
+    than ``margin`` (a fraction, ``QUALITY_GATE_MARGIN``) below the current model's recorded value.
+    """
+    value = float(metrics["model"][GATE_METRIC])
+    baseline = float(metrics["popularity"][GATE_METRIC])
+    if value < baseline:
+        return f"quality gate: holdout {GATE_METRIC} {value:.4f} is below the popularity baseline's {baseline:.4f}"
+    if current_value is not None and value < current_value * (1.0 - margin):
+        return (
+            f"quality gate: holdout {GATE_METRIC} {value:.4f} is more than {margin:.0%} below the current "
+            f"model's {current_value:.4f}"
+        )
+    return None
