@@ -14,7 +14,7 @@ RUN_ENV_FILE ?= .env
 help:
 	@echo "make run    - set up and run web, worker, beat and flower on demo data (Ctrl-C stops all)"
 	@echo "make test   - set up and run the test suite (lint included)"
-	@echo "make lint   - ruff check and format check"
+	@echo "make lint   - ruff check and format check, and the layer contracts (lint-imports)"
 	@echo "make soak   - one minute of load against gunicorn while models retrain and reload"
 	@echo "make audit  - pip-audit the pinned requirements for known vulnerabilities (needs the network)"
 	@echo "make bench  - run the benchmarks (figures go into the README)"
@@ -69,6 +69,7 @@ services: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 test: SERVICES_ARGS = --database-url $${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} \
 	--redis-url $${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}

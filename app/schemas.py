@@ -15,9 +15,9 @@ from flask import current_app
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
 from app.feed.pin import TOKEN_PATTERN
-from common.ids import MAX_ID_LENGTH, is_requestable_user_id
 from common.recs_cache import EVENT_TYPES
 from ml import artifact
+from ml.ids import MAX_ID_LENGTH, is_requestable_user_id
 
 MAX_OFFSET = 2**31 - 1
 MAX_EXCLUDE = 200  # post ids in one request's ``exclude``
@@ -61,7 +61,7 @@ def _filter_field(what: str) -> fields.String:
 def check_user_id(value: str) -> None:
     """User ids are 1 to 128 characters, without ``/``, control characters, separators or bidi controls.
 
-    The rule is ``common.ids.USER_ID_PATTERN``, which the OpenAPI document publishes as the path
+    The rule is ``ml.ids.USER_ID_PATTERN``, which the OpenAPI document publishes as the path
     parameter's ``pattern``.
     """
     if not 1 <= len(value) <= MAX_ID_LENGTH:

@@ -39,11 +39,12 @@ from pathlib import Path
 import redis
 import requests
 from celery import Celery
+from tests.app.processes import GunicornServer, RedisServer, wait_until
 
-import ml.db
+import ml.db.connection
+import ml.db.load
 import ml.demo
 from common.recs_cache import RecsCache
-from tests.app.processes import GunicornServer, RedisServer, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = 100
@@ -207,13 +208,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/recsvc_bench")
     args = parser.parse_args(argv)
     spacing = args.spacing if args.spacing is not None else args.interval / 10
-    ml.db.create_database(args.database_url)
+    ml.db.connection.create_database(args.database_url)
     token = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="recsvc-bench-freshness-") as work:
         work_dir = Path(work)
         ml.demo.generate(work_dir / "data", seed=1)
-        conn = ml.db.connect(args.database_url)
-        ml.db.load_dataset_dir(conn, work_dir / "data", replace=True)
+        conn = ml.db.connection.connect(args.database_url)
+        ml.db.load.load_dataset_dir(conn, work_dir / "data", replace=True)
         conn.autocommit = True
         redis_server = RedisServer().start()
         env = {

@@ -36,7 +36,9 @@ import numpy as np
 import redis
 
 import ml.artifact
-import ml.db
+import ml.db.connection
+import ml.db.load
+import ml.db.schema
 import ml.demo
 import ml.training
 from common.config import load_settings
@@ -57,10 +59,10 @@ def load(name: str, database_url: str, work_dir: Path) -> None:
     users, posts, interactions = SIZES[name]
     data_dir = work_dir / f"data-{name}"
     ml.demo.generate(data_dir, users=users, posts=posts, interactions=interactions, seed=1)
-    conn = ml.db.connect(database_url)
+    conn = ml.db.connection.connect(database_url)
     try:
-        ml.db.create_schema(conn)
-        ml.db.load_dataset_dir(conn, data_dir, replace=True)
+        ml.db.schema.create_schema(conn)
+        ml.db.load.load_dataset_dir(conn, data_dir, replace=True)
     finally:
         conn.close()
 
@@ -84,7 +86,7 @@ def publish_model(settings, cache: RecsCache) -> tuple[str, float]:
 def insert_interval(database_url: str, new_posts: int, new_users: int, new_interactions: int, seed: int = 3) -> float:
     """INSERT one interval's worth of new rows in one transaction; returns its seconds."""
     rng = np.random.default_rng(seed)
-    conn = ml.db.connect(database_url)
+    conn = ml.db.connection.connect(database_url)
     started = time.perf_counter()
     try:
         with conn, conn.cursor() as cur:
@@ -132,7 +134,7 @@ def insert_interval(database_url: str, new_posts: int, new_users: int, new_inter
 
 
 def timed_refresh(settings, cache: RecsCache) -> tuple[dict, float]:
-    conn = ml.db.connect(settings.database_url)
+    conn = ml.db.connection.connect(settings.database_url)
     try:
         started = time.perf_counter()
         result = refresh_pipeline.refresh(settings, cache, conn)
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    ml.db.create_database(args.database_url)
+    ml.db.connection.create_database(args.database_url)
     client = redis.Redis.from_url(args.redis_url)
     cache = RecsCache(client, BENCH_PREFIX)
     with tempfile.TemporaryDirectory(prefix="recsvc-bench-refresh-") as work_dir:

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import redis
 
-import ml.db
+import ml.db.connection
+import ml.db.load
+import ml.db.schema
 import ml.demo
 from common.config import load_settings
 from common.recs_cache import RecsCache, release_lock
@@ -45,10 +47,10 @@ def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
     users, posts, interactions = SIZES[name]
     data_dir = work_dir / f"data-{name}"
     ml.demo.generate(data_dir, users=users, posts=posts, interactions=interactions, seed=1)
-    conn = ml.db.connect(args.database_url)
+    conn = ml.db.connection.connect(args.database_url)
     try:
-        ml.db.create_schema(conn)
-        ml.db.load_dataset_dir(conn, data_dir, replace=True)
+        ml.db.schema.create_schema(conn)
+        ml.db.load.load_dataset_dir(conn, data_dir, replace=True)
         conn.commit()
     finally:
         conn.close()
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown size {', '.join(unknown)}; choose from {', '.join(SIZES)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    ml.db.create_database(args.database_url)
+    ml.db.connection.create_database(args.database_url)
     with tempfile.TemporaryDirectory(prefix="recsvc-bench-") as work_dir:
         rows = []
         for size in sizes:

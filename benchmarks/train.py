@@ -4,7 +4,7 @@ For each size it writes a demo dataset (``ml.demo``) and imports it into a scrat
 its own (``ml.db``; created, then dropped at the end), then times the stages of a retrain:
 
 ======================  =====================================================================
-load                    read the five tables from PostgreSQL (``ml.db.read_dataset``)
+load                    read the five tables from PostgreSQL (``ml.db.read.read_dataset``)
 features                ``ml.features.build_features``
 fit                     interaction weights, LightFM fit, representations (``ml.training``)
 precompute              the top-100 of every user (``RecModel.top_k``)
@@ -40,11 +40,14 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import psycopg2
 
-import ml.db
+import ml.db.connection
+import ml.db.load
+import ml.db.read
+import ml.db.schema
 import ml.demo
 from common.config import load_settings
-from common.cpus import usable_cpus
 from ml import artifact
+from ml.cpus import usable_cpus
 from ml.features import build_features
 from ml.training import fit, interaction_weights, to_rec_model
 
@@ -64,13 +67,13 @@ def run_size(size: str, server_url: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="recsvc-bench-") as work, _scratch_database(server_url) as db_url:
         data_dir, model_dir = Path(work) / "data", Path(work) / "models"
         ml.demo.generate(data_dir, users=users, posts=posts, interactions=interactions, seed=ml.demo.DEFAULT_SEED)
-        conn = ml.db.connect(db_url)
+        conn = ml.db.connection.connect(db_url)
         try:
-            ml.db.create_schema(conn)
-            ml.db.load_dataset_dir(conn, data_dir)
+            ml.db.schema.create_schema(conn)
+            ml.db.load.load_dataset_dir(conn, data_dir)
             result["rss_before_mb"] = _peak_rss_mb()
             with _stage(result, "load"):
-                dataset = ml.db.read_dataset(conn, settings.sql_queries)
+                dataset = ml.db.read.read_dataset(conn, settings.sql_queries)
         finally:
             conn.close()
         with _stage(result, "features"):

@@ -25,7 +25,8 @@ Command line::
     python -m ml.evaluate DIR [--json] [--cold-posts]
     python -m ml.evaluate --from-db [--database-url URL] [--json] [--cold-posts]
 
-Hyperparameters come from the environment (``LIGHTFM_*``, ``WEIGHT_*``, see ``common.config``).
+Hyperparameters come from the environment (``LIGHTFM_*``, ``WEIGHT_*``) and, with ``--from-db``, the database
+and its queries from ``DATABASE_URL`` and ``SQL_*``: only the variables of ``ml.settings`` are read.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ from typing import Any
 import numpy as np
 import psycopg2
 
-import ml.db
-from common.config import TrainingSettings, load_settings
-from ml.dataset import Dataset, read_dataset_dir
+from ml.csv_files import read_dataset_dir
+from ml.dataset import Dataset
+from ml.db.connection import connect
+from ml.db.read import read_dataset
 from ml.errors import DatasetError, TrainingError
 from ml.model import RecModel
+from ml.settings import TrainingSettings, database_url_from, environment, sql_queries_from, training_from
 from ml.training import train
 
 logger = logging.getLogger(__name__)
@@ -347,29 +350,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.k < 1:
         parser.error("--k must be >= 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    settings = load_settings()
+    env = environment()
+    params = training_from(env)
     try:
         if args.from_db:
-            dataset = _read_from_db(args.database_url or settings.database_url, settings.sql_queries)
+            dataset = _read_from_db(args.database_url or database_url_from(env), sql_queries_from(env))
             label = "PostgreSQL"
         else:
             dataset = read_dataset_dir(args.dataset_dir)
             label = args.dataset_dir
         run = evaluate_cold_posts if args.cold_posts else evaluate
-        result = run(dataset, settings.training, k=args.k)
+        result = run(dataset, params, k=args.k)
     except (DatasetError, TrainingError, OSError, psycopg2.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result["params"] = dataclasses.asdict(settings.training)
+    result["params"] = dataclasses.asdict(params)
     table = _format_cold_table if args.cold_posts else _format_table
     print(json.dumps(result, indent=2) if args.json else table(result, label))
     return 0
 
 
 def _read_from_db(database_url: str, queries: Mapping[str, str]) -> Dataset:
-    conn = ml.db.connect(database_url)
+    conn = connect(database_url)
     try:
-        return ml.db.read_dataset(conn, queries)
+        return read_dataset(conn, queries)
     finally:
         conn.close()
 

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from common.cpus import usable_cpus
+from ml.cpus import usable_cpus
 
 # Scores of one block of users against all items are held at once: this many float32 values (8 MiB).
 # Small enough to stay in cache between the product and the selection, large enough for a fast BLAS call.
@@ -190,7 +190,7 @@ class RecModel:
             How many items per user (>= 1).
         num_threads : int, optional
             Threads ranking blocks of users in parallel; default one per usable CPU
-            (:func:`common.cpus.usable_cpus`: affinity and cgroup quota). A request of a single
+            (:func:`ml.cpus.usable_cpus`: affinity and cgroup quota). A request of a single
             block (a web page) runs in the calling thread.
 
         Returns

@@ -16,12 +16,12 @@ import numpy as np
 import scipy.sparse as sp
 from lightfm import LightFM
 
-from common.config import TrainingSettings
-from common.cpus import usable_cpus
+from ml.cpus import usable_cpus
 from ml.dataset import INTERACTION_TYPES, Dataset
 from ml.errors import TrainingError
 from ml.features import Features, build_features
 from ml.model import RecModel
+from ml.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ For each server: if it answers, nothing happens. If it does not answer and it is
 machine (localhost), the locally installed server is started; if none is installed, the script stops with
 a message naming what is missing and how to get it. A PostgreSQL server that answers but refuses the URL's
 role or password stops it with one line naming ``DATABASE_URL``, what went wrong and what to do
-(:class:`ml.db.ConnectError`). ``--create-database`` also creates the PostgreSQL database of the URL if it
-does not exist yet.
+(:class:`ml.db.connection.ConnectError`). ``--create-database`` also creates the PostgreSQL database of the URL
+if it does not exist yet.
 
     python scripts/services.py [--database-url URL] [--redis-url URL] [--create-database]
 
@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import redis
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import ml.db  # noqa: E402
+import ml.db.connection  # noqa: E402
 from common.config import ConfigError, load_settings  # noqa: E402
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
@@ -36,12 +36,12 @@ WAIT_SECONDS = 30
 def postgres_up(url: str) -> bool:
     """Whether the PostgreSQL server of ``url`` answers (on its ``postgres`` database).
 
-    A server that answers but refuses the URL's role or password raises :class:`ml.db.ConnectError` (one line
-    saying what to do): starting a server would not help.
+    A server that answers but refuses the URL's role or password raises
+    :class:`ml.db.connection.ConnectError` (one line saying what to do): starting a server would not help.
     """
     try:
-        ml.db.connect(url, database="postgres").close()
-    except ml.db.ConnectError as exc:
+        ml.db.connection.connect(url, database="postgres").close()
+    except ml.db.connection.ConnectError as exc:
         if exc.kind == "unreachable":
             return False
         if exc.kind == "database":
@@ -99,7 +99,9 @@ def ensure(name: str, variable: str, url: str, is_up, start, install_hint: str) 
         return
     host = urlsplit(url).hostname or ""
     if host not in LOCAL_HOSTS:
-        sys.exit(f"error: {name} at {host} does not answer; start it or fix {variable}={ml.db.redact_url(url)}")
+        sys.exit(
+            f"error: {name} at {host} does not answer; start it or fix {variable}={ml.db.connection.redact_url(url)}"
+        )
     started = start()
     if started is None:
         sys.exit(f"error: {name} is not running on {host or 'localhost'} and is not installed here. {install_hint}")
@@ -110,7 +112,7 @@ def ensure(name: str, variable: str, url: str, is_up, start, install_hint: str) 
             return
         time.sleep(0.5)
     sys.exit(
-        f"error: started {name} ({started}) but it does not answer at {variable}={ml.db.redact_url(url)} "
+        f"error: started {name} ({started}) but it does not answer at {variable}={ml.db.connection.redact_url(url)} "
         f"after {WAIT_SECONDS} s"
     )
 
@@ -142,12 +144,12 @@ def main(argv: list[str] | None = None) -> None:
         "Install it (Debian/Ubuntu: apt-get install redis-server) or point REDIS_URL at a running server.",
     )
     if args.create_database:
-        if ml.db.create_database(args.database_url):
+        if ml.db.connection.create_database(args.database_url):
             print(f"created database {urlsplit(args.database_url).path.lstrip('/')}", flush=True)
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (ConfigError, ml.db.ConnectError) as exc:
+    except (ConfigError, ml.db.connection.ConnectError) as exc:
         sys.exit(f"error: {exc}")

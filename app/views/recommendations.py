@@ -11,7 +11,7 @@ from app.api import Blueprint, abort, invalid_arguments_message
 from app.feed import FeedRequest, NoModel, Pin
 from app.runtime import get_runtime
 from app.schemas import RecommendationsQuerySchema, RecommendationsSchema, check_user_id
-from common.ids import MAX_ID_LENGTH, USER_ID_PATTERN
+from ml.ids import MAX_ID_LENGTH, USER_ID_PATTERN
 
 blp = Blueprint("recommendations", __name__, url_prefix="/recommendations", description="Personalised feeds")
 

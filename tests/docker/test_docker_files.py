@@ -161,7 +161,7 @@ def test_dockerignore_keeps_local_state_out_and_the_service_in():
         assert is_dockerignored(excluded), excluded
     needed = ["requirements.txt", "wsgi.py", "gunicorn.conf.py", "celeryconfig.py", "docker/init.sh"]
     needed += [f"{package}/__init__.py" for package in ("app", "common", "ml", "tasks")]
-    needed += ["ml/schema.sql", "app/static/fetch-docs-assets.sh"]
+    needed += ["ml/db/schema.sql", "app/static/fetch-docs-assets.sh"]
     for path in needed:
         assert (REPO / path).exists() and not is_dockerignored(path), path
     # The matcher itself: directory patterns cover what is below them; ** reaches any depth.

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from common.config import TrainingSettings
 from ml.errors import DatasetError
 from ml.evaluate import COLD_PERCENT, cold_post_split, evaluate_cold_posts
+from ml.settings import TrainingSettings
 from tests.ml.datasets import write_dataset_dir
 from tests.ml.factories import make_dataset, planted_dataset, planted_tables
 

@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from ml.dataset import INTERACTION_TYPES, Table, build_dataset, read_dataset_dir
+from ml.csv_files import read_dataset_dir
+from ml.dataset import INTERACTION_TYPES, Table
 from ml.errors import DatasetError
+from ml.validate import build_dataset
 from tests.ml.datasets import dataset_records, tiny_tables, write_dataset_dir
 
 

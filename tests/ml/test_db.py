@@ -14,11 +14,15 @@ import psycopg2
 import pytest
 from psycopg2 import errors
 
-from common.config import DEFAULT_QUERIES
 from ml import demo
-from ml.dataset import INTERACTION_TYPES, read_dataset_dir
-from ml.db import ConnectError, connect, count_rows, create_database, create_schema, load_dataset_dir, read_dataset
+from ml.csv_files import read_dataset_dir
+from ml.dataset import INTERACTION_TYPES
+from ml.db.connection import ConnectError, connect, create_database
+from ml.db.load import load_dataset_dir
+from ml.db.read import read_dataset
+from ml.db.schema import count_rows, create_schema
 from ml.errors import DatasetError
+from ml.settings import DEFAULT_QUERIES
 from tests.app.processes import free_port
 from tests.ml.datasets import dataset_records, tiny_tables, write_dataset_dir
 from tests.postgres_server import PASSWORD, PasswordPostgres, unavailable_reason

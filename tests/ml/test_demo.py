@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from ml import demo
-from ml.dataset import COLUMNS, INTERACTION_TYPES, read_dataset_dir
+from ml.csv_files import read_dataset_dir
+from ml.dataset import COLUMNS, INTERACTION_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
 

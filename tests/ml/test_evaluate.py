@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-import ml.db
-from common.config import TrainingSettings
+import ml.db.load
 from ml.errors import DatasetError
 from ml.evaluate import evaluate, main, ranking_metrics, temporal_split
+from ml.settings import TrainingSettings
 from tests.ml.datasets import write_dataset_dir
 from tests.ml.factories import make_dataset, planted_dataset, planted_tables
 
@@ -113,7 +113,7 @@ def test_command_line_on_a_dataset_directory(tmp_path):
 
 def test_command_line_from_postgresql(tmp_path, database_url, pg_conn, capsys, monkeypatch):
     tables = planted_tables(num_users=80, num_items=60, per_user=8)
-    ml.db.load_dataset_dir(pg_conn, write_dataset_dir(tmp_path / "data", tables))
+    ml.db.load.load_dataset_dir(pg_conn, write_dataset_dir(tmp_path / "data", tables))
     for name, value in {"LIGHTFM_EPOCHS": "3", "LIGHTFM_COMPONENTS": "8", "TRAIN_THREADS": "1"}.items():
         monkeypatch.setenv(name, value)
     assert main(["--from-db", "--database-url", database_url, "--json"]) == 0

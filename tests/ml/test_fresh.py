@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from common.config import TrainingSettings
 from ml import artifact
 from ml.features import build_features
+from ml.settings import TrainingSettings
 from ml.training import fit, interaction_weights, to_rec_model
 from tests.ml.factories import planted_dataset, random_model
 

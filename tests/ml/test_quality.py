@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.config import TrainingSettings
 from ml.evaluate import evaluate
+from ml.settings import TrainingSettings
 from tests.ml.factories import planted_dataset
 
 # At the default hyperparameters the model scores 2.1-2.7x popularity here; 1.5x leaves room for the

@@ -8,9 +8,9 @@ import lightfm._lightfm_fast
 import numpy as np
 import pytest
 
-from common.config import TrainingSettings
 from ml.errors import TrainingError
 from ml.features import build_features
+from ml.settings import TrainingSettings
 from ml.training import exclusions, fit, interaction_weights, popularity, to_rec_model, train
 from tests.ml.factories import make_dataset, planted_dataset
 

@@ -26,7 +26,6 @@ import redis
 import requests
 
 import ml.artifact
-import ml.db
 from common.recs_cache import RecsCache
 from ml.errors import ArtifactError
 from tasks import limits

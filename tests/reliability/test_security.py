@@ -21,7 +21,8 @@ import requests
 
 import app.auth
 import ml.artifact
-import ml.db
+import ml.db.load
+import ml.db.schema
 from app import create_app
 from tests.app.processes import GunicornServer
 from tests.reliability.conftest import ADMIN_TOKEN
@@ -174,14 +175,14 @@ def write_hostile_dataset(out: Path) -> Path:
 
 def test_hostile_ids_go_through_every_sql_path_as_data(pg_conn, cache, service_env, tmp_path):
     """Import (COPY), the training read (COPY of the configured queries), the model and the feed keep them intact."""
-    ml.db.create_schema(pg_conn)
-    ml.db.load_dataset_dir(pg_conn, write_hostile_dataset(tmp_path / "hostile"))
+    ml.db.schema.create_schema(pg_conn)
+    ml.db.load.load_dataset_dir(pg_conn, write_hostile_dataset(tmp_path / "hostile"))
     pg_conn.commit()
     settings = settings_from(service_env)
 
     candidate, model, _, _ = publish_once(settings, cache)
 
-    assert ml.db.count_rows(pg_conn)["users"] == len(HOSTILE_IDS)  # no statement ran from the data
+    assert ml.db.schema.count_rows(pg_conn)["users"] == len(HOSTILE_IDS)  # no statement ran from the data
     assert sorted(ml.artifact.load(settings.model_dir, candidate.version)[0].user_ids) == sorted(HOSTILE_IDS)
     assert "'); DELETE FROM posts; --" in model.item_ids
     flask_app = create_app({"TESTING": True, "SETTINGS": settings})

@@ -1,4 +1,4 @@
-"""common.cpus: the CPUs this process may use, from its affinity and its cgroup's quota (v2 and v1 files)."""
+"""ml.cpus: the CPUs this process may use, from its affinity and its cgroup's quota (v2 and v1 files)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.config import Settings
-from common.cpus import cgroup_cpu_quota, usable_cpus
+from ml.cpus import cgroup_cpu_quota, usable_cpus
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,7 +94,7 @@ def test_the_services_default_sizes_follow_the_affinity_mask():
     Celery worker for two (the floor that keeps a refresh from waiting behind a training run)."""
     probe = (
         "import json, os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
-        "from common.config import load_settings; from common.cpus import usable_cpus; import celeryconfig as c;"
+        "from common.config import load_settings; from ml.cpus import usable_cpus; import celeryconfig as c;"
         "print(json.dumps([usable_cpus(), load_settings({}, dotenv=False).api_workers, c.worker_concurrency]))"
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)

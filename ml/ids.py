@@ -1,4 +1,4 @@
-"""The rules for ids, shared by the dataset reader (``ml.dataset``), the training run and the HTTP API.
+"""The rules for ids, shared by the dataset checks (``ml.validate``), the training run and the HTTP API.
 
 Ids are opaque strings of at most :data:`MAX_ID_LENGTH` characters (DESIGN section 3). A user id must also
 fit the path of ``GET /recommendations/<user_id>``: :data:`USER_ID_PATTERN` refuses ``/`` (it separates

@@ -5,7 +5,8 @@ Kubernetes CPU limit) on a 32-core host it says 32, and workers or threads sized
 the kernel then throttles the whole group for the rest of each period, which shows up as latency. The
 web's worker count, Celery's worker processes and ml's training and top-K threads are sized here instead.
 
-Only the standard library: ``ml`` uses it too (docs/ARCHITECTURE.md lists it among what ml may import).
+It lives in ``ml`` (the bottom layer, which sizes its own threads by it) and uses only the standard library;
+``common.config`` and ``celeryconfig`` size the processes above by it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,111 @@
+"""The training-data reader: the five configurable queries, from one read-only snapshot, into a Dataset.
+
+The service only reads: a deployment's own (NestJS) schema works through plain SQL (``Settings.sql_queries``),
+without migrations. Each result leaves PostgreSQL as CSV (``COPY (query) TO STDOUT``) and goes through the
+same reader and validation as a dataset directory. A table's result is copied into memory whole, as CSV
+text, when the validation reaches that table, and dropped once its rows are turned into arrays: the reader
+holds one table's text at a time (the largest is ``interactions``), never the five at once.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping
+
+import psycopg2
+from psycopg2 import extensions, sql
+
+from ml.csv_files import csv_rows
+from ml.dataset import COLUMNS, TAG_SEPARATOR, Dataset, Table
+from ml.db.schema import TABLES
+from ml.errors import DatasetError
+from ml.validate import build_dataset
+
+
+def read_dataset(conn: extensions.connection, queries: Mapping[str, str]) -> Dataset:
+    """Read the training data through the five configured queries, from one consistent snapshot.
+
+    Parameters
+    ----------
+    conn : psycopg2 connection
+        Not inside a transaction; the reads run in a read-only repeatable-read transaction that is ended
+        before returning.
+    queries : mapping of str to str
+        One SELECT per table name of :data:`ml.dataset.COLUMNS` (``Settings.sql_queries``), returning
+        exactly those columns, named so and in that order. ``tags`` may be an array or ``|``-joined
+        text; timestamps may be ``timestamptz`` (any zone), ``timestamp`` (taken as UTC), ``date`` or
+        ISO 8601 text.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DatasetError
+        A query fails or returns other columns, or a row is invalid (reported as
+        ``"SQL_<TABLE> query:<row>: <what>"``).
+    """
+    if conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
+        raise ValueError("read_dataset needs a connection that is not inside a transaction")
+    autocommit = conn.autocommit
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            # One snapshot for all five queries, so a row added meanwhile cannot refer to one not read.
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            # Timestamps then leave the database as ISO 8601 in UTC ("2026-11-26 10:15:00+00"), which the
+            # dataset reader parses in bulk, whatever the server's zone; and a custom query that turns a
+            # timestamptz into a date or a timestamp does so in UTC.
+            cur.execute("SET LOCAL TIME ZONE 'UTC'")
+            cur.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+            tables = {}
+            for table in TABLES:
+                source = f"SQL_{table.upper()} query"
+                tables[table] = Table(source, _rows(cur, table, queries[table], source))
+            return build_dataset(tables, name="database")
+    finally:
+        conn.rollback()
+        conn.autocommit = autocommit
+
+
+def _rows(cur: extensions.cursor, table: str, query: str, source: str) -> Iterator[list[str]]:
+    """The rows of one configured query, copied out when the first is asked for; the text is dropped after the last."""
+    yield from csv_rows(_copy_out(cur, table, query, source), source).rows
+
+
+def _copy_out(cur: extensions.cursor, table: str, query: str, source: str) -> io.StringIO:
+    """Run one configured query and return its rows as CSV text (tags as ``|``-joined text), rewound."""
+    query = query.strip().rstrip(";")
+    try:
+        cur.execute(sql.SQL("SELECT * FROM ({}) AS q LIMIT 0").format(sql.SQL(query)))
+        described = [(column.name, column.type_code) for column in cur.description]
+        cur.execute("SELECT oid FROM pg_type WHERE oid = ANY(%s) AND typcategory = 'A'", ([t for _, t in described],))
+        arrays = {row[0] for row in cur.fetchall()}
+    except psycopg2.Error as exc:
+        raise DatasetError(f"{source} failed: {(exc.pgerror or str(exc)).strip()}\n  query: {query}") from exc
+    names = tuple(name for name, _ in described)
+    if names != COLUMNS[table]:
+        raise DatasetError(
+            f"{source} returns columns ({', '.join(names)}) but must return ({', '.join(COLUMNS[table])}),"
+            f" named so and in this order (rename with AS)\n  query: {query}"
+        )
+    # Arrays (tags) leave as |-joined text; every other type as its text form.
+    selected = [
+        sql.SQL("array_to_string(q.{}, {})").format(sql.Identifier(name), sql.Literal(TAG_SEPARATOR))
+        if type_code in arrays
+        else sql.SQL("q.{}").format(sql.Identifier(name))
+        for name, type_code in described
+    ]
+    # Entities in id order, so the same data always gets the same indices (and the same trained model).
+    order = sql.SQL(' ORDER BY q.id::text COLLATE "C"') if "id" in names else sql.SQL("")
+    statement = sql.SQL("COPY (SELECT {} FROM ({}) AS q{}) TO STDOUT WITH (FORMAT csv)").format(
+        sql.SQL(", ").join(selected), sql.SQL(query), order
+    )
+    out = io.StringIO(newline="")
+    try:
+        cur.copy_expert(statement, out)
+    except psycopg2.Error as exc:
+        raise DatasetError(f"{source} failed: {(exc.pgerror or str(exc)).strip()}\n  query: {query}") from exc
+    out.seek(0)
+    return out
