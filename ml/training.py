@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -108,8 +109,16 @@ def train(dataset: Dataset, params: TrainingSettings, features: Features | None 
     return to_rec_model(dataset, features, estimator)
 
 
-def fit(weights: sp.coo_matrix, features: Features, params: TrainingSettings) -> LightFM:
+def fit(
+    weights: sp.coo_matrix,
+    features: Features,
+    params: TrainingSettings,
+    after_epoch: Callable[[int, LightFM], None] | None = None,
+) -> LightFM:
     """Run the LightFM fit on the weighted pairs of :func:`interaction_weights`.
+
+    ``after_epoch(epoch, estimator)``, when given, is called after each epoch (numbered from 1) of the same
+    fit, one epoch at a time; the model search (:mod:`ml.search`) prunes hopeless trials from it.
 
     Raises
     ------
@@ -134,14 +143,18 @@ def fit(weights: sp.coo_matrix, features: Features, params: TrainingSettings) ->
         # A diverging fit overflows; LightFM detects that after each epoch and raises ValueError, so
         # numpy's own overflow warnings on the way there are noise.
         with np.errstate(over="ignore", invalid="ignore"):
-            estimator.fit(
-                positives,
-                user_features=features.user_features,
-                item_features=features.item_features,
-                sample_weight=sample_weight,
-                epochs=params.epochs,
-                num_threads=threads,
-            )
+            data = {
+                "user_features": features.user_features,
+                "item_features": features.item_features,
+                "sample_weight": sample_weight,
+                "num_threads": threads,
+            }
+            if after_epoch is None:
+                estimator.fit(positives, epochs=params.epochs, **data)
+            else:
+                for epoch in range(1, params.epochs + 1):
+                    estimator.fit_partial(positives, epochs=1, **data)
+                    after_epoch(epoch, estimator)
     except ValueError as exc:
         raise TrainingError(f"the fit failed: {exc}") from exc
     logger.info(
