@@ -88,5 +88,17 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
                 "schedule": settings.online_report_interval_seconds,
                 "options": {"expires": settings.online_report_interval_seconds},
             },
+            # Served pages (impressions) from the web workers' stream into PostgreSQL (tasks.online); no results
+            # kept (Flower shows each run from its events).
+            "move-impressions": {
+                "task": "tasks.move_impressions",
+                "schedule": 10.0,
+                "options": {"expires": 10.0, "ignore_result": True},
+            },
+            "online-report": {
+                "task": "tasks.online_report",
+                "schedule": settings.online_report_interval_seconds,
+                "options": {"expires": settings.online_report_interval_seconds},
+            },
         },
     )

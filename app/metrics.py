@@ -6,7 +6,10 @@ live workers (a dead worker's files are marked by the ``child_exit`` hook). With
 test client, the dev server) the values live in this process's default registry.
 
 The model's age is derived at scrape time: ``recsvc_model_created_timestamp_seconds`` per worker, and
-``recsvc_model_age_seconds`` of the worker that answered the scrape.
+``recsvc_model_age_seconds`` of the worker that answered the scrape. So are the gauges read from Redis
+(:class:`ScrapeState`): whether Redis answers, the last training run's outcome, and the online report of
+``tasks.online_report`` (experiment click-through per variant, the production model's online click-through
+against its trailing week). deploy/prometheus/alerts.yml alerts on them; deploy/grafana/recsvc.json plots them.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -61,6 +66,10 @@ RELOADER_LISTENING = Gauge(
     "1 while the worker's model reloader is subscribed to the update channel, 0 while it reconnects",
     multiprocess_mode="liveall",
 )
+SERVED_PAGES_LOST = Counter(
+    "recsvc_served_pages_lost_total",
+    "Feed pages not recorded in the served stream (the impressions) because Redis failed",
+)
 MODEL_LOADED = Gauge(
     "recsvc_model_loaded_timestamp_seconds",
     "When each worker loaded the model it holds (Unix time)",
@@ -105,7 +114,97 @@ class _ModelAgeCollector:
             )
 
 
-def render(model_created_at: Callable[[], float | None]) -> tuple[bytes, str]:
+@dataclass(frozen=True)
+class ScrapeState:
+    """What a scrape reads from Redis (once per scrape): None where Redis did not answer or had nothing."""
+
+    redis_up: bool
+    training_outcome: Mapping[str, Any] | None
+    online_report: Mapping[str, Any] | None
+
+
+def _gauge(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=list(labels)) if labels else GaugeMetricFamily(name, doc)
+
+
+class _ScrapeStateCollector:
+    """The gauges read from Redis at scrape time (see :class:`ScrapeState`)."""
+
+    def __init__(self, state: Callable[[], ScrapeState]):
+        self._state = state
+
+    def collect(self):
+        state = self._state()
+        yield GaugeMetricFamily("recsvc_redis_up", "1 if Redis answered this scrape, else 0", value=int(state.redis_up))
+        outcome = state.training_outcome
+        if outcome is not None:
+            failed = outcome.get("status") in ("failed", "rejected")
+            yield GaugeMetricFamily(
+                "recsvc_training_last_run_failed",
+                "1 if the last training run failed or was rejected by the quality gate, else 0",
+                value=int(failed),
+            )
+        report = state.online_report
+        if report is None:
+            return
+        yield from _quality_gauges(report["quality"])
+        if report.get("experiment"):
+            yield from _experiment_gauges(report["experiment"])
+
+
+def _quality_gauges(quality: Mapping[str, Any]):
+    for name, key, doc in (
+        ("recsvc_online_ctr", "ctr_today", "Online click-through of the production model today (UTC), any click"),
+        ("recsvc_online_ctr_trailing_week", "ctr_trailing_week", "The same over the seven days before today"),
+    ):
+        if quality[key] is not None:
+            yield GaugeMetricFamily(name, doc, value=quality[key])
+    yield GaugeMetricFamily(
+        "recsvc_online_ctr_drop_fraction",
+        "The configured alert threshold (CTR_DROP_ALERT_FRACTION): a drop of today's CTR by more than this",
+        value=quality["drop_fraction"],
+    )
+    yield GaugeMetricFamily(
+        "recsvc_online_ctr_drop_alert",
+        "1 if today's online CTR is below (1 - CTR_DROP_ALERT_FRACTION) x the trailing week's, else 0",
+        value=int(quality["alert"]),
+    )
+
+
+def _experiment_gauges(experiment: Mapping[str, Any]):
+    impressions = _gauge(
+        "recsvc_experiment_impressions", "Impressions today (UTC), per variant", ["experiment", "variant"]
+    )
+    ctr = _gauge(
+        "recsvc_experiment_ctr", "Click-through today, per variant and click type", ["experiment", "variant", "type"]
+    )
+    diff = _gauge(
+        "recsvc_experiment_relative_difference",
+        "Today's relative CTR difference (any click) of a variant against the control",
+        ["experiment", "variant", "bound"],
+    )
+    p_value = _gauge(
+        "recsvc_experiment_p_value", "Two-proportion test p-value against the control, today", ["experiment", "variant"]
+    )
+    days = experiment["days"]
+    if days:
+        name = experiment["name"]
+        for row in days[0]["variants"]:
+            impressions.add_metric([name, row["variant"]], row["impressions"])
+            for kind, value in row["ctr"].items():
+                if value is not None:
+                    ctr.add_metric([name, row["variant"], kind], value)
+            vs = (row["vs_control"] or {}).get("any")
+            if vs is not None:
+                for bound, key in (("estimate", "relative_difference"), ("low", "ci_low"), ("high", "ci_high")):
+                    diff.add_metric([name, row["variant"], bound], vs[key])
+                p_value.add_metric([name, row["variant"]], vs["p_value"])
+    yield from (impressions, ctr, diff, p_value)
+
+
+def render(
+    model_created_at: Callable[[], float | None], state: Callable[[], ScrapeState] | None = None
+) -> tuple[bytes, str]:
     """The Prometheus text exposition of every worker's metrics, and its content type."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         shared = CollectorRegistry()
@@ -114,4 +213,6 @@ def render(model_created_at: Callable[[], float | None]) -> tuple[bytes, str]:
         shared = REGISTRY
     local = CollectorRegistry()
     local.register(_ModelAgeCollector(model_created_at))
+    if state is not None:
+        local.register(_ScrapeStateCollector(state))
     return generate_latest(shared) + generate_latest(local), CONTENT_TYPE_LATEST

@@ -11,9 +11,11 @@ The variables of ``ml`` (the database, its queries, the training hyperparameters
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from common.experiments import Experiment, parse_experiment
 from ml.cpus import usable_cpus
 from ml.settings import (
     DEFAULT_DATABASE_URL,
@@ -80,6 +82,12 @@ class Settings:
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    experiment: Experiment | None = None  # EXPERIMENT or EXPERIMENT_FILE; none by default
+    served_stream_maxlen: int = 100_000  # pages kept for the mover (about 1 KB each); 0 records none
+    online_schema: str = "recsvc_online"
+    attribution_window_hours: float = 24.0
+    ctr_drop_alert_fraction: float = 0.2
+    online_report_interval_seconds: float = 300.0
 
 
 # --- parsers: each takes the raw string and returns the value or raises ValueError with a reason ---
@@ -115,6 +123,54 @@ def _basic_auth(raw: str) -> str:
         if not sep or not user or not password:
             raise ValueError("must be user:password[,user:password...]")
     return raw.strip()
+
+
+def _schema_name(raw: str) -> str:
+    name = raw.strip()
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise ValueError("must be a lowercase SQL identifier (a-z, 0-9, _; not starting with a digit)")
+    if name in ("public", "pg_catalog", "information_schema"):
+        raise ValueError("must be a schema of recsvc's own, not the backend's")
+    return name
+
+
+class _ReadNames(dict):
+    """A mapping that remembers which names were read: the variables a parser knows."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.names: set[str] = set()
+
+    def get(self, name, default=None):
+        self.names.add(name)
+        return super().get(name, default)
+
+
+def _experiment(env: Mapping[str, str]) -> Experiment | None:
+    """EXPERIMENT (JSON) or EXPERIMENT_FILE (a JSON file), validated; a model variant's training overrides too."""
+
+    def check_training(overrides: Mapping[str, str]) -> None:
+        read = _ReadNames({**env, **overrides})
+        training_from(read)
+        unknown = set(overrides) - read.names
+        if unknown:
+            raise ValueError(f"not training variables: {', '.join(sorted(unknown))}")
+
+    def parse(raw: str) -> Experiment:
+        return parse_experiment(raw, check_training)
+
+    if env.get("EXPERIMENT", "").strip() and env.get("EXPERIMENT_FILE", "").strip():
+        raise ConfigError("EXPERIMENT and EXPERIMENT_FILE are both set: declare the experiment in one of them")
+
+    def read_file(raw: str) -> Experiment:
+        try:
+            with open(raw.strip(), encoding="utf-8") as file:
+                text = file.read()
+        except OSError as exc:
+            raise ValueError(f"cannot read it: {exc.strerror}") from None
+        return parse(text)
+
+    return read_var(env, "EXPERIMENT", parse, None) or read_var(env, "EXPERIMENT_FILE", read_file, None)
 
 
 def _admin_token(raw: str) -> str:
@@ -185,6 +241,16 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         flower_address=read_var(env, "FLOWER_ADDRESS", nonempty, d.flower_address),
         flower_port=read_var(env, "FLOWER_PORT", int_in(1, 65535), d.flower_port),
         training=training_from(env),
+        experiment=_experiment(env),
+        served_stream_maxlen=read_var(env, "SERVED_STREAM_MAXLEN", int_in(0, 100_000_000), d.served_stream_maxlen),
+        online_schema=read_var(env, "ONLINE_SCHEMA", _schema_name, d.online_schema),
+        attribution_window_hours=read_var(
+            env, "ATTRIBUTION_WINDOW_HOURS", float_in(0.01, 24 * 30.0), d.attribution_window_hours
+        ),
+        ctr_drop_alert_fraction=read_var(env, "CTR_DROP_ALERT_FRACTION", float_in(0.0, 1.0), d.ctr_drop_alert_fraction),
+        online_report_interval_seconds=read_var(
+            env, "ONLINE_REPORT_INTERVAL_SECONDS", float_in(10.0, 86400.0), d.online_report_interval_seconds
+        ),
     )
     if settings.default_page_limit > settings.max_page_limit:
         raise ConfigError(

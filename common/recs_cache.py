@@ -14,6 +14,7 @@ Keys, all under the configured prefix (default ``recsvc:``):
                                   (packed list), ``created_at``, ``num_users``, ``num_items``, ``complete``
 ``lock:train``            string  the training lock; it has a TTL so a dead holder frees it
 ``lock:refresh``          string  the live refresh's lock (``tasks.refresh``), with a TTL likewise
+``lock:search``           string  the model search's lock (``tasks.search``), with a TTL likewise
 ``training:last``         string  JSON of the last training outcome, for ``/admin/model-status``
 ``ratelimit...``          (many)  the web's rate-limit counters (flask-limiter), see :func:`rate_limit_prefix`
 channel ``model-updates``         ``{"version", "created_at", "num_users", "num_items"}`` after each flip
@@ -31,6 +32,10 @@ channel ``model-updates``         ``{"version", "created_at", "num_users", "num_
 ``shown:<user_id>``       zset    the same for impressions
 channel ``live-updates``          ``{"generation", "model_version"}`` after each live publish
 channel ``events``                JSON list of the users whose ``seen:``/``shown:`` a batch of events changed
+``served``                stream  one entry per page served (:class:`ServedPage`), about ``maxlen`` entries at
+                                  most (the oldest go first); consumer group ``mover`` (``tasks.move_impressions``)
+                                  acknowledges and deletes an entry once PostgreSQL has it
+``online:report``         string  JSON of the last online report (``tasks.online_report``)
 ========================  ======  =====================================================================
 
 A staged version carries a TTL until it is published, so a training run that dies mid-way leaves nothing
@@ -162,6 +167,24 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return t
 """
 
+# What a page needs from Redis, in one command: the clock first, then the live generation, the user's seen
+# and shown zsets, and (as ARGV[2..4] say) its list, its live-user record, whether a version is published.
+# KEYS: live:state, seen:<u>, shown:<u>, then the keys of what is asked, in that order. ARGV: user id, flags.
+_USER_READS_SCRIPT = """
+local t = redis.call('TIME')
+local out = {t[1], t[2], redis.call('HGET', KEYS[1], 'generation'),
+  redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'), redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')}
+local k = 4
+for i = 2, 4 do
+  out[i + 4] = false
+  if ARGV[i] == '1' then
+    out[i + 4] = redis.call('HGET', KEYS[k], i == 4 and 'complete' or ARGV[1])
+    k = k + 1
+  end
+end
+return out
+"""
+
 
 @dataclass(frozen=True)
 class LiveState:
@@ -171,6 +194,24 @@ class LiveState:
     model_version: str | None
     watermarks: dict[str, Any]
     updated_at: float | None
+
+
+@dataclass(frozen=True)
+class ServedPage:
+    """One served page as the ``served`` stream keeps it; ``time_ms`` is the entry id's Redis time."""
+
+    entry_id: str
+    time_ms: int
+    user_id: str
+    post_ids: list[str]
+    first_rank: int
+    experiment: str  # '' without an experiment
+    variant: str  # 'production' without an experiment
+    ranking: str  # what was served: production, popular or model
+    model_version: str
+
+
+SERVED_GROUP = "mover"
 
 
 @dataclass(frozen=True)
@@ -256,6 +297,7 @@ class RecsCache:
         self._publish = client.register_script(_PUBLISH_SCRIPT)
         self._publish_live = client.register_script(_PUBLISH_LIVE_SCRIPT)
         self._record_events = client.register_script(_RECORD_EVENTS_SCRIPT)
+        self._user_reads = client.register_script(_USER_READS_SCRIPT)
 
     # --- key names: the only place they are spelled ---
 
@@ -276,6 +318,10 @@ class RecsCache:
     @property
     def refresh_lock_key(self) -> str:
         return self.prefix + "lock:refresh"
+
+    @property
+    def search_lock_key(self) -> str:
+        return self.prefix + "lock:search"
 
     @property
     def outcome_key(self) -> str:
@@ -371,6 +417,11 @@ class RecsCache:
     def refresh_lock(self, timeout: float) -> redis.lock.Lock:
         """The lock that lets one live refresh run at a time (never the training lock, so neither waits)."""
         return self.client.lock(self.refresh_lock_key, timeout=timeout, blocking=False, thread_local=False)
+
+    def search_lock(self, timeout: float) -> redis.lock.Lock:
+        """The lock that lets one model search run at a time (never the training lock: a search never holds
+        up training)."""
+        return self.client.lock(self.search_lock_key, timeout=timeout, blocking=False, thread_local=False)
 
     def record_training_outcome(self, outcome: Mapping[str, Any]) -> None:
         """Remember the last training run's outcome (published, skipped, rejected or failed) as JSON."""
@@ -620,37 +671,128 @@ class RecsCache:
         live_user: bool = False,
         check_version: str | None = None,
     ) -> UserReads:
-        """One round trip of what a page needs: Redis's clock, the live generation, the user's exclusions.
+        """One command (a read-only script) of what a page needs: Redis's clock, the generation, the exclusions.
 
         Optionally also the user's list of ``list_version``, its ``live:users`` value (``live_user``), and
         whether ``check_version`` is still published. The exclusions are those that arrived by the clock
-        read first (``now``): no MULTI is needed, since an event recorded after that read arrived later and
-        is left out (see :func:`cut_exclusions` for a pinned scroll's earlier cutoff).
+        read first (``now``; see :func:`cut_exclusions` for a pinned scroll's earlier cutoff). One script
+        rather than a pipeline of up to seven commands: it is the hot path's one round trip.
         """
-        pipe = self.client.pipeline(transaction=False)
-        pipe.time()
-        pipe.hget(self.live_state_key, "generation")
-        pipe.zrange(self.seen_key(user_id), 0, -1, withscores=True)
-        pipe.zrange(self.shown_key(user_id), 0, -1, withscores=True)
+        keys = [self.live_state_key, self.seen_key(user_id), self.shown_key(user_id)]
         if list_version is not None:
-            pipe.hget(self.recs_key(list_version), user_id)
+            keys.append(self.recs_key(list_version))
         if live_user:
-            pipe.hget(self.live_users_key, user_id)
+            keys.append(self.live_users_key)
         if check_version is not None:
-            pipe.hget(self.meta_key(check_version), "complete")
-        replies = iter(pipe.execute())
-        seconds, micros = next(replies)
-        generation, seen, shown = next(replies), next(replies), next(replies)
+            keys.append(self.meta_key(check_version))
+        flags = ["1" if wanted else "0" for wanted in (list_version is not None, live_user, check_version is not None)]
+        seconds, micros, generation, seen, shown, blob, record, complete = self._user_reads(
+            keys=keys, args=[user_id, *flags]
+        )
         now = int(seconds) * 1_000_000 + int(micros)
         return UserReads(
             now=now,
             generation=int(generation or 0),
-            list_blob=next(replies) if list_version is not None else None,
-            live_user=next(replies) if live_user else None,
-            published=next(replies) == b"1" if check_version is not None else None,
-            seen=_cut(seen, now),
-            shown=_cut(shown, now),
+            list_blob=blob,
+            live_user=record,
+            published=complete == b"1" if check_version is not None else None,
+            seen=_cut(zip(seen[::2], seen[1::2], strict=True), now),
+            shown=_cut(zip(shown[::2], shown[1::2], strict=True), now),
         )
+
+    # --- served pages (impressions) and the online report ---
+
+    @property
+    def served_key(self) -> str:
+        return self.prefix + "served"
+
+    @property
+    def online_report_key(self) -> str:
+        return self.prefix + "online:report"
+
+    def record_served_page(
+        self,
+        user_id: str,
+        post_ids: Sequence[str],
+        first_rank: int,
+        experiment: str,
+        variant: str,
+        ranking: str,
+        model_version: str,
+        maxlen: int,
+    ) -> None:
+        """Append a served page to the ``served`` stream, trimming it to about ``maxlen`` entries (one command).
+
+        The trim is approximate (Redis drops whole macro nodes, so the stream may hold up to about 100 more):
+        when the mover is down for longer than ``maxlen`` pages, the oldest unmoved pages are lost.
+        """
+        fields = {
+            "u": user_id,
+            "p": "\n".join(post_ids),  # ids never hold control characters (ml.ids)
+            "r": first_rank,
+            "e": experiment,
+            "v": variant,
+            "k": ranking,
+            "m": model_version,
+        }
+        self.client.xadd(self.served_key, fields, maxlen=maxlen, approximate=True)
+
+    def read_served_pages(self, count: int) -> list[ServedPage]:
+        """Up to ``count`` pages for the mover: those it read but never acknowledged first, then new ones."""
+        try:
+            self.client.xgroup_create(self.served_key, SERVED_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        pages: list[ServedPage] = []
+        trimmed: list[bytes] = []
+        for start in ("0", ">"):
+            reply = self.client.xreadgroup(SERVED_GROUP, SERVED_GROUP, {self.served_key: start}, count=count)
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    if not fields:  # trimmed away while pending: nothing left to move
+                        trimmed.append(entry_id)
+                        continue
+                    pages.append(_served_page(entry_id, fields))
+            if pages:
+                break
+        if trimmed:
+            self.client.xack(self.served_key, SERVED_GROUP, *trimmed)
+        return pages
+
+    def ack_served_pages(self, entry_ids: Sequence[str]) -> None:
+        """Acknowledge and delete moved pages (in one transaction), so the stream holds only unmoved ones."""
+        if entry_ids:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xack(self.served_key, SERVED_GROUP, *entry_ids)
+            pipe.xdel(self.served_key, *entry_ids)
+            pipe.execute()
+
+    def served_backlog(self) -> int:
+        """Pages in the stream not yet moved (or moved and not yet deleted)."""
+        return int(self.client.xlen(self.served_key))
+
+    def store_online_report(self, report: Mapping[str, Any]) -> None:
+        self.client.set(self.online_report_key, json.dumps(report, default=str))
+
+    def online_report(self) -> dict[str, Any] | None:
+        raw = self.client.get(self.online_report_key)
+        return json.loads(raw) if raw else None
+
+
+def _served_page(entry_id: bytes, fields: Mapping[bytes, bytes]) -> ServedPage:
+    entry = entry_id.decode()
+    return ServedPage(
+        entry_id=entry,
+        time_ms=int(entry.partition("-")[0]),
+        user_id=fields[b"u"].decode(),
+        post_ids=fields[b"p"].decode().split("\n") if fields[b"p"] else [],
+        first_rank=int(fields[b"r"]),
+        experiment=fields[b"e"].decode(),
+        variant=fields[b"v"].decode(),
+        ranking=fields[b"k"].decode(),
+        model_version=fields[b"m"].decode(),
+    )
 
 
 def cut_exclusions(posts: Mapping[str, int], cutoff: int) -> Mapping[str, int]:
@@ -675,11 +817,11 @@ def _microseconds(arrival: bytes | str) -> int:
     return int(seconds) * 1_000_000 + int(micros or 0)
 
 
-def _cut(entries: Sequence[tuple[bytes, float]], cutoff: int) -> dict[str, int]:
-    """zset entries (member, seconds) as post id -> microseconds, without those after ``cutoff``."""
+def _cut(entries: Iterable[tuple[bytes, bytes]], cutoff: int) -> dict[str, int]:
+    """zset entries (member, seconds as Redis prints them) as post id -> microseconds, none after ``cutoff``."""
     found = {}
     for member, score in entries:
-        at = round(score * 1_000_000)
+        at = round(float(score) * 1_000_000)
         if at <= cutoff:
             found[member.decode()] = at
     return found

@@ -30,9 +30,11 @@ from app.feed.mirror import KnownExclusions, LiveMirror
 from app.feed.pin import UNPINNED, Pin
 from app.feed.similar import ForUser, Neighbours
 from app.feed.stages import Candidates, Exclusions, Feed, FeedRequest, FreshPosts, Page, Scope
+from app.feed.variants import VariantRanking
 from app.feed.version_view import VersionView
 from app.list_memo import ListMemo
 from app.model_holder import LoadedModel, ModelHolder
+from common.experiments import Experiment
 from common.recs_cache import RecsCache, UserReads, cut_exclusions, live_user_at, unpack_list
 from ml.similar import UnitItems
 
@@ -72,6 +74,11 @@ class FeedService:
         How far a scroll goes (``MAX_FEED_POSTS``).
     impressions : str
         What an impression does: ``demote``, ``hide`` or ``ignore`` (``IMPRESSIONS``).
+    experiment : Experiment or None
+        The running experiment (``EXPERIMENT``): its stage follows the candidates.
+    served_stream_maxlen : int
+        Each feed page is recorded in the ``served`` stream, kept to about this many pages
+        (``SERVED_STREAM_MAXLEN``); 0 records none.
     """
 
     def __init__(
@@ -85,6 +92,8 @@ class FeedService:
         top_k: int,
         max_feed_posts: int,
         impressions: str = "demote",
+        experiment: Experiment | None = None,
+        served_stream_maxlen: int = 0,
     ):
         self._holder = holder
         self._cache = cache
@@ -95,6 +104,7 @@ class FeedService:
         self._filter = CommunityTagFilter(max_feed_posts)
         self.stages: Sequence[Callable[[Feed], Feed]] = (
             Candidates(top_k, max_feed_posts, self._rankings),
+            *([VariantRanking(experiment)] if experiment is not None else []),
             self._filter,
             FreshPosts(),
             Exclusions(impressions),
@@ -107,6 +117,8 @@ class FeedService:
             Exclusions(impressions),
         )
         self._page = Page(max_feed_posts)
+        self._experiment = experiment
+        self._served_maxlen = served_stream_maxlen
         self._views = Lru(4)  # version -> VersionView
         self._posts = Lru(4)  # generation -> the pool's posts, as published
         self._pools = Lru(4)  # (version, generation) -> LivePool
@@ -119,7 +131,34 @@ class FeedService:
         so it is kept per worker: the next pages of a scroll, and a user's next visit while nothing changed
         for it, only cut a page out of it (its rankings keep what they have computed).
         """
-        return self._run(request, self.stages)
+        page = self._run(request, self.stages)
+        variant = self._experiment.assign(request.user_id) if self._experiment is not None else None
+        page["experiment"] = self._experiment.name if variant is not None else None
+        page["variant"] = variant.name if variant is not None else None
+        page["variant_fallback"] = variant is not None and variant.ranking == "model"
+        if self._served_maxlen and page["recommendations"]:
+            self._record_served(
+                page, "popular" if variant is not None and variant.ranking == "popular" else "production"
+            )
+        return page
+
+    def _record_served(self, page: dict[str, Any], ranking: str) -> None:
+        """Append the page to the ``served`` stream (one Redis command); lost, and counted, if Redis fails."""
+        recs = page["recommendations"]
+        try:
+            self._guard.call(
+                self._cache.record_served_page,
+                page["user_id"],
+                [r["post_id"] for r in recs],
+                recs[0]["rank"],
+                page["experiment"] or "",
+                page["variant"] or "production",
+                ranking,
+                page["model_version"],
+                self._served_maxlen,
+            )
+        except CacheUnavailable:
+            metrics.SERVED_PAGES_LOST.inc()
 
     def similar(self, request: FeedRequest) -> dict[str, Any]:
         """A page of the posts similar to ``request.similar_to``, for ``request.user_id`` if it names a user.

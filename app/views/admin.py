@@ -1,4 +1,6 @@
-"""``/admin``: reload the model now, and the model's status. Requires ``Authorization: Bearer $ADMIN_TOKEN``.
+"""``/admin``: reload the model now, the model's status, the experiment's report.
+
+Requires ``Authorization: Bearer $ADMIN_TOKEN``.
 
 Without a configured ``ADMIN_TOKEN`` the admin endpoints are disabled and answer 403 ``admin_disabled``.
 Each answer comes from the one worker that handled the request; the other workers follow the published
@@ -17,7 +19,7 @@ from app.auth import require_bearer
 from app.cache_guard import CacheUnavailable
 from app.model_holder import iso_time
 from app.runtime import get_runtime
-from app.schemas import ModelStatusSchema, ReloadSchema
+from app.schemas import ExperimentsSchema, ModelStatusSchema, ReloadSchema
 
 blp = Blueprint("admin", __name__, url_prefix="/admin", description="Model administration (admin token)")
 
@@ -78,8 +80,9 @@ class ModelStatus(MethodView):
         try:
             cache_version = runtime.guard.call(runtime.cache.current_version)
             outcome = runtime.guard.call(runtime.cache.last_training_outcome)
+            report = runtime.guard.call(runtime.cache.online_report)
         except CacheUnavailable:
-            cache_version = outcome = None
+            cache_version = outcome = report = None
         age = loaded.age_seconds(time.time()) if loaded else None
         return {
             "worker_pid": os.getpid(),
@@ -93,4 +96,45 @@ class ModelStatus(MethodView):
             "cache_version": cache_version,
             "last_load_error": runtime.holder.last_error,
             "last_training_outcome": outcome,
+            "online": report["quality"] if report else None,
+        }
+
+
+@blp.route("/experiments")
+class Experiments(MethodView):
+    @blp.doc(**_AUTH_DOC)
+    @blp.response(200, ExperimentsSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(403, response="FORBIDDEN")
+    def get(self):
+        """The running experiment and its last online report
+
+        Per variant per day: impressions, users, click-through by type, and the relative difference to the
+        control with its 95% interval and p-value. `tasks.online_report` computes it (every
+        ONLINE_REPORT_INTERVAL_SECONDS); `report` is null before its first run or without an experiment.
+        """
+        runtime = get_runtime()
+        experiment = runtime.settings.experiment
+        try:
+            report = runtime.guard.call(runtime.cache.online_report)
+            backlog = runtime.guard.call(runtime.cache.served_backlog)
+        except CacheUnavailable:
+            report = backlog = None
+        configured = None
+        if experiment is not None:
+            configured = {
+                "name": experiment.name,
+                "control": experiment.control,
+                "variants": [
+                    {"name": v.name, "share": v.share, "ranking": v.ranking, "training": dict(v.training)}
+                    for v in experiment.variants
+                ],
+            }
+        found = report.get("experiment") if report else None
+        return {
+            "configured": configured,
+            "report": found if found and experiment and found["name"] == experiment.name else None,
+            "computed_at": report.get("computed_at") if report else None,
+            "attribution_window_hours": runtime.settings.attribution_window_hours,
+            "served_backlog": backlog,
         }

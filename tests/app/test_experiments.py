@@ -1,0 +1,162 @@
+"""Experiments in the web app: the variant in every page, the popularity control, the served stream,
+/admin/experiments and the scrape-time gauges of the online report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from common.experiments import parse_experiment
+from testing.factories import random_model
+from testing.service import publish
+
+EXPERIMENT = {
+    "name": "pop-control",
+    "control": "popular",
+    "variants": [
+        {"name": "model", "share": 0.4, "ranking": "production"},
+        {"name": "popular", "share": 0.4, "ranking": "popular"},
+        {"name": "bpr", "share": 0.2, "ranking": "model", "training": {"LIGHTFM_LOSS": "bpr"}},
+    ],
+}
+
+
+@pytest.fixture
+def model():
+    return random_model(num_users=30, num_items=40, seed=3, exclude={u: [0, 1] for u in range(30)})
+
+
+@pytest.fixture
+def version(cache, model_dir, model):
+    return publish(cache, model_dir, model, top_k=30)
+
+
+@pytest.fixture
+def experiment_client(make_app, settings_env, version):
+    return make_app(
+        {**settings_env, "EXPERIMENT": json.dumps(EXPERIMENT), "SERVED_STREAM_MAXLEN": "1000"}
+    ).test_client()
+
+
+def test_pages_carry_the_users_variant_and_the_control_gets_the_popularity_feed(experiment_client, model):
+    experiment = parse_experiment(json.dumps(EXPERIMENT))
+    seen = set()
+    for u in range(30):
+        user = f"user-{u}"
+        body = experiment_client.get(f"/recommendations/{user}?limit=10").get_json()
+        variant = experiment.assign(user)
+        seen.add(variant.name)
+        assert (body["experiment"], body["variant"]) == ("pop-control", variant.name)
+        assert body["variant_fallback"] is (variant.ranking == "model")  # no bpr model is served: production answers
+        posts = [r["post_id"] for r in body["recommendations"]]
+        popular = [f"post-{i}" for i in model.popular_items if i not in (0, 1)][:10]
+        if variant.ranking == "popular":
+            assert body["strategy"] == "popular" and posts == popular
+        else:
+            assert body["strategy"] == "personalized"
+        assert {"post-0", "post-1"}.isdisjoint(posts)  # what the model excludes for the user, in every variant
+    assert seen == {"model", "popular", "bpr"}
+
+
+def test_without_an_experiment_pages_say_so_and_nothing_is_recorded_when_disabled(
+    make_app, settings_env, version, cache
+):
+    client = make_app({**settings_env, "SERVED_STREAM_MAXLEN": "0"}).test_client()
+    body = client.get("/recommendations/user-1").get_json()
+    assert (body["experiment"], body["variant"], body["variant_fallback"]) == (None, None, False)
+    assert cache.served_backlog() == 0
+
+
+def test_each_page_is_recorded_in_the_served_stream(experiment_client, cache):
+    body = experiment_client.get("/recommendations/user-2?limit=5&offset=5").get_json()
+    (page,) = cache.read_served_pages(10)
+    assert page.user_id == "user-2" and page.first_rank == 6
+    assert page.post_ids == [r["post_id"] for r in body["recommendations"]]
+    assert (page.experiment, page.variant, page.model_version) == (
+        "pop-control",
+        body["variant"],
+        body["model_version"],
+    )
+    assert page.ranking == ("popular" if body["variant"] == "popular" else "production")
+
+
+def test_the_stream_is_bounded(make_app, settings_env, version, cache):
+    client = make_app({**settings_env, "SERVED_STREAM_MAXLEN": "10"}).test_client()
+    for _ in range(300):
+        client.get("/recommendations/user-3?limit=2")
+    # Approximate trimming drops whole macro nodes (100 entries by default): at most about maxlen + 100.
+    assert 10 <= cache.served_backlog() <= 110
+
+
+def test_admin_experiments_needs_the_token_and_shows_the_configuration_and_report(
+    experiment_client, admin_headers, cache
+):
+    assert experiment_client.get("/admin/experiments").status_code == 401
+    wrong = {"Authorization": "Bearer wrong-token-0123456789"}
+    assert experiment_client.get("/admin/experiments", headers=wrong).status_code == 401
+    body = experiment_client.get("/admin/experiments", headers=admin_headers).get_json()
+    assert body["configured"]["name"] == "pop-control" and body["report"] is None
+    assert [v["name"] for v in body["configured"]["variants"]] == ["model", "popular", "bpr"]
+    assert body["attribution_window_hours"] == 24.0
+    report = {
+        "experiment": {"name": "pop-control", "control": "popular", "days": [_day()]},
+        "quality": _quality(),
+        "computed_at": "2026-03-02T12:00:00+00:00",
+    }
+    cache.store_online_report(report)
+    body = experiment_client.get("/admin/experiments", headers=admin_headers).get_json()
+    assert body["report"] == report["experiment"] and body["computed_at"] == report["computed_at"]
+    status = experiment_client.get("/admin/model-status", headers=admin_headers).get_json()
+    assert status["online"] == report["quality"]
+
+
+def _day():
+    vs = {"relative_difference": 0.5, "ci_low": 0.18, "ci_high": 0.9, "p_value": 0.0007}
+    clicks = {"view": 0, "like": 0, "comment": 0, "any": 150}
+    ctr = {"view": 0.0, "like": 0.0, "comment": 0.0, "any": 0.15}
+    return {
+        "day": "2026-03-02",
+        "variants": [
+            {
+                "variant": "model",
+                "impressions": 1000,
+                "users": 50,
+                "clicks": clicks,
+                "ctr": ctr,
+                "vs_control": {"any": vs},
+            },
+            {"variant": "popular", "impressions": 1000, "users": 50, "clicks": clicks, "ctr": ctr, "vs_control": None},
+        ],
+    }
+
+
+def _quality(alert=False):
+    daily = [{"day": "2026-03-02", "impressions": 1000, "clicks": 150, "ctr": 0.15}]
+    return {"daily": daily, "ctr_today": 0.15, "ctr_trailing_week": 0.2, "drop_fraction": 0.2, "alert": alert}
+
+
+def test_metrics_expose_the_online_report_redis_and_training(experiment_client, cache):
+    text = experiment_client.get("/metrics").get_data(as_text=True)
+    assert "recsvc_redis_up 1.0" in text and "recsvc_online_ctr" not in text
+    cache.store_online_report(
+        {"experiment": {"name": "pop-control", "control": "popular", "days": [_day()]}, "quality": _quality(True)}
+    )
+    cache.record_training_outcome({"status": "failed", "reason": "x"})
+    text = experiment_client.get("/metrics").get_data(as_text=True)
+    for line in (
+        "recsvc_online_ctr 0.15",
+        "recsvc_online_ctr_trailing_week 0.2",
+        "recsvc_online_ctr_drop_alert 1.0",
+        "recsvc_training_last_run_failed 1.0",
+        'recsvc_experiment_impressions{experiment="pop-control",variant="model"} 1000.0',
+        'recsvc_experiment_ctr{experiment="pop-control",type="any",variant="model"} 0.15',
+        'recsvc_experiment_relative_difference{bound="low",experiment="pop-control",variant="model"} 0.18',
+        'recsvc_experiment_p_value{experiment="pop-control",variant="model"} 0.0007',
+    ):
+        assert line in text, line
+
+
+def test_metrics_say_redis_is_down(make_app, settings_env, dead_redis_url):
+    client = make_app({**settings_env, "REDIS_URL": dead_redis_url}).test_client()
+    assert "recsvc_redis_up 0.0" in client.get("/metrics").get_data(as_text=True)
