@@ -139,7 +139,8 @@ class Candidates:
         excluded = model.excluded_items(user)
 
         def universe(feed_ids: np.ndarray) -> np.ndarray:
-            return (feed_ids >= 0) & (feed_ids < model.num_items) & ~isin(feed_ids, excluded)
+            inside = (feed_ids >= 0) & (feed_ids < model.num_items)
+            return inside & ~isin(feed_ids, excluded) if len(excluded) else inside
 
         size = model.num_items - len(excluded)
         ranking = Extended(head, rank, depth, size, universe)
