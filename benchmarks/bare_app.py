@@ -1,6 +1,7 @@
 """The benchmark's baseline: a bare Flask endpoint returning a constant, run under the same gunicorn settings.
 
-``gunicorn -c gunicorn.conf.py benchmarks.bare_app:app`` — what the service's own work is compared with.
+``gunicorn -c benchmarks/bare.gunicorn.conf.py benchmarks.bare_app:app`` — what the service's own work is
+compared with.
 """
 
 from flask import Flask

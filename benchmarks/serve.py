@@ -49,7 +49,7 @@ from ml.demo import DEFAULT_POSTS, DEFAULT_USERS
 from ml.model import RecModel
 from testing.factories import random_model
 from testing.polling import poll
-from testing.processes import GunicornServer, RedisServer
+from testing.processes import BARE_GUNICORN_CONFIG, GunicornServer, RedisServer
 from testing.service import publish
 
 PAGE_LIMIT = 20
@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         def wrk_on(server, mode, duration=args.duration):
             return lambda: run_wrk(server.url, script, duration, args.connections, mode, args.users, pages)
 
-        bare = GunicornServer(env, workers, work / "bare.log", app="benchmarks.bare_app:app").start()
+        bare = GunicornServer(
+            env, workers, work / "bare.log", app="benchmarks.bare_app:app", config=BARE_GUNICORN_CONFIG
+        ).start()
         servers.append(bare)
         app = GunicornServer(env, workers, work / "app.log").start()
         servers.append(app)

@@ -138,14 +138,26 @@ def access_statuses(log_path: Path) -> list[tuple[str, int]]:
     return found
 
 
-class GunicornServer:
-    """gunicorn with the repository's gunicorn.conf.py (``wsgi:app`` by default), on a free port."""
+# The gunicorn settings of another WSGI app than recsvc's (no model, no reloader in its workers).
+BARE_GUNICORN_CONFIG = "benchmarks/bare.gunicorn.conf.py"
 
-    def __init__(self, env: dict[str, str], workers: int = 3, log_path: Path | None = None, app: str = "wsgi:app"):
+
+class GunicornServer:
+    """gunicorn on a free port: ``wsgi:app`` with the repository's gunicorn.conf.py, or ``app`` with ``config``."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        workers: int = 3,
+        log_path: Path | None = None,
+        app: str = "wsgi:app",
+        config: str = "gunicorn.conf.py",
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         self.app = app
+        self.config = config
         self._env = {
             **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
             **env,
@@ -160,7 +172,11 @@ class GunicornServer:
         """Start, and wait until every worker is up (for the recsvc app: holds a model and its reloader listens)."""
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                [str(GUNICORN), self.app], cwd=REPO, env=self._env, stdout=log, stderr=subprocess.STDOUT
+                [str(GUNICORN), "-c", self.config, self.app],
+                cwd=REPO,
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         if not poll(self._ready, ready_timeout, 0.2):
             self.stop()

@@ -18,7 +18,15 @@ from common.recs_cache import RecsCache
 from testing.environment import ADMIN_TOKEN, REDIS_PREFIX, TOP_K, server_env
 from testing.factories import random_model
 from testing.polling import poll
-from testing.processes import GUNICORN, REPO, GunicornServer, child_pids, listening_addresses, running
+from testing.processes import (
+    BARE_GUNICORN_CONFIG,
+    GUNICORN,
+    REPO,
+    GunicornServer,
+    child_pids,
+    listening_addresses,
+    running,
+)
 from testing.service import publish
 
 
@@ -227,7 +235,10 @@ def test_without_reuse_port_the_workers_share_a_socket_and_usr2_upgrades_in_plac
 def test_workers_freeze_the_loaded_app_out_of_the_collectors_reach(redis_url, tmp_path):
     """post_worker_init calls gc.freeze(): full collections then skip the app's objects during requests."""
     probe = GunicornServer(
-        server_env(redis_url, tmp_path / "models"), workers=1, app="tests.e2e.freeze_probe_app:app"
+        server_env(redis_url, tmp_path / "models"),
+        workers=1,
+        app="tests.e2e.freeze_probe_app:app",
+        config=BARE_GUNICORN_CONFIG,
     ).start()
     try:
         assert int(requests.get(probe.url, timeout=5).text) > 1000
