@@ -2,7 +2,7 @@
 
 Every JSON response of the service (``jsonify``, a dict returned by a view, every error) is made by the
 app's JSON provider. Flask's default one spends most of a recommendations page's encoding time in the
-standard library's pure-Python encoder loop; orjson encodes the same page about fifteen times faster.
+standard library's pure-Python encoder loop, which orjson replaces with C (figures in docs/PERFORMANCE.md).
 
 The JSON is equivalent for everything the service sends: keys keep their insertion order (``sort_keys`` is
 honoured), non-string keys become strings as with the standard library, and the types the standard

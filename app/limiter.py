@@ -56,8 +56,8 @@ def init_app(app: Flask, settings: Settings) -> Limiter | None:
 class EndpointLimit:
     """A rate limit per client address that one endpoint checks itself (``EVENTS_RATE_LIMIT`` on ``POST /events``).
 
-    flask-limiter checks its limits before every request, which costs the feed's hot path about a tenth of
-    a millisecond even when no limit applies to it; this is one counter hit, on the endpoint that needs it.
+    flask-limiter checks its limits before every request, which costs the feed's hot path time even when no
+    limit applies to it; this is one counter hit, on the endpoint that needs it.
     Counted in Redis (shared by all workers) under the limiter's prefix, in the worker's memory while Redis
     cannot be reached. Over the limit: a 429 of the DESIGN shape with ``Retry-After``.
     """

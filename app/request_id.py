@@ -1,7 +1,7 @@
 """The ``X-Request-ID`` of every request: taken from the caller when well-formed, else made up.
 
-A made-up id is 32 random hex digits (128 bits, the shape of ``uuid4().hex``; ``os.urandom`` makes it in a
-fifth of the time of building a ``UUID`` object).
+A made-up id is 32 random hex digits (128 bits, the shape of ``uuid4().hex``), made with ``os.urandom``
+directly: building a ``UUID`` object on every request would only cost time.
 
 It is echoed in the response, attached to every log record written while the request is handled (see
 :class:`RequestIdFilter`), and gunicorn's access log prints it from the response header.

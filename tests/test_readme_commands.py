@@ -1,8 +1,9 @@
-"""Every shell command in README.md refers to something real, and the cheap ones are run, so the docs cannot rot.
+"""Every shell command in README.md and docs/DOCKER.md refers to something real, and the cheap ones are run, so
+the docs cannot rot.
 
-The commands are the lines of the README's ```sh blocks (in a block that shows output, the lines after a
-``$`` prompt). Each is split into its pipeline and ``&&`` steps, and every step must be of a kind this test
-knows how to check; a new kind of command in the README fails here until it is checked too:
+The commands are the lines of those documents' ```sh blocks, run from the repository root (in a block that
+shows output, the lines after a ``$`` prompt). Each is split into its pipeline and ``&&`` steps, and every step
+must be of a kind this test knows how to check; a new kind of command in them fails here until it is checked too:
 
 - ``make X``: a target of the Makefile (``make -n X`` parses it without running anything);
 - ``python -m X`` / ``.venv/bin/python -m X``: the module exists, ``--help`` runs, and every subcommand and
@@ -32,10 +33,12 @@ import pytest
 import yaml
 
 from ml import artifact
-from tests.ml.factories import random_model
+from testing.factories import random_model
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+# Documents whose commands are checked here: the README and the pages its commands moved to.
+DOCUMENTS = (README, REPO / "docs" / "DOCKER.md")
 BIN = Path(sys.executable).parent
 PYTHON = str(BIN / "python")
 DEFAULT_API_PORT = 8000
@@ -93,8 +96,16 @@ def split_line(line: str) -> list[Command]:
 
 
 def readme_commands() -> list[Command]:
-    assert README.is_file(), "README.md is missing"
-    return [c for block in sh_blocks(README.read_text()) for line in command_lines(block) for c in split_line(line)]
+    """The commands of every document in DOCUMENTS."""
+    for document in DOCUMENTS:
+        assert document.is_file(), f"{document.relative_to(REPO)} is missing"
+    return [
+        c
+        for document in DOCUMENTS
+        for block in sh_blocks(document.read_text())
+        for line in command_lines(block)
+        for c in split_line(line)
+    ]
 
 
 def concrete(args: tuple[str, ...]) -> list[str]:

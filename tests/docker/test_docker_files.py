@@ -29,7 +29,8 @@ import requests
 import yaml
 
 from ml import artifact
-from tests.app.processes import free_port, wait_until
+from testing.polling import poll
+from testing.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -159,6 +160,8 @@ def test_dockerfile_copies_only_what_exists_and_is_in_the_build_context():
 def test_dockerignore_keeps_local_state_out_and_the_service_in():
     for excluded in (".venv", "var", ".git", ".env", "docker/.env", "clients/nestjs/node_modules", "app/static/vendor"):
         assert is_dockerignored(excluded), excluded
+    for test_only in ("tests/conftest.py", "testing/processes.py", "benchmarks/serve.py"):  # not the service's code
+        assert is_dockerignored(test_only), test_only
     needed = ["requirements.txt", "wsgi.py", "gunicorn.conf.py", "celeryconfig.py", "docker/init.sh"]
     needed += [f"{package}/__init__.py" for package in ("app", "common", "ml", "tasks")]
     needed += ["ml/db/schema.sql", "app/static/fetch-docs-assets.sh"]
@@ -401,7 +404,7 @@ def test_compose_flower_needs_its_password(services, redis_url, celery_redis_url
     )  # fmt: skip
     try:
         check = [PYTHON, *[arg.replace("5555", str(port)) for arg in flower["healthcheck"]["test"][2:]]]
-        assert wait_until(lambda: subprocess.run(check, capture_output=True).returncode == 0, 60, 0.5)
+        assert poll(lambda: subprocess.run(check, capture_output=True).returncode == 0, 60, 0.5)
         assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 401
         assert requests.get(f"http://127.0.0.1:{port}/", auth=("ops", "compose-flower-pw"), timeout=5).ok
     finally:
@@ -431,8 +434,14 @@ def test_compose_file_passes_dclint():
 
 
 def _documented_names() -> str:
-    """The text of every place a variable may be documented (the README's configuration table included)."""
-    places = (REPO / ".env.example", REPO / "README.md", ENV_EXAMPLE)
+    """The text of every place a variable may be documented (DESIGN's configuration table, DOCKER's included)."""
+    places = (
+        REPO / ".env.example",
+        REPO / "README.md",
+        REPO / "docs" / "DESIGN.md",
+        REPO / "docs" / "DOCKER.md",
+        ENV_EXAMPLE,
+    )
     return "\n".join(p.read_text() for p in places if p.exists())
 
 
