@@ -52,8 +52,14 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         task_soft_time_limit=limits.soft_time_limit(settings),
         task_time_limit=hard_limit,
         # The Redis broker redelivers an unacknowledged message after visibility_timeout; it must exceed the
-        # longest run (the hard time limit) or a task still running would be started a second time.
-        broker_transport_options={"visibility_timeout": int(hard_limit) + 600},
+        # longest run (the hard time limits of training and of the model search) or a task still running would
+        # be started a second time.
+        broker_transport_options={
+            "visibility_timeout": int(max(hard_limit, limits.search_hard_time_limit(settings))) + 600
+        },
+        # The model search runs on a queue of its own, consumed by a worker of its own (Procfile `search`), so
+        # it never takes a process that training or the live refresh needs (tasks.search).
+        task_routes={"tasks.search": {"queue": "search"}},
         beat_schedule={
             "train": {
                 "task": "tasks.train",
@@ -83,17 +89,12 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
                 "schedule": 10.0,
                 "options": {"expires": 10.0, "ignore_result": True},
             },
-            "online-report": {
-                "task": "tasks.online_report",
-                "schedule": settings.online_report_interval_seconds,
-                "options": {"expires": settings.online_report_interval_seconds},
-            },
-            # Served pages (impressions) from the web workers' stream into PostgreSQL (tasks.online); no results
-            # kept (Flower shows each run from its events).
-            "move-impressions": {
-                "task": "tasks.move_impressions",
-                "schedule": 10.0,
-                "options": {"expires": 10.0, "ignore_result": True},
+            # The model search (tasks.search), daily by default; a search not started within one interval is
+            # dropped.
+            "search": {
+                "task": "tasks.search",
+                "schedule": settings.search_interval_seconds,
+                "options": {"expires": settings.search_interval_seconds},
             },
             "online-report": {
                 "task": "tasks.online_report",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from common.experiments import Experiment, parse_experiment
 from ml.cpus import usable_cpus
+from ml.model_config import pinned_fields
 from ml.settings import (
     DEFAULT_DATABASE_URL,
     DEFAULT_QUERIES,
@@ -88,6 +89,13 @@ class Settings:
     attribution_window_hours: float = 24.0
     ctr_drop_alert_fraction: float = 0.2
     online_report_interval_seconds: float = 300.0
+    # The model search (tasks.search, ml.search): how often, its budget (seconds; trials per family, 0 = no
+    # cap), its time limit, and the searched hyperparameters the environment pins (left alone by the search).
+    search_interval_seconds: float = 86400.0
+    search_budget_seconds: float = 600.0
+    search_trials: int = 0
+    search_time_limit_seconds: float = 3600.0
+    pinned_training: frozenset[str] = frozenset()
 
 
 # --- parsers: each takes the raw string and returns the value or raises ValueError with a reason ---
@@ -251,11 +259,25 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         online_report_interval_seconds=read_var(
             env, "ONLINE_REPORT_INTERVAL_SECONDS", float_in(10.0, 86400.0), d.online_report_interval_seconds
         ),
+        search_interval_seconds=read_var(
+            env, "SEARCH_INTERVAL_SECONDS", float_in(60.0, 30 * 86400.0), d.search_interval_seconds
+        ),
+        search_budget_seconds=read_var(env, "SEARCH_BUDGET_SECONDS", float_in(1.0, 86400.0), d.search_budget_seconds),
+        search_trials=read_var(env, "SEARCH_TRIALS", int_in(0, 100_000), d.search_trials),
+        search_time_limit_seconds=read_var(
+            env, "SEARCH_TIME_LIMIT_SECONDS", float_in(10.0, 7 * 86400.0), d.search_time_limit_seconds
+        ),
+        pinned_training=pinned_fields(env),
     )
     if settings.default_page_limit > settings.max_page_limit:
         raise ConfigError(
             f"DEFAULT_PAGE_LIMIT={settings.default_page_limit} is invalid: must be <= MAX_PAGE_LIMIT "
             f"({settings.max_page_limit})"
+        )
+    if settings.search_time_limit_seconds <= settings.search_budget_seconds:
+        raise ConfigError(
+            f"SEARCH_TIME_LIMIT_SECONDS={settings.search_time_limit_seconds:g} is invalid: must be more than "
+            f"SEARCH_BUDGET_SECONDS ({settings.search_budget_seconds:g}), which the search spends before its final fits"
         )
     if settings.max_page_limit > settings.top_k:
         raise ConfigError(

@@ -13,5 +13,5 @@ from common.config import load_settings
 
 settings = load_settings()
 
-app = Celery("tasks", include=["tasks.training", "tasks.refresh", "tasks.online"])
+app = Celery("tasks", include=["tasks.training", "tasks.refresh", "tasks.online", "tasks.search"])
 app.config_from_object(celery_settings(settings))

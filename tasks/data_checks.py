@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 import ml.artifact
+import ml.model_config
 from common.config import Settings
 from common.recs_cache import RecsCache
 from ml.dataset import Dataset
@@ -68,7 +68,8 @@ def data_fingerprint(dataset: Dataset) -> str:
 
 
 def unchanged_version(settings: Settings, cache: RecsCache, fingerprint: str) -> str | None:
-    """The served version if it was trained on data printing ``fingerprint`` with today's parameters, else None.
+    """The served version if it was trained on data printing ``fingerprint`` with the configuration in force
+    (:func:`ml.model_config.effective_config`: family and parameters), else None.
 
     Only a version Redis serves counts: if Redis lost its pointer (or MODEL_DIR lost the version's files), a
     run publishes again rather than leave the cache empty. A version whose metadata records no fingerprint
@@ -84,8 +85,16 @@ def unchanged_version(settings: Settings, cache: RecsCache, fingerprint: str) ->
     except ArtifactError as exc:
         log.warning("cannot read the served version %s (%s); training as if the data changed", version, exc)
         return None
-    params = json.loads(json.dumps(asdict(settings.training)))
-    if metadata.get("data_fingerprint") != fingerprint or metadata.get("params") != params:
+    config = ml.model_config.effective_config(settings.training, settings.model_dir, settings.pinned_training)
+    expected = json.loads(json.dumps(config.to_json()))
+    # A version from before the model search records only its params: it was the environment's LightFM.
+    recorded = metadata.get("model") or {
+        "family": "lightfm",
+        "training": metadata.get("params"),
+        "als": None,
+        "blend_weight": None,
+    }
+    if metadata.get("data_fingerprint") != fingerprint or recorded != expected:
         return None
     return version
 

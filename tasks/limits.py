@@ -1,4 +1,5 @@
-"""Time budgets of a training run, derived from ``TRAIN_TIME_LIMIT_SECONDS`` in one place.
+"""Time budgets of a training run, derived from ``TRAIN_TIME_LIMIT_SECONDS`` in one place (and likewise those
+of the model search, ``tasks.search``, from ``SEARCH_TIME_LIMIT_SECONDS``).
 
 The soft limit is the setting itself: at that point Celery raises ``SoftTimeLimitExceeded`` inside the task,
 which releases the training lock and records the failure. The hard limit, a little later, kills the worker
@@ -12,8 +13,12 @@ from common.config import Settings
 
 
 def _grace(settings: Settings) -> float:
+    return _grace_for(settings.train_time_limit_seconds)
+
+
+def _grace_for(limit: float) -> float:
     # Time between the soft and the hard limit: long enough to clean up, short next to the budget.
-    return max(2.0, 0.1 * settings.train_time_limit_seconds)
+    return max(2.0, 0.1 * limit)
 
 
 def soft_time_limit(settings: Settings) -> float:
@@ -29,3 +34,18 @@ def hard_time_limit(settings: Settings) -> float:
 def lock_ttl(settings: Settings) -> int:
     """Lifetime of the training lock and of a staged version: a whole run, from lock to publish, fits in it."""
     return int(hard_time_limit(settings) + _grace(settings))
+
+
+def search_soft_time_limit(settings: Settings) -> float:
+    """Seconds after which ``tasks.search`` is asked to stop (``SEARCH_TIME_LIMIT_SECONDS``)."""
+    return settings.search_time_limit_seconds
+
+
+def search_hard_time_limit(settings: Settings) -> float:
+    """Seconds after which the worker child running ``tasks.search`` is killed."""
+    return settings.search_time_limit_seconds + _grace_for(settings.search_time_limit_seconds)
+
+
+def search_lock_ttl(settings: Settings) -> int:
+    """Lifetime of the search lock: outlives a running search, frees itself soon after a killed one."""
+    return int(search_hard_time_limit(settings) + _grace_for(settings.search_time_limit_seconds))

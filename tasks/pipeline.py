@@ -31,6 +31,8 @@ import ml.artifact
 import ml.db.connection
 import ml.db.read
 import ml.evaluate
+import ml.families
+import ml.model_config
 import ml.training
 from common.config import Settings
 from common.recs_cache import RecsCache
@@ -61,6 +63,12 @@ def load_dataset(settings: Settings) -> Dataset:
         return ml.db.read.read_dataset(conn, settings.sql_queries)
     finally:
         conn.close()
+
+
+def training_config(settings: Settings) -> ml.model_config.ModelConfig:
+    """What a run fits: the model search's choice in ``MODEL_DIR`` with the environment's pinned
+    hyperparameters, or the environment's LightFM before any search (:func:`ml.model_config.effective_config`)."""
+    return ml.model_config.effective_config(settings.training, settings.model_dir, settings.pinned_training)
 
 
 def build_candidate(
@@ -94,9 +102,12 @@ def build_candidate(
     warn_of_unrequestable_users(dataset)
 
     current_version, current_value = current_gate_value(settings, cache)
+    config = training_config(settings)
     with stages.time("evaluate"):
         try:
-            metrics = ml.evaluate.evaluate(dataset, settings.training, k=10)
+            metrics = ml.evaluate.evaluate(
+                dataset, config.training, k=10, trainer=lambda train_set: ml.families.train_model(train_set, config)
+            )
         except DatasetError as exc:
             if current_version is not None:
                 raise RunRejected(f"holdout evaluation failed: {exc}", **counts) from exc
@@ -112,14 +123,15 @@ def build_candidate(
 
     with stages.time("fit"):
         try:
-            model = ml.training.train(dataset, settings.training)
+            model = ml.families.train_model(dataset, config)
         except TrainingError as exc:
             raise RunRejected(f"training failed: {exc}", metrics=metrics, **counts) from exc
 
     with stages.time("artifact"):
         metadata = {
             "metrics": metrics,
-            "params": asdict(settings.training),
+            "params": asdict(config.training),
+            "model": config.to_json(),
             "counts": counts,
             "data_window": data_window(dataset),
             "data_snapshot": data_snapshot(dataset),
