@@ -52,14 +52,16 @@ docker/node_modules/.package-lock.json: docker/package-lock.json
 	cd docker && npm ci --no-audit --no-fund
 
 # wrk (load generator) and strace (to hold a training run at an exact stage) for the reliability tests and the
-# serving benchmark, chromium (headless) for the docs pages' browser test: installed from Debian's packages
-# when missing and possible; otherwise those tests skip.
+# serving benchmark, chromium (headless) for the docs pages' browser test, promtool (Debian's prometheus
+# package) for the alert rules' checks and unit tests: installed from Debian's packages when missing and
+# possible; otherwise those tests skip.
 test-tools:
-	@missing=""; for tool in wrk strace chromium; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in wrk strace chromium promtool; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	packages=$$(echo "$$missing" | sed 's/promtool/prometheus/'); \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "installing$$missing"; apt-get update -qq && apt-get install -y -qq$$missing >/dev/null; \
-		else echo "note:$$missing not installed (apt-get install$$missing): the tests needing them will skip"; fi; \
+			echo "installing$$packages"; apt-get update -qq && apt-get install -y -qq$$packages >/dev/null; \
+		else echo "note:$$missing not installed (apt-get install$$packages): the tests needing them will skip"; fi; \
 	fi
 
 # Starts local PostgreSQL and Redis if they are installed but not running; fails naming what is missing.
