@@ -27,9 +27,7 @@ import argparse
 import os
 import random
 import secrets
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,44 +37,16 @@ from pathlib import Path
 import redis
 import requests
 from celery import Celery
-from tests.app.processes import GunicornServer, RedisServer, wait_until
 
 import ml.db.connection
 import ml.db.load
 import ml.demo
 from common.recs_cache import RecsCache
+from testing.polling import poll
+from testing.processes import CeleryProcess, GunicornServer, RedisServer
 
-REPO = Path(__file__).resolve().parents[1]
 PAGE = 100
 PREFIX = "recsvc-bench-freshness:"
-
-
-class Celeries:
-    """``celery -A tasks`` processes in their own process groups, all killed by :meth:`stop`."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path):
-        self.env, self.log_dir, self.processes = env, log_dir, []
-
-    def start(self, name: str, *args: str) -> None:
-        log = (self.log_dir / f"{name}.log").open("wb")
-        self.processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "tasks", *args],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        )
-
-    def stop(self) -> None:
-        for process in self.processes:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait(30)
 
 
 def active_users(conn, count: int) -> list[tuple[str, str, list[str]]]:
@@ -228,20 +198,22 @@ def main(argv: list[str] | None = None) -> None:
             "EVENTS_RATE_LIMIT": "1000/second",
             "LOG_LEVEL": "warning",
         }
-        celeries = Celeries(env, work_dir)
+        celeries: list[CeleryProcess] = []
         server = None
         try:
-            celeries.start("worker", "worker", "--concurrency=2", "--without-gossip", "--without-mingle")
+            worker = ["worker", "--concurrency=2", "--without-gossip", "--without-mingle"]
+            celeries.append(CeleryProcess("worker", worker, env, work_dir / "worker.log"))
             client = Celery("bench", broker=redis_server.url, backend=redis_server.url)
             client.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
             trained = client.send_task("tasks.train", kwargs={"force": True}).get(timeout=300)
             if trained["status"] != "published":
                 raise SystemExit(f"training did not publish: {trained}")
-            celeries.start("beat", "beat", "--schedule", str(work_dir / "beat-schedule"))
+            beat = ["beat", "--schedule", str(work_dir / "beat-schedule")]
+            celeries.append(CeleryProcess("beat", beat, env, work_dir / "beat.log"))
             server = GunicornServer(env, workers=2, log_path=work_dir / "gunicorn.log").start()
             tastes = active_users(conn, 3 * args.trials)
             cache = RecsCache(redis.Redis.from_url(redis_server.url), PREFIX)
-            if not wait_until(cache.live_state, args.interval + 30):
+            if not poll(cache.live_state, args.interval + 30):
                 raise SystemExit("no refresh ran after the model was published")
             trials = Trials(server, timeout=args.interval + 30)
             run_insert_trials(conn, trials, tastes, args.trials, spacing)
@@ -249,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             if server is not None:
                 server.stop()
-            celeries.stop()
+            for process in celeries:
+                process.stop()
             redis_server.close()
             conn.close()
     bound = args.interval + 5

@@ -12,8 +12,8 @@ import pytest
 from ml.errors import DatasetError
 from ml.evaluate import COLD_PERCENT, cold_post_split, evaluate_cold_posts
 from ml.settings import TrainingSettings
+from testing.factories import make_dataset, planted_dataset, planted_tables
 from tests.ml.datasets import write_dataset_dir
-from tests.ml.factories import make_dataset, planted_dataset, planted_tables
 
 PARAMS = TrainingSettings(components=16, epochs=20, num_threads=1, half_life_days=0.0, seed=5)
 

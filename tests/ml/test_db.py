@@ -23,9 +23,9 @@ from ml.db.read import read_dataset
 from ml.db.schema import count_rows, create_schema
 from ml.errors import DatasetError
 from ml.settings import DEFAULT_QUERIES
-from tests.app.processes import free_port
+from testing.postgres import PASSWORD, PasswordPostgres, unavailable_reason
+from testing.processes import free_port
 from tests.ml.datasets import dataset_records, tiny_tables, write_dataset_dir
-from tests.postgres_server import PASSWORD, PasswordPostgres, unavailable_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 EMPTY = dict.fromkeys(DEFAULT_QUERIES, 0)

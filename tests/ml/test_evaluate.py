@@ -14,8 +14,8 @@ import ml.db.load
 from ml.errors import DatasetError
 from ml.evaluate import evaluate, main, ranking_metrics, temporal_split
 from ml.settings import TrainingSettings
+from testing.factories import make_dataset, planted_dataset, planted_tables
 from tests.ml.datasets import write_dataset_dir
-from tests.ml.factories import make_dataset, planted_dataset, planted_tables
 
 FAST = TrainingSettings(components=8, epochs=5, num_threads=1)
 

@@ -15,7 +15,7 @@ from ml import artifact
 from ml.features import build_features
 from ml.settings import TrainingSettings
 from ml.training import fit, interaction_weights, to_rec_model
-from tests.ml.factories import planted_dataset, random_model
+from testing.factories import planted_dataset, random_model
 
 PARAMS = TrainingSettings(components=16, epochs=20, num_threads=1, half_life_days=0.0, seed=3)
 GROUPS = 4

@@ -1,6 +1,6 @@
 """The trained model beats popularity by a clear margin on data with planted structure.
 
-The planted data (``tests.ml.factories.planted_tables``) has fandoms: users interact mostly with the
+The planted data (``testing.factories.planted_tables``) has fandoms: users interact mostly with the
 posts of their group, and everyone favours globally popular posts. Popularity alone gets some hits; a
 model that learns the groups (from interactions, follows, tags and communities) gets far more.
 """
@@ -11,7 +11,7 @@ import pytest
 
 from ml.evaluate import evaluate
 from ml.settings import TrainingSettings
-from tests.ml.factories import planted_dataset
+from testing.factories import planted_dataset
 
 # At the default hyperparameters the model scores 2.1-2.7x popularity here; 1.5x leaves room for the
 # nondeterminism of multi-threaded training without letting a model that learned nothing pass.

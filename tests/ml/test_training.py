@@ -12,7 +12,7 @@ from ml.errors import TrainingError
 from ml.features import build_features
 from ml.settings import TrainingSettings
 from ml.training import exclusions, fit, interaction_weights, popularity, to_rec_model, train
-from tests.ml.factories import make_dataset, planted_dataset
+from testing.factories import make_dataset, planted_dataset
 
 FAST = TrainingSettings(components=8, epochs=5, num_threads=1, half_life_days=0.0)
 

@@ -5,7 +5,7 @@ the model a worker holds, or a clear 503), no partial artifact or half-written v
 next training run recovers by itself, and nothing already published is lost.
 
 Serving faults run the app under real gunicorn; training faults run a real ``celery -A tasks worker`` on
-the pipeline tests' demo data (fixtures of ``tests.tasks.conftest``).
+the pipeline tests' demo data (fixtures of ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -29,25 +29,17 @@ import ml.artifact
 from common.recs_cache import RecsCache
 from ml.errors import ArtifactError
 from tasks import limits
-from tests.app.helpers import REDIS_PREFIX as APP_PREFIX
-from tests.app.helpers import publish
-from tests.app.processes import GunicornServer, child_pids
-from tests.app.processes import wait_until as poll
-from tests.ml.factories import random_model
-from tests.reliability.conftest import ADMIN_TOKEN, TOP_K, server_env
-from tests.tasks.conftest import publish_once, run_train, settings_from, start_worker, wait_until
+from testing.environment import ADMIN_TOKEN, TOP_K, server_env
+from testing.factories import random_model
+from testing.polling import poll, wait_until
+from testing.processes import GunicornServer, child_pids, start_worker
+from testing.service import publish, publish_once, run_train, settings_from
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 USERS = [f"user-{u}" for u in range(50)]
 
 
 # --- serving: gunicorn while bad things are published ---
-
-
-@pytest.fixture
-def app_cache(redis_client):
-    """A RecsCache with the prefix the gunicorn servers of these tests read."""
-    return RecsCache(redis_client, APP_PREFIX)
 
 
 @pytest.fixture
@@ -135,9 +127,9 @@ BAD_ARTIFACTS = [
 
 
 @pytest.mark.parametrize("kind", BAD_ARTIFACTS)
-def test_a_bad_artifact_is_refused_while_serving_and_the_next_good_one_is_loaded(kind, app_cache, gunicorn, tmp_path):
+def test_a_bad_artifact_is_refused_while_serving_and_the_next_good_one_is_loaded(kind, cache, gunicorn, tmp_path):
     model_dir, marker = tmp_path / "models", tmp_path / "UNPICKLED"
-    first = publish(app_cache, model_dir, random_model(num_users=50, num_items=80, seed=1), top_k=TOP_K)
+    first = publish(cache, model_dir, random_model(num_users=50, num_items=80, seed=1), top_k=TOP_K)
     server = gunicorn(model_dir)
 
     spoiled = []
@@ -149,7 +141,7 @@ def test_a_bad_artifact_is_refused_while_serving_and_the_next_good_one_is_loaded
 
     bad_model = random_model(num_users=50, num_items=80, seed=2)
     try:
-        publish(app_cache, model_dir, bad_model, top_k=TOP_K, before_publish=spoil_and_remember)
+        publish(cache, model_dir, bad_model, top_k=TOP_K, before_publish=spoil_and_remember)
     except ArtifactError:
         assert kind == "truncated json"  # set_current refuses it on disk; Redis already names it
     bad = spoiled[0]
@@ -167,23 +159,23 @@ def test_a_bad_artifact_is_refused_while_serving_and_the_next_good_one_is_loaded
     assert requests.get(f"{server.url}/health").json()["status"] == "ok"
     assert not marker.exists(), "the artifact was unpickled"
 
-    good = publish(app_cache, model_dir, random_model(num_users=50, num_items=80, seed=3), top_k=TOP_K)
+    good = publish(cache, model_dir, random_model(num_users=50, num_items=80, seed=3), top_k=TOP_K)
     assert poll(lambda: set(server.worker_versions().values()) == {good}, 10, 0.1), server.worker_versions()
     assert {a["model_version"] for a in pages(server)} == {good}
     assert not marker.exists()
 
 
-def test_a_lost_update_message_is_caught_by_polling_the_pointer(app_cache, gunicorn, tmp_path):
+def test_a_lost_update_message_is_caught_by_polling_the_pointer(cache, gunicorn, tmp_path):
     model_dir = tmp_path / "models"
-    publish(app_cache, model_dir, random_model(num_users=50, num_items=80, seed=1), top_k=TOP_K)
+    publish(cache, model_dir, random_model(num_users=50, num_items=80, seed=1), top_k=TOP_K)
     server = gunicorn(model_dir)
-    assert app_cache.client.pubsub_numsub(app_cache.channel)[0][1] == 2  # one reloader per worker, listening
+    assert cache.client.pubsub_numsub(cache.channel)[0][1] == 2  # one reloader per worker, listening
 
-    subscriber = app_cache.subscribe()
+    subscriber = cache.subscribe()
     try:
-        version = _publish_and_drop_message(app_cache, model_dir, random_model(num_users=50, num_items=80, seed=2))
+        version = _publish_and_drop_message(cache, model_dir, random_model(num_users=50, num_items=80, seed=2))
         flipped = time.monotonic()
-        assert app_cache.parse_update(subscriber.get_message(timeout=0.5)) is None  # nothing was announced
+        assert cache.parse_update(subscriber.get_message(timeout=0.5)) is None  # nothing was announced
     finally:
         subscriber.close()
     assert poll(lambda: set(server.worker_versions().values()) == {version}, 6, 0.1), server.worker_versions()
@@ -210,14 +202,14 @@ def _publish_and_drop_message(cache: RecsCache, model_dir: Path, model) -> str:
 
 
 @pytest.mark.parametrize("missing", ["user lists", "user lists and item metadata"])
-def test_a_pointer_to_a_version_without_lists_is_served_from_the_model(missing, app_cache, gunicorn, tmp_path):
+def test_a_pointer_to_a_version_without_lists_is_served_from_the_model(missing, cache, gunicorn, tmp_path):
     model_dir = tmp_path / "models"
-    publish(app_cache, model_dir, random_model(num_users=50, num_items=80, seed=1), top_k=TOP_K)
+    publish(cache, model_dir, random_model(num_users=50, num_items=80, seed=1), top_k=TOP_K)
     server = gunicorn(model_dir)
     newer = random_model(num_users=50, num_items=80, seed=2)
-    version = publish(app_cache, model_dir, newer, top_k=TOP_K, skip_users=tuple(USERS))
+    version = publish(cache, model_dir, newer, top_k=TOP_K, skip_users=tuple(USERS))
     if missing == "user lists and item metadata":
-        app_cache.client.delete(app_cache.meta_key(version), app_cache.recs_key(version))
+        cache.client.delete(cache.meta_key(version), cache.recs_key(version))
     assert poll(lambda: set(server.worker_versions().values()) == {version}, 5, 0.05)
 
     answers = pages(server, 30)

@@ -24,9 +24,9 @@ import ml.artifact
 import ml.db.load
 import ml.db.schema
 from app import create_app
-from tests.app.processes import GunicornServer
-from tests.reliability.conftest import ADMIN_TOKEN
-from tests.tasks.conftest import publish_once, run_train, settings_from, start_worker
+from testing.environment import ADMIN_TOKEN
+from testing.processes import GunicornServer, start_worker
+from testing.service import publish_once, run_train, settings_from
 
 REPO = Path(__file__).resolve().parents[2]
 
