@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from scipy.stats import chisquare
 
+from common.config import ConfigError, load_settings
 from common.experiments import parse_experiment
+from testing.processes import REPO, free_port
 
 SPEC = {
     "name": "pop-control",
@@ -76,3 +80,52 @@ def test_bad_declarations_are_refused_naming_the_problem(change, message):
 def test_not_json_is_refused():
     with pytest.raises(ValueError, match="not JSON"):
         parse_experiment("{name: x}")
+
+
+BAD_SETTINGS = [
+    ({"EXPERIMENT": '{"name": "x", "variants": []}'}, "EXPERIMENT="),
+    ({"EXPERIMENT_FILE": "/nonexistent/experiment.json"}, "EXPERIMENT_FILE="),
+    ({"SERVED_STREAM_MAXLEN": "-1"}, "SERVED_STREAM_MAXLEN="),
+    ({"ONLINE_SCHEMA": "public"}, "ONLINE_SCHEMA="),
+    ({"ATTRIBUTION_WINDOW_HOURS": "0"}, "ATTRIBUTION_WINDOW_HOURS="),
+    ({"CTR_DROP_ALERT_FRACTION": "1.5"}, "CTR_DROP_ALERT_FRACTION="),
+]
+
+
+@pytest.mark.parametrize(("env", "named"), BAD_SETTINGS)
+def test_bad_experiment_settings_are_refused_naming_the_variable(env, named):
+    with pytest.raises(ConfigError, match=named):
+        load_settings(env, dotenv=False)
+
+
+def test_a_model_variant_takes_only_valid_training_variables():
+    spec = {**SPEC, "variants": [*SPEC["variants"][:2], {**SPEC["variants"][2], "training": {"LIGHTFM_EPOCH": "3"}}]}
+    with pytest.raises(ConfigError, match=r"EXPERIMENT=.*not training variables: LIGHTFM_EPOCH"):
+        load_settings({"EXPERIMENT": json.dumps(spec)}, dotenv=False)
+    spec["variants"][2]["training"] = {"LIGHTFM_EPOCHS": "0"}
+    with pytest.raises(ConfigError, match=r"LIGHTFM_EPOCHS='0' is invalid"):
+        load_settings({"EXPERIMENT": json.dumps(spec)}, dotenv=False)
+
+
+def test_the_experiment_may_come_from_a_file_but_not_from_both(tmp_path):
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(SPEC))
+    assert load_settings({"EXPERIMENT_FILE": str(path)}, dotenv=False).experiment.name == "pop-control"
+    assert load_settings({}, dotenv=False).experiment is None  # none by default
+    with pytest.raises(ConfigError, match="both set"):
+        load_settings({"EXPERIMENT_FILE": str(path), "EXPERIMENT": json.dumps(SPEC)}, dotenv=False)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [str(Path(sys.executable).parent / "gunicorn"), "wsgi:app"],
+        [sys.executable, "-m", "celery", "-A", "tasks", "inspect", "ping"],
+    ],
+    ids=["gunicorn", "celery"],
+)
+def test_a_bad_experiment_stops_the_processes_at_start_naming_it(command, tmp_path):
+    env = {**os.environ, "EXPERIMENT": '{"name": "x", "variants": [{"name": "a"}]}', "API_PORT": str(free_port())}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert 'EXPERIMENT=\'{"name": "x"' in done.stderr and "is invalid: variants must be" in done.stderr
