@@ -13,6 +13,7 @@ from app.reloader import ModelReloader
 from common.recs_cache import RecsCache
 from testing.environment import REDIS_PREFIX
 from testing.factories import random_model
+from testing.polling import poll
 from testing.service import publish
 
 
@@ -22,15 +23,6 @@ class DeafCache(RecsCache):
     @property
     def channel(self) -> str:
         return self.prefix + "nothing-is-published-here"
-
-
-def wait_for(condition, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 @pytest.fixture
@@ -66,12 +58,12 @@ def test_a_published_version_is_loaded_within_a_second(cache, model_dir, run_rel
     holder.reload()
     swapped_in = []
     reloader = run_reloader(holder, poll_interval=60, on_loaded=swapped_in.append)  # only the message is fast
-    assert wait_for(listening, 5.0)  # subscribed: the message will reach it
+    assert poll(listening, 5.0)  # subscribed: the message will reach it
     second = publish(cache, model_dir, random_model(seed=2), top_k=5)
     published_at = time.monotonic()
-    assert wait_for(lambda: holder.current.version == second, 1.0), f"still on {holder.current.version}"
+    assert poll(lambda: holder.current.version == second, 1.0), f"still on {holder.current.version}"
     assert time.monotonic() - published_at < 1.0
-    assert wait_for(lambda: swapped_in == [second], 1.0), swapped_in
+    assert poll(lambda: swapped_in == [second], 1.0), swapped_in
     assert reloader.is_alive() and first != second
 
 
@@ -82,7 +74,7 @@ def test_a_version_announced_while_not_listening_is_found_by_polling(cache, mode
     run_reloader(holder, cache_class=DeafCache, poll_interval=0.3)
     time.sleep(0.2)
     second = publish(cache, model_dir, random_model(seed=2), top_k=5)
-    assert wait_for(lambda: holder.current.version == second, 2.0)
+    assert poll(lambda: holder.current.version == second, 2.0)
 
 
 def test_a_failed_load_keeps_the_old_model_and_is_not_retried_at_once(cache, model_dir, run_reloader, caplog):
@@ -96,7 +88,7 @@ def test_a_failed_load_keeps_the_old_model_and_is_not_retried_at_once(cache, mod
         (model_dir / f"{version}.npz").write_bytes(b"not a model")
 
     broken = publish(cache, model_dir, random_model(seed=2), top_k=5, before_publish=damage)
-    assert wait_for(lambda: holder.last_error is not None, 2.0)
+    assert poll(lambda: holder.last_error is not None, 2.0)
     time.sleep(0.5)  # several polls: the broken version must not be re-read each time
     assert holder.current.version == first
     assert holder.last_error["version"] == broken
@@ -123,12 +115,12 @@ def test_the_listening_gauge_follows_the_subscription(private_redis, model_dir):
     reloader = ModelReloader(ModelHolder(str(model_dir), lambda: None), cache, poll_interval=0.1, max_backoff=0.2)
     reloader.start()
     try:
-        assert wait_for(listening, 5.0)
+        assert poll(listening, 5.0)
         assert cache.client.pubsub_numsub(cache.channel)[0][1] == 1
         private_redis.stop()
-        assert wait_for(lambda: not listening(), 5.0), "still listening with Redis stopped"
+        assert poll(lambda: not listening(), 5.0), "still listening with Redis stopped"
         private_redis.start()
-        assert wait_for(listening, 5.0), "not listening again after Redis came back"
+        assert poll(listening, 5.0), "not listening again after Redis came back"
     finally:
         reloader.stop()
         reloader.close()
