@@ -27,6 +27,7 @@ from common.recs_cache import served_version
 from ml import artifact
 from ml.errors import ArtifactError
 from ml.model import RecModel
+from ml.model_config import family_of
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ class LoadedModel:
     @property
     def num_users(self) -> int:
         return len(self.model.user_ids)
+
+    @property
+    def family(self) -> str:
+        """The model family that ranks this version's feeds: ``lightfm``, ``als`` or ``blend``."""
+        return family_of(self.metadata)
 
     @property
     def num_items(self) -> int:

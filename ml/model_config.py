@@ -133,6 +133,11 @@ def write_search(model_dir: str | Path, document: Mapping[str, Any]) -> None:
     _write_atomically(directory / SEARCH_FILE, json.dumps(document, indent=2, allow_nan=False).encode())
 
 
+def family_of(metadata: Mapping[str, Any]) -> str:
+    """The family of an artifact version from its metadata; a version from before the search was LightFM."""
+    return (metadata.get("model") or {}).get("family", "lightfm")
+
+
 def summary(document: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The headline of a search record (no trials): for ``/admin/model-status`` and the task's result."""
     if not document:

@@ -48,16 +48,17 @@ def publish(
     retain_seconds: int = 1800,
     skip_users: tuple[str, ...] = (),
     before_publish: Callable[[str], None] | None = None,
+    metadata: dict | None = None,
 ) -> str:
     """Publish an already-fitted ``model`` through the training pipeline's own stages; return its version.
 
     Saves the artifact, stages the version, writes every user's list, then flips the Redis pointer and the
     on-disk one (:func:`tasks.pipeline.publish`, under the training lock). ``skip_users`` are left without a
     list (as if a write had been lost); ``before_publish`` is called with the version once its artifact is
-    saved (e.g. to damage it).
+    saved (e.g. to damage it); ``metadata`` is added to the artifact's (e.g. the model family).
     """
     settings = Settings(model_dir=str(model_dir), top_k=top_k, recs_retain_seconds=retain_seconds)
-    version = ml.artifact.save(model, model_dir, {"metrics": {"ndcg@10": 0.25}}, make_current=False)
+    version = ml.artifact.save(model, model_dir, {"metrics": {"ndcg@10": 0.25}, **(metadata or {})}, make_current=False)
     created_at = ml.artifact.read_metadata(model_dir, version)["created_at"]
     if before_publish is not None:
         before_publish(version)

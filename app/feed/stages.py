@@ -222,6 +222,7 @@ class Page:
         return {
             "user_id": request.user_id,
             "model_version": scope.loaded.version,
+            "model_family": scope.loaded.family,
             "token": scope.pin.token,
             "strategy": feed.strategy,
             "source": feed.source,

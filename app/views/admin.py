@@ -20,6 +20,7 @@ from app.cache_guard import CacheUnavailable
 from app.model_holder import iso_time
 from app.runtime import get_runtime
 from app.schemas import ExperimentsSchema, ModelStatusSchema, ReloadSchema
+from ml.model_config import read_search, summary
 
 blp = Blueprint("admin", __name__, url_prefix="/admin", description="Model administration (admin token)")
 
@@ -96,6 +97,8 @@ class ModelStatus(MethodView):
             "cache_version": cache_version,
             "last_load_error": runtime.holder.last_error,
             "last_training_outcome": outcome,
+            "model_family": loaded.family if loaded else None,
+            "search": summary(read_search(runtime.settings.model_dir)),
             "online": report["quality"] if report else None,
         }
 
