@@ -6,9 +6,9 @@ the OpenAPI document served at ``/openapi.json``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC
-from typing import Any
+from typing import Any, ClassVar
 
 from apispec import BasePlugin
 from flask import current_app
@@ -110,6 +110,51 @@ class _Bounds(validate.Range):
 
 WHOLE_NUMBER = {"invalid": "must be a whole number"}
 
+# The rules of the query arguments, each stated once: the schemas' fields validate with them, and so does
+# the shortcut of :meth:`QueryArgumentsSchema.plain_load`.
+OFFSET_RANGE = _Bounds(min=0, max=MAX_OFFSET)
+VERSION_RULE = _FullMatch(artifact.VERSION_PATTERN, error="must be a model version id like 20261126T101500Z-1a2b3c4d")
+TOKEN_RULE = _FullMatch(TOKEN_PATTERN, error="must be the token of an earlier page")
+
+
+def check_limit(value: int, settings: Any) -> int:
+    """A page size is 1 to ``MAX_PAGE_LIMIT``."""
+    if not 1 <= value <= settings.max_page_limit:
+        raise ValidationError(f"must be between 1 and {settings.max_page_limit}")
+    return value
+
+
+def check_one_pin(data: Mapping[str, Any]) -> None:
+    """A page pins its scroll with ``token`` or with ``version``, not both."""
+    if data.get("token") is not None and data.get("version") is not None:
+        raise ValidationError("pass either token or version, not both", field_name="token")
+
+
+def _plain_whole_number(text: str) -> int:
+    """A whole number written plainly (at most ten ASCII digits); anything else is left to the full load."""
+    if len(text) <= 10 and text.isascii() and text.isdigit():
+        return int(text)
+    raise ValidationError("not a plain whole number")
+
+
+def _checked_user_id(text: str) -> str:
+    check_user_id(text)
+    return text
+
+
+# The shortcut's reading of each query argument, by the rules above: the value :meth:`Schema.load` gives it,
+# or ValidationError where the full load must decide (and word the error).
+PLAIN_READERS: dict[str, Callable[[str, Any], Any]] = {
+    "limit": lambda text, settings: check_limit(_plain_whole_number(text), settings),
+    "offset": lambda text, settings: OFFSET_RANGE(_plain_whole_number(text)),
+    "version": lambda text, settings: VERSION_RULE(text),
+    "token": lambda text, settings: TOKEN_RULE(text),
+    "exclude": lambda text, settings: parse_exclude(text),
+    "community": lambda text, settings: parse_filter(text),
+    "tag": lambda text, settings: parse_filter(text),
+    "user_id": lambda text, settings: _checked_user_id(text),
+}
+
 
 class QueryArgumentsSchema(Schema):
     """Base of the query schemas: an argument the endpoint does not take is a 400 naming it.
@@ -118,15 +163,45 @@ class QueryArgumentsSchema(Schema):
     ``app.api.ArgumentsParser`` leaves unknown arguments to the schema, and this one refuses them.
     """
 
+    #: What each absent argument loads as, but ``limit`` (``DEFAULT_PAGE_LIMIT``, set by the schema's post_load);
+    #: None: no :meth:`plain_load` shortcut.
+    absent: ClassVar[dict[str, Any] | None] = None
+
     class Meta:
         unknown = RAISE
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        #: The argument names this schema takes (a ``plain_load`` shortcut must refuse any other).
+        #: The argument names this schema takes (the ``plain_load`` shortcut refuses any other).
         self.argument_names = frozenset(field.data_key or name for name, field in self.load_fields.items())
         taken = ", ".join(sorted(self.argument_names))
         self.error_messages = {**self.error_messages, "unknown": f"unknown argument; this endpoint takes {taken}"}
+
+    def check_together(self, data: Mapping[str, Any]) -> None:
+        """Rules over several arguments (raise ValidationError); none by default."""
+
+    def plain_load(self, args: Mapping[str, str]) -> dict[str, Any] | None:
+        """What :meth:`load` returns for the query ``args`` when every argument is plainly valid, else None.
+
+        The hot path's shortcut (``app.api.ArgumentsParser`` asks it first; webargs and marshmallow cost
+        several times more). It reads each argument with :data:`PLAIN_READERS`, by the same rules as the
+        fields, and only what the schema surely reads the same way: ASCII digits within the ranges, strings.
+        Anything else (signs, spaces, other digits, out of range, malformed) returns None, and the full load
+        decides and words the error. An argument the schema does not take also returns None (the load
+        refuses it); the first of a repeated argument counts, as webargs does for the query string. A test
+        checks that both agree.
+        """
+        if self.absent is None or not self.argument_names.issuperset(args.keys()):
+            return None
+        settings = current_app.config["SETTINGS"]
+        loaded = {**self.absent, "limit": settings.default_page_limit}
+        try:
+            for name, text in args.items():
+                loaded[name] = PLAIN_READERS[name](text, settings)
+            self.check_together(loaded)
+        except ValidationError:
+            return None
+        return loaded
 
 
 # --- recommendations ---
@@ -140,15 +215,13 @@ class RecommendationsQuerySchema(QueryArgumentsSchema):
     )
     offset = fields.Integer(
         load_default=0,
-        validate=_Bounds(min=0, max=MAX_OFFSET),
+        validate=OFFSET_RANGE,
         error_messages=WHOLE_NUMBER,
         metadata={"description": "Position of the page's first item; past the end gives an empty page"},
     )
     version = fields.String(
         load_default=None,
-        validate=_FullMatch(
-            artifact.VERSION_PATTERN, error="must be a model version id like 20261126T101500Z-1a2b3c4d"
-        ),
+        validate=VERSION_RULE,
         metadata={
             "description": "Keep paging on this model version (the model_version of the first page); "
             "`token` pins more and is preferred"
@@ -156,7 +229,7 @@ class RecommendationsQuerySchema(QueryArgumentsSchema):
     )
     token = fields.String(
         load_default=None,
-        validate=_FullMatch(TOKEN_PATTERN, error="must be the token of an earlier page"),
+        validate=TOKEN_RULE,
         metadata={
             "description": "Keep paging on the scroll of an earlier page: pass back its `token` (opaque). The "
             "scroll then never repeats or skips a post, whatever is trained, refreshed or reported meanwhile"
@@ -183,16 +256,26 @@ class RecommendationsQuerySchema(QueryArgumentsSchema):
         if value is not None:
             parse_filter(value)
 
+    absent: ClassVar[dict[str, Any]] = {
+        "offset": 0,
+        "version": None,
+        "token": None,
+        "exclude": frozenset(),
+        "community": frozenset(),
+        "tag": frozenset(),
+    }
+
     @validates_schema
     def _one_pin(self, data: dict, **kwargs) -> None:
-        if data.get("token") is not None and data.get("version") is not None:
-            raise ValidationError("pass either token or version, not both", field_name="token")
+        check_one_pin(data)
+
+    def check_together(self, data: Mapping[str, Any]) -> None:
+        check_one_pin(data)
 
     @validates("limit")
     def _check_limit(self, value: int | None, data_key: str) -> None:
-        settings = current_app.config["SETTINGS"]
-        if value is not None and not 1 <= value <= settings.max_page_limit:
-            raise ValidationError(f"must be between 1 and {settings.max_page_limit}")
+        if value is not None:
+            check_limit(value, current_app.config["SETTINGS"])
 
     @post_load
     def _default_limit(self, data: dict, **kwargs) -> dict:
@@ -202,52 +285,6 @@ class RecommendationsQuerySchema(QueryArgumentsSchema):
         for name in ("community", "tag"):
             data[name] = parse_filter(data[name]) if data.get(name) is not None else frozenset()
         return data
-
-    def plain_load(self, args: Mapping[str, str]) -> dict[str, Any] | None:
-        """What :meth:`load` returns for the query ``args`` when every argument is plainly valid, else None.
-
-        The hot path's shortcut (``app.api.ArgumentsParser`` asks it first): it skips webargs and marshmallow,
-        most of a plain request's parsing cost (docs/PERFORMANCE.md). It takes only what the schema surely takes
-        the same way: ASCII digits within the ranges, and a version matching the same pattern. Anything
-        else (signs, spaces, other digits, out of range, malformed) returns None, and the full load
-        decides and words the error. An argument the schema does not take also returns None (the load
-        refuses it); the first of a repeated argument counts, as webargs does for the query string. A test
-        checks that both agree.
-        """
-        if not self.argument_names.issuperset(args.keys()):
-            return None
-        settings = current_app.config["SETTINGS"]
-        limit, offset, version = args.get("limit"), args.get("offset"), args.get("version")
-        token, exclude = args.get("token"), args.get("exclude")
-        limit = settings.default_page_limit if limit is None else _plain_int(limit, 1, settings.max_page_limit)
-        offset = 0 if offset is None else _plain_int(offset, 0, MAX_OFFSET)
-        if limit is None or offset is None or (version is not None and not artifact.VERSION_PATTERN.fullmatch(version)):
-            return None
-        if token is not None and (version is not None or not TOKEN_PATTERN.fullmatch(token)):
-            return None
-        community, tag = args.get("community"), args.get("tag")
-        try:
-            excluded = frozenset() if exclude is None else parse_exclude(exclude)
-            communities = frozenset() if community is None else parse_filter(community)
-            tags = frozenset() if tag is None else parse_filter(tag)
-        except ValidationError:
-            return None
-        return {
-            "limit": limit,
-            "offset": offset,
-            "version": version,
-            "token": token,
-            "exclude": excluded,
-            "community": communities,
-            "tag": tags,
-        }
-
-
-def _plain_int(text: str, low: int, high: int) -> int | None:
-    """``int(text)`` if ``text`` is at most ten ASCII digits and the number is in [low, high], else None."""
-    if len(text) <= 10 and text.isascii() and text.isdigit() and low <= (value := int(text)) <= high:
-        return value
-    return None
 
 
 class PageLimitsPlugin(BasePlugin):
@@ -364,6 +401,8 @@ class SimilarQuerySchema(QueryArgumentsSchema):
         },
     )
 
+    absent: ClassVar[dict[str, Any]] = {"offset": 0, "token": None, "user_id": None}
+
     @validates("user_id")
     def _check_user_id(self, value: str | None, data_key: str) -> None:
         if value is not None:
@@ -376,20 +415,6 @@ class SimilarQuerySchema(QueryArgumentsSchema):
         return data
 
     _check_limit = RecommendationsQuerySchema._check_limit
-
-    def plain_load(self, args: Mapping[str, str]) -> dict[str, Any] | None:
-        """The shortcut of :meth:`RecommendationsQuerySchema.plain_load` for this query (None: load it fully)."""
-        if not self.argument_names.issuperset(args.keys()):
-            return None
-        settings = current_app.config["SETTINGS"]
-        limit, offset, token, user_id = args.get("limit"), args.get("offset"), args.get("token"), args.get("user_id")
-        limit = settings.default_page_limit if limit is None else _plain_int(limit, 1, settings.max_page_limit)
-        offset = 0 if offset is None else _plain_int(offset, 0, MAX_OFFSET)
-        if limit is None or offset is None or (token is not None and not TOKEN_PATTERN.fullmatch(token)):
-            return None
-        if user_id is not None and not (1 <= len(user_id) <= MAX_ID_LENGTH and is_requestable_user_id(user_id)):
-            return None
-        return {"limit": limit, "offset": offset, "token": token, "user_id": user_id}
 
 
 SIMILAR_SCORE_DESCRIPTION = (
