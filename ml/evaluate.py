@@ -49,7 +49,14 @@ from ml.db.connection import connect
 from ml.db.read import read_dataset
 from ml.errors import DatasetError, TrainingError
 from ml.model import RecModel
-from ml.settings import TrainingSettings, database_url_from, environment, sql_queries_from, training_from
+from ml.settings import (
+    ConfigError,
+    TrainingSettings,
+    database_url_from,
+    environment,
+    sql_queries_from,
+    training_from,
+)
 from ml.training import train
 
 logger = logging.getLogger(__name__)
@@ -350,9 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.k < 1:
         parser.error("--k must be >= 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    env = environment()
-    params = training_from(env)
     try:
+        env = environment()
+        params = training_from(env)
         if args.from_db:
             dataset = _read_from_db(args.database_url or database_url_from(env), sql_queries_from(env))
             label = "PostgreSQL"
@@ -361,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             label = args.dataset_dir
         run = evaluate_cold_posts if args.cold_posts else evaluate
         result = run(dataset, params, k=args.k)
-    except (DatasetError, TrainingError, OSError, psycopg2.Error) as exc:
+    except (ConfigError, DatasetError, TrainingError, OSError, psycopg2.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result["params"] = dataclasses.asdict(params)

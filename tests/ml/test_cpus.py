@@ -95,7 +95,8 @@ def test_the_services_default_sizes_follow_the_affinity_mask():
     probe = (
         "import json, os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
         "from common.config import load_settings; from ml.cpus import usable_cpus; import celeryconfig as c;"
-        "print(json.dumps([usable_cpus(), load_settings({}, dotenv=False).api_workers, c.worker_concurrency]))"
+        "settings = load_settings({}, dotenv=False);"
+        "print(json.dumps([usable_cpus(), settings.api_workers, c.celery_settings(settings)['worker_concurrency']]))"
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert json.loads(done.stdout) == [1, 1, 2]

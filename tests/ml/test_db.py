@@ -367,6 +367,14 @@ def test_command_line_reads_the_database_url_from_the_settings(pg_conn, database
     assert result.returncode == 1 and "DATABASE_URL='mysql://somewhere/db' is invalid" in result.stderr
 
 
+def test_command_line_reads_no_variable_but_the_database(pg_conn, database_url):
+    """``ml.db`` reads ``DATABASE_URL`` (ml.settings), not the service's configuration, which may be wrong elsewhere."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DB_"))}
+    result = _cli("count", env={**env, "DATABASE_URL": database_url, "REDIS_URL": "nonsense", "API_PORT": "0"})
+    assert result.returncode == 0, result.stderr
+    assert "interactions 0" in result.stdout
+
+
 def test_create_database_creates_once(database_url):
     name = f"recsvc_test_created_{uuid.uuid4().hex[:8]}"
     url = database_url.rsplit("/", 1)[0] + "/" + name

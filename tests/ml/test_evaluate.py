@@ -131,3 +131,22 @@ def test_command_line_refuses_a_bad_directory(tmp_path):
     )
     assert done.returncode == 2
     assert "error:" in done.stderr and "missing" in done.stderr
+
+
+def test_command_line_reads_only_the_variables_of_ml(tmp_path):
+    """Another process's bad variable (REDIS_URL, MAX_PAGE_LIMIT) does not stop it; a bad training one, in one line."""
+    directory = write_dataset_dir(tmp_path / "data", planted_tables(num_users=80, num_items=60, per_user=8))
+    env = {"LIGHTFM_EPOCHS": "3", "LIGHTFM_COMPONENTS": "8", "TRAIN_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    others_bad = {**env, "REDIS_URL": "nonsense", "MAX_PAGE_LIMIT": "100000"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ml.evaluate", str(directory), "--json"], capture_output=True, text=True, env=others_bad
+    )
+    assert done.returncode == 0, done.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "ml.evaluate", str(directory)],
+        capture_output=True,
+        text=True,
+        env={**env, "LIGHTFM_EPOCHS": "0"},
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: LIGHTFM_EPOCHS='0' is invalid: must be >= 1"
