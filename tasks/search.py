@@ -35,7 +35,6 @@ from tasks.celery import app, settings
 
 log = logging.getLogger(__name__)
 
-QUEUE = "search"
 # Room for the headline (without the trials) in Flower's task events.
 RESULT_REPR_MAXSIZE = 8192
 
@@ -49,7 +48,6 @@ def recs_cache() -> RecsCache:
 @app.task(
     name="tasks.search",
     bind=True,
-    queue=QUEUE,
     soft_time_limit=limits.search_soft_time_limit(settings),
     time_limit=limits.search_hard_time_limit(settings),
     resultrepr_maxsize=RESULT_REPR_MAXSIZE,

@@ -40,8 +40,8 @@ ENV_EXAMPLE = DOCKER / "env.example"
 BIN = Path(sys.executable).parent
 PYTHON = str(BIN / "python")
 
-RECSVC_SERVICES = {"init", "web", "worker", "beat", "flower"}
-LONG_RUNNING = {"web", "worker", "beat", "flower"}
+RECSVC_SERVICES = {"init", "web", "worker", "search", "beat", "flower"}
+LONG_RUNNING = {"web", "worker", "search", "beat", "flower"}
 COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|cc|build-essential|make|cmake|python3?-dev)\b")
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
