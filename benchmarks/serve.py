@@ -43,10 +43,11 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from common.config import TrainingSettings, load_settings
+from common.config import load_settings
 from common.recs_cache import RecsCache
 from ml.demo import DEFAULT_POSTS, DEFAULT_USERS
 from ml.model import RecModel
+from ml.settings import TrainingSettings
 from testing.factories import random_model
 from testing.polling import poll
 from testing.processes import BARE_GUNICORN_CONFIG, GunicornServer, RedisServer
