@@ -1,10 +1,13 @@
 """The statistics of the experiment report: a two-proportion test, and the report from the day counts.
 
-Click-through is clicked impressions over impressions. A variant is compared to the control by the
-two-sided two-proportion z-test (pooled standard error) for the p-value, and by the relative difference
-``ctr / control_ctr - 1`` with a 95% interval from the delta method on the log of the ratio. Impressions
-of one user are treated as independent, which makes the interval somewhat narrow when users see many
-posts; ``benchmarks/experiment.py`` measures how it behaves.
+Click-through is clicked impressions over impressions. A variant is compared to the control by a two-sided
+two-proportion z-test, and by the relative difference ``ctr / control_ctr - 1`` with a 95% interval (the
+delta method on the log of the ratio). Users, not impressions, are what an experiment assigns, and one
+user's impressions are alike (a user who clicks much clicks much on every page), so the standard error of
+each click-through is the delta method's for a ratio of per-user sums (Deng et al., "Applying the delta
+method in metric analytics", 2018): ``p_value`` and the interval use it. ``p_value_pooled`` is the
+textbook pooled test that takes every impression as independent; it is reported for comparison, and it
+finds differences where there are none too often (``benchmarks/experiment.py``: docs/EXPERIMENTS.md).
 """
 
 from __future__ import annotations
@@ -23,36 +26,73 @@ TRAILING_DAYS = 7
 
 
 @dataclass(frozen=True)
+class Arm:
+    """One variant's counts of one click type: impressions, clicks, users, and the per-user sums of squares."""
+
+    n: int
+    clicks: int
+    users: int
+    n2: int
+    c2: int
+    nc: int
+
+    @property
+    def ctr(self) -> float:
+        return self.clicks / self.n
+
+    def variance(self) -> float:
+        """Variance of the click-through estimate, users as the unit (delta method for a ratio of means)."""
+        k = self.users
+        mean_n, mean_c = self.n / k, self.clicks / k
+        var_n = self.n2 / k - mean_n**2
+        var_c = self.c2 / k - mean_c**2
+        cov = self.nc / k - mean_n * mean_c
+        r = self.ctr
+        return max(0.0, (var_c - 2 * r * cov + r * r * var_n) / (k * mean_n**2))
+
+
+@dataclass(frozen=True)
 class Comparison:
-    """A variant against the control: relative difference of click-through, its interval and p-value."""
+    """A variant against the control: relative difference of click-through, its interval and p-values."""
 
     relative_difference: float
     ci_low: float
     ci_high: float
     p_value: float
+    p_value_pooled: float
 
 
-def compare(control_clicks: int, control_n: int, clicks: int, n: int, confidence: float = 0.95) -> Comparison | None:
-    """Compare a variant's ``clicks``/``n`` to the control's; None when either side has no clicks or impressions."""
-    if min(control_n, n, control_clicks, clicks) <= 0:
+def compare(control: Arm, variant: Arm, confidence: float = 0.95) -> Comparison | None:
+    """Compare ``variant``'s click-through with ``control``'s; None when a side has no clicks or one user only."""
+    if min(control.clicks, variant.clicks) <= 0 or min(control.users, variant.users) < 2:
         return None
-    p0, p1 = control_clicks / control_n, clicks / n
-    pooled = (control_clicks + clicks) / (control_n + n)
-    se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / control_n + 1 / n))
-    p_value = 1.0 if se_pooled == 0 else float(2 * norm.sf(abs(p1 - p0) / se_pooled))
+    p0, p1 = control.ctr, variant.ctr
+    v0, v1 = control.variance(), variant.variance()
+    se = math.sqrt(v0 + v1)
+    p_value = 1.0 if se == 0 else float(2 * norm.sf(abs(p1 - p0) / se))
+    pooled = (control.clicks + variant.clicks) / (control.n + variant.n)
+    se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / control.n + 1 / variant.n))
+    p_pooled = 1.0 if se_pooled == 0 else float(2 * norm.sf(abs(p1 - p0) / se_pooled))
     z = float(norm.ppf(0.5 + confidence / 2))
-    se_log = math.sqrt((1 - p0) / control_clicks + (1 - p1) / clicks)
+    se_log = math.sqrt(v0 / p0**2 + v1 / p1**2)
     log_ratio = math.log(p1 / p0)
     return Comparison(
         relative_difference=p1 / p0 - 1,
         ci_low=math.exp(log_ratio - z * se_log) - 1,
         ci_high=math.exp(log_ratio + z * se_log) - 1,
         p_value=p_value,
+        p_value_pooled=p_pooled,
     )
 
 
 def _ctr(clicks: int, n: int) -> float | None:
     return clicks / n if n else None
+
+
+def _arm(cell: Mapping[str, int], kind: str) -> Arm:
+    return Arm(
+        cell["impressions"], cell[f"c:{kind}"], cell["users"], cell["n2"], cell[f"c2:{kind}"], cell[f"nc:{kind}"]
+    )
 
 
 def experiment_report(
@@ -69,13 +109,18 @@ def experiment_report(
     for row in counts:
         if row.experiment != experiment or row.variant not in names:
             continue
+        kinds = (*CLICK_TYPES, "any")
         cell = days.setdefault(row.day, {}).setdefault(
-            row.variant, {"impressions": 0, "users": 0, "clicks": dict.fromkeys((*CLICK_TYPES, "any"), 0)}
+            row.variant,
+            {"impressions": 0, "users": 0, "n2": 0, **{f"{x}:{kind}": 0 for x in ("c", "c2", "nc") for kind in kinds}},
         )
         cell["impressions"] += row.impressions
         cell["users"] += row.users  # a variant's user is served one ranking a day, barring a fallback change
-        for kind, value in row.clicks.items():
-            cell["clicks"][kind] += value
+        cell["n2"] += row.n2
+        for kind in kinds:
+            cell[f"c:{kind}"] += row.clicks[kind]
+            cell[f"c2:{kind}"] += row.c2.get(kind, 0)
+            cell[f"nc:{kind}"] += row.nc.get(kind, 0)
     report = []
     for day in sorted(days, reverse=True):
         cells = days[day]
@@ -86,20 +131,19 @@ def experiment_report(
             if cell is None:
                 continue
             n = cell["impressions"]
+            kinds = (*CLICK_TYPES, "any")
+            clicks = {kind: cell[f"c:{kind}"] for kind in kinds}
             vs = None
             if name != control and base is not None:
-                found = {
-                    kind: compare(base["clicks"][kind], base["impressions"], cell["clicks"][kind], n)
-                    for kind in (*CLICK_TYPES, "any")
-                }
+                found = {kind: compare(_arm(base, kind), _arm(cell, kind)) for kind in kinds}
                 vs = {kind: None if c is None else c.__dict__ for kind, c in found.items()}
             variants_out.append(
                 {
                     "variant": name,
                     "impressions": n,
                     "users": cell["users"],
-                    "clicks": cell["clicks"],
-                    "ctr": {kind: _ctr(value, n) for kind, value in cell["clicks"].items()},
+                    "clicks": clicks,
+                    "ctr": {kind: _ctr(value, n) for kind, value in clicks.items()},
                     "vs_control": vs,
                 }
             )

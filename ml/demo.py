@@ -30,6 +30,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -132,26 +133,11 @@ def generate(
     """
     if users < 1 or posts < 1 or interactions < 0:
         raise ValueError("users and posts must be at least 1 and interactions at least 0")
-    rng = np.random.default_rng(seed)
-    topics = list(TOPIC_TAGS)
-    tags = [tag for topic in topics for tag in TOPIC_TAGS[topic]]
-    tag_topic = np.array([topics.index(t) for t in topics for _ in TOPIC_TAGS[t]])
-    num_topics, num_communities = len(topics), len(COMMUNITIES)
-
-    community_mix = rng.dirichlet(np.full(num_topics, 0.6), size=num_communities)
-    community_weight = 1.0 / np.arange(1, num_communities + 1) ** 0.9 * rng.uniform(0.8, 1.2, num_communities)
-    community_weight /= community_weight.sum()
-
-    roles = rng.choice(len(ROLES), size=users, p=ROLE_SHARE)
-    follow_user, follow_community = _follows(rng, users, community_mix, community_weight)
-    taste = _tastes(rng, users, num_topics, community_mix, follow_user, follow_community)
-
-    post_community = rng.choice(num_communities, size=posts, p=community_weight**0.8 / (community_weight**0.8).sum())
-    post_time = END - rng.integers(0, WINDOW_SECONDS, size=posts)
-    post_topic_mix, post_tags = _post_topics(rng, community_mix, post_community, tag_topic)
-    post_author = _authors(rng, post_community, follow_user, follow_community, roles)
-    # Long-tailed appeal, realised in proportion to the attention a post could gather since it appeared.
-    popularity = rng.lognormal(0.0, 1.3, size=posts) * (1.0 - np.exp(-(END - post_time) / _ATTENTION_SECONDS))
+    world = plant(users, posts, seed)
+    rng, roles, taste, tags = world.rng, world.roles, world.taste, world.tags
+    follow_user, follow_community = world.follow_user, world.follow_community
+    post_community, post_time, post_topic_mix = world.post_community, world.post_time, world.post_topic_mix
+    post_tags, post_author, popularity = world.post_tags, world.post_author, world.popularity
 
     inter_user, inter_item, inter_type, inter_time = _interactions(
         rng, interactions, roles, taste, follow_user, follow_community, post_community, post_topic_mix,
@@ -192,13 +178,64 @@ def generate(
     )
     counts = {
         "users": users,
-        "communities": num_communities,
+        "communities": len(COMMUNITIES),
         "follows": len(follow_user),
         "posts": posts,
         "interactions": len(inter_user),
     }
     logger.info("wrote demo dataset to %s: %s", out, counts)
     return counts
+
+
+@dataclass(frozen=True)
+class Planted:
+    """The hidden structure of a demo dataset, before any interaction is drawn.
+
+    ``taste`` (users x topics) and ``post_topic_mix`` (posts x topics) are the planted preferences a
+    recommender should learn; ``benchmarks/experiment.py`` lets simulated users click by them. ``rng`` is
+    the generator, positioned where :func:`generate` goes on to draw the interactions.
+    """
+
+    rng: np.random.Generator
+    tags: list[str]
+    roles: np.ndarray
+    follow_user: np.ndarray
+    follow_community: np.ndarray
+    taste: np.ndarray
+    post_community: np.ndarray
+    post_time: np.ndarray
+    post_topic_mix: np.ndarray
+    post_tags: list
+    post_author: np.ndarray
+    popularity: np.ndarray
+
+
+def plant(users: int = DEFAULT_USERS, posts: int = DEFAULT_POSTS, seed: int = DEFAULT_SEED) -> Planted:
+    """The planted structure of the dataset :func:`generate` writes for the same users, posts and seed."""
+    rng = np.random.default_rng(seed)
+    topics = list(TOPIC_TAGS)
+    tags = [tag for topic in topics for tag in TOPIC_TAGS[topic]]
+    tag_topic = np.array([topics.index(t) for t in topics for _ in TOPIC_TAGS[t]])
+    num_topics, num_communities = len(topics), len(COMMUNITIES)
+
+    community_mix = rng.dirichlet(np.full(num_topics, 0.6), size=num_communities)
+    community_weight = 1.0 / np.arange(1, num_communities + 1) ** 0.9 * rng.uniform(0.8, 1.2, num_communities)
+    community_weight /= community_weight.sum()
+
+    roles = rng.choice(len(ROLES), size=users, p=ROLE_SHARE)
+    follow_user, follow_community = _follows(rng, users, community_mix, community_weight)
+    taste = _tastes(rng, users, num_topics, community_mix, follow_user, follow_community)
+
+    post_community = rng.choice(num_communities, size=posts, p=community_weight**0.8 / (community_weight**0.8).sum())
+    post_time = END - rng.integers(0, WINDOW_SECONDS, size=posts)
+    post_topic_mix, post_tags = _post_topics(rng, community_mix, post_community, tag_topic)
+    post_author = _authors(rng, post_community, follow_user, follow_community, roles)
+    # Long-tailed appeal, realised in proportion to the attention a post could gather since it appeared.
+    popularity = rng.lognormal(0.0, 1.3, size=posts) * (1.0 - np.exp(-(END - post_time) / _ATTENTION_SECONDS))
+    return Planted(
+        rng, tags, roles, follow_user, follow_community, taste, post_community, post_time, post_topic_mix,
+        post_tags, post_author, popularity,
+    )  # fmt: skip
 
 
 def _follows(

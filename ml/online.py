@@ -10,7 +10,7 @@ identifier.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from psycopg2 import extensions, sql
@@ -55,7 +55,7 @@ class Impression:
 
 @dataclass(frozen=True)
 class DayCounts:
-    """Impressions of one (day, experiment, variant, ranking) and those followed by each kind of click."""
+    """Impressions of one (day, experiment, variant, ranking), those followed by each kind of click, and users."""
 
     day: date
     experiment: str
@@ -64,6 +64,11 @@ class DayCounts:
     impressions: int
     users: int
     clicks: Mapping[str, int]  # view, like, comment and "any"
+    # Sums over the users of n_u^2, c_u^2 and n_u * c_u (n_u: a user's impressions, c_u: its clicks of a
+    # type): what the variance of click-through needs when users, not impressions, are randomised.
+    n2: int = 0
+    c2: Mapping[str, int] = field(default_factory=dict)
+    nc: Mapping[str, int] = field(default_factory=dict)
 
 
 def create_online_schema(conn: extensions.connection, schema: str) -> None:
@@ -131,12 +136,18 @@ def day_counts(
             FROM imp JOIN act ON act.user_id = imp.user_id AND act.post_id = imp.post_id
                  AND act.created_at >= imp.shown_at AND act.created_at < imp.shown_at + %(window)s
             GROUP BY imp.entry_id, imp.position
+        ), per_user AS (
+            SELECT (imp.shown_at AT TIME ZONE 'UTC')::date AS day, imp.experiment, imp.variant, imp.ranking,
+                   imp.user_id, count(*) AS n, count(*) FILTER (WHERE hits.v) AS v,
+                   count(*) FILTER (WHERE hits.l) AS l, count(*) FILTER (WHERE hits.c) AS c,
+                   count(hits.entry_id) AS a
+            FROM imp LEFT JOIN hits USING (entry_id, position)
+            GROUP BY 1, 2, 3, 4, 5
         )
-        SELECT (imp.shown_at AT TIME ZONE 'UTC')::date AS day, imp.experiment, imp.variant, imp.ranking,
-               count(*), count(DISTINCT imp.user_id),
-               count(*) FILTER (WHERE hits.v), count(*) FILTER (WHERE hits.l), count(*) FILTER (WHERE hits.c),
-               count(hits.entry_id)
-        FROM imp LEFT JOIN hits USING (entry_id, position)
+        SELECT day, experiment, variant, ranking, sum(n), count(*), sum(v), sum(l), sum(c), sum(a),
+               sum(n * n), sum(v * v), sum(l * l), sum(c * c), sum(a * a), sum(n * v), sum(n * l), sum(n * c),
+               sum(n * a)
+        FROM per_user
         GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
         """
     ).format(schema=sql.Identifier(schema), interactions=sql.SQL(interactions_query))
@@ -144,7 +155,15 @@ def day_counts(
         cur.execute(query, {"since": since, "until": until, "window": window})
         rows: Sequence[tuple] = cur.fetchall()
     conn.rollback()  # read-only: end the transaction
-    return [
-        DayCounts(day, experiment, variant, ranking, n, users, {"view": v, "like": lk, "comment": c, "any": anyc})
-        for day, experiment, variant, ranking, n, users, v, lk, c, anyc in rows
-    ]
+    kinds = (*CLICK_TYPES, "any")
+    out = []
+    for day, experiment, variant, ranking, n, users, *sums in rows:
+        sums = [int(x) for x in sums]
+        clicks, squares, products = sums[0:4], sums[5:9], sums[9:13]
+        out.append(
+            DayCounts(
+                day, experiment, variant, ranking, int(n), users, dict(zip(kinds, clicks, strict=True)),
+                n2=sums[4], c2=dict(zip(kinds, squares, strict=True)), nc=dict(zip(kinds, products, strict=True)),
+            )
+        )  # fmt: skip
+    return out

@@ -59,6 +59,8 @@ def test_rows_are_inserted_once_and_counted_by_hand(conn):
     conn.commit()
     counts = online.day_counts(conn, SCHEMA, QUERY, T0 - 24 * H, T0 + 48 * H, 24 * H)
     got = {(c.day, c.variant): (c.impressions, c.users, dict(c.clicks)) for c in counts}
+    first = next(c for c in counts if c.variant == "a")  # u1: 2 impressions, one of them liked
+    assert (first.n2, first.c2["any"], first.nc["any"], first.c2["view"]) == (4, 1, 2, 0)
     day1, day2 = date(2026, 3, 2), date(2026, 3, 3)
     assert got == {
         (day1, "a"): (2, 1, {"view": 0, "like": 1, "comment": 0, "any": 1}),
@@ -71,23 +73,35 @@ def test_rows_are_inserted_once_and_counted_by_hand(conn):
 
 
 def test_two_proportion_comparison_by_hand():
-    # Control 100/1000, variant 150/1000: pooled p = 0.125, se = sqrt(0.125 * 0.875 * 2/1000) = 0.014790,
-    # z = 0.05 / 0.014790 = 3.3806, p = 2 * (1 - Phi(3.3806)) = 0.000723. Relative difference 0.5; on the
-    # log scale se = sqrt(0.9/100 + 0.85/150) = 0.121106, so exp(ln 1.5 -+ 1.96 * 0.121106) - 1 = 0.1831, 0.9018.
-    c = abtest.compare(100, 1000, 150, 1000)
-    assert c.relative_difference == pytest.approx(0.5)
-    assert c.p_value == pytest.approx(0.000723, abs=2e-6)
-    assert c.ci_low == pytest.approx(0.1831, abs=1e-3)
-    assert c.ci_high == pytest.approx(0.9018, abs=1e-3)
-    assert abtest.compare(0, 1000, 10, 1000) is None
-    same = abtest.compare(50, 1000, 50, 1000)
+    # Control: two users with (impressions, clicks) (10, 1) and (10, 3); variant: (10, 4) and (10, 6).
+    # Control CTR 0.2: per user mean n 10, var n 0, mean c 2, var c (1 + 9)/2 - 4 = 1, cov (10 + 30)/2 - 20 = 0,
+    # so Var = (1 - 0 + 0) / (2 * 10^2) = 0.005; the variant's (CTR 0.5) likewise 0.005. z = 0.3 / 0.1 = 3,
+    # p = 2 * (1 - Phi(3)) = 0.0026998. Relative difference 1.5; se of the log ratio sqrt(0.005/0.04 +
+    # 0.005/0.25) = 0.380789, so exp(ln 2.5 -+ 1.959964 * 0.380789) - 1 = 0.18526, 4.27312. The pooled test:
+    # p = 14/40, se = sqrt(0.35 * 0.65 * 0.1) = 0.150831, z = 1.98898, p = 0.04671.
+    control = abtest.Arm(n=20, clicks=4, users=2, n2=200, c2=10, nc=40)
+    variant = abtest.Arm(n=20, clicks=10, users=2, n2=200, c2=52, nc=100)
+    assert control.variance() == pytest.approx(0.005) and variant.variance() == pytest.approx(0.005)
+    c = abtest.compare(control, variant)
+    assert c.relative_difference == pytest.approx(1.5)
+    assert c.p_value == pytest.approx(0.0026998, abs=1e-6)
+    assert (c.ci_low, c.ci_high) == (pytest.approx(0.18525, abs=1e-4), pytest.approx(4.2731, abs=1e-4))
+    assert c.p_value_pooled == pytest.approx(0.04671, abs=1e-4)
+    assert abtest.compare(abtest.Arm(20, 0, 2, 200, 0, 0), variant) is None  # no clicks in the control
+    same = abtest.compare(variant, variant)
     assert same.p_value == pytest.approx(1.0) and same.ci_low < 0 < same.ci_high
 
 
 def _counts(day, variant, n, clicks, ranking="production", experiment="exp"):
+    """``n // 10`` users of 10 impressions each; the clicks spread as evenly as they go (one more for some)."""
+    users = n // 10
+    base, extra = divmod(clicks, users)
+    c2 = (users - extra) * base**2 + extra * (base + 1) ** 2
+    zero = {"view": 0, "like": 0, "comment": 0}
     return online.DayCounts(
-        day, experiment, variant, ranking, n, n // 10, {"view": 0, "like": 0, "comment": 0, "any": clicks}
-    )
+        day, experiment, variant, ranking, n, users, {**zero, "any": clicks},
+        n2=users * 100, c2={**zero, "any": c2}, nc={**zero, "any": 10 * clicks},
+    )  # fmt: skip
 
 
 def test_report_compares_each_variant_with_the_control():
@@ -97,7 +111,10 @@ def test_report_compares_each_variant_with_the_control():
     (only_day,) = result["experiment"]["days"]
     model, pop = only_day["variants"]
     assert (model["variant"], model["impressions"], model["ctr"]["any"]) == ("model", 1000, 0.15)
-    assert model["vs_control"]["any"]["p_value"] == pytest.approx(0.000723, abs=2e-6)
+    # 150 of 1000 against 100 of 1000: the pooled test's p (by hand) 0.000723; every user of the control
+    # clicked once and the variant's once or twice, so by users the difference is far clearer.
+    assert model["vs_control"]["any"]["p_value_pooled"] == pytest.approx(0.000723, abs=2e-6)
+    assert model["vs_control"]["any"]["p_value"] < 1e-6
     assert model["vs_control"]["like"] is None  # no likes on either side
     assert pop["vs_control"] is None
     assert result["quality"]["ctr_today"] == 0.15  # only the production ranking counts
