@@ -9,7 +9,7 @@ DEMO_DIR ?= var/demo
 # The env file of `make run`: created with a random ADMIN_TOKEN if missing, loaded by honcho for every process.
 RUN_ENV_FILE ?= .env
 
-.PHONY: help venv docs-assets services test test-tools lint run bench clean nestjs-client docker-checks soak audit
+.PHONY: help venv docs-assets services test test-tools lint run bench clean nestjs-client docker-checks soak audit cluster
 
 help:
 	@echo "make run    - set up and run web, worker, beat and flower on demo data (Ctrl-C stops all)"
@@ -18,6 +18,7 @@ help:
 	@echo "make soak   - one minute of load against gunicorn while models retrain and reload"
 	@echo "make audit  - pip-audit the pinned requirements for known vulnerabilities (needs the network)"
 	@echo "make bench  - run the benchmarks (figures go into the README)"
+	@echo "make cluster - a local Redis Cluster of three masters; prints the REDIS_URL to use (Ctrl-C stops it)"
 
 venv: $(STAMP)
 
@@ -86,6 +87,14 @@ soak: services
 	@mkdir -p var
 	SOAK_SECONDS=$${SOAK_SECONDS:-60} SOAK_REPORT=$${SOAK_REPORT:-var/soak.json} \
 		$(VENV)/bin/pytest -s tests/reliability/test_soak.py $(PYTEST_ARGS)
+
+# A throwaway local Redis Cluster (three masters, no persistence, free ports) to run recsvc on: prints
+# REDIS_URL=redis+cluster://... and runs until Ctrl-C, then stops its nodes and removes their files
+# (docs/OPERATIONS.md, "Running on a Redis Cluster"). Needs redis-server and redis-cli 7 or newer.
+cluster: venv
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || \
+		{ echo "error: redis-server and redis-cli are needed (apt-get install redis-server)" >&2; exit 1; }
+	$(PY) -m testing.cluster
 
 # Known vulnerabilities of the pinned runtime requirements. Needs PyPI's vulnerability API (network), so it
 # is not part of `make test`; --strict fails when a dependency could not be audited instead of passing.

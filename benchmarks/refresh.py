@@ -151,7 +151,7 @@ def live_memory(client: redis.Redis, cache: RecsCache) -> dict[str, int]:
         client.memory_usage(key, samples=0) or 0
         for key in (cache.live_users_key, cache.live_users_order_key, cache.live_users_dropped_key)
     )
-    seen_keys = list(client.scan_iter(cache.seen_key("*"), count=10_000))
+    seen_keys = list(client.scan_iter(cache.seen_pattern, count=10_000))
     seen = sum(client.memory_usage(key, samples=0) or 0 for key in seen_keys)
     return {"pool": pool, "users": users, "seen": seen, "seen_keys": len(seen_keys)}
 

@@ -78,9 +78,9 @@ def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
         release_lock(lock)
     total = time.perf_counter() - started
 
-    recs_bytes = client.memory_usage(cache.recs_key(candidate.version), samples=0) or 0
+    recs_bytes = sum(client.memory_usage(key, samples=0) or 0 for key in cache.recs_keys(candidate.version))
     meta_bytes = client.memory_usage(cache.meta_key(candidate.version), samples=0) or 0
-    client.delete(cache.recs_key(candidate.version), cache.meta_key(candidate.version), cache.current_key)
+    client.delete(*cache.recs_keys(candidate.version), cache.meta_key(candidate.version), cache.current_key)
     client.delete(cache.outcome_key)
     client.close()
     return {

@@ -14,8 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from common.experiments import Experiment, parse_experiment
+from common.redis_clients import CLUSTER_SCHEMES, cluster_nodes, is_cluster_url
 from ml.cpus import usable_cpus
 from ml.model_config import pinned_fields
 from ml.settings import (
@@ -181,6 +183,27 @@ def _experiment(env: Mapping[str, str]) -> Experiment | None:
     return read_var(env, "EXPERIMENT", parse, None) or read_var(env, "EXPERIMENT_FILE", read_file, None)
 
 
+def _redis_url(raw: str) -> str:
+    """One Redis server (redis, rediss, unix) or a Redis Cluster (redis+cluster://host:port,host:port...)."""
+    url = url_with("redis", "rediss", "unix", *CLUSTER_SCHEMES)(raw)
+    if is_cluster_url(url):
+        cluster_nodes(url)
+    return url
+
+
+def _celery_url(name: str, url: str, redis_url: str) -> None:
+    """Celery's broker and result backend must be a plain Redis (or AMQP), never the cluster of REDIS_URL."""
+    if not is_cluster_url(redis_url):
+        return
+    nodes = set(cluster_nodes(redis_url))
+    parts = urlsplit(url)
+    if url == redis_url or (parts.hostname, parts.port or 6379) in nodes:
+        raise ConfigError(
+            f"{name} is invalid: REDIS_URL names a Redis Cluster and Celery cannot use a cluster as its broker or "
+            f"result backend; set {name} to a plain Redis server (redis://host:port/db) outside the cluster"
+        )
+
+
 def _admin_token(raw: str) -> str:
     token = raw.strip()
     if len(token) < 16:
@@ -197,7 +220,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
     if env is None:
         env = environment(dotenv)
     d = Settings()
-    redis_url = read_var(env, "REDIS_URL", url_with("redis", "rediss", "unix"), d.redis_url)
+    redis_url = read_var(env, "REDIS_URL", _redis_url, d.redis_url)
     settings = Settings(
         database_url=database_url_from(env),
         sql_queries=sql_queries_from(env),
@@ -269,6 +292,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         ),
         pinned_training=pinned_fields(env),
     )
+    _celery_url("CELERY_BROKER_URL", settings.celery_broker_url, redis_url)
+    _celery_url("CELERY_RESULT_BACKEND", settings.celery_result_backend, redis_url)
     if settings.default_page_limit > settings.max_page_limit:
         raise ConfigError(
             f"DEFAULT_PAGE_LIMIT={settings.default_page_limit} is invalid: must be <= MAX_PAGE_LIMIT "

@@ -5,31 +5,41 @@ writes every user's top-K list, then publishes the version. The web workers are 
 user's list of the current (or a pinned) version and listen on the channel for new versions. Keeping both
 sides in one class (as Superset's async query manager does) means no other module spells a key.
 
-Keys, all under the configured prefix (default ``recsvc:``):
+Keys, all under the configured prefix (default ``recsvc:``). The same layout serves one Redis server and a
+Redis Cluster (``REDIS_URL=redis+cluster://...``, see :mod:`common.redis_clients`); on a cluster the braces are
+hash tags, which decide the slot, and so the shard, a key lives on:
+
+- ``{ctl}``: the global state (the version pointer and metadata, the live feed's state): one slot, so the
+  scripts that change several of these keys at once stay atomic on a cluster too.
+- ``{u<b>}``: bucket ``b`` of :data:`RECS_BUCKETS`, chosen by a stable hash of the user id
+  (:func:`user_bucket`): a version's lists are split into one hash per bucket, so they spread over every shard
+  and no key holds a whole version, and a user's ``seen:``/``shown:`` zsets share its list's slot, so a page's
+  user reads are one script on one shard.
 
 ========================  ======  =====================================================================
-``current``               string  the current version id, flipped only after every list is written
-``recs:<version>``        hash    user id -> packed top-K list (see :func:`pack_list`)
-``meta:<version>``        hash    ``items`` (JSON ``[[post_id, [tags], community_id], ...]``), ``popular``
+``{ctl}current``          string  the current version id, flipped only after every bucket is written
+``recs:<version>:{u<b>}`` hash    user id -> packed top-K list (see :func:`pack_list`), users of bucket b
+``{ctl}meta:<version>``   hash    ``items`` (JSON ``[[post_id, [tags], community_id], ...]``), ``popular``
                                   (packed list), ``created_at``, ``num_users``, ``num_items``, ``complete``
+``{ctl}lists``            set     versions whose buckets were made persistent and not yet given an expiry
 ``lock:train``            string  the training lock; it has a TTL so a dead holder frees it
 ``lock:refresh``          string  the live refresh's lock (``tasks.refresh``), with a TTL likewise
 ``lock:search``           string  the model search's lock (``tasks.search``), with a TTL likewise
 ``training:last``         string  JSON of the last training outcome, for ``/admin/model-status``
 ``ratelimit...``          (many)  the web's rate-limit counters (flask-limiter), see :func:`rate_limit_prefix`
 channel ``model-updates``         ``{"version", "created_at", "num_users", "num_items"}`` after each flip
-``live:state``            hash    ``generation`` (goes up by one per live publish), ``model_version``,
+``{ctl}live:state``       hash    ``generation`` (goes up by one per live publish), ``model_version``,
                                   ``watermarks`` (JSON), ``updated_at``
-``live:pool:<gen>``       string  JSON ``[[post_id, [tags], community_id, created_unix], ...]``: posts the
+``{ctl}live:pool:<gen>``  string  JSON ``[[post_id, [tags], community_id, created_unix], ...]``: posts the
                                   model does not know, newest first; a superseded one expires after
                                   ``retain_seconds``
-``live:users``            hash    user id -> JSON ``[[generation, {"role", "follows"} or null], ...]``,
+``{ctl}live:users``       hash    user id -> JSON ``[[generation, {"role", "follows"} or null], ...]``,
                                   the newest records first, for users the model does not know
-``live:users:order``      zset    live user -> when it became live (the oldest go first beyond the cap)
-``live:users:dropped``    zset    live user the model now knows -> when (its entry goes after the retention)
-``seen:<user_id>``        zset    post id -> arrival time (Redis clock, seconds) of a view, like or comment;
+``{ctl}live:users:order`` zset    live user -> when it became live (the oldest go first beyond the cap)
+``{ctl}live:users:dropped`` zset    live user the model now knows -> when (its entry goes after the retention)
+``seen:{u<b>}:<user_id>`` zset    post id -> arrival time (Redis clock, seconds) of a view, like or comment;
                                   capped per user, expires after the user's last event
-``shown:<user_id>``       zset    the same for impressions
+``shown:{u<b>}:<user_id>`` zset    the same for impressions
 channel ``live-updates``          ``{"generation", "model_version"}`` after each live publish
 channel ``events``                JSON list of the users whose ``seen:``/``shown:`` a batch of events changed
 ``served``                stream  one entry per page served (:class:`ServedPage`), about ``maxlen`` entries at
@@ -39,9 +49,13 @@ channel ``events``                JSON list of the users whose ``seen:``/``shown
 ========================  ======  =====================================================================
 
 A staged version carries a TTL until it is published, so a training run that dies mid-way leaves nothing
-behind for long. Publishing removes that TTL, flips ``current``, gives the previous version
-``retain_seconds`` to live (clients that pinned it can finish scrolling) and publishes the message, all in
-one Lua script so no reader ever sees a half-flipped state.
+behind for long. Publishing first removes the TTL of every bucket, then (in one Lua script on the ``{ctl}``
+slot) flips ``current``, marks the version complete, gives the previous version's metadata
+``retain_seconds`` to live (clients that pinned it can finish scrolling) and publishes the message, then gives
+the previous version's buckets the same expiry. Readers find a version's lists only through ``current`` (or
+a pinned version's ``complete`` flag), which is written after every bucket is complete: no reader ever sees a
+half-published version. Pub/sub messages are classic ``PUBLISH``: a cluster broadcasts them to every node,
+so a subscriber on any node receives them.
 """
 
 from __future__ import annotations
@@ -49,12 +63,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import redis
+from redis.cluster import RedisCluster
 
 import ml.artifact
 
@@ -72,22 +88,35 @@ _WRITE_BATCH = 2000
 
 UPDATE_FIELDS = ("version", "created_at", "num_users", "num_items")
 
-# KEYS: current, meta:<new>, recs:<new>; ARGV: new version, key prefix, retain seconds, message.
-# Returns the previous version (or false). Runs atomically inside Redis.
+# The buckets a version's lists (and the users' exclusions) are split into, by a stable hash of the user id.
+# Part of the key layout: changing it strands every user's seen:/shown: zsets, like a change of REDIS_PREFIX.
+RECS_BUCKETS = 256
+
+
+def user_bucket(user_id: str) -> int:
+    """The bucket of ``user_id``: CRC-32 of its UTF-8 bytes modulo :data:`RECS_BUCKETS` (the same in every process)."""
+    return zlib.crc32(user_id.encode()) % RECS_BUCKETS
+
+
+# KEYS (the {ctl} slot): current, meta:<new>, then meta:<previous> if there is a previous version.
+# ARGV: new version, the previous version the caller read ('' for none), retain seconds, channel, message.
+# Returns the previous version (or false). Refused if ``current`` moved since the caller read it (its KEYS
+# would name the wrong previous version); the training lock makes that rare.
 _PUBLISH_SCRIPT = """
 if redis.call('HGET', KEYS[2], 'complete') == false then
   return redis.error_reply('version ' .. ARGV[1] .. ' is not staged')
 end
 local previous = redis.call('GET', KEYS[1])
+if (previous or '') ~= ARGV[2] then
+  return redis.error_reply('the current version moved to ' .. tostring(previous) .. ' during the publish')
+end
 redis.call('PERSIST', KEYS[2])
-redis.call('PERSIST', KEYS[3])
 redis.call('HSET', KEYS[2], 'complete', '1')
 redis.call('SET', KEYS[1], ARGV[1])
-if previous and previous ~= ARGV[1] then
-  redis.call('EXPIRE', ARGV[2] .. 'meta:' .. previous, tonumber(ARGV[3]))
-  redis.call('EXPIRE', ARGV[2] .. 'recs:' .. previous, tonumber(ARGV[3]))
+if KEYS[3] then
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
 end
-redis.call('PUBLISH', ARGV[2] .. 'model-updates', ARGV[4])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 return previous
 """
 
@@ -146,14 +175,20 @@ redis.call('PUBLISH', ARGV[7], cjson.encode({generation = new, model_version = A
 return new
 """
 
-# KEYS: the seen:/shown: zsets the batch touches. ARGV: cap, ttl, channel, message, then per key its member
-# count and members. Every member gets Redis's own clock as its arrival time (one clock for every writer and
-# for the readers' cutoffs); a member already present keeps its first arrival. The message (the users whose
-# exclusions changed) is published on the channel. Returns the arrival time as a string.
+# KEYS: the seen:/shown: zsets the batch touches (on a cluster, those of one slot per call).
+# ARGV: cap, ttl, channel, message, arrival ('' for now), then per key its member count and members. Every
+# member gets Redis's own clock as its arrival time (one clock for every writer and for the readers' cutoffs;
+# on a cluster the first slot's call reads it and the batch's other calls pass it on); a member already
+# present keeps its first arrival. The message (the users whose exclusions changed) is published on the
+# channel (unless it is '': on a cluster only the batch's last call announces its users). Returns the arrival
+# time as a string.
 _RECORD_EVENTS_SCRIPT = """
-local now = redis.call('TIME')
-local t = now[1] .. '.' .. string.format('%06d', tonumber(now[2]))
-local cap, ttl, at = tonumber(ARGV[1]), tonumber(ARGV[2]), 5
+local t = ARGV[5]
+if t == '' then
+  local now = redis.call('TIME')
+  t = now[1] .. '.' .. string.format('%06d', tonumber(now[2]))
+end
+local cap, ttl, at = tonumber(ARGV[1]), tonumber(ARGV[2]), 6
 for k = 1, #KEYS do
   local n = tonumber(ARGV[at])
   for i = at + 1, at + n do
@@ -163,22 +198,26 @@ for k = 1, #KEYS do
   redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(cap + 1))
   redis.call('EXPIRE', KEYS[k], ttl)
 end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+if ARGV[3] ~= '' then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
 return t
 """
 
-# What a page needs from Redis, in one command: the clock first, then the live generation, the user's seen
-# and shown zsets, and (as ARGV[2..4] say) its list, its live-user record, whether a version is published.
-# KEYS: live:state, seen:<u>, shown:<u>, then the keys of what is asked, in that order. ARGV: user id, flags.
+# What a page needs from Redis, in one command: the clock first, the user's seen and shown zsets, then (as
+# ARGV[2..5] say) its list, the live generation, its live-user record, whether a version is published.
+# KEYS: seen:<u>, shown:<u>, then the keys of what is asked, in that order: the user's bucket of recs:<v>,
+# live:state, live:users, meta:<v>. ARGV: user id, four flags. On one server everything is asked at once;
+# on a cluster only the user's slot (seen, shown, list), and the {ctl} keys are read by a second call.
 _USER_READS_SCRIPT = """
 local t = redis.call('TIME')
-local out = {t[1], t[2], redis.call('HGET', KEYS[1], 'generation'),
-  redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'), redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')}
-local k = 4
-for i = 2, 4 do
-  out[i + 4] = false
-  if ARGV[i] == '1' then
-    out[i + 4] = redis.call('HGET', KEYS[k], i == 4 and 'complete' or ARGV[1])
+local out = {t[1], t[2], redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'),
+  redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'), false, false, false, false}
+local fields = {ARGV[1], 'generation', ARGV[1], 'complete'}
+local k = 3
+for i = 1, 4 do
+  if ARGV[i + 1] == '1' then
+    out[i + 4] = redis.call('HGET', KEYS[k], fields[i])
     k = k + 1
   end
 end
@@ -285,15 +324,20 @@ class RecsCache:
 
     Parameters
     ----------
-    client : redis.Redis
-        A client with ``decode_responses=False`` (lists are binary).
+    client : redis.Redis or redis.cluster.RedisCluster
+        A client with ``decode_responses=False`` (lists are binary), of one server or of a cluster
+        (:mod:`common.redis_clients` builds either from ``REDIS_URL``).
     prefix : str
-        Prefix of every key and of the channel name (``REDIS_PREFIX``).
+        Prefix of every key and of the channel name (``REDIS_PREFIX``); no braces (they would change the
+        hash tags of the key layout).
     """
 
-    def __init__(self, client: redis.Redis, prefix: str = "recsvc:"):
+    def __init__(self, client: redis.Redis | RedisCluster, prefix: str = "recsvc:"):
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(f"key prefix {prefix!r} holds a brace: it would change the keys' hash tags")
         self.client = client
         self.prefix = prefix
+        self.cluster = isinstance(client, RedisCluster)
         self._publish = client.register_script(_PUBLISH_SCRIPT)
         self._publish_live = client.register_script(_PUBLISH_LIVE_SCRIPT)
         self._record_events = client.register_script(_RECORD_EVENTS_SCRIPT)
@@ -303,13 +347,25 @@ class RecsCache:
 
     @property
     def current_key(self) -> str:
-        return self.prefix + "current"
+        return self.prefix + "{ctl}current"
 
-    def recs_key(self, version: str) -> str:
-        return f"{self.prefix}recs:{version}"
+    def recs_key(self, version: str, user_id: str) -> str:
+        """The hash holding ``user_id``'s list of ``version`` (the user's bucket)."""
+        return self.recs_bucket_key(version, user_bucket(user_id))
+
+    def recs_bucket_key(self, version: str, bucket: int) -> str:
+        return f"{self.prefix}recs:{version}:{{u{int(bucket)}}}"
+
+    def recs_keys(self, version: str) -> list[str]:
+        """Every bucket of ``version``'s lists (a bucket without users does not exist in Redis)."""
+        return [self.recs_bucket_key(version, bucket) for bucket in range(RECS_BUCKETS)]
 
     def meta_key(self, version: str) -> str:
-        return f"{self.prefix}meta:{version}"
+        return f"{self.prefix}{{ctl}}meta:{version}"
+
+    @property
+    def lists_key(self) -> str:
+        return self.prefix + "{ctl}lists"
 
     @property
     def lock_key(self) -> str:
@@ -354,8 +410,9 @@ class RecsCache:
             "num_items": str(int(meta["num_items"])),
             "complete": "0",
         }
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(self.recs_key(version))
+        pipe = self.client.pipeline(transaction=False)  # nobody reads a staged version: no need for atomicity
+        for key in self.recs_keys(version):
+            pipe.delete(key)
         pipe.hset(self.meta_key(version), mapping=fields)
         pipe.expire(self.meta_key(version), ttl)
         pipe.execute()
@@ -365,36 +422,67 @@ class RecsCache:
     ) -> None:
         """Write the top-K lists of ``user_ids`` (rows of ``items``/``scores``; ``-1`` pads short rows).
 
-        Pipelined in batches; the hash keeps the staging TTL until :meth:`publish_version`.
+        Each user's list goes into its bucket's hash; pipelined (on a cluster, per shard) about
+        ``_WRITE_BATCH`` users at a time. The buckets keep the staging TTL until :meth:`publish_version`.
         """
         if len(user_ids) != len(items) or items.shape != scores.shape:
             raise ValueError("user_ids, items and scores must have matching lengths")
-        key = self.recs_key(version)
         lengths = (items >= 0).sum(axis=1)
+        rows_of: dict[int, list[int]] = {}
+        for row, user_id in enumerate(user_ids):
+            rows_of.setdefault(user_bucket(user_id), []).append(row)
         pipe = self.client.pipeline(transaction=False)
-        for start in range(0, len(user_ids), _WRITE_BATCH):
-            stop = min(start + _WRITE_BATCH, len(user_ids))
-            mapping = {
-                user_ids[row]: pack_list(items[row, : lengths[row]], scores[row, : lengths[row]])
-                for row in range(start, stop)
-            }
-            pipe.hset(key, mapping=mapping)
-            pipe.expire(key, ttl)
+        pending = 0
+        for bucket, rows in rows_of.items():
+            key = self.recs_bucket_key(version, bucket)
+            for start in range(0, len(rows), _WRITE_BATCH):
+                mapping = {
+                    user_ids[row]: pack_list(items[row, : lengths[row]], scores[row, : lengths[row]])
+                    for row in rows[start : start + _WRITE_BATCH]
+                }
+                pipe.hset(key, mapping=mapping)
+                pipe.expire(key, ttl)
+                pending += len(mapping)
+                if pending >= _WRITE_BATCH:
+                    pipe.execute()
+                    pending = 0
+        if pending:
             pipe.execute()
 
     def publish_version(self, version: str, message: Mapping[str, Any], retain_seconds: int) -> str | None:
         """Make ``version`` current and announce it; return the previous version.
 
-        Atomically: drop the staging TTL, flip ``current``, let the previous version expire after
-        ``retain_seconds``, and publish ``message`` on :attr:`channel`. Raises ``redis.ResponseError`` if the
-        version was never staged (or its staging expired).
+        First every bucket loses its staging TTL (and the version is noted in :attr:`lists_key`); then,
+        atomically, ``current`` flips, the previous version's metadata expires after ``retain_seconds`` and
+        ``message`` goes out on :attr:`channel`; last, the buckets of every other noted version get the same
+        expiry (a publish that died half-way is tidied by the next). Raises ``redis.ResponseError`` if the
+        version was never staged (or its staging expired), or if another publish moved ``current`` meanwhile.
         """
         payload = json.dumps({field: message[field] for field in UPDATE_FIELDS})
-        previous = self._publish(
-            keys=[self.current_key, self.meta_key(version), self.recs_key(version)],
-            args=[version, self.prefix, int(retain_seconds), payload],
-        )
+        expected = self.current_version()
+        self.client.sadd(self.lists_key, version)
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.recs_keys(version):
+            pipe.persist(key)
+        pipe.execute()
+        keys = [self.current_key, self.meta_key(version)]
+        if expected is not None and expected != version:
+            keys.append(self.meta_key(expected))
+        previous = self._publish(keys=keys, args=[version, expected or "", int(retain_seconds), self.channel, payload])
+        self._expire_lists(version, int(retain_seconds))
         return previous.decode() if previous else None
+
+    def _expire_lists(self, current: str, retain_seconds: int) -> None:
+        """Give the buckets of every noted version but ``current`` an expiry (``NX``: one they have stays)."""
+        for raw in self.client.smembers(self.lists_key):
+            version = raw.decode()
+            if version == current:
+                continue
+            pipe = self.client.pipeline(transaction=False)
+            for key in self.recs_keys(version):
+                pipe.expire(key, retain_seconds, nx=True)
+            pipe.execute()
+            self.client.srem(self.lists_key, version)
 
     def training_lock(self, timeout: float) -> redis.lock.Lock:
         """The lock that lets one training run at a time across all workers; expires after ``timeout`` s.
@@ -440,7 +528,7 @@ class RecsCache:
 
     def user_list(self, version: str, user_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The user's ranked (item indices, scores) in ``version``, or None if there is no list."""
-        blob = self.client.hget(self.recs_key(version), user_id)
+        blob = self.client.hget(self.recs_key(version, user_id), user_id)
         return unpack_list(blob) if blob is not None else None
 
     def popular_list(self, version: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -502,28 +590,33 @@ class RecsCache:
 
     @property
     def live_state_key(self) -> str:
-        return self.prefix + "live:state"
+        return self.prefix + "{ctl}live:state"
 
     def live_pool_key(self, generation: int) -> str:
-        return f"{self.prefix}live:pool:{int(generation)}"
+        return f"{self.prefix}{{ctl}}live:pool:{int(generation)}"
 
     @property
     def live_users_key(self) -> str:
-        return self.prefix + "live:users"
+        return self.prefix + "{ctl}live:users"
 
     @property
     def live_users_order_key(self) -> str:
-        return self.prefix + "live:users:order"
+        return self.prefix + "{ctl}live:users:order"
 
     @property
     def live_users_dropped_key(self) -> str:
-        return self.prefix + "live:users:dropped"
+        return self.prefix + "{ctl}live:users:dropped"
 
     def seen_key(self, user_id: str) -> str:
-        return f"{self.prefix}seen:{user_id}"
+        return f"{self.prefix}seen:{{u{user_bucket(user_id)}}}:{user_id}"
 
     def shown_key(self, user_id: str) -> str:
-        return f"{self.prefix}shown:{user_id}"
+        return f"{self.prefix}shown:{{u{user_bucket(user_id)}}}:{user_id}"
+
+    @property
+    def seen_pattern(self) -> str:
+        """A SCAN pattern of every user's ``seen:`` zset."""
+        return self.prefix + "seen:*"
 
     @property
     def live_channel(self) -> str:
@@ -601,21 +694,30 @@ class RecsCache:
         after its last write. The users are then announced on :attr:`events_channel` (web workers that
         keep exclusions in memory drop theirs). Returns the arrival time in microseconds. Raises ValueError
         on an unknown type.
+
+        On a cluster the batch is written by one script per slot its users' keys hash to: atomic per slot, and
+        the whole batch is checked before anything is written, every event gets the first call's arrival, and
+        the last call announces every user of the batch.
+        A batch that failed half-way may be sent again: a post already recorded keeps its first arrival.
         """
-        members: dict[str, list[str]] = {}
-        users: dict[str, None] = {}
+        groups: dict[int, tuple[dict[str, list[str]], dict[str, None]]] = {}
         for user_id, post_id, kind in events:
             if kind not in EVENT_TYPES:
                 raise ValueError(f"unknown event type {kind!r}: must be one of {', '.join(EVENT_TYPES)}")
             key = self.shown_key(user_id) if kind == "impression" else self.seen_key(user_id)
+            members, users = groups.setdefault(user_bucket(user_id) if self.cluster else 0, ({}, {}))
             members.setdefault(key, []).append(post_id)
             users[user_id] = None
-        if not members:
+        if not groups:
             return self.redis_time()
-        args: list[Any] = [int(cap), int(ttl), self.events_channel, json.dumps(list(users))]
-        for posts in members.values():
-            args += [len(posts), *posts]
-        return _microseconds(self._record_events(keys=list(members), args=args))
+        arrival, announced = "", json.dumps([user for _, users in groups.values() for user in users])
+        for number, (members, _) in enumerate(groups.values(), start=1):
+            channel = self.events_channel if number == len(groups) else ""
+            args: list[Any] = [int(cap), int(ttl), channel, announced, arrival]
+            for posts in members.values():
+                args += [len(posts), *posts]
+            arrival = self._record_events(keys=list(members), args=args)
+        return _microseconds(arrival)
 
     # --- the live feed: reader side (the web workers) ---
 
@@ -676,19 +778,26 @@ class RecsCache:
         Optionally also the user's list of ``list_version``, its ``live:users`` value (``live_user``), and
         whether ``check_version`` is still published. The exclusions are those that arrived by the clock
         read first (``now``; see :func:`cut_exclusions` for a pinned scroll's earlier cutoff). One script
-        rather than a pipeline of up to seven commands: it is the hot path's one round trip.
+        rather than a pipeline of up to seven commands: it is the hot path's one round trip. On a cluster the
+        script reads the user's slot only (clock, exclusions, list) and one pipelined call reads the ``{ctl}``
+        slot (generation, live-user record, published flag): two round trips.
         """
-        keys = [self.live_state_key, self.seen_key(user_id), self.shown_key(user_id)]
-        if list_version is not None:
-            keys.append(self.recs_key(list_version))
-        if live_user:
+        keys = [self.seen_key(user_id), self.shown_key(user_id)]
+        local = not self.cluster  # the {ctl} keys too, in the same script
+        asked = (list_version is not None, local, live_user and local, check_version is not None and local)
+        if asked[0]:
+            keys.append(self.recs_key(list_version, user_id))
+        if asked[1]:
+            keys.append(self.live_state_key)
+        if asked[2]:
             keys.append(self.live_users_key)
-        if check_version is not None:
+        if asked[3]:
             keys.append(self.meta_key(check_version))
-        flags = ["1" if wanted else "0" for wanted in (list_version is not None, live_user, check_version is not None)]
-        seconds, micros, generation, seen, shown, blob, record, complete = self._user_reads(
-            keys=keys, args=[user_id, *flags]
+        seconds, micros, seen, shown, blob, generation, record, complete = self._user_reads(
+            keys=keys, args=[user_id, *("1" if flag else "0" for flag in asked)]
         )
+        if self.cluster:
+            generation, record, complete = self._global_reads(user_id, live_user, check_version)
         now = int(seconds) * 1_000_000 + int(micros)
         return UserReads(
             now=now,
@@ -699,6 +808,20 @@ class RecsCache:
             seen=_cut(zip(seen[::2], seen[1::2], strict=True), now),
             shown=_cut(zip(shown[::2], shown[1::2], strict=True), now),
         )
+
+    def _global_reads(self, user_id: str, live_user: bool, check_version: str | None) -> tuple[Any, Any, Any]:
+        """On a cluster, the {ctl} part of :meth:`user_reads`: one pipelined call to that slot's shard."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.live_state_key, "generation")
+        if live_user:
+            pipe.hget(self.live_users_key, user_id)
+        if check_version is not None:
+            pipe.hget(self.meta_key(check_version), "complete")
+        replies = iter(pipe.execute())
+        generation = next(replies)
+        record = next(replies) if live_user else None
+        complete = next(replies) if check_version is not None else None
+        return generation, record, complete
 
     # --- served pages (impressions) and the online report ---
 

@@ -23,6 +23,7 @@ from common.recs_cache import RecsCache
 from ml.db.connection import connect, create_database
 from ml.db.load import load_dataset_dir
 from ml.db.schema import create_schema
+from testing.cluster import RedisClusterNodes
 from testing.environment import REDIS_PREFIX, TEST_CELERY_REDIS_URL, TEST_DATABASE_URL, TEST_REDIS_URL
 from testing.processes import CeleryProcess, RedisServer
 from testing.service import DEMO_INTERACTIONS, DEMO_POSTS, DEMO_USERS, write_demo
@@ -99,6 +100,14 @@ def private_redis():
     server = RedisServer().start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A local Redis Cluster of three masters for the session (:mod:`testing.cluster`); tests flush it."""
+    cluster = RedisClusterNodes().start()
+    yield cluster
+    cluster.close()
 
 
 @pytest.fixture

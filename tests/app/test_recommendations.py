@@ -131,7 +131,7 @@ def test_without_redis_pages_come_from_the_model_with_the_same_ranking(
 
 def test_later_pages_of_a_scroll_come_from_the_workers_memory(client, app, cache, model, version):
     first = get_page(client, "user-3", limit=10)
-    cache.client.hdel(cache.recs_key(version), "user-3")  # Redis no longer has the list: the memo must answer
+    cache.client.hdel(cache.recs_key(version, "user-3"), "user-3")  # Redis no longer has the list: the memo must answer
     second = get_page(client, "user-3", limit=10, offset=10)
     assert (second["strategy"], second["source"], second["model_version"]) == ("personalized", "cache", version)
     assert [r["post_id"] for r in first["recommendations"] + second["recommendations"]] == expected_posts(
@@ -143,7 +143,7 @@ def test_later_pages_of_a_scroll_come_from_the_workers_memory(client, app, cache
 def test_the_memo_can_be_turned_off(make_app, settings_env, cache, version):
     client = make_app({**settings_env, "API_LIST_MEMO_USERS": "0"}).test_client()
     get_page(client, "user-3", limit=10)
-    cache.client.hdel(cache.recs_key(version), "user-3")
+    cache.client.hdel(cache.recs_key(version, "user-3"), "user-3")
     assert get_page(client, "user-3", limit=10, offset=10)["source"] == "model"
 
 
@@ -191,7 +191,7 @@ def test_pinned_version_that_expires_while_the_worker_remembers_it_falls_back(
     newer = random_model(num_users=40, num_items=60, seed=2)
     new_version = publish(cache, model_dir, newer, top_k=TOP_K)
     assert app.extensions["recsvc"].holder.reload().current.version == new_version
-    cache.client.delete(cache.recs_key(version), cache.meta_key(version))  # RECS_RETAIN_SECONDS passed
+    cache.client.delete(*cache.recs_keys(version), cache.meta_key(version))  # RECS_RETAIN_SECONDS passed
 
     later = get_page(client, "user-2", limit=10, offset=10, version=first["model_version"])
 

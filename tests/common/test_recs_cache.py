@@ -1,4 +1,9 @@
-"""RecsCache against the real Redis: packing, staging, the atomic publish, pub/sub, the lock, the outcome."""
+"""RecsCache against the real Redis: packing, staging, the atomic publish, pub/sub, the lock, the outcome.
+
+Every test that uses Redis runs twice: on one Redis server (the default) and on a local Redis Cluster of three
+masters (``REDIS_URL=redis+cluster://...``), where the key layout must spread a version over every shard and
+every script must touch one slot only.
+"""
 
 import json
 import time
@@ -6,19 +11,49 @@ import time
 import numpy as np
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from common.recs_cache import (
     LIVE_USER_HISTORY,
+    RECS_BUCKETS,
     RecsCache,
     cut_exclusions,
     live_user_at,
     pack_list,
     parse_users_message,
     unpack_list,
+    user_bucket,
 )
+from common.redis_clients import worker_client
 from testing.environment import REDIS_PREFIX
 
 ITEMS = [("p0", ("music",), "c0"), ("p1", ("dance", "mv"), "c1"), ("p2", (), "c0")]
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_client(request, redis_url):
+    """A client of the test Redis database, or of the session's local cluster (flushed around the test)."""
+    if request.param == "single":
+        client = redis.Redis.from_url(redis_url)
+    else:
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        client = worker_client(cluster.url)
+    yield client
+    client.close()
+    if request.param == "cluster":
+        cluster.flush()
+
+
+def subscribers(client, *channels):
+    """channel -> subscribers, over every node (a cluster node counts only its own connections)."""
+    if not isinstance(client, RedisCluster):
+        return dict(client.pubsub_numsub(*channels))
+    counts = dict.fromkeys((channel.encode() for channel in channels), 0)
+    for node in client.get_nodes():
+        for channel, count in client.get_redis_connection(node).pubsub_numsub(*channels):
+            counts[channel] += count
+    return counts
 
 
 def stage(cache, version, ttl=60):
@@ -63,13 +98,14 @@ def test_staged_version_is_invisible_and_expires_until_published(cache, redis_cl
     stage(cache, "v1", ttl=60)
     assert cache.current_version() is None
     assert not cache.is_published("v1")
-    assert 0 < redis_client.ttl(cache.recs_key("v1")) <= 60
+    assert 0 < redis_client.ttl(cache.recs_key("v1", "alice")) <= 60
     assert 0 < redis_client.ttl(cache.meta_key("v1")) <= 60
 
     assert cache.publish_version("v1", message("v1"), retain_seconds=30) is None
     assert cache.current_version() == "v1"
     assert cache.is_published("v1")
-    assert redis_client.ttl(cache.recs_key("v1")) == -1  # persisted
+    assert redis_client.ttl(cache.recs_key("v1", "alice")) == -1  # persisted
+    assert redis_client.ttl(cache.recs_key("v1", "bob")) == -1
     assert redis_client.ttl(cache.meta_key("v1")) == -1
 
 
@@ -92,9 +128,11 @@ def test_publish_expires_previous_version_and_announces(cache, redis_client):
     stage(cache, "v2")
     assert cache.publish_version("v2", message("v2"), retain_seconds=30) == "v1"
     assert cache.current_version() == "v2"
-    assert 0 < redis_client.ttl(cache.recs_key("v1")) <= 30
+    assert 0 < redis_client.ttl(cache.recs_key("v1", "alice")) <= 30
+    assert 0 < redis_client.ttl(cache.recs_key("v1", "bob")) <= 30
     assert 0 < redis_client.ttl(cache.meta_key("v1")) <= 30
-    assert redis_client.ttl(cache.recs_key("v2")) == -1
+    assert redis_client.ttl(cache.recs_key("v2", "alice")) == -1
+    assert redis_client.smembers(cache.lists_key) == {b"v2"}
 
     updates = []
     deadline = time.monotonic() + 5
@@ -110,7 +148,7 @@ def test_publish_expires_previous_version_and_announces(cache, redis_client):
 def test_subscribe_returns_only_once_redis_has_confirmed(cache, redis_client):
     pubsub = cache.subscribe()
     try:
-        assert redis_client.pubsub_numsub(cache.channel) == [(cache.channel.encode(), 1)]
+        assert subscribers(redis_client, cache.channel) == {cache.channel.encode(): 1}
         redis_client.publish(cache.channel, json.dumps(message("v1")))
         assert RecsCache.parse_update(pubsub.get_message(timeout=2)) == message("v1")
     finally:
@@ -133,7 +171,7 @@ def test_republishing_the_current_version_does_not_expire_it(cache, redis_client
     stage(cache, "v1")
     cache.publish_version("v1", message("v1"), retain_seconds=30)
     cache.publish_version("v1", message("v1"), retain_seconds=30)
-    assert redis_client.ttl(cache.recs_key("v1")) == -1
+    assert redis_client.ttl(cache.recs_key("v1", "alice")) == -1
 
 
 def test_publishing_an_unstaged_version_is_refused_and_keeps_the_current(cache):
@@ -310,9 +348,9 @@ def test_events_keep_the_newest_cap_per_user(cache):
 def test_event_batches_announce_their_users_and_subscribers_hear_every_live_channel(cache, redis_client):
     pubsub = cache.subscribe(live=True)
     try:
-        assert sorted(
-            c for c, n in redis_client.pubsub_numsub(cache.channel, cache.live_channel, cache.events_channel)
-        ) == sorted(c.encode() for c in (cache.channel, cache.live_channel, cache.events_channel))
+        assert subscribers(redis_client, cache.channel, cache.live_channel, cache.events_channel) == {
+            c.encode(): 1 for c in (cache.channel, cache.live_channel, cache.events_channel)
+        }
         cache.record_events([("u1", "p1", "view"), ("u2", "p1", "impression"), ("u1", "p2", "like")], cap=10, ttl=60)
         publish_live(cache)
         first, second = pubsub.get_message(timeout=2), pubsub.get_message(timeout=2)
@@ -357,3 +395,96 @@ def test_every_live_key_is_under_the_prefix(cache, redis_client):
     cache.record_events([("u1", "p1", "view"), ("u1", "p2", "impression")], cap=10, ttl=60)
     keys = {k.decode() for k in redis_client.scan_iter("*")}
     assert len(keys) == 6 and all(k.startswith(REDIS_PREFIX) for k in keys)
+
+
+# --- the key layout (issue #14): buckets, hash tags, a cluster ---
+
+
+def test_a_versions_lists_spread_over_buckets_and_every_shard(cache, redis_client):
+    users = [f"user-{n}" for n in range(2000)]
+    items = np.tile(np.array([[0, 1, 2]], dtype=np.int32), (len(users), 1))
+    scores = np.tile(np.array([[3.0, 2.0, 1.0]], dtype=np.float32), (len(users), 1))
+    stage(cache, "v1")
+    cache.write_user_lists("v1", users, items, scores, ttl=60)
+    cache.publish_version("v1", message("v1"), retain_seconds=30)
+
+    sizes = [redis_client.hlen(key) for key in cache.recs_keys("v1")]
+    assert len(sizes) == RECS_BUCKETS
+    assert sum(sizes) == len(users) + 2  # with alice and bob of stage()
+    assert max(sizes) < len(users) / 10  # no key holds (a large part of) a version
+    assert all(cache.user_list("v1", user)[0].tolist() == [0, 1, 2] for user in users[:50])
+    if isinstance(redis_client, RedisCluster):
+        per_node = [
+            len(list(redis_client.get_redis_connection(node).scan_iter(f"{REDIS_PREFIX}recs:v1:*", count=1000)))
+            for node in redis_client.get_primaries()
+        ]
+        assert len(per_node) == 3 and min(per_node) > RECS_BUCKETS / 6  # each shard holds about a third
+
+
+def test_a_users_keys_share_one_slot_and_the_global_keys_another(cache):
+    from redis.crc import key_slot
+
+    def slot(key):
+        return key_slot(key.encode())
+
+    for user in ("alice", "bob", "user-123456"):
+        assert slot(cache.seen_key(user)) == slot(cache.shown_key(user)) == slot(cache.recs_key("v1", user))
+        assert cache.recs_key("v1", user) == cache.recs_bucket_key("v1", user_bucket(user))
+        assert slot(cache.recs_key("v1", user)) == slot(cache.recs_key("v2", user))
+    global_keys = [cache.current_key, cache.meta_key("v1"), cache.lists_key, cache.live_state_key]
+    global_keys += [cache.live_pool_key(3), cache.live_users_key, cache.live_users_order_key]
+    assert len({slot(key) for key in [*global_keys, cache.live_users_dropped_key]}) == 1
+    assert user_bucket("alice") == user_bucket("alice") and 0 <= user_bucket("alice") < RECS_BUCKETS
+
+
+def test_a_prefix_with_a_brace_is_refused(redis_client):
+    with pytest.raises(ValueError, match="brace"):
+        RecsCache(redis_client, "recsvc:{x}:")
+
+
+def test_a_publish_tidies_the_lists_of_a_publish_that_died_half_way(cache, redis_client):
+    stage(cache, "v1")
+    cache.publish_version("v1", message("v1"), retain_seconds=30)
+    stage(cache, "v2")
+    redis_client.sadd(cache.lists_key, "v2")  # the publish of v2 died after persisting its buckets ...
+    redis_client.persist(cache.recs_key("v2", "alice"))
+    stage(cache, "v3")
+    cache.publish_version("v3", message("v3"), retain_seconds=30)  # ... the next one gives them an expiry
+    assert 0 < redis_client.ttl(cache.recs_key("v2", "alice")) <= 30
+    assert 0 < redis_client.ttl(cache.recs_key("v1", "alice")) <= 30
+    assert redis_client.ttl(cache.recs_key("v3", "alice")) == -1
+    assert redis_client.smembers(cache.lists_key) == {b"v3"}
+
+
+def test_a_publish_refuses_when_the_current_version_moved_meanwhile(cache, redis_client):
+    stage(cache, "v1")
+    stage(cache, "v2")
+    cache.publish_version("v1", message("v1"), retain_seconds=30)
+    with pytest.raises(redis.ResponseError, match="moved to v1"):
+        cache._publish(keys=[cache.current_key, cache.meta_key("v2")], args=["v2", "", 30, cache.channel, "{}"])
+    assert cache.current_version() == "v1"
+
+
+def test_an_event_batch_of_many_users_lands_in_each_users_slot(cache):
+    events = [(f"u{n}", f"p{n}", "view") for n in range(40)] + [("u1", "p9", "impression")]
+    arrival = cache.record_events(events, cap=10, ttl=60)
+    assert cache.exclusions("u7")[0] == {"p7": pytest.approx(arrival, abs=1_000_000)}
+    assert cache.exclusions("u1")[1] == {"p9": pytest.approx(arrival, abs=1_000_000)}
+
+
+def test_a_publish_reaches_a_subscriber_on_every_node(cache, redis_client):
+    nodes = redis_client.get_primaries() if isinstance(redis_client, RedisCluster) else [None]
+    clients = [redis_client if node is None else redis_client.get_redis_connection(node) for node in nodes]
+    pubsubs = []
+    for client in clients:
+        pubsub = client.pubsub()
+        pubsub.subscribe(cache.channel)
+        assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+        pubsubs.append(pubsub)
+    stage(cache, "v1")
+    cache.publish_version("v1", message("v1"), retain_seconds=30)
+    try:
+        assert [RecsCache.parse_update(p.get_message(timeout=2)) for p in pubsubs] == [message("v1")] * len(nodes)
+    finally:
+        for pubsub in pubsubs:
+            pubsub.close()

@@ -193,9 +193,12 @@ def _publish_and_drop_message(cache: RecsCache, model_dir: Path, model) -> str:
     cache.write_user_lists(version, model.user_ids, ranked, scores, 600)
     previous = cache.current_version()
     pipe = cache.client.pipeline(transaction=True)
-    pipe.persist(cache.meta_key(version)).persist(cache.recs_key(version))
+    for key in cache.recs_keys(version):
+        pipe.persist(key)
+    pipe.persist(cache.meta_key(version))
     pipe.hset(cache.meta_key(version), "complete", "1").set(cache.current_key, version)
-    pipe.expire(cache.meta_key(previous), 1800).expire(cache.recs_key(previous), 1800)
+    for key in (cache.meta_key(previous), *cache.recs_keys(previous)):
+        pipe.expire(key, 1800)
     pipe.execute()
     ml.artifact.set_current(model_dir, version)
     return version
@@ -209,7 +212,7 @@ def test_a_pointer_to_a_version_without_lists_is_served_from_the_model(missing, 
     newer = random_model(num_users=50, num_items=80, seed=2)
     version = publish(cache, model_dir, newer, top_k=TOP_K, skip_users=tuple(USERS))
     if missing == "user lists and item metadata":
-        cache.client.delete(cache.meta_key(version), cache.recs_key(version))
+        cache.client.delete(cache.meta_key(version), *cache.recs_keys(version))
     assert poll(lambda: set(server.worker_versions().values()) == {version}, 5, 0.05)
 
     answers = pages(server, 30)
@@ -256,7 +259,7 @@ def assert_pointer_on_a_complete_version(cache: RecsCache, model_dir: str) -> st
     version = cache.current_version()
     assert version is not None and cache.is_published(version)
     model, _ = ml.artifact.load(model_dir, version)
-    assert cache.client.hlen(cache.recs_key(version)) == model.num_users
+    assert sum(cache.client.hlen(key) for key in cache.recs_keys(version)) == model.num_users
     for listed in ml.artifact.list_versions(model_dir):  # every version a reader can see is whole
         ml.artifact.load(model_dir, listed)
     return version
@@ -358,7 +361,7 @@ def test_worker_killed_in_precompute_never_publishes_its_version(
         staged = ml.artifact.list_versions(settings.model_dir)[-1]
         assert staged > current.version and "training stage publish started" not in worker.log()
         assert not cache.is_published(staged)
-        assert cache.client.hlen(cache.recs_key(staged)) == 0
+        assert sum(cache.client.hlen(key) for key in cache.recs_keys(staged)) == 0
         assert cache.client.ttl(cache.meta_key(staged)) in (-2, *range(1, limits.lock_ttl(settings) + 1))
         assert assert_pointer_on_a_complete_version(cache, settings.model_dir) == current.version
         assert ml.artifact.current_version(settings.model_dir) == current.version

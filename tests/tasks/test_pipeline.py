@@ -74,8 +74,8 @@ def test_run_writes_every_list_then_flips_and_announces(loaded_db, cache, servic
     assert previous == candidate.version and cache.current_version() == second.version
     # The previous version stays readable for clients that pinned it, then expires.
     assert cache.user_list(candidate.version, model.user_ids[0]) is not None
-    assert 0 < cache.client.ttl(cache.recs_key(candidate.version)) <= settings.recs_retain_seconds
-    assert cache.client.ttl(cache.recs_key(second.version)) == -1
+    assert 0 < cache.client.ttl(cache.recs_key(candidate.version, model.user_ids[0])) <= settings.recs_retain_seconds
+    assert cache.client.ttl(cache.recs_key(second.version, model.user_ids[0])) == -1
 
 
 def test_run_that_stops_before_publishing_changes_nothing_a_reader_sees(loaded_db, cache, service_env):
@@ -92,7 +92,7 @@ def test_run_that_stops_before_publishing_changes_nothing_a_reader_sees(loaded_d
     assert cache.current_version() == first.version
     assert ml.artifact.current_version(settings.model_dir) == first.version
     assert cache.user_list(first.version, model.user_ids[-1]) is not None
-    for key in (cache.recs_key(candidate.version), cache.meta_key(candidate.version)):
+    for key in (cache.recs_key(candidate.version, new_model.user_ids[0]), cache.meta_key(candidate.version)):
         assert 0 < cache.client.ttl(key) <= limits.lock_ttl(settings)
     assert not cache.is_published(candidate.version)
 

@@ -23,7 +23,7 @@ def test_rollback_republishes_an_earlier_version_everywhere(loaded_db, cache, se
     settings = settings_from(service_env)
     first, first_model, _, _ = publish_once(settings, cache)
     second, _, _, _ = publish_once(settings, cache)
-    cache.client.delete(cache.recs_key(first.version), cache.meta_key(first.version))  # its lists expired
+    cache.client.delete(*cache.recs_keys(first.version), cache.meta_key(first.version))  # its lists expired
     updates = cache.subscribe()
 
     listing = rollback(service_env, "--list")
@@ -37,7 +37,7 @@ def test_rollback_republishes_an_earlier_version_everywhere(loaded_db, cache, se
     assert cache.current_version() == first.version
     assert ml.artifact.current_version(settings.model_dir) == first.version
     assert all(cache.user_list(first.version, user) is not None for user in first_model.user_ids)
-    assert 0 < cache.client.ttl(cache.recs_key(second.version)) <= settings.recs_retain_seconds
+    assert 0 < cache.client.ttl(cache.recs_key(second.version, first_model.user_ids[0])) <= settings.recs_retain_seconds
     assert not cache.client.exists(cache.lock_key)
     # /admin/model-status's last outcome tells of the rollback, not of the run it undid.
     outcome = cache.last_training_outcome()

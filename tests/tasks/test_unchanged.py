@@ -28,7 +28,8 @@ def redis_state(cache) -> dict[bytes, object]:
         if key == cache.outcome_key.encode() or key == cache.lock_key.encode():
             continue
         kind = cache.client.type(key)
-        state[key] = cache.client.hgetall(key) if kind == b"hash" else cache.client.get(key)
+        read = {b"hash": cache.client.hgetall, b"set": cache.client.smembers}.get(kind, cache.client.get)
+        state[key] = read(key)
     return state
 
 

@@ -60,7 +60,7 @@ def test_beat_retrains_and_publishes_new_versions(loaded_db, cache, service_env,
     assert wait_until(lambda: ml.artifact.current_version(settings.model_dir) >= newer, 10, "the on-disk pointer")
 
     # Superseded versions expire RECS_RETAIN_SECONDS after they stop being current.
-    wait_until(lambda: not cache.client.exists(cache.recs_key(version), cache.meta_key(version)), 20, "expiry")
+    wait_until(lambda: not cache.client.exists(*cache.recs_keys(version), cache.meta_key(version)), 20, "expiry")
 
     beat.stop()
     wait_until(lambda: not cache.client.exists(cache.lock_key), 60, "the last scheduled run to end")

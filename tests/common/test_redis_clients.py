@@ -1,0 +1,72 @@
+"""The Redis client factory and REDIS_URL: one server by default, a Redis Cluster for ``redis+cluster://``."""
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from common.config import ConfigError, load_settings
+from common.redis_clients import cluster_nodes, is_cluster_url, request_client, subscriber_client, worker_client
+
+PLAIN = {"CELERY_BROKER_URL": "redis://10.0.0.9:6379/0", "CELERY_RESULT_BACKEND": "redis://10.0.0.9:6379/1"}
+
+
+def test_cluster_urls_name_their_startup_nodes():
+    url = "redis+cluster://user:secret@10.0.0.1:7000, 10.0.0.2:7001,[::1]:7002/"
+    assert is_cluster_url(url) and is_cluster_url("rediss+cluster://h:1")
+    assert not is_cluster_url("redis://10.0.0.1:7000/0")
+    assert cluster_nodes(url) == [("10.0.0.1", 7000), ("10.0.0.2", 7001), ("::1", 7002)]
+    with pytest.raises(ValueError, match="only database 0"):
+        cluster_nodes("redis+cluster://10.0.0.1:7000/3")
+    with pytest.raises(ValueError, match="not host:port"):
+        cluster_nodes("redis+cluster://10.0.0.1")
+
+
+def test_every_client_kind_is_a_cluster_client_for_a_cluster_url(redis_cluster):
+    for build in (request_client, subscriber_client, worker_client):
+        client = build(redis_cluster.url)
+        try:
+            assert isinstance(client, RedisCluster)
+            assert len(client.get_primaries()) == 3
+            client.set("recsvc-test-factory", "1")
+            assert client.get("recsvc-test-factory") == b"1"
+        finally:
+            client.delete("recsvc-test-factory")
+            client.close()
+
+
+def test_a_plain_url_still_gives_a_plain_client(redis_url):
+    client = request_client(redis_url)
+    try:
+        assert type(client) is redis.Redis and client.ping()
+    finally:
+        client.close()
+
+
+def test_redis_url_may_name_a_cluster_with_celery_on_a_plain_redis():
+    settings = load_settings({"REDIS_URL": "redis+cluster://10.0.0.1:7000,10.0.0.2:7000", **PLAIN}, dotenv=False)
+    assert settings.redis_url == "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
+    assert settings.celery_broker_url == PLAIN["CELERY_BROKER_URL"]
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "CELERY_BROKER_URL"),  # the broker defaults to REDIS_URL: the cluster
+        ({"CELERY_BROKER_URL": PLAIN["CELERY_BROKER_URL"]}, "CELERY_RESULT_BACKEND"),
+        ({**PLAIN, "CELERY_BROKER_URL": "redis://10.0.0.2:7000/0"}, "CELERY_BROKER_URL"),  # one of its nodes
+        ({**PLAIN, "CELERY_RESULT_BACKEND": "redis://10.0.0.1:7000/1"}, "CELERY_RESULT_BACKEND"),
+        ({**PLAIN, "CELERY_BROKER_URL": "redis+cluster://10.0.0.1:7000"}, "CELERY_BROKER_URL"),
+    ],
+)
+def test_celery_is_refused_the_cluster(env, variable):
+    with pytest.raises(ConfigError, match=f"^{variable}.*Celery cannot use a cluster|^{variable}=.*scheme"):
+        load_settings({"REDIS_URL": "redis+cluster://10.0.0.1:7000,10.0.0.2:7000", **env}, dotenv=False)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [("redis+cluster://10.0.0.1:7000/2", "only database 0"), ("redis+cluster://10.0.0.1", "not host:port")],
+)
+def test_a_bad_cluster_url_is_refused_naming_redis_url(url, reason):
+    with pytest.raises(ConfigError, match=f"^REDIS_URL=.*{reason}"):
+        load_settings({"REDIS_URL": url, **PLAIN}, dotenv=False)
