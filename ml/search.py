@@ -63,7 +63,9 @@ K = 10
 PRIMARY, SECONDARY = f"precision@{K}", f"ndcg@{K}"
 # Epochs after which a LightFM trial reports its validation precision to the pruner.
 PRUNE_EPOCHS = (5, 10, 20, 40)
-# Shares of a time budget: LightFM's study, then ALS's; the rest is the blend and the holdout comparison.
+# Shares of a time budget: LightFM's study, then ALS's; the rest is the blend and the holdout comparison. ALS
+# always gets its own share, even when LightFM's last trial ran over (a trial is never cut short), and every
+# family at least one trial: so the budget is a target, which a slow trial and the final fits may overrun.
 LIGHTFM_SHARE, ALS_SHARE = 0.55, 0.25
 BLEND_WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 11))
 
@@ -165,7 +167,8 @@ def run_search(
             candidates["lightfm"] = best
     weights_from = candidates["lightfm"][0].training if "lightfm" in candidates else current.training
     if "als" in families:
-        best = _search_als(val, weights_from, remaining(LIGHTFM_SHARE + ALS_SHARE), trials, seed, records)
+        timeout = None if deadline is None else max(remaining(LIGHTFM_SHARE + ALS_SHARE), budget_seconds * ALS_SHARE)
+        best = _search_als(val, weights_from, timeout, trials, seed, records)
         if best:
             candidates["als"] = best
     if "blend" in families and {"lightfm", "als"} <= candidates.keys():
@@ -266,8 +269,9 @@ def _record(
 def _optimize(
     study: optuna.Study, objective: Callable[[optuna.Trial], float], timeout: float | None, trials: int | None
 ) -> None:
+    """Run the study within ``timeout`` seconds and ``trials`` trials; at least one trial whatever is left."""
     if timeout is not None and timeout <= 0:
-        return
+        timeout, trials = None, 1
     study.optimize(objective, n_trials=trials, timeout=timeout, catch=(TrainingError,), gc_after_trial=False)
 
 

@@ -170,3 +170,10 @@ def test_the_command_records_the_choice_and_the_trials(tmp_path, capsys, monkeyp
     headline = summary(recorded)
     assert headline["trials"]["complete"] >= 3 and headline["chosen"] == recorded["chosen"]
     assert set(headline["families"]) == set(FAMILIES)
+
+
+def test_every_family_gets_a_trial_whatever_the_time_budget(dataset):
+    document = run_search(dataset, ModelConfig(training=FAST), budget_seconds=0.01, seed=2)
+    completed = {t["family"] for t in document["trials"] if t["state"] == "COMPLETE"}
+    assert completed == {"current", *FAMILIES}
+    assert document["budget"] == {"seconds": 0.01, "trials": None}
