@@ -18,6 +18,7 @@ from app.feed.pin import TOKEN_PATTERN
 from common.recs_cache import EVENT_TYPES
 from ml import artifact
 from ml.ids import MAX_ID_LENGTH, is_requestable_user_id
+from ml.model_config import FAMILIES
 
 MAX_OFFSET = 2**31 - 1
 MAX_EXCLUDE = 200  # post ids in one request's ``exclude``
@@ -348,6 +349,15 @@ class PaginationSchema(Schema):
 class RecommendationsSchema(Schema):
     user_id = fields.String(required=True)
     model_version = fields.String(required=True, metadata={"description": "The model version the page comes from"})
+    model_family = fields.String(
+        required=True,
+        validate=validate.OneOf(list(FAMILIES)),
+        metadata={
+            "description": "The model family of that version, chosen by the model search: `lightfm` (the default), "
+            "`als` or `blend` (both per-user standardised); with `strategy` `popular` the page is ranked by "
+            "popularity whatever the family"
+        },
+    )
     token = fields.String(
         required=True,
         metadata={
@@ -593,6 +603,15 @@ class ModelStatusSchema(Schema):
     cache_version = fields.String(allow_none=True, metadata={"description": "The current version in Redis"})
     last_load_error = fields.Dict(allow_none=True, metadata={"description": "The last failed load, if any"})
     last_training_outcome = fields.Dict(allow_none=True)
+    model_family = fields.String(allow_none=True, metadata={"description": "`lightfm`, `als` or `blend`"})
+    search = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "The last model search (tasks.search, MODEL_DIR/search.json) without its trials: "
+            "`searched_at`, `seconds`, `budget`, `pinned`, `trials` (counts by state), `adopted`, `reason`, "
+            "`chosen`, `best_family`, `best_holdout`, `current_holdout`, `families`; null before the first"
+        },
+    )
     online = fields.Dict(
         allow_none=True,
         metadata={
