@@ -20,10 +20,20 @@ popularity of the post's community (distinct train users who interacted with its
 ties) and the user's own affinity to the post's community (its train interactions there; then community
 popularity). Relevant are the withheld posts the user interacted with; a user's own posts are not ranked.
 
+The browsing protocol (``--similar``) measures what ``GET /posts/<id>/similar`` and the community filter of
+the feed serve, on the same temporal split. Similar posts: for each test user, given the last post it
+interacted with in train (by first interaction), is its first test post among the 10 posts most similar to
+it (hit rate@k)? Cosine over the model's item representations (:mod:`ml.similar`) against two baselines:
+item co-occurrence counts (users who interacted with both; ties by popularity) and popularity within the
+post's community. The post itself is never a neighbour. Filtered feed: for each test user, the community
+holding most of its test posts; the model's ranking of that community's posts (the user's train posts
+left out) against the community's popularity list, with the user's test posts there as relevant
+(precision, recall and NDCG at k).
+
 Command line::
 
-    python -m ml.evaluate DIR [--json] [--cold-posts]
-    python -m ml.evaluate --from-db [--database-url URL] [--json] [--cold-posts]
+    python -m ml.evaluate DIR [--json] [--cold-posts | --similar]
+    python -m ml.evaluate --from-db [--database-url URL] [--json] [--cold-posts | --similar]
 
 Hyperparameters come from the environment (``LIGHTFM_*``, ``WEIGHT_*``) and, with ``--from-db``, the database
 and its queries from ``DATABASE_URL`` and ``SQL_*``: only the variables of ``ml.settings`` are read.
@@ -42,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import psycopg2
+import scipy.sparse as sp
 
 from ml.csv_files import read_dataset_dir
 from ml.dataset import Dataset
@@ -57,6 +68,7 @@ from ml.settings import (
     sql_queries_from,
     training_from,
 )
+from ml.similar import UnitItems, community_popularity, cooccurrence
 from ml.training import train
 
 logger = logging.getLogger(__name__)
@@ -288,6 +300,103 @@ def evaluate_cold_posts(dataset: Dataset, params: TrainingSettings, k: int = 10)
     }
 
 
+def evaluate_similar(dataset: Dataset, params: TrainingSettings, k: int = 10) -> dict[str, Any]:
+    """The browsing protocol (module docstring): similar posts and the community-filtered feed.
+
+    Returns
+    -------
+    dict
+        ``{"k", "pairs", "seconds", "similar": {"cosine", "cooccurrence", "community_popularity"}, "filtered":
+        {"users", "test_pairs", "model": {...}, "community_popularity": {...}}}``: hit rates at k of the next
+        post, and metrics as :func:`evaluate`'s within each user's community.
+
+    Raises
+    ------
+    DatasetError
+        When no user has a test post. TrainingError from :func:`ml.training.train`.
+    """
+    started = time.perf_counter()
+    split = temporal_split(dataset)
+    if len(split.test_user) == 0:
+        raise DatasetError(
+            f"no user has a test post: a holdout needs users with at least {MIN_USER_POSTS} distinct posts"
+        )
+    model = train(split.train, params)
+    num_items, train_set = dataset.num_items, split.train
+    keys = np.unique(train_set.inter_user.astype(np.int64) * num_items + train_set.inter_item)
+    popularity = np.bincount(keys % num_items, minlength=num_items).astype(np.float64)
+
+    # Each test user's previous post (its last train post by first interaction) and next one (first test post).
+    order = np.lexsort((train_set.inter_time, train_set.inter_user.astype(np.int64) * num_items + train_set.inter_item))
+    pair_keys, first = np.unique(
+        (train_set.inter_user.astype(np.int64) * num_items + train_set.inter_item)[order], return_index=True
+    )
+    first_time = train_set.inter_time[order][first]
+    by_time = np.lexsort((pair_keys % num_items, first_time, pair_keys // num_items))
+    users_by_time = (pair_keys // num_items)[by_time]
+    last = by_time[np.r_[users_by_time[1:] != users_by_time[:-1], True]]
+    previous = dict(zip((pair_keys // num_items)[last].tolist(), (pair_keys % num_items)[last].tolist(), strict=True))
+    test_users, first_test = np.unique(split.test_user, return_index=True)
+    pairs = [
+        (previous[u], int(split.test_item[i]))
+        for u, i in zip(test_users.tolist(), first_test, strict=True)
+        if u in previous
+    ]
+    queries = np.array([q for q, _ in pairs], dtype=np.int64)
+    targets = np.array([t for _, t in pairs], dtype=np.int64)
+
+    units = UnitItems.of(model)
+    counts = cooccurrence(
+        sp.csr_matrix((np.ones(len(keys)), (keys // num_items, keys % num_items)), shape=(dataset.num_users, num_items))
+    )
+    by_community = community_popularity(popularity, dataset.item_community)
+    tie_break = popularity / (popularity.max() + 1)  # co-occurrence ties (and zeros) go to the more popular post
+    hits = {"cosine": 0, "cooccurrence": 0, "community_popularity": 0}
+    for query, target in zip(queries.tolist(), targets.tolist(), strict=True):
+        for name, scores in (
+            ("cosine", units.cosines(units.unit[query])),
+            ("cooccurrence", counts[query].toarray().ravel() + tie_break),
+        ):
+            scores[query] = -np.inf
+            hits[name] += target in _top(scores[None, :], k)[0]
+        neighbours = by_community[int(dataset.item_community[query])]
+        hits["community_popularity"] += target in neighbours[neighbours != query][:k]
+    similar = {name: round(count / max(len(pairs), 1), 4) for name, count in hits.items()}
+
+    # The filtered feed: each test user's main test community, its posts ranked by the model and by popularity.
+    test_community = dataset.item_community[split.test_item].astype(np.int64)
+    num_communities = len(dataset.community_ids)
+    per_user = np.zeros((dataset.num_users, num_communities), dtype=np.int64)
+    np.add.at(per_user, (split.test_user, test_community), 1)
+    users = np.unique(split.test_user)
+    chosen = per_user[users].argmax(axis=1)
+    in_chosen = test_community == chosen[np.searchsorted(users, split.test_user)]
+    model_ranked = np.full((len(users), k), -1, dtype=np.int64)
+    popular_ranked = np.full((len(users), k), -1, dtype=np.int64)
+    for row, (user, community) in enumerate(zip(users.tolist(), chosen.tolist(), strict=True)):
+        members = np.flatnonzero(dataset.item_community == community)
+        members = members[~np.isin(members, model.excluded_items(user))]
+        scores = model.item_embeddings[members] @ model.user_embeddings[user] + model.item_biases[members]
+        best = members[np.argsort(-scores, kind="stable")[:k]]
+        model_ranked[row, : len(best)] = best
+        ranked = by_community.get(community, np.zeros(0, dtype=np.int64))
+        ranked = ranked[~np.isin(ranked, model.excluded_items(user))][:k]
+        popular_ranked[row, : len(ranked)] = ranked
+    args = (users, split.test_user[in_chosen], split.test_item[in_chosen], num_items, k)
+    return {
+        "k": k,
+        "pairs": len(pairs),
+        "seconds": round(time.perf_counter() - started, 3),
+        "similar": similar,
+        "filtered": {
+            "users": int(len(users)),
+            "test_pairs": int(in_chosen.sum()),
+            "model": ranking_metrics(model_ranked, *args),
+            "community_popularity": ranking_metrics(popular_ranked, *args),
+        },
+    }
+
+
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
     """The column indices of the ``k`` best scores of each row, best first; ``-1`` where a score is -inf."""
     kept = min(k, scores.shape[1])
@@ -336,6 +445,22 @@ def _format_cold_table(result: dict[str, Any], source: str) -> str:
     return "\n".join(lines)
 
 
+def _format_similar_table(result: dict[str, Any], source: str) -> str:
+    k, similar, filtered = result["k"], result["similar"], result["filtered"]
+    names = [f"precision@{k}", f"recall@{k}", f"ndcg@{k}"]
+    lines = [
+        f"{source}, similar posts: hit rate@{k} of the next post given the previous one, {result['pairs']} pairs "
+        f"({result['seconds']:.1f} s)",
+        *(f"{label:<22}{similar[label]:>14.4f}" for label in ("cosine", "cooccurrence", "community_popularity")),
+        f"filtered feed within each user's main test community: {filtered['users']} users, "
+        f"{filtered['test_pairs']} test pairs",
+        f"{'':<22}" + "".join(f"{name:>14}" for name in names),
+    ]
+    for label in ("model", "community_popularity"):
+        lines.append(f"{label:<22}" + "".join(f"{filtered[label][name]:>14.4f}" for name in names))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ml.evaluate", description="Offline evaluation (DESIGN section 9): model vs popularity."
@@ -346,10 +471,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="with --from-db; default DATABASE_URL")
     parser.add_argument("--k", type=int, default=10, help="metric cut-off (default 10)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument(
+    protocol = parser.add_mutually_exclusive_group()
+    protocol.add_argument(
         "--cold-posts",
         action="store_true",
         help="the cold-post protocol: newest 10%% of posts withheld, scored by features",
+    )
+    protocol.add_argument(
+        "--similar",
+        action="store_true",
+        help="the browsing protocol: similar posts (hit rate of the next post) and the community-filtered feed",
     )
     args = parser.parse_args(argv)
     if args.database_url and not args.from_db:
@@ -366,13 +497,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             dataset = read_dataset_dir(args.dataset_dir)
             label = args.dataset_dir
-        run = evaluate_cold_posts if args.cold_posts else evaluate
+        run = evaluate_cold_posts if args.cold_posts else evaluate_similar if args.similar else evaluate
         result = run(dataset, params, k=args.k)
     except (ConfigError, DatasetError, TrainingError, OSError, psycopg2.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result["params"] = dataclasses.asdict(params)
-    table = _format_cold_table if args.cold_posts else _format_table
+    table = _format_cold_table if args.cold_posts else _format_similar_table if args.similar else _format_table
     print(json.dumps(result, indent=2) if args.json else table(result, label))
     return 0
 

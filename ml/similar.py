@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ml.model import RecModel
 
@@ -39,28 +40,39 @@ class UnitItems:
 
     unit: np.ndarray  # (I, d) float32
     usable: np.ndarray  # (I,) bool: the item has a direction (a zero embedding has none)
+    all_usable: bool
 
     @classmethod
     def of(cls, model: RecModel) -> UnitItems:
-        return cls(*unit_rows(model.item_embeddings))
+        unit, usable = unit_rows(model.item_embeddings)
+        return cls(unit, usable, bool(usable.all()))
 
     def cosines(self, vector: np.ndarray) -> np.ndarray:
         """Cosine of every item with the unit ``vector`` (float32, length I); items without a direction get -inf."""
-        with threadpool_limits(limits=1, user_api="blas"):  # see RecModel.top_k: BLAS threads slow small products
+        with _blas().limit(limits=1, user_api="blas"):  # see RecModel.top_k: BLAS threads slow small products
             scores = self.unit @ vector
-        if not self.usable.all():
+        if not self.all_usable:
             scores[~self.usable] = -np.inf
         return scores
 
 
+@cache
+def _blas() -> ThreadpoolController:
+    """The process's thread pools, found once: finding them costs about a millisecond, a request's whole budget."""
+    return ThreadpoolController()
+
+
 def top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest finite scores, best first (ties: smaller index first)."""
-    finite = np.flatnonzero(np.isfinite(scores))
-    if len(finite) > k:
-        threshold = np.partition(scores[finite], len(finite) - k)[len(finite) - k]
-        finite = finite[scores[finite] >= threshold]
-    order = finite[np.lexsort((finite, -scores[finite]))]
-    return order[:k]
+    """Indices of the ``k`` largest finite scores, best first (ties: smaller index first; scores are never NaN).
+
+    One partition of the whole array, then a sort of the ``k`` (and those tied with the k-th) only.
+    """
+    n = len(scores)
+    picked = np.arange(n) if k >= n else np.argpartition(scores, n - k)[n - k :]
+    if k < n:  # every entry tied with the k-th, so that ties are cut by index whatever the partition chose
+        picked = np.union1d(picked, np.flatnonzero(scores == scores[picked].min()))
+    picked = picked[np.isfinite(scores[picked])]
+    return picked[np.lexsort((picked, -scores[picked]))][:k]
 
 
 def cooccurrence(user_items: sp.csr_matrix) -> sp.csr_matrix:

@@ -61,7 +61,11 @@ class Neighbours:
             vector = unit_rows(pool.embeddings[row : row + 1])[0][0] if found else None
         if vector is None or not np.any(vector):
             return self._community_popular(feed, post)
-        depth = self._max_feed_posts + len(scope.seen) + len(scope.shown)
+        # Deep enough for ForUser's re-ordering and every later drop: the live exclusions, and the model's of
+        # a user it knows.
+        user = model.user_index(feed.request.user_id)
+        excluded = len(model.excluded_items(user)) if user is not None else 0
+        depth = max(self._max_feed_posts, RERANK_DEPTH) + len(scope.seen) + len(scope.shown) + excluded
         cosines = units.cosines(vector)
         if post < offset:
             cosines[post] = -np.inf

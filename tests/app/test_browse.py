@@ -9,9 +9,13 @@ import time
 
 import numpy as np
 import pytest
+from flask import request
+from webargs.flaskparser import FlaskParser
+from werkzeug.exceptions import HTTPException
 
+from app.api import ArgumentsParser
 from app.feed.similar import RERANK_DEPTH
-from app.schemas import RecommendationsSchema, SimilarPostsSchema
+from app.schemas import RecommendationsQuerySchema, RecommendationsSchema, SimilarPostsSchema, SimilarQuerySchema
 from ml.similar import unit_rows
 from testing.factories import random_model, with_features
 from testing.service import publish
@@ -154,6 +158,21 @@ def test_similar_posts_for_a_user_are_reordered_for_it_without_what_it_interacte
     assert posts == sorted(posts, key=lambda p: -scores[p])
 
 
+def test_a_users_similar_list_holds_max_feed_posts_whatever_the_model_excludes(make_app, settings_env, model, version):
+    client = make_app({**settings_env, "MAX_FEED_POSTS": "20"}).test_client()
+    neighbours, _ = by_cosine(model, model.item_embeddings[30], skip=30)
+    first, posts = scroll(similar, client, "post-30", user_id="user-2")
+    assert first["pagination"]["total"] == 20
+    kept = [p for p in neighbours if p not in {f"post-{i}" for i in range(5)}]
+    user = model.user_index("user-2")
+
+    def score(post_id):
+        i = model.item_ids.index(post_id)
+        return model.item_embeddings[i] @ model.user_embeddings[user] + model.item_biases[i]
+
+    assert posts == sorted(kept[:RERANK_DEPTH], key=lambda p: -score(p))[:20]  # the user's best of the closest
+
+
 def test_a_pinned_similar_list_keeps_its_order_across_a_publish(client, app, cache, model_dir, model, version):
     publish_live(cache, version, [("new-hot", ["x"], "hot")])
     first, expected = scroll(similar, client, "post-7")
@@ -286,3 +305,37 @@ def test_the_openapi_document_states_the_bounds(client):
     assert {"limit", "offset", "token", "user_id", "post_id"} <= set(similar_parameters)
     assert similar_parameters["limit"]["schema"]["maximum"] == 25
     assert "404" in spec["paths"]["/posts/{post_id}/similar"]["get"]["responses"]
+
+
+TOKEN = "20261126T101500Z-1a2b3c4d.3.1764398400123456"
+
+
+@pytest.mark.parametrize(
+    ("schema", "query", "plain"),
+    [
+        (RecommendationsQuerySchema(), "community=a,b&tag=x", True),
+        (RecommendationsQuerySchema(), "limit=5&community=a", True),
+        (RecommendationsQuerySchema(), "community=a,,b", False),
+        (RecommendationsQuerySchema(), "tag=", False),
+        (SimilarQuerySchema(), "", True),
+        (SimilarQuerySchema(), f"limit=5&offset=10&token={TOKEN}&user_id=user-1", True),
+        (SimilarQuerySchema(), "user_id=a/b", False),
+        (SimilarQuerySchema(), "user_id=", False),
+        (SimilarQuerySchema(), "limit=26", False),
+        (SimilarQuerySchema(), "token=nope", False),
+        (SimilarQuerySchema(), "exclude=a", False),
+    ],
+)
+def test_the_query_shortcuts_agree_with_the_full_parse(app, schema, query, plain):
+    def parse(parser_class):
+        try:
+            return "ok", parser_class.parse(ArgumentsParser(), schema, location="query")
+        except HTTPException as error:
+            return "error", error.data["messages"]
+
+    with app.test_request_context(f"/anything?{query}"):
+        shortcut = schema.plain_load(request.args)
+        assert (shortcut is not None) == plain
+        if plain:
+            assert parse(FlaskParser) == ("ok", shortcut)
+        assert parse(ArgumentsParser) == parse(FlaskParser)
