@@ -39,6 +39,8 @@ import type {
   Recommendation,
   RecommendationsPage,
   Reload,
+  SimilarPostsPage,
+  SimilarQuery,
 } from './types';
 
 /** Per-call options every method accepts. */
@@ -57,6 +59,22 @@ export interface ScrollOptions extends CallOptions {
   token?: string;
   /** Posts the client already shows: left out of every page (positions kept). */
   exclude?: string[];
+  /** Only posts of these communities (a community's feed). */
+  community?: string[];
+  /** Only posts carrying one of these tags (a tag's feed). */
+  tag?: string[];
+}
+
+/** Options of {@link RecommendationsService.scrollSimilar}. */
+export interface SimilarScrollOptions extends CallOptions {
+  /** Items per request (default: the module's `pageSize`). */
+  pageSize?: number;
+  /** Stop after this many items (default: the whole list, at most the service's MAX_FEED_POSTS). */
+  maxItems?: number;
+  /** Continue the list of this token (default: a new one, pinned by its first page's token). */
+  token?: string;
+  /** Re-rank the neighbours for this user and leave out what it interacted with. */
+  userId?: string;
 }
 
 /** A whole feed, as {@link RecommendationsService.fetchFeed} collects it. */
@@ -97,7 +115,10 @@ export class RecommendationsService {
     @Inject(RECOMMENDATIONS_OPTIONS) private readonly options: ResolvedRecommendationsOptions,
   ) {}
 
-  /** One page of a user's feed: `GET /recommendations/{user_id}?limit&offset[&token][&version][&exclude]`. */
+  /**
+   * One page of a user's feed: `GET /recommendations/{user_id}?limit&offset[&token][&version][&exclude]`, or of
+   * its community or tag feed with `community` / `tag` (`[&community=C1,C2][&tag=T1,T2]`).
+   */
   async getRecommendations(userId: string, query: PageQuery = {}, call?: CallOptions): Promise<RecommendationsPage> {
     checkUserId(userId);
     const response = await this.request<RecommendationsPage>({
@@ -109,10 +130,63 @@ export class RecommendationsService {
         token: query.token,
         version: query.version,
         exclude: query.exclude?.length ? query.exclude.join(',') : undefined,
+        community: query.community?.length ? query.community.join(',') : undefined,
+        tag: query.tag?.length ? query.tag.join(',') : undefined,
       },
       call,
     });
     return expectOk(response);
+  }
+
+  /**
+   * One page of the posts most similar to a post: `GET /posts/{post_id}/similar?limit&offset[&token][&user_id]`.
+   * An unknown post is a typed 404 (`post_not_found`).
+   */
+  async getSimilarPosts(postId: string, query: SimilarQuery = {}, call?: CallOptions): Promise<SimilarPostsPage> {
+    if (postId.length < 1 || postId.length > MAX_USER_ID_LENGTH || postId.includes('/')) {
+      throw new RecsvcBadRequestError(`recsvc: post id must be 1 to ${MAX_USER_ID_LENGTH} characters without '/'`, {
+        code: 'invalid_arguments',
+        details: { fields: { path: { post_id: ['must be 1 to 128 characters without /'] } } },
+        attempts: 0,
+      });
+    }
+    if (query.user_id !== undefined) {
+      checkUserId(query.user_id);
+    }
+    const response = await this.request<SimilarPostsPage>({
+      method: 'GET',
+      path: `/posts/${encodeURIComponent(postId)}/similar`,
+      params: { limit: query.limit, offset: query.offset, token: query.token, user_id: query.user_id },
+      call,
+    });
+    return expectOk(response);
+  }
+
+  /**
+   * Every page of a post's similar posts, in order ("more like this" with infinite scroll): each page's `token`
+   * is passed back, so no post repeats or is skipped whatever is trained or refreshed meanwhile.
+   */
+  async *scrollSimilar(
+    postId: string,
+    options: SimilarScrollOptions = {},
+  ): AsyncGenerator<SimilarPostsPage, void, undefined> {
+    const pageSize = options.pageSize ?? this.options.pageSize;
+    const maxItems = options.maxItems ?? Number.POSITIVE_INFINITY;
+    let token = options.token;
+    let offset = 0;
+    let items = 0;
+    while (items < maxItems) {
+      const limit = Math.min(pageSize, maxItems - items);
+      const page = await this.getSimilarPosts(postId, { limit, offset, token, user_id: options.userId }, options);
+      yield page;
+      items += page.recommendations.length;
+      token = page.token;
+      const next = page.pagination.next_offset;
+      if (!page.pagination.has_more || next === null || next <= offset) {
+        return;
+      }
+      offset = next;
+    }
   }
 
   /**
@@ -129,7 +203,8 @@ export class RecommendationsService {
     let items = 0;
     while (items < maxItems) {
       const limit = Math.min(pageSize, maxItems - items);
-      const page = await this.getRecommendations(userId, { limit, offset, token, exclude: options.exclude }, options);
+      const query = { limit, offset, token, exclude: options.exclude, community: options.community, tag: options.tag };
+      const page = await this.getRecommendations(userId, query, options);
       yield page;
       items += page.recommendations.length;
       token = page.token;

@@ -65,6 +65,43 @@ export interface RecommendationsPage {
   pagination: Pagination;
 }
 
+/** `SimilarPost`: one post of a similar-posts page. */
+export interface SimilarPost {
+  post_id: string;
+  /**
+   * `similar`: the cosine of the two posts' representations in the model, -1 to 1. `community_popular`: the
+   * number of distinct users who interacted with the post (0 for a `fresh` one). Order by `rank`: with
+   * `user_id` the best neighbours are re-ordered for the user and keep their cosine.
+   */
+  score: number;
+  /** 1-based position in the whole list. */
+  rank: number;
+  /** true for a post written after the model's data were read (placed by its tags and community). */
+  fresh: boolean;
+  metadata: PostMetadata;
+}
+
+/** `SimilarPosts`: the body of `GET /posts/{post_id}/similar`. */
+export interface SimilarPostsPage {
+  /** The post whose neighbours these are (never one of them). */
+  post_id: string;
+  /** The user they were re-ranked for, or null. */
+  user_id: string | null;
+  model_version: string;
+  /** Pass back as `token` to keep paging on this list. Opaque. */
+  token: string;
+  /**
+   * `similar`: by cosine with the post; `community_popular`: the model cannot place the post (a fresh post none
+   * of whose tags or community it knows), so these are the popular posts of its community.
+   */
+  strategy: 'similar' | 'community_popular';
+  source: 'model';
+  /** true when the token's list could not be kept and a fresh one began. */
+  version_fallback: boolean;
+  recommendations: SimilarPost[];
+  pagination: Pagination;
+}
+
 /** `ModelCheck` of the health answer. */
 export interface ModelCheck {
   ok: boolean;
@@ -169,6 +206,25 @@ export interface PageQuery {
    * `next_offset` stays exact. Sent comma-separated.
    */
   exclude?: string[];
+  /**
+   * Only posts of these communities (ids; any of them): up to 20 values of 1 to 128 characters, none holding a
+   * comma. Sent comma-separated. An unknown community matches nothing (an empty feed, not an error).
+   */
+  community?: string[];
+  /** Only posts carrying one of these tags (bounds as `community`). With `community`, a post must pass both. */
+  tag?: string[];
+}
+
+/** Query of `GET /posts/{post_id}/similar`. */
+export interface SimilarQuery {
+  /** Page size, 1..MAX_PAGE_LIMIT (the server's default page size when omitted). */
+  limit?: number;
+  /** Position of the page's first item (default 0). */
+  offset?: number;
+  /** Keep paging on the list of an earlier page (its `token`). */
+  token?: string;
+  /** Re-rank the neighbours for this user and leave out the posts it interacted with. */
+  user_id?: string;
 }
 
 /** `Event`: something a user did with a post, reported with `POST /events`. */
@@ -245,6 +301,36 @@ export const SCHEMA_FIELDS: Readonly<Record<string, SchemaFields>> = {
     ['user_id', 'model_version', 'token', 'strategy', 'source', 'version_fallback', 'recommendations', 'pagination'],
     [],
   ),
+  SimilarPost: schemaFields<SimilarPost>()(
+    ['post_id', 'score', 'rank', 'fresh', 'metadata'],
+    ['post_id', 'score', 'rank', 'fresh', 'metadata'],
+    [],
+  ),
+  SimilarPosts: schemaFields<SimilarPostsPage>()(
+    [
+      'post_id',
+      'user_id',
+      'model_version',
+      'token',
+      'strategy',
+      'source',
+      'version_fallback',
+      'recommendations',
+      'pagination',
+    ],
+    [
+      'post_id',
+      'user_id',
+      'model_version',
+      'token',
+      'strategy',
+      'source',
+      'version_fallback',
+      'recommendations',
+      'pagination',
+    ],
+    ['user_id'],
+  ),
   Event: schemaFields<FeedEvent>()(
     ['user_id', 'post_id', 'type', 'created_at'],
     ['user_id', 'post_id', 'type', 'created_at'],
@@ -317,9 +403,16 @@ export const SCHEMA_ENUMS: Readonly<Record<string, readonly string[]>> = {
   'Event.type': ['view', 'like', 'comment', 'impression'] satisfies FeedEvent['type'][],
   'Recommendations.source': ['cache', 'model'] satisfies RecommendationsPage['source'][],
   'Health.status': ['ok', 'degraded', 'unavailable'] satisfies Health['status'][],
+  'SimilarPosts.strategy': ['similar', 'community_popular'] satisfies SimilarPostsPage['strategy'][],
+  'SimilarPosts.source': ['model'] satisfies SimilarPostsPage['source'][],
 };
 
 /** The query parameters of `GET /recommendations/{user_id}`, checked against {@link PageQuery} by the compiler. */
 export const PAGE_QUERY_PARAMS: readonly string[] = (<const A extends readonly (keyof PageQuery)[]>(
   names: ExactlyAll<keyof PageQuery, A>,
-) => names)(['limit', 'offset', 'token', 'version', 'exclude']);
+) => names)(['limit', 'offset', 'token', 'version', 'exclude', 'community', 'tag']);
+
+/** The query parameters of `GET /posts/{post_id}/similar`, checked against {@link SimilarQuery} by the compiler. */
+export const SIMILAR_QUERY_PARAMS: readonly string[] = (<const A extends readonly (keyof SimilarQuery)[]>(
+  names: ExactlyAll<keyof SimilarQuery, A>,
+) => names)(['limit', 'offset', 'token', 'user_id']);

@@ -30,12 +30,16 @@ import {
   RecsvcBadRequestError,
   RecsvcConnectionError,
   RecsvcForbiddenError,
+  RecsvcNotFoundError,
   RecsvcTimeoutError,
   RecsvcUnauthorizedError,
   RecsvcUnavailableError,
   type FeedEvent,
+  type RecommendationsPage,
+  type SimilarPostsPage,
   SCHEMA_ENUMS,
   SCHEMA_FIELDS,
+  SIMILAR_QUERY_PARAMS,
 } from '../src';
 
 function env(name: string): string {
@@ -124,6 +128,81 @@ describe('types', () => {
       .map((p: any) => p.name)
       .sort();
     assert.deepEqual([...PAGE_QUERY_PARAMS].sort(), query);
+    assert.equal(schemaOf('/posts/{post_id}/similar', 'get', '200'), '#/components/schemas/SimilarPosts');
+    const similarQuery = doc.paths['/posts/{post_id}/similar'].get.parameters
+      .filter((p: any) => p.in === 'query')
+      .map((p: any) => p.name)
+      .sort();
+    assert.deepEqual([...SIMILAR_QUERY_PARAMS].sort(), similarQuery);
+  });
+});
+
+describe('browsing', () => {
+  // The served model: 80 posts, post-i in community-(i % 2), tagged tag0 (i % 3 >= 1) and tag1 (i % 3 == 2).
+  test('a community feed scrolls with its token past the precomputed list, every post of the community', async () => {
+    const { service, sent } = await client();
+    const pages: RecommendationsPage[] = [];
+    for await (const page of service.scrollFeed('user-3', { pageSize: 9, community: ['community-0'] })) {
+      pages.push(page);
+    }
+    const posts = pages.flatMap((p) => p.recommendations);
+    assert.equal(posts.length, 40);
+    assert.equal(new Set(posts.map((r) => r.post_id)).size, 40);
+    assert.ok(posts.every((r) => r.metadata.communityId === 'community-0'));
+    assert.equal(pages[0].pagination.total, 40);
+    assert.ok(pages.every((p) => p.token === pages[0].token));
+    assert.ok(sent.every((s) => s.params.community === 'community-0'));
+  });
+
+  test('tags are ORed, ANDed with communities; unknown values give an empty feed', async () => {
+    const { service, sent } = await client();
+    const filter = { community: ['community-1', 'elsewhere'], tag: ['tag1'] };
+    const feed = await service.fetchFeed('user-3', { pageSize: 10, ...filter });
+    assert.equal(sent.at(-1)?.params.community, 'community-1,elsewhere');
+    const ids = feed.recommendations.map((r) => Number(r.post_id.slice(5)));
+    assert.deepEqual(
+      [...ids].sort((a, b) => a - b),
+      Array.from({ length: 80 }, (_, i) => i).filter((i) => i % 2 === 1 && i % 3 === 2),
+    );
+    const empty = await service.getRecommendations('user-3', { community: ['nowhere'] });
+    assert.deepEqual(empty.recommendations, []);
+    assert.equal(empty.pagination.total, 0);
+  });
+
+  test('a malformed filter is a typed 400 naming the parameter', async () => {
+    const { service } = await client();
+    await assert.rejects(service.getRecommendations('user-3', { tag: ['a', ''] }), (error) => {
+      assert.ok(error instanceof RecsvcBadRequestError);
+      assert.ok('tag' in (error.details.fields as any).query, JSON.stringify(error.details));
+      return true;
+    });
+  });
+
+  test('similar posts scroll with their token, never the post itself', async () => {
+    const { service, sent } = await client();
+    const pages: SimilarPostsPage[] = [];
+    for await (const page of service.scrollSimilar('post-5', { pageSize: 8 })) {
+      pages.push(page);
+    }
+    const posts = pages.flatMap((p) => p.recommendations);
+    assert.equal(posts.length, FEED_POSTS); // 79 neighbours, at most MAX_FEED_POSTS of them
+    assert.ok(!posts.some((r) => r.post_id === 'post-5'));
+    assert.equal(new Set(posts.map((r) => r.post_id)).size, FEED_POSTS);
+    assert.ok(pages.every((p) => p.strategy === 'similar' && p.user_id === null && p.token === pages[0].token));
+    assert.ok(posts.every((r, i) => r.rank === i + 1 && r.score >= -1 && r.score <= 1));
+    assert.equal(sent[1].params.token, pages[0].token);
+  });
+
+  test('similar posts for a user name the user; an unknown post is a typed 404', async () => {
+    const { service } = await client();
+    const page = await service.getSimilarPosts('post-5', { limit: 5, user_id: 'user-3' });
+    assert.equal(page.user_id, 'user-3');
+    assert.equal(page.recommendations.length, 5);
+    await assert.rejects(service.getSimilarPosts('no-such-post'), (error) => {
+      assert.ok(error instanceof RecsvcNotFoundError);
+      assert.equal(error.code, 'post_not_found');
+      return true;
+    });
   });
 });
 
