@@ -8,10 +8,13 @@ In one run, with the same gunicorn settings (``gunicorn.conf.py``, ``API_WORKERS
    ``--fresh-posts`` (1,000) fresh posts the model scores from their features and, for every user,
    ``--seen-per-user`` reported views and half as many impressions (exclusions on); runs of 1, 2 and 3
    alternate, ``--rounds`` times, and the medians are reported;
-4. the load of 2 while three new model versions are published: failed requests, latency, and how long
+4. browsing (issue #12), on the server of 2: ``GET /posts/<post>/similar`` for random posts of the model and
+   ``GET /recommendations/<user>?community=<c>`` for random users and one of ``--communities`` (32)
+   communities, random pages of each; they alternate with 1-3, and the medians are reported;
+5. the load of 2 while three new model versions are published: failed requests, latency, and how long
    each version took to be held by every worker (read from the per-worker ``recsvc_model_info`` gauge);
-5. the memory of one web worker (RSS and PSS);
-6. the hit rate of the workers' list memo (``app.list_memo``) over the measured runs: with the default
+6. the memory of one web worker (RSS and PSS);
+7. the hit rate of the workers' list memo (``app.list_memo``) over the measured runs: with the default
    500 users it is about 100 % (no request reaches Redis); ``--users 100000`` measures the Redis path.
 
 It starts its own redis-server on a free port and writes the model to a temporary directory, so it
@@ -20,7 +23,7 @@ demo data's default size (``ml.demo``) and the default number of components. Usa
 root::
 
     .venv/bin/python -m benchmarks.serve [--duration 10] [--connections 32] [--worker-class gthread|sync]
-        [--users 500] [--fresh-posts 1000] [--seen-per-user 10]
+        [--users 500] [--items 2016] [--communities 32] [--fresh-posts 1000] [--seen-per-user 10]
 
 Needs ``wrk`` (Debian package ``wrk``). Prints a markdown table (the figures of docs/PERFORMANCE.md).
 """
@@ -57,18 +60,28 @@ PAGE_LIMIT = 20
 WARM_UP_SECONDS = 2
 # wrk's Lua hooks: random known users and pages, and a JSON summary line at the end.
 WRK_SCRIPT = r"""
-local counter, mode, users, pages = 0, "bare", 1, 1
+local counter, mode, users, pages, items, communities = 0, "bare", 1, 1, 1, 1
 function setup(thread)
   counter = counter + 1
   thread:set("id", counter)
 end
 function init(args)
   mode, users, pages = args[1], tonumber(args[2]), tonumber(args[3])
+  items, communities = tonumber(args[4]), tonumber(args[5])
   math.randomseed(os.time() * 100 + id)
 end
 function request()
   if mode == "bare" then
     return wrk.format("GET", "/bare")
+  end
+  local offset = math.random(0, pages - 1) * LIMIT
+  if mode == "similar" then
+    return wrk.format("GET", string.format("/posts/post-%d/similar?limit=%d&offset=%d",
+      math.random(0, items - 1), LIMIT, offset))
+  end
+  if mode == "community" then
+    return wrk.format("GET", string.format("/recommendations/user-%d?community=community-%d&limit=%d&offset=%d",
+      math.random(0, users - 1), math.random(0, communities - 1), LIMIT, offset))
   end
   local path = string.format("/recommendations/user-%d?limit=%d&offset=%d",
     math.random(0, users - 1), LIMIT, math.random(0, pages - 1) * LIMIT)
@@ -85,11 +98,22 @@ end
 """.replace("LIMIT", str(PAGE_LIMIT))
 
 
-def run_wrk(url: str, script: Path, duration: float, connections: int, mode: str, users: int, pages: int) -> dict:
+def run_wrk(
+    url: str,
+    script: Path,
+    duration: float,
+    connections: int,
+    mode: str,
+    users: int,
+    pages: int,
+    items: int = 1,
+    communities: int = 1,
+) -> dict:
     """One wrk run; returns requests/s, p50/p99/max latency (ms) and the failed-request count."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{duration:g}s", "-s", str(script), url, "--"]
+    sizes = [str(users), str(pages), str(items), str(communities)]
     output = subprocess.run(
-        [*command, mode, str(users), str(pages)], capture_output=True, text=True, check=True, timeout=duration + 60
+        [*command, mode, *sizes], capture_output=True, text=True, check=True, timeout=duration + 60
     ).stdout
     line = next(line for line in output.splitlines() if line.startswith("WRK "))
     result = json.loads(line[4:])
@@ -98,9 +122,13 @@ def run_wrk(url: str, script: Path, duration: float, connections: int, mode: str
     return result
 
 
-def featured_model(users: int, items: int, components: int, seed: int) -> RecModel:
-    """A random model that also knows its posts' tags and communities as features, so it scores fresh posts."""
+def featured_model(users: int, items: int, components: int, seed: int, communities: int = 2) -> RecModel:
+    """A random model that also knows its posts' tags and communities as features, so it scores fresh posts.
+
+    Post ``i`` is in community ``community-<i % communities>``.
+    """
     model = random_model(users, items, components, seed=seed)
+    model = replace(model, item_community_ids=[f"community-{i % communities}" for i in range(items)])
     names = sorted(
         {f"tag:{t}" for tags in model.item_tags for t in tags} | {f"community:{c}" for c in model.item_community_ids}
     )
@@ -193,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=DEFAULT_USERS, help=f"model users (default {DEFAULT_USERS})")
     parser.add_argument("--items", type=int, default=DEFAULT_POSTS, help=f"model posts (default {DEFAULT_POSTS})")
     parser.add_argument("--components", type=int, default=TrainingSettings().components)
+    parser.add_argument("--communities", type=int, default=32, help="communities of the posts (default 32)")
     parser.add_argument("--fresh-posts", type=int, default=1000, help="posts in the live pool (default 1000)")
     parser.add_argument("--seen-per-user", type=int, default=10, help="reported views per user (default 10)")
     args = parser.parse_args(argv)
@@ -212,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = redis.Redis.from_url(private_redis.url)
         cache = RecsCache(client, settings.redis_prefix)
-        model = featured_model(args.users, args.items, args.components, seed=1)
+        model = featured_model(args.users, args.items, args.components, seed=1, communities=args.communities)
         publish(cache, work / "models", model)
         live_prefix = settings.redis_prefix.rstrip(":") + "-live:"
         live_cache = RecsCache(client, live_prefix)
@@ -225,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         workers = settings.api_workers
 
         def wrk_on(server, mode, duration=args.duration):
-            return lambda: run_wrk(server.url, script, duration, args.connections, mode, args.users, pages)
+            sizes = (args.users, pages, args.items, args.communities)
+            return lambda: run_wrk(server.url, script, duration, args.connections, mode, *sizes)
 
         bare = GunicornServer(
             env, workers, work / "bare.log", app="benchmarks.bare_app:app", config=BARE_GUNICORN_CONFIG
@@ -238,13 +268,18 @@ def main(argv: list[str] | None = None) -> int:
         wrk_on(bare, "bare", WARM_UP_SECONDS)()  # every worker imported, connections made
         wrk_on(app, "recs", WARM_UP_SECONDS)()  # and each version's item metadata fetched once
         wrk_on(live, "recs", WARM_UP_SECONDS)()  # and the live pool read and represented once
+        wrk_on(app, "similar", WARM_UP_SECONDS)()  # and the version's normalised embeddings made
+        wrk_on(app, "community", WARM_UP_SECONDS)()  # and its community index
         memo_before = memo_lookups(app)
         # Alternate the three so that all see the same background load (this machine may be shared).
-        rounds = [(wrk_on(bare, "bare")(), wrk_on(app, "recs")(), wrk_on(live, "recs")()) for _ in range(args.rounds)]
+        modes = ((bare, "bare"), (app, "recs"), (live, "recs"), (app, "similar"), (app, "community"))
+        rounds = [[wrk_on(server, mode)() for server, mode in modes] for _ in range(args.rounds)]
         memo = {k: v - memo_before.get(k, 0.0) for k, v in memo_lookups(app).items()}
         baseline = median_run([run[0] for run in rounds])
         recs = median_run([run[1] for run in rounds])
         live_recs = median_run([run[2] for run in rounds])
+        similar = median_run([run[3] for run in rounds])
+        filtered = median_run([run[4] for run in rounds])
         bare.stop()
         live.stop()
         during_reload, visible_after = reload_under_load(app, cache, work / "models", args, wrk_on(app, "recs"))
@@ -260,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{workers} workers, worker class {worker_class}, {args.connections} connections, "
         f"median of {args.rounds} alternating runs of {args.duration:g} s, {os.cpu_count()} cores; "
-        f"model {args.users} users x {args.items} posts x {args.components} components; "
+        f"model {args.users} users x {args.items} posts x {args.components} components, {args.communities} "
+        "communities; "
         f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n"
     )
     print("| run | requests/s | p50 ms | p99 ms | max ms | failed requests |")
@@ -269,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         ("bare Flask endpoint (constant JSON)", baseline),
         (f"GET /recommendations (random known users, pages of {PAGE_LIMIT})", recs),
         (f"GET /recommendations, live: {args.fresh_posts} fresh posts, exclusions on", live_recs),
+        ("GET /posts/<post>/similar (random posts and pages)", similar),
+        ("GET /recommendations?community=<one of them> (random users, communities, pages)", filtered),
         ("GET /recommendations while 3 versions are published", during_reload),
     ):
         print(
@@ -280,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         f"live feed throughput: {100 * live_ratio:.0f}% of the bare endpoint, "
         f"{100 * live_recs['rps'] / recs['rps']:.0f}% of /recommendations without live state; "
         f"p99 {live_recs['p99_ms'] / recs['p99_ms']:.2f}x"
+    )
+    print(
+        f"similar posts throughput: {100 * similar['rps'] / recs['rps']:.0f}% of /recommendations (target 80%), "
+        f"p99 {similar['p99_ms'] / recs['p99_ms']:.2f}x; community-filtered feed: "
+        f"{100 * filtered['rps'] / recs['rps']:.0f}% (target 50%), p99 {filtered['p99_ms'] / recs['p99_ms']:.2f}x"
     )
     print("new version held by every worker after: " + ", ".join(f"{1000 * s:.0f} ms" for s in visible_after))
     rss = max(m[0] for m in memory)
