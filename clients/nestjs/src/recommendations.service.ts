@@ -32,6 +32,7 @@ import { RECOMMENDATIONS_OPTIONS, type ResolvedRecommendationsOptions } from './
 import type {
   ErrorResponse,
   EventsRecorded,
+  Experiments,
   FeedEvent,
   Health,
   ModelStatus,
@@ -297,6 +298,16 @@ export class RecommendationsService {
   async modelStatus(call?: CallOptions): Promise<ModelStatus> {
     return expectOk(
       await this.request<ModelStatus>({ method: 'GET', path: '/admin/model-status', auth: 'admin', call }),
+    );
+  }
+
+  /**
+   * `GET /admin/experiments` (admin token): the running A/B experiment and its last online report (click-through
+   * per variant per day against the control, with a 95% interval and a p-value).
+   */
+  async experiments(call?: CallOptions): Promise<Experiments> {
+    return expectOk(
+      await this.request<Experiments>({ method: 'GET', path: '/admin/experiments', auth: 'admin', call }),
     );
   }
 

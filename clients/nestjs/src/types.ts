@@ -63,6 +63,12 @@ export interface RecommendationsPage {
   version_fallback: boolean;
   recommendations: Recommendation[];
   pagination: Pagination;
+  /** The running A/B experiment (the service's EXPERIMENT), or null. */
+  experiment: string | null;
+  /** The user's variant in it (a hash of the experiment and the user id: sticky), or null. */
+  variant: string | null;
+  /** true when the variant's own model is not served and the production model answered. */
+  variant_fallback: boolean;
 }
 
 /** `SimilarPost`: one post of a similar-posts page. */
@@ -174,6 +180,44 @@ export interface ModelStatus {
   /** The last failed load, if any. */
   last_load_error?: Record<string, unknown> | null;
   last_training_outcome?: Record<string, unknown> | null;
+  /**
+   * Online click-through of the production model: `daily` [{day, impressions, clicks, ctr}], `ctr_today`,
+   * `ctr_trailing_week`, `drop_fraction`, `alert`; null until the first online report.
+   */
+  online?: Record<string, unknown> | null;
+}
+
+/** `VariantSpec`: one declared variant of the running experiment. */
+export interface VariantSpec {
+  name: string;
+  share: number;
+  ranking: 'production' | 'popular' | 'model';
+  /** Training variables of a `model` variant (empty for the others). */
+  training: Record<string, string>;
+}
+
+/** `ExperimentSpec`: the running experiment as declared. */
+export interface ExperimentSpec {
+  name: string;
+  control: string;
+  variants: VariantSpec[];
+}
+
+/** `Experiments`: the body of `GET /admin/experiments`. */
+export interface Experiments {
+  /** The running experiment, or null. */
+  configured?: ExperimentSpec | null;
+  /**
+   * The last report: `name`, `control` and `days` (newest first) of {day, variants: [{variant, impressions,
+   * users, clicks, ctr, vs_control}]}; `clicks`/`ctr` by `view`, `like`, `comment` and `any`; `vs_control` by
+   * type: {relative_difference, ci_low, ci_high, p_value, p_value_pooled} or null. null before the first report.
+   */
+  report?: Record<string, unknown> | null;
+  /** When the report was computed (ISO 8601). */
+  computed_at?: string | null;
+  attribution_window_hours?: number | null;
+  /** Served pages in Redis not yet moved to PostgreSQL. */
+  served_backlog?: number | null;
 }
 
 /** `Error`: the inside of every error answer. */
@@ -297,9 +341,9 @@ export const SCHEMA_FIELDS: Readonly<Record<string, SchemaFields>> = {
     ['next_offset'],
   ),
   Recommendations: schemaFields<RecommendationsPage>()(
-    ['user_id', 'model_version', 'token', 'strategy', 'source', 'version_fallback', 'recommendations', 'pagination'],
-    ['user_id', 'model_version', 'token', 'strategy', 'source', 'version_fallback', 'recommendations', 'pagination'],
-    [],
+    ['user_id', 'model_version', 'token', 'strategy', 'source', 'version_fallback', 'recommendations', 'pagination', 'experiment', 'variant', 'variant_fallback'],
+    ['user_id', 'model_version', 'token', 'strategy', 'source', 'version_fallback', 'recommendations', 'pagination', 'experiment', 'variant', 'variant_fallback'],
+    ['experiment', 'variant'],
   ),
   SimilarPost: schemaFields<SimilarPost>()(
     ['post_id', 'score', 'rank', 'fresh', 'metadata'],
@@ -378,6 +422,7 @@ export const SCHEMA_FIELDS: Readonly<Record<string, SchemaFields>> = {
       'cache_version',
       'last_load_error',
       'last_training_outcome',
+      'online',
     ],
     ['worker_pid'],
     [
@@ -391,7 +436,19 @@ export const SCHEMA_FIELDS: Readonly<Record<string, SchemaFields>> = {
       'cache_version',
       'last_load_error',
       'last_training_outcome',
+      'online',
     ],
+  ),
+  VariantSpec: schemaFields<VariantSpec>()(
+    ['name', 'share', 'ranking', 'training'],
+    ['name', 'share', 'ranking', 'training'],
+    [],
+  ),
+  ExperimentSpec: schemaFields<ExperimentSpec>()(['name', 'control', 'variants'], ['name', 'control', 'variants'], []),
+  Experiments: schemaFields<Experiments>()(
+    ['configured', 'report', 'computed_at', 'attribution_window_hours', 'served_backlog'],
+    [],
+    ['configured', 'report', 'computed_at', 'attribution_window_hours', 'served_backlog'],
   ),
   Error: schemaFields<ApiError>()(['code', 'message', 'details'], ['code', 'message', 'details'], []),
   ErrorResponse: schemaFields<ErrorResponse>()(['error'], ['error'], []),
@@ -401,6 +458,7 @@ export const SCHEMA_FIELDS: Readonly<Record<string, SchemaFields>> = {
 export const SCHEMA_ENUMS: Readonly<Record<string, readonly string[]>> = {
   'Recommendations.strategy': ['personalized', 'features', 'popular'] satisfies RecommendationsPage['strategy'][],
   'Event.type': ['view', 'like', 'comment', 'impression'] satisfies FeedEvent['type'][],
+  'VariantSpec.ranking': ['production', 'popular', 'model'] satisfies VariantSpec['ranking'][],
   'Recommendations.source': ['cache', 'model'] satisfies RecommendationsPage['source'][],
   'Health.status': ['ok', 'degraded', 'unavailable'] satisfies Health['status'][],
   'SimilarPosts.strategy': ['similar', 'community_popular'] satisfies SimilarPostsPage['strategy'][],

@@ -120,6 +120,7 @@ describe('types', () => {
     assert.equal(schemaOf('/admin/reload-model', 'post', '200'), '#/components/schemas/Reload');
     assert.equal(schemaOf('/admin/reload-model', 'post', '500'), '#/components/schemas/Reload');
     assert.equal(schemaOf('/admin/model-status', 'get', '200'), '#/components/schemas/ModelStatus');
+    assert.equal(schemaOf('/admin/experiments', 'get', '200'), '#/components/schemas/Experiments');
     assert.equal(schemaOf('/events', 'post', '200'), '#/components/schemas/EventsRecorded');
     const body = doc.paths['/events'].post.requestBody.content['application/json'].schema.$ref;
     assert.equal(body, '#/components/schemas/EventBatch');
@@ -365,6 +366,9 @@ describe('health and admin', () => {
     const status = await service.modelStatus();
     assert.equal(typeof status.worker_pid, 'number');
     assert.equal(status.version, reload.details.current_version);
+    const experiments = await service.experiments();
+    assert.equal(experiments.configured, null); // the service under test runs no experiment
+    assert.equal(experiments.attribution_window_hours, 24);
   });
 
   test('a wrong admin token is a typed 401', async () => {
