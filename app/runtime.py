@@ -18,6 +18,7 @@ from app.feed.mirror import LiveMirror
 from app.list_memo import ListMemo
 from app.model_holder import ModelHolder
 from app.probes import CachedProbe, postgres_check
+from app.served_log import ServedLog
 from common.config import Settings
 from common.recs_cache import RecsCache
 from common.redis_clients import request_client
@@ -38,10 +39,13 @@ class Runtime:
     feed: FeedService
     redis_probe: CachedProbe
     postgres_probe: CachedProbe
+    served_log: ServedLog | None = None  # the feed pages' record (None: SERVED_STREAM_MAXLEN=0)
     reloader: ModelReloader | None = field(default=None)  # set by app.reloader.start in a gunicorn worker
 
     def close(self) -> None:
-        """Release the Redis connections (at worker exit, and in tests)."""
+        """Write the queued served pages, then release the Redis connections (at worker exit, and in tests)."""
+        if self.served_log is not None:
+            self.served_log.close()
         self.cache.client.close()
 
 
@@ -59,6 +63,7 @@ def build_runtime(settings: Settings) -> Runtime:
     cache = RecsCache(client, settings.redis_prefix)
     guard = CacheGuard(REDIS_COOLDOWN)
     holder = ModelHolder(settings.model_dir, partial(published_version, cache, guard), kept=settings.api_models_kept)
+    served_log = ServedLog(cache, settings.served_stream_maxlen) if settings.served_stream_maxlen else None
     return Runtime(
         settings=settings,
         cache=cache,
@@ -74,10 +79,11 @@ def build_runtime(settings: Settings) -> Runtime:
             max_feed_posts=settings.max_feed_posts,
             impressions=settings.impressions,
             experiment=settings.experiment,
-            served_stream_maxlen=settings.served_stream_maxlen,
+            served_log=served_log,
         ),
         redis_probe=CachedProbe(partial(guard.call, client.ping), ttl=1.0),
         postgres_probe=CachedProbe(postgres_check(settings.database_url), ttl=10.0),
+        served_log=served_log,
     )
 
 

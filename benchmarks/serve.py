@@ -17,6 +17,10 @@ In one run, with the same gunicorn settings (``gunicorn.conf.py``, ``API_WORKERS
 7. the hit rate of the workers' list memo (``app.list_memo``) over the measured runs: with the default
    500 users it is about 100 % (no request reaches Redis); ``--users 100000`` measures the Redis path.
 
+Impressions (issue #13): the ``/recommendations`` server above records every page in the ``served`` stream
+(the default); after the runs above it alternates, ``--rounds`` times, with a server that records none
+(``SERVED_STREAM_MAXLEN=0``), and the throughput with impressions is reported as a share of that without.
+
 It starts its own redis-server on a free port and writes the model to a temporary directory, so it
 touches no other data. The model is random (serving cost does not depend on what it learnt) with the
 demo data's default size (``ml.demo``) and the default number of components. Usage, from the repository
@@ -280,6 +284,14 @@ def main(argv: list[str] | None = None) -> int:
         live_recs = median_run([run[2] for run in rounds])
         similar = median_run([run[3] for run in rounds])
         filtered = median_run([run[4] for run in rounds])
+        # Impressions: the recording server (the default) against one that records no page.
+        unrecorded = GunicornServer({**env, "SERVED_STREAM_MAXLEN": "0"}, workers, work / "unrecorded.log").start()
+        servers.append(unrecorded)
+        wrk_on(unrecorded, "recs", WARM_UP_SECONDS)()
+        pairs = [(wrk_on(app, "recs")(), wrk_on(unrecorded, "recs")()) for _ in range(args.rounds)]
+        recorded = median_run([pair[0] for pair in pairs])
+        not_recorded = median_run([pair[1] for pair in pairs])
+        unrecorded.stop()
         bare.stop()
         live.stop()
         during_reload, visible_after = reload_under_load(app, cache, work / "models", args, wrk_on(app, "recs"))
@@ -323,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
         f"similar posts throughput: {100 * similar['rps'] / recs['rps']:.0f}% of /recommendations (target 80%), "
         f"p99 {similar['p99_ms'] / recs['p99_ms']:.2f}x; community-filtered feed: "
         f"{100 * filtered['rps'] / recs['rps']:.0f}% (target 50%), p99 {filtered['p99_ms'] / recs['p99_ms']:.2f}x"
+    )
+    print(
+        f"impressions recorded: /recommendations at {100 * recorded['rps'] / not_recorded['rps']:.0f}% of the "
+        f"throughput without them (target 95%): {recorded['rps']:.0f} against {not_recorded['rps']:.0f} requests/s, "
+        f"p99 {recorded['p99_ms']:.2f} against {not_recorded['p99_ms']:.2f} ms"
     )
     print("new version held by every worker after: " + ", ".join(f"{1000 * s:.0f} ms" for s in visible_after))
     rss = max(m[0] for m in memory)

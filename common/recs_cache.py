@@ -42,7 +42,7 @@ channel ``model-updates``         ``{"version", "created_at", "num_users", "num_
 ``shown:{u<b>}:<user_id>`` zset    the same for impressions
 channel ``live-updates``          ``{"generation", "model_version"}`` after each live publish
 channel ``events``                JSON list of the users whose ``seen:``/``shown:`` a batch of events changed
-``served``                stream  one entry per page served (:class:`ServedPage`), about ``maxlen`` entries at
+``served``                stream  one entry per page served (:class:`ServedEntry`), about ``maxlen`` entries at
                                   most (the oldest go first); consumer group ``mover`` (``tasks.move_impressions``)
                                   acknowledges and deletes an entry once PostgreSQL has it
 ``online:report``         string  JSON of the last online report (``tasks.online_report``)
@@ -236,11 +236,9 @@ class LiveState:
 
 
 @dataclass(frozen=True)
-class ServedPage:
-    """One served page as the ``served`` stream keeps it; ``time_ms`` is the entry id's Redis time."""
+class ServedEntry:
+    """One served feed page, as a web worker records it in the ``served`` stream."""
 
-    entry_id: str
-    time_ms: int
     user_id: str
     post_ids: list[str]
     first_rank: int
@@ -248,6 +246,14 @@ class ServedPage:
     variant: str  # 'production' without an experiment
     ranking: str  # what was served: production, popular or model
     model_version: str
+
+
+@dataclass(frozen=True)
+class ServedPage(ServedEntry):
+    """A page read back from the stream: its entry id, and its time (the entry id's Redis time, ms)."""
+
+    entry_id: str
+    time_ms: int
 
 
 SERVED_GROUP = "mover"
@@ -833,32 +839,25 @@ class RecsCache:
     def online_report_key(self) -> str:
         return self.prefix + "online:report"
 
-    def record_served_page(
-        self,
-        user_id: str,
-        post_ids: Sequence[str],
-        first_rank: int,
-        experiment: str,
-        variant: str,
-        ranking: str,
-        model_version: str,
-        maxlen: int,
-    ) -> None:
-        """Append a served page to the ``served`` stream, trimming it to about ``maxlen`` entries (one command).
+    def record_served_pages(self, entries: Sequence[ServedEntry], maxlen: int) -> None:
+        """Append served pages to the ``served`` stream in one round trip, trimming it to about ``maxlen``.
 
         The trim is approximate (Redis drops whole macro nodes, so the stream may hold up to about 100 more):
         when the mover is down for longer than ``maxlen`` pages, the oldest unmoved pages are lost.
         """
-        fields = {
-            "u": user_id,
-            "p": "\n".join(post_ids),  # ids never hold control characters (ml.ids)
-            "r": first_rank,
-            "e": experiment,
-            "v": variant,
-            "k": ranking,
-            "m": model_version,
-        }
-        self.client.xadd(self.served_key, fields, maxlen=maxlen, approximate=True)
+        pipe = self.client.pipeline(transaction=False)
+        for e in entries:
+            fields = {
+                "u": e.user_id,
+                "p": "\n".join(e.post_ids),  # ids never hold control characters (ml.ids)
+                "r": e.first_rank,
+                "e": e.experiment,
+                "v": e.variant,
+                "k": e.ranking,
+                "m": e.model_version,
+            }
+            pipe.xadd(self.served_key, fields, maxlen=maxlen, approximate=True)
+        pipe.execute()
 
     def read_served_pages(self, count: int) -> list[ServedPage]:
         """Up to ``count`` pages for the mover: those it read but never acknowledged first, then new ones."""

@@ -34,8 +34,9 @@ from app.feed.variants import VariantRanking
 from app.feed.version_view import VersionView
 from app.list_memo import ListMemo
 from app.model_holder import LoadedModel, ModelHolder
+from app.served_log import ServedLog
 from common.experiments import Experiment
-from common.recs_cache import RecsCache, UserReads, cut_exclusions, live_user_at, unpack_list
+from common.recs_cache import RecsCache, ServedEntry, UserReads, cut_exclusions, live_user_at, unpack_list
 from ml.similar import UnitItems
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,9 @@ class FeedService:
         What an impression does: ``demote``, ``hide`` or ``ignore`` (``IMPRESSIONS``).
     experiment : Experiment or None
         The running experiment (``EXPERIMENT``): its stage follows the candidates.
-    served_stream_maxlen : int
-        Each feed page is recorded in the ``served`` stream, kept to about this many pages
-        (``SERVED_STREAM_MAXLEN``); 0 records none.
+    served_log : ServedLog or None
+        Where each feed page is recorded (the ``served`` stream, off the request path); None records none
+        (``SERVED_STREAM_MAXLEN=0``).
     """
 
     def __init__(
@@ -93,7 +94,7 @@ class FeedService:
         max_feed_posts: int,
         impressions: str = "demote",
         experiment: Experiment | None = None,
-        served_stream_maxlen: int = 0,
+        served_log: ServedLog | None = None,
     ):
         self._holder = holder
         self._cache = cache
@@ -118,7 +119,7 @@ class FeedService:
         )
         self._page = Page(max_feed_posts)
         self._experiment = experiment
-        self._served_maxlen = served_stream_maxlen
+        self._served = served_log
         self._views = Lru(4)  # version -> VersionView
         self._posts = Lru(4)  # generation -> the pool's posts, as published
         self._pools = Lru(4)  # (version, generation) -> LivePool
@@ -136,29 +137,20 @@ class FeedService:
         page["experiment"] = self._experiment.name if variant is not None else None
         page["variant"] = variant.name if variant is not None else None
         page["variant_fallback"] = variant is not None and variant.ranking == "model"
-        if self._served_maxlen and page["recommendations"]:
-            self._record_served(
-                page, "popular" if variant is not None and variant.ranking == "popular" else "production"
+        recs = page["recommendations"]
+        if self._served is not None and recs:
+            self._served.record(
+                ServedEntry(
+                    user_id=request.user_id,
+                    post_ids=[r["post_id"] for r in recs],
+                    first_rank=recs[0]["rank"],
+                    experiment=page["experiment"] or "",
+                    variant=page["variant"] or "production",
+                    ranking="popular" if variant is not None and variant.ranking == "popular" else "production",
+                    model_version=page["model_version"],
+                )
             )
         return page
-
-    def _record_served(self, page: dict[str, Any], ranking: str) -> None:
-        """Append the page to the ``served`` stream (one Redis command); lost, and counted, if Redis fails."""
-        recs = page["recommendations"]
-        try:
-            self._guard.call(
-                self._cache.record_served_page,
-                page["user_id"],
-                [r["post_id"] for r in recs],
-                recs[0]["rank"],
-                page["experiment"] or "",
-                page["variant"] or "production",
-                ranking,
-                page["model_version"],
-                self._served_maxlen,
-            )
-        except CacheUnavailable:
-            metrics.SERVED_PAGES_LOST.inc()
 
     def similar(self, request: FeedRequest) -> dict[str, Any]:
         """A page of the posts similar to ``request.similar_to``, for ``request.user_id`` if it names a user.

@@ -7,8 +7,13 @@ import json
 
 import pytest
 
+from app import metrics
+from app.served_log import QUEUE_PAGES, ServedLog
 from common.experiments import parse_experiment
+from common.recs_cache import RecsCache, ServedEntry
+from testing.environment import REDIS_PREFIX
 from testing.factories import random_model
+from testing.polling import poll
 from testing.service import publish
 
 EXPERIMENT = {
@@ -70,6 +75,8 @@ def test_without_an_experiment_pages_say_so_and_nothing_is_recorded_when_disable
 
 def test_each_page_is_recorded_in_the_served_stream(experiment_client, cache):
     body = experiment_client.get("/recommendations/user-2?limit=5&offset=5").get_json()
+    # The worker's thread writes the queued pages within FLUSH_SECONDS.
+    assert poll(lambda: cache.served_backlog(), timeout=5), "the page never reached the stream"
     (page,) = cache.read_served_pages(10)
     assert page.user_id == "user-2" and page.first_rank == 6
     assert page.post_ids == [r["post_id"] for r in body["recommendations"]]
@@ -82,9 +89,11 @@ def test_each_page_is_recorded_in_the_served_stream(experiment_client, cache):
 
 
 def test_the_stream_is_bounded(make_app, settings_env, version, cache):
-    client = make_app({**settings_env, "SERVED_STREAM_MAXLEN": "10"}).test_client()
+    app = make_app({**settings_env, "SERVED_STREAM_MAXLEN": "10"})
+    client = app.test_client()
     for _ in range(300):
         client.get("/recommendations/user-3?limit=2")
+    app.extensions["recsvc"].served_log.flush()
     # Approximate trimming drops whole macro nodes (100 entries by default): at most about maxlen + 100.
     assert 10 <= cache.served_backlog() <= 110
 
@@ -160,3 +169,31 @@ def test_metrics_expose_the_online_report_redis_and_training(experiment_client, 
 def test_metrics_say_redis_is_down(make_app, settings_env, dead_redis_url):
     client = make_app({**settings_env, "REDIS_URL": dead_redis_url}).test_client()
     assert "recsvc_redis_up 0.0" in client.get("/metrics").get_data(as_text=True)
+
+
+def _entry(i=0):
+    return ServedEntry(f"user-{i}", ["post-1", "post-2"], 1, "", "production", "production", "v1")
+
+
+def test_served_pages_are_written_by_the_workers_thread_in_batches(redis_client):
+    cache = RecsCache(redis_client, REDIS_PREFIX)
+    log = ServedLog(cache, maxlen=1000, flush_seconds=0.05)
+    for i in range(50):
+        log.record(_entry(i))
+    assert poll(lambda: cache.served_backlog() == 50, timeout=5)
+    assert [p.user_id for p in cache.read_served_pages(100)] == [f"user-{i}" for i in range(50)]
+    log.close()
+
+
+def test_served_pages_lost_when_redis_is_down_or_the_queue_is_full(dead_redis_url):
+    import redis
+
+    lost = metrics.SERVED_PAGES_LOST._value.get()
+    log = ServedLog(RecsCache(redis.Redis.from_url(dead_redis_url), REDIS_PREFIX), maxlen=1000, flush_seconds=60)
+    # Its thread would flush after 60 s: this test flushes itself.
+    for i in range(QUEUE_PAGES + 5):
+        log.record(_entry(i))
+    assert metrics.SERVED_PAGES_LOST._value.get() == lost + 5  # beyond the queue's bound
+    assert log.flush() == 0  # Redis refused: the batch is dropped and counted
+    assert metrics.SERVED_PAGES_LOST._value.get() == lost + 5 + QUEUE_PAGES
+    log.close()

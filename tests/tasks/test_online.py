@@ -12,7 +12,7 @@ import pytest
 
 import ml.db.connection
 from common.config import load_settings
-from common.recs_cache import RecsCache
+from common.recs_cache import RecsCache, ServedEntry
 from tasks import online_pipeline
 from testing.environment import REDIS_PREFIX
 
@@ -57,8 +57,8 @@ def _unreachable_url() -> str:
 
 
 def _record(cache, n, start=0, maxlen=50):
-    for i in range(start, start + n):
-        cache.record_served_page(f"u{i}", [f"p{i}", f"q{i}"], 1, "exp", "a", "production", "v1", maxlen)
+    for i in range(start, start + n):  # one page at a time, as the web workers' flushes come
+        cache.record_served_pages([ServedEntry(f"u{i}", [f"p{i}", f"q{i}"], 1, "exp", "a", "production", "v1")], maxlen)
 
 
 def _rows(conn):
