@@ -142,6 +142,34 @@ def test_append_and_replace(pg_conn, tiny_dataset_dir, tmp_path):
     pg_conn.rollback()
 
 
+def _keys_and_indexes(conn) -> set[tuple[str, str]]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid::regclass::text = ANY(%s)"
+            " UNION ALL SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ANY(%s)",
+            (list(EMPTY), list(EMPTY)),
+        )
+        found = set(cur.fetchall())
+    conn.rollback()
+    return found
+
+
+def test_the_loader_rebuilds_every_foreign_key_and_index_it_drops_for_the_copy(pg_conn, tiny_dataset_dir, tmp_path):
+    create_schema(pg_conn)
+    shipped = _keys_and_indexes(pg_conn)
+    assert sum(definition.startswith("FOREIGN KEY") for _, definition in shipped) == 5
+    load_dataset_dir(pg_conn, tiny_dataset_dir)
+    assert _keys_and_indexes(pg_conn) == shipped
+    with pytest.raises(DatasetError):  # a failed import rolls the drops back too
+        load_dataset_dir(pg_conn, _bad_interactions(tmp_path), replace=True)
+    assert _keys_and_indexes(pg_conn) == shipped
+    load_dataset_dir(pg_conn, tiny_dataset_dir, replace=True)
+    assert _keys_and_indexes(pg_conn) == shipped
+    with pytest.raises(errors.ForeignKeyViolation), pg_conn.cursor() as cur:
+        cur.execute("INSERT INTO interactions (user_id, post_id, type, created_at) VALUES ('u9', 'p1', 'view', now())")
+    pg_conn.rollback()
+
+
 # Positions of id columns per table (the author of a post too).
 _ID_COLUMNS = {"users": {0}, "communities": {0}, "follows": {0, 1}, "posts": {0, 1, 2}, "interactions": {0, 1}}
 
