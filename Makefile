@@ -17,7 +17,7 @@ help:
 	@echo "make lint   - ruff check and format check, and the layer contracts (lint-imports)"
 	@echo "make soak   - one minute of load against gunicorn while models retrain and reload"
 	@echo "make audit  - pip-audit the pinned requirements for known vulnerabilities (needs the network)"
-	@echo "make bench  - run the benchmarks (figures go into the README)"
+	@echo "make bench  - run the benchmarks (figures go into docs/PERFORMANCE.md)"
 	@echo "make cluster - a local Redis Cluster of three masters; prints the REDIS_URL to use (Ctrl-C stops it)"
 
 venv: $(STAMP)
@@ -101,7 +101,8 @@ cluster: venv
 audit: venv
 	$(VENV)/bin/pip-audit --strict --progress-spinner off -r requirements.txt
 
-# Every figure of the README's Performance section (the serving benchmark needs wrk: apt-get install wrk).
+# The figures of docs/PERFORMANCE.md's training, retrain and serving tables (the serving benchmark needs wrk:
+# apt-get install wrk).
 # Scratch databases of their own on the local server; BENCH_DATABASE_URL and BENCH_REDIS_URL move them.
 BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/recsvc_bench
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/2

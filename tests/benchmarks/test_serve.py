@@ -1,4 +1,4 @@
-"""The serving benchmark runs end to end and reports every figure the README quotes (not their values)."""
+"""The serving benchmark runs end to end and reports every figure docs/PERFORMANCE.md quotes (not their values)."""
 
 from __future__ import annotations
 
