@@ -2,14 +2,16 @@
 
 The service only reads: a deployment's own (NestJS) schema works through plain SQL (``Settings.sql_queries``),
 without migrations. Each result leaves PostgreSQL as CSV (``COPY (query) TO STDOUT``) and goes through the
-same reader and validation as a dataset directory. A table's result is copied into memory whole, as CSV
-text, when the validation reaches that table, and dropped once its rows are turned into arrays: the reader
-holds one table's text at a time (the largest is ``interactions``), never the five at once.
+same reader and validation as a dataset directory. A table's result is copied out whole, as CSV text
+spooled to a temporary file beyond 64 MB, when the validation reaches that table, and dropped once its rows
+are turned into arrays: the reader holds at most one table's text at a time, and never a large one in
+memory (20M interactions: peak RSS in docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Iterator, Mapping
 
 import psycopg2
@@ -20,6 +22,9 @@ from ml.dataset import COLUMNS, TAG_SEPARATOR, Dataset, Table
 from ml.db.schema import TABLES
 from ml.errors import DatasetError
 from ml.validate import build_dataset
+
+# A query's CSV text stays in memory up to this size and goes to a temporary file beyond it.
+SPOOL_BYTES = 64 * 2**20
 
 
 def read_dataset(conn: extensions.connection, queries: Mapping[str, str]) -> Dataset:
@@ -71,11 +76,16 @@ def read_dataset(conn: extensions.connection, queries: Mapping[str, str]) -> Dat
 
 def _rows(cur: extensions.cursor, table: str, query: str, source: str) -> Iterator[list[str]]:
     """The rows of one configured query, copied out when the first is asked for; the text is dropped after the last."""
-    yield from csv_rows(_copy_out(cur, table, query, source), source).rows
+    with _copy_out(cur, table, query, source) as text:
+        yield from csv_rows(text, source).rows
 
 
-def _copy_out(cur: extensions.cursor, table: str, query: str, source: str) -> io.StringIO:
-    """Run one configured query and return its rows as CSV text (tags as ``|``-joined text), rewound."""
+def _copy_out(cur: extensions.cursor, table: str, query: str, source: str) -> io.TextIOWrapper:
+    """Run one configured query and return its rows as CSV text (tags as ``|``-joined text), rewound.
+
+    The text is spooled as UTF-8 bytes, to a temporary file beyond :data:`SPOOL_BYTES`: 20M interactions
+    are a gigabyte of CSV, which a ``StringIO`` (four bytes a character) would hold four times over.
+    """
     query = query.strip().rstrip(";")
     try:
         cur.execute(sql.SQL("SELECT * FROM ({}) AS q LIMIT 0").format(sql.SQL(query)))
@@ -102,10 +112,11 @@ def _copy_out(cur: extensions.cursor, table: str, query: str, source: str) -> io
     statement = sql.SQL("COPY (SELECT {} FROM ({}) AS q{}) TO STDOUT WITH (FORMAT csv)").format(
         sql.SQL(", ").join(selected), sql.SQL(query), order
     )
-    out = io.StringIO(newline="")
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, prefix="recsvc-read-")
     try:
-        cur.copy_expert(statement, out)
+        cur.copy_expert(statement, spool)
     except psycopg2.Error as exc:
+        spool.close()
         raise DatasetError(f"{source} failed: {(exc.pgerror or str(exc)).strip()}\n  query: {query}") from exc
-    out.seek(0)
-    return out
+    spool.seek(0)
+    return io.TextIOWrapper(spool, encoding="utf-8", newline="")

@@ -14,6 +14,7 @@ import psycopg2
 import pytest
 from psycopg2 import errors
 
+import ml.db.read
 from ml import demo
 from ml.csv_files import read_dataset_dir
 from ml.dataset import INTERACTION_TYPES
@@ -82,6 +83,14 @@ def test_demo_data_round_trips_through_the_database(pg_conn, tmp_path):
     assert dataset_records(from_db) == dataset_records(read_dataset_dir(tmp_path / "demo"))
     # Entities come back in id order, so the same data always gets the same indices.
     assert from_db.user_ids == sorted(from_db.user_ids) and from_db.item_ids == sorted(from_db.item_ids)
+
+
+def test_the_reader_spools_large_results_to_disk_and_reads_them_back_alike(pg_conn, tmp_path, monkeypatch):
+    demo.generate(tmp_path / "demo", users=200, posts=300, interactions=5_000, seed=3)
+    load_dataset_dir(pg_conn, tmp_path / "demo")
+    in_memory = read_dataset(pg_conn, DEFAULT_QUERIES)
+    monkeypatch.setattr(ml.db.read, "SPOOL_BYTES", 1024)  # every table but communities goes to a file
+    assert dataset_records(read_dataset(pg_conn, DEFAULT_QUERIES)) == dataset_records(in_memory)
 
 
 def _bad_interactions(tmp_path):
