@@ -65,14 +65,24 @@ def _blas() -> ThreadpoolController:
 def top(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` largest finite scores, best first (ties: smaller index first; scores are never NaN).
 
-    One partition of the whole array, then a sort of the ``k`` (and those tied with the k-th) only.
+    A strided sample's quantile gives a threshold that about ``2k`` scores pass; when at least ``k`` do, the k
+    best are among them (exact), so only those are partitioned and sorted: one comparison over the whole
+    array instead of a partition of it (a few times cheaper at 200,000 items). Otherwise the whole array.
     """
     n = len(scores)
-    picked = np.arange(n) if k >= n else np.argpartition(scores, n - k)[n - k :]
-    if k < n:  # every entry tied with the k-th, so that ties are cut by index whatever the partition chose
-        picked = np.union1d(picked, np.flatnonzero(scores == scores[picked].min()))
-    picked = picked[np.isfinite(scores[picked])]
-    return picked[np.lexsort((picked, -scores[picked]))][:k]
+    candidates = np.arange(n)
+    if n > 16 * k:
+        sample = np.sort(scores[:: max(1, n // 4096)])
+        threshold = sample[max(0, len(sample) - 1 - (2 * k * len(sample)) // n)]
+        passed = np.flatnonzero(scores >= threshold)
+        if len(passed) >= k:
+            candidates = passed
+    if len(candidates) > k:
+        values = scores[candidates]
+        kth = np.partition(values, len(values) - k)[len(values) - k]
+        candidates = candidates[values >= kth]  # the k best, and every entry tied with the k-th
+    candidates = candidates[np.isfinite(scores[candidates])]
+    return candidates[np.lexsort((candidates, -scores[candidates]))][:k]
 
 
 def cooccurrence(user_items: sp.csr_matrix) -> sp.csr_matrix:
