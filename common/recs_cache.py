@@ -76,6 +76,9 @@ import ml.artifact
 
 log = logging.getLogger(__name__)
 
+# The type of the training and refresh locks (redis-py's; a holder's token travels with it).
+Lock = redis.lock.Lock
+
 ItemMeta = tuple[str, tuple[str, ...], str]  # (post_id, tags, community_id)
 
 # Little-endian int32 item indices followed by float32 scores of the same length.
@@ -291,7 +294,16 @@ def live_user_at(raw: bytes | None, generation: int) -> dict[str, Any] | None:
     return None
 
 
-def release_lock(lock: redis.lock.Lock) -> None:
+def renew_lock(lock: Lock) -> bool:
+    """Restart the TTL of a lock the caller holds; False if it no longer holds it (it expired, or was taken over)."""
+    try:
+        lock.reacquire()
+    except redis.exceptions.LockNotOwnedError:
+        return False
+    return True
+
+
+def release_lock(lock: Lock) -> None:
     """Release a lock of :class:`RecsCache`; one that already expired (or was taken over) is only logged."""
     try:
         lock.release()

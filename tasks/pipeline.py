@@ -24,8 +24,6 @@ import logging
 from dataclasses import asdict
 
 import numpy as np
-from redis.exceptions import LockNotOwnedError
-from redis.lock import Lock
 
 import ml.artifact
 import ml.db.connection
@@ -35,7 +33,7 @@ import ml.families
 import ml.model_config
 import ml.training
 from common.config import Settings
-from common.recs_cache import RecsCache
+from common.recs_cache import Lock, RecsCache, renew_lock
 from ml.dataset import Dataset
 from ml.errors import DatasetError, TrainingError
 from ml.model import RecModel
@@ -187,13 +185,11 @@ def publish(settings: Settings, cache: RecsCache, lock: Lock, candidate: Candida
     not publish. Re-acquiring also restarts the lock's TTL, so it cannot expire during the flip. Returns the
     previously current version.
     """
-    try:
-        lock.reacquire()
-    except LockNotOwnedError as exc:
+    if not renew_lock(lock):
         raise RunAborted(
             f"version {candidate.version} not published: the run lost the training lock (it took longer than "
             f"{limits.lock_ttl(settings)} s, see TRAIN_TIME_LIMIT_SECONDS)"
-        ) from exc
+        )
     previous = cache.publish_version(candidate.version, candidate.update_message(), settings.recs_retain_seconds)
     ml.artifact.set_current(settings.model_dir, candidate.version)
     log.info("published version %s (previous %s)", candidate.version, previous)

@@ -21,11 +21,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from redis.lock import Lock
-
 import ml.artifact
 from common.config import Settings
-from common.recs_cache import RecsCache, release_lock
+from common.recs_cache import Lock, RecsCache, release_lock
 from ml.errors import ArtifactError
 from tasks import limits, outcomes, pipeline
 
