@@ -488,3 +488,17 @@ def test_a_publish_reaches_a_subscriber_on_every_node(cache, redis_client):
     finally:
         for pubsub in pubsubs:
             pubsub.close()
+
+
+def test_served_pages_move_and_locks_pass_between_processes(cache):
+    cache.record_served_page("u1", ["p1", "p2"], 1, "", "production", "production", "v1", maxlen=100)
+    pages = cache.read_served_pages(10)
+    assert [(p.user_id, p.post_ids, p.model_version) for p in pages] == [("u1", ["p1", "p2"], "v1")]
+    cache.ack_served_pages([page.entry_id for page in pages])  # one transaction on the stream's slot
+    assert cache.served_backlog() == 0
+    lock = cache.training_lock(10)
+    assert lock.acquire()
+    adopted = cache.adopt_training_lock(10, lock.local.token.decode())
+    assert adopted.owned()
+    adopted.release()
+    assert cache.training_lock(10).acquire()
