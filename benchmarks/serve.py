@@ -27,7 +27,10 @@ demo data's default size (``ml.demo``) and the default number of components. Usa
 root::
 
     .venv/bin/python -m benchmarks.serve [--duration 10] [--connections 32] [--worker-class gthread|sync]
-        [--users 500] [--items 2016] [--communities 32] [--fresh-posts 1000] [--seen-per-user 10]
+        [--users 500] [--items 2016] [--communities 32] [--fresh-posts 1000] [--seen-per-user 10] [--cluster]
+
+``--cluster`` serves from a local Redis Cluster of three masters (:mod:`testing.cluster`) instead of one
+redis-server: the same figures, for the two round trips a cluster costs a first page.
 
 Needs ``wrk`` (Debian package ``wrk``). Prints a markdown table (the figures of docs/PERFORMANCE.md).
 """
@@ -48,13 +51,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import redis
 
 from common.config import load_settings
 from common.recs_cache import RecsCache
+from common.redis_clients import worker_client
 from ml.demo import DEFAULT_POSTS, DEFAULT_USERS
 from ml.model import RecModel
 from ml.settings import TrainingSettings
+from testing.cluster import RedisClusterNodes
 from testing.factories import random_model
 from testing.polling import poll
 from testing.processes import BARE_GUNICORN_CONFIG, GunicornServer, RedisServer
@@ -228,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--communities", type=int, default=32, help="communities of the posts (default 32)")
     parser.add_argument("--fresh-posts", type=int, default=1000, help="posts in the live pool (default 1000)")
     parser.add_argument("--seen-per-user", type=int, default=10, help="reported views per user (default 10)")
+    parser.add_argument(
+        "--cluster", action="store_true", help="serve from a local Redis Cluster of three masters (testing.cluster)"
+    )
     args = parser.parse_args(argv)
     if args.connections < 2 or args.rounds < 1 or args.duration < 1:
         parser.error("--connections must be at least 2 (wrk runs 2 threads), --rounds and --duration at least 1")
@@ -240,10 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="recsvc-bench-"))
     script = work / "load.lua"
     script.write_text(WRK_SCRIPT)
-    private_redis = RedisServer().start()
+    private_redis = RedisClusterNodes().start() if args.cluster else RedisServer().start()
     servers: list[GunicornServer] = []
     try:
-        client = redis.Redis.from_url(private_redis.url)
+        client = worker_client(private_redis.url)
         cache = RecsCache(client, settings.redis_prefix)
         model = featured_model(args.users, args.items, args.components, seed=1, communities=args.communities)
         publish(cache, work / "models", model)
@@ -252,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         publish(live_cache, work / "models-live", model)
         make_live(live_cache, model, args.fresh_posts, args.seen_per_user)
         env = {"REDIS_URL": private_redis.url, "MODEL_DIR": str(work / "models"), "LOG_LEVEL": "warning"}
+        if args.cluster:  # Celery is never on the cluster (the web does not use it, but its settings are checked)
+            env["CELERY_BROKER_URL"] = env["CELERY_RESULT_BACKEND"] = "redis://127.0.0.1:6379/0"
         live_env = {**env, "REDIS_PREFIX": live_prefix, "MODEL_DIR": str(work / "models-live")}
         if args.worker_class:
             env["GUNICORN_CMD_ARGS"] = f"--worker-class {args.worker_class}"
