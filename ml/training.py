@@ -97,6 +97,13 @@ def train(dataset: Dataset, params: TrainingSettings, features: Features | None 
         When there is nothing to learn from (:func:`check_trainable`, or no interaction with a
         positive weight) or the fit produced NaN or infinite values.
     """
+    return fitted(dataset, params, features)[0]
+
+
+def fitted(
+    dataset: Dataset, params: TrainingSettings, features: Features | None = None
+) -> tuple[RecModel, LightFM, Features]:
+    """:func:`train`, also returning the fitted estimator and the features (what :mod:`ml.warm` saves)."""
     check_trainable(dataset)
     weights = interaction_weights(dataset, params)
     if weights.nnz == 0:
@@ -106,7 +113,7 @@ def train(dataset: Dataset, params: TrainingSettings, features: Features | None 
         )
     features = features or build_features(dataset)
     estimator = fit(weights, features, params)
-    return to_rec_model(dataset, features, estimator)
+    return to_rec_model(dataset, features, estimator), estimator, features
 
 
 def fit(
@@ -114,8 +121,11 @@ def fit(
     features: Features,
     params: TrainingSettings,
     after_epoch: Callable[[int, LightFM], None] | None = None,
+    estimator: LightFM | None = None,
 ) -> LightFM:
     """Run the LightFM fit on the weighted pairs of :func:`interaction_weights`.
+
+    ``estimator``, when given, is continued with ``fit_partial`` (a warm start) instead of a new one fitted.
 
     ``after_epoch(epoch, estimator)``, when given, is called after each epoch (numbered from 1) of the same
     fit, one epoch at a time; the model search (:mod:`ml.search`) prunes hopeless trials from it.
@@ -126,15 +136,8 @@ def fit(
         When the fit diverges (LightFM checks the parameters after every epoch).
     """
     threads = params.num_threads or usable_cpus()
-    estimator = LightFM(
-        no_components=params.components,
-        loss=params.loss,
-        learning_rate=params.learning_rate,
-        item_alpha=params.item_alpha,
-        user_alpha=params.user_alpha,
-        max_sampled=params.max_sampled,
-        random_state=np.random.RandomState(params.seed),
-    )
+    warm = estimator is not None
+    estimator = estimator or new_estimator(params)
     positives = sp.coo_matrix((np.ones(weights.nnz, dtype=np.float32), (weights.row, weights.col)), weights.shape)
     # LightFM implements no sample weights for k-OS WARP; it learns from the positives alone.
     sample_weight = None if params.loss == "warp-kos" else weights
@@ -149,7 +152,9 @@ def fit(
                 "sample_weight": sample_weight,
                 "num_threads": threads,
             }
-            if after_epoch is None:
+            if warm:
+                estimator.fit_partial(positives, epochs=params.epochs, **data)
+            elif after_epoch is None:
                 estimator.fit(positives, epochs=params.epochs, **data)
             else:
                 for epoch in range(1, params.epochs + 1):
@@ -158,8 +163,9 @@ def fit(
     except ValueError as exc:
         raise TrainingError(f"the fit failed: {exc}") from exc
     logger.info(
-        "fitted LightFM (%s, %d components, %d epochs, %d threads) on %d pairs in %.2f s",
+        "fitted LightFM (%s%s, %d components, %d epochs, %d threads) on %d pairs in %.2f s",
         params.loss,
+        ", warm start" if warm else "",
         params.components,
         params.epochs,
         threads,
@@ -167,6 +173,19 @@ def fit(
         time.perf_counter() - started,
     )
     return estimator
+
+
+def new_estimator(params: TrainingSettings) -> LightFM:
+    """An unfitted LightFM with the hyperparameters of ``params``."""
+    return LightFM(
+        no_components=params.components,
+        loss=params.loss,
+        learning_rate=params.learning_rate,
+        item_alpha=params.item_alpha,
+        user_alpha=params.user_alpha,
+        max_sampled=params.max_sampled,
+        random_state=np.random.RandomState(params.seed),
+    )
 
 
 def to_rec_model(dataset: Dataset, features: Features, estimator: LightFM) -> RecModel:
