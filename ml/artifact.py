@@ -2,10 +2,12 @@
 
 A model directory holds, per version ``YYYYMMDDTHHMMSSZ-xxxxxxxx``:
 
-- ``<version>.npz``: every array of the :class:`~ml.model.RecModel` (``np.savez``). Strings (ids, tags,
-  communities) are stored as one UTF-8 blob of NUL-separated values, so the file loads with
-  ``allow_pickle=False``. The non-identity feature embeddings (for posts and users the model has not
-  seen) are optional arrays: an artifact written before they existed loads with none.
+- ``<version>.npz``: every array of the :class:`~ml.model.RecModel`, an uncompressed zip of ``.npy`` members
+  (what ``np.savez`` writes) whose data start on 64-byte boundaries. Strings (ids, tags, communities) are
+  stored as one UTF-8 blob of NUL-separated values, so the file loads with ``allow_pickle=False``; the user
+  ids also with their offsets and sorted order (:class:`~ml.model.PackedStrings`). The non-identity feature
+  embeddings (for posts and users the model has not seen) are optional arrays: an artifact written before
+  they existed loads with none, one written before the user ids' offsets and order gets them computed.
 - ``<version>.json``: the format version, the sha256 of the ``.npz`` bytes, the array shapes, the counts,
   and the caller's metadata (params, metrics, data window...).
 
@@ -13,6 +15,15 @@ and a ``CURRENT`` file naming the current version. Each file is written under a 
 same directory, fsynced and moved into place with ``os.replace``; the ``.json`` is written after the
 ``.npz``, so a version whose ``.json`` exists is complete. Loading verifies the checksum, the format and
 every shape, and raises :class:`~ml.errors.ArtifactError` naming the file and the reason.
+
+One model per host: :func:`load` memory-maps the large arrays read-only from the ``.npz`` (a stored member is
+a ``.npy`` at a known offset of the zip) instead of reading them, so the web workers of a host share one copy
+of the embeddings and user ids in the page cache. The checksum is verified by streaming the file through
+sha256 once per load, from the descriptor that is then mapped: the mapped bytes are the verified ones (a
+version's files are never rewritten in place, only replaced or unlinked, which leaves a mapping intact).
+Every load verifies, not only the trainer's write: a worker must refuse a file damaged after it was
+written. An artifact written before the alignment (members at any offset) still loads: its unaligned
+arrays are read into memory as before.
 """
 
 from __future__ import annotations
@@ -21,9 +32,11 @@ import hashlib
 import io
 import json
 import logging
+import mmap
 import os
 import re
 import secrets
+import struct
 import tempfile
 import time
 import zipfile
@@ -35,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from ml.errors import ArtifactError
-from ml.model import RecModel
+from ml.model import PackedStrings, RecModel, check_sorted, sorted_order, string_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +61,12 @@ VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 STALE_TEMP_SECONDS = 3600
 _TEMP_PREFIX = ".tmp-"
 _SEPARATOR = "\x00"
+# Members' data start on this boundary (the .npy header pads the array itself to 64 bytes from there), so a
+# mapped float32 array is aligned as BLAS wants; arrays smaller than _MAP_BYTES are read, not mapped.
+_ALIGN = 64
+_MAP_BYTES = 1 << 16
+_PADDING_FIELD = 0xD935  # the zip extra-field id Android's zipalign uses for padding
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # a zip local file header (30 bytes)
 
 # The numeric arrays of a RecModel, stored under their own names.
 _MODEL_ARRAYS = (
@@ -138,9 +157,7 @@ def save(
         raise ArtifactError(f"{json_path}: version {version} already exists")
 
     arrays = _to_arrays(model)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    payload = buffer.getvalue()
+    payload = _aligned_archive(arrays)
     document = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -193,17 +210,20 @@ def load(model_dir: str | os.PathLike, version: str | None = None) -> tuple[RecM
     npz_path, json_path = _paths(directory, version)
     document = _read_metadata(json_path)
     try:
-        payload = npz_path.read_bytes()
+        handle = npz_path.open("rb")
     except OSError as exc:
         raise ArtifactError(f"{npz_path}: cannot read: {exc.strerror or exc}") from exc
-    digest = hashlib.sha256(payload).hexdigest()
-    if digest != document["sha256"]:
-        raise ArtifactError(f"{npz_path}: checksum mismatch (sha256 {digest}, metadata says {document['sha256']})")
-    try:
-        with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
-        raise ArtifactError(f"{npz_path}: not a readable model archive: {exc}") from exc
+    with handle:
+        try:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        except OSError as exc:
+            raise ArtifactError(f"{npz_path}: cannot read: {exc.strerror or exc}") from exc
+        if digest != document["sha256"]:
+            raise ArtifactError(f"{npz_path}: checksum mismatch (sha256 {digest}, metadata says {document['sha256']})")
+        try:
+            arrays = _map_archive(handle)
+        except (OSError, ValueError, zipfile.BadZipFile, KeyError, EOFError) as exc:
+            raise ArtifactError(f"{npz_path}: not a readable model archive: {exc}") from exc
     expected = document["arrays"]
     if set(arrays) != set(expected):
         raise ArtifactError(f"{npz_path}: arrays {sorted(arrays)} do not match the metadata {sorted(expected)}")
@@ -354,6 +374,73 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     return document
 
 
+def _aligned_archive(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """An uncompressed zip of one ``.npy`` per array, as ``np.savez`` writes, with every member's data aligned.
+
+    A padding extra field in each local header moves the member's data to a multiple of :data:`_ALIGN`;
+    ``np.load`` and every zip reader skip it.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+            data = member.getvalue()
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            start = buffer.tell() + _LOCAL_HEADER.size + len(info.filename.encode())
+            if len(data) >= zipfile.ZIP64_LIMIT:
+                start += 20  # the zip64 sizes field zipfile adds to the local header
+            pad = -start % _ALIGN
+            pad += _ALIGN if pad < 4 else 0  # a field is at least its 4-byte header
+            info.extra = struct.pack("<HH", _PADDING_FIELD, pad - 4) + bytes(pad - 4)
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def _map_archive(handle: io.BufferedReader) -> dict[str, np.ndarray]:
+    """Every ``.npy`` member of an open ``.npz``: large aligned stored ones mapped read-only, the rest read."""
+    arrays: dict[str, np.ndarray] = {}
+    mapped = None
+    with zipfile.ZipFile(handle) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise ValueError(f"member {info.filename!r} is not a .npy")
+            name = info.filename[: -len(".npy")]
+            array = None
+            if info.compress_type == zipfile.ZIP_STORED and info.file_size >= _MAP_BYTES:
+                handle.seek(info.header_offset)
+                fields = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
+                if fields[0] != b"PK\x03\x04":
+                    raise ValueError(f"member {info.filename!r}: bad local header")
+                start = info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1]
+                handle.seek(start)
+                shape, fortran, dtype = _npy_header(handle)
+                offset = handle.tell()
+                if dtype.hasobject or offset + dtype.itemsize * int(np.prod(shape)) > start + info.file_size:
+                    raise ValueError(f"member {info.filename!r}: header does not match its size")
+                if offset % _ALIGN == 0:
+                    if mapped is None:
+                        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                    count = int(np.prod(shape))
+                    flat = np.frombuffer(mapped, dtype=dtype, count=count, offset=offset)
+                    array = flat.reshape(shape, order="F" if fortran else "C")
+            if array is None:
+                with archive.open(info) as member:
+                    array = np.lib.format.read_array(member, allow_pickle=False)
+            arrays[name] = array
+    return arrays
+
+
+def _npy_header(handle: io.BufferedReader) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(handle)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(handle)
+    raise ValueError(f"unsupported .npy format version {version}")
+
+
 def _pack_strings(values: list[str], what: str) -> np.ndarray:
     """One UTF-8 blob of the values separated by NUL (a byte no id, tag or name may contain)."""
     if any(_SEPARATOR in v for v in values):
@@ -383,7 +470,7 @@ def _to_arrays(model: RecModel) -> dict[str, np.ndarray]:
     communities = sorted(set(model.item_community_ids))
     community_index = {c: i for i, c in enumerate(communities)}
     return {
-        "user_ids": _pack_strings(model.user_ids, "a user id"),
+        **_user_id_arrays(model),
         "item_ids": _pack_strings(model.item_ids, "a post id"),
         "tag_vocabulary": _pack_strings(tag_vocabulary, "a tag"),
         "tag_counts": np.array([len(tag_vocabulary)], dtype=np.int64),
@@ -397,6 +484,44 @@ def _to_arrays(model: RecModel) -> dict[str, np.ndarray]:
         "item_feature_names": _pack_strings(model.item_feature_names, "an item feature name"),
         "user_feature_names": _pack_strings(model.user_feature_names, "a user feature name"),
     }
+
+
+def _user_id_arrays(model: RecModel) -> dict[str, np.ndarray]:
+    """The user ids' blob with their offsets and sorted order (what :class:`PackedStrings` looks up by)."""
+    if isinstance(model.user_ids, PackedStrings):
+        packed = model.user_ids
+        return {"user_ids": packed.blob, "user_id_offsets": packed.offsets, "user_id_order": packed.order}
+    blob = _pack_strings(list(model.user_ids), "a user id")
+    if not model.num_users:
+        return {"user_ids": blob}  # no offsets: an empty model has no strings to find
+    offsets = string_offsets(blob)
+    return {"user_ids": blob, "user_id_offsets": offsets, "user_id_order": sorted_order(blob, offsets)}
+
+
+def _user_ids(arrays: Mapping[str, np.ndarray], count: int) -> list[str] | PackedStrings:
+    """The user ids, packed and checked: offsets from the NULs, order by strictly ascending bytes.
+
+    An artifact written before the offsets and order were stored gets them computed (private to the process).
+    """
+    blob = arrays["user_ids"]
+    if count == 0:
+        return _unpack_strings(blob, 0, "user_ids")
+    offsets = string_offsets(blob)
+    if len(offsets) != count + 1:
+        raise ValueError(f"user_ids: {len(offsets) - 1} entries, expected {count}")
+    if "user_id_order" not in arrays:
+        return PackedStrings(blob, offsets, sorted_order(blob, offsets))
+    stored, order = arrays["user_id_offsets"], arrays["user_id_order"]
+    if stored.dtype != np.int64 or not np.array_equal(stored, offsets):
+        raise ValueError("user_id_offsets do not match user_ids")
+    if order.dtype != np.int32 or order.ndim != 1:
+        raise ValueError("user_id_order must be an int32 array")
+    try:
+        check_sorted(blob, offsets, order)
+    except ValueError as exc:
+        raise ValueError(f"user_id_order {exc}") from exc
+    blob.tobytes().decode("utf-8")  # every id is UTF-8 (a transient copy)
+    return PackedStrings(blob, stored, order)
 
 
 def _from_arrays(arrays: Mapping[str, np.ndarray]) -> RecModel:
@@ -432,7 +557,7 @@ def _from_arrays(arrays: Mapping[str, np.ndarray]) -> RecModel:
     flat_tags = [tags[j] for j in tag_indices.tolist()]
     bounds = tag_indptr.tolist()
     return RecModel(
-        user_ids=_unpack_strings(arrays["user_ids"], num_users, "user_ids"),
+        user_ids=_user_ids(arrays, num_users),
         item_ids=_unpack_strings(arrays["item_ids"], num_items, "item_ids"),
         item_tags=[tuple(flat_tags[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)],
         item_community_ids=[communities[c] for c in item_community],

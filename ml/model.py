@@ -17,19 +17,139 @@ were read gets a representation from its features alone (:meth:`RecModel.item_re
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ml.cpus import usable_cpus
 
 # Scores of one block of users against all items are held at once: this many float32 values (8 MiB).
 # Small enough to stay in cache between the product and the selection, large enough for a fast BLAS call.
 BLOCK_ELEMENTS = 1 << 21
+# One controller for the process: building one scans the loaded libraries (~0.15 ms), which
+# ``threadpool_limits(...)`` did on every call, i.e. on every page a web worker ranked.
+_THREADPOOLS = ThreadpoolController()
+
+
+def _one_blas_thread():
+    """A context in which BLAS runs single-threaded (see :meth:`RecModel.top_k`'s notes)."""
+    return _THREADPOOLS.limit(limits=1, user_api="blas")
+
+
+class PackedStrings(Sequence[str]):
+    """A read-only sequence of strings kept as arrays, with lookup by value: no Python object per string.
+
+    ``blob`` holds the UTF-8 strings separated by NUL; string ``i`` is ``blob[offsets[i] : offsets[i + 1] - 1]``
+    (so ``offsets`` has ``n + 1`` entries and ends at ``len(blob) + 1``); ``order`` lists the indices by
+    ascending UTF-8 bytes, and :meth:`index_of` is a binary search over it (about 20 probes at a million).
+    The arrays may be memory-mapped from the model artifact (:mod:`ml.artifact`): a web worker then holds no
+    private copy of a million user ids and no dict over them (together about 130 MB per worker at 1M users).
+    Build one with :func:`pack_strings`, which also checks that the strings are distinct.
+    """
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray, order: np.ndarray):
+        self.blob, self.offsets, self.order = blob, offsets, order
+        # Plain memoryviews: indexing one costs a tenth of indexing a numpy array (a lookup makes ~60).
+        self._view = memoryview(np.ascontiguousarray(blob)).cast("B")
+        self._starts = memoryview(np.ascontiguousarray(offsets, dtype=np.int64)).cast("B").cast("q")
+        self._order = memoryview(np.ascontiguousarray(order, dtype=np.int32)).cast("B").cast("i")
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def _bytes(self, index: int) -> bytes:
+        return self._view[self._starts[index] : self._starts[index + 1] - 1].tobytes()
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("PackedStrings index out of range")
+        return self._bytes(index).decode("utf-8")
+
+    def __iter__(self) -> Iterator[str]:
+        if not len(self):
+            return iter(())
+        return iter(self._view.tobytes().decode("utf-8").split("\x00"))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and len(other) == len(self) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-sequence semantics: equal to a list, so unhashable
+
+    def index_of(self, value: str) -> int | None:
+        """The index of ``value``, or None when it is not held."""
+        target = value.encode("utf-8", "surrogatepass")
+        position = bisect_left(self._order, target, key=self._bytes)
+        if position < len(self._order):
+            found = self._order[position]
+            if self._bytes(found) == target:
+                return found
+        return None
+
+
+def string_offsets(blob: np.ndarray) -> np.ndarray:
+    """The ``offsets`` of :class:`PackedStrings` for a NUL-separated blob of at least one string."""
+    ends = np.flatnonzero(blob == 0) + 1
+    return np.concatenate(([0], ends, [len(blob) + 1])).astype(np.int64)
+
+
+def sorted_order(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The indices of the strings by ascending UTF-8 bytes, computed without a Python object per string.
+
+    Raises ``ValueError`` when two strings are equal.
+    """
+    keys = _fixed_width(blob, offsets)
+    order = np.argsort(keys, kind="stable").astype(np.int32)
+    check_sorted(blob, offsets, order, keys)
+    return order
+
+
+def check_sorted(blob: np.ndarray, offsets: np.ndarray, order: np.ndarray, keys: np.ndarray | None = None) -> None:
+    """Raise ``ValueError`` unless ``order`` lists every string once, by strictly ascending bytes."""
+    count = len(offsets) - 1
+    if len(order) != count or (count and (order.min() < 0 or order.max() >= count)):
+        raise ValueError("the sorted order does not list every string")
+    ranked = (keys if keys is not None else _fixed_width(blob, offsets))[order]
+    if count > 1 and not (ranked[1:] > ranked[:-1]).all():
+        raise ValueError("holds duplicates or is not sorted")
+
+
+def pack_strings(values: Sequence[str]) -> PackedStrings:
+    """``values`` as a :class:`PackedStrings` (raises ``ValueError`` on a NUL in a value or duplicates)."""
+    if any("\x00" in v for v in values):
+        raise ValueError("a string contains a NUL character")
+    blob = np.frombuffer("\x00".join(values).encode("utf-8"), dtype=np.uint8)
+    if not values:
+        return PackedStrings(blob, np.zeros(1, np.int64), np.zeros(0, np.int32))
+    offsets = string_offsets(blob)
+    return PackedStrings(blob, offsets, sorted_order(blob, offsets))
+
+
+def _fixed_width(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The strings as a numpy bytes array (``S<longest>``), whose comparisons are bytewise."""
+    count = len(offsets) - 1
+    lengths = np.diff(offsets) - 1
+    width = max(1, int(lengths.max()) if count else 1)
+    table = np.zeros((count, width), dtype=np.uint8)
+    chars = np.flatnonzero(blob != 0)
+    rows = np.repeat(np.arange(count), lengths)
+    table[rows, chars - offsets[rows]] = blob[chars]
+    return table.view(f"S{width}").reshape(count)
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,8 +158,9 @@ class RecModel:
 
     Attributes
     ----------
-    user_ids : list of str, length U
-        Every user known at training time, including users with features but no interactions.
+    user_ids : list of str or PackedStrings, length U
+        Every user known at training time, including users with features but no interactions. A loaded
+        artifact gives a :class:`PackedStrings` (memory-mapped, looked up without a dict).
     item_ids : list of str, length I
         Every post known at training time.
     item_tags : list of tuple of str, length I
@@ -76,7 +197,7 @@ class RecModel:
     ``ValueError`` otherwise, so an inconsistent model never reaches a ranking.
     """
 
-    user_ids: list[str]
+    user_ids: Sequence[str]
     item_ids: list[str]
     item_tags: list[tuple[str, ...]]
     item_community_ids: list[str]
@@ -95,7 +216,7 @@ class RecModel:
     user_feature_embeddings: np.ndarray | None = None
     user_feature_biases: np.ndarray | None = None
     fresh_calibration: np.ndarray | None = None
-    _user_index: dict[str, int] = field(init=False, repr=False)
+    _user_lookup: Callable[[str], int | None] = field(init=False, repr=False)
     _item_feature_index: dict[str, int] = field(init=False, repr=False)
     _user_feature_index: dict[str, int] = field(init=False, repr=False)
 
@@ -126,10 +247,14 @@ class RecModel:
         _check_array("popular_scores", self.popular_scores, np.float32, 1, num_items)
         if num_items and not np.array_equal(np.sort(self.popular_items), np.arange(num_items, dtype=np.int32)):
             raise ValueError("popular_items must list every item index exactly once")
-        index = {user_id: i for i, user_id in enumerate(self.user_ids)}
-        if len(index) != num_users:
-            raise ValueError("user_ids holds duplicates")
-        object.__setattr__(self, "_user_index", index)
+        if isinstance(self.user_ids, PackedStrings):  # checked distinct when it was packed
+            lookup = self.user_ids.index_of
+        else:
+            index = {user_id: i for i, user_id in enumerate(self.user_ids)}
+            if len(index) != num_users:
+                raise ValueError("user_ids holds duplicates")
+            lookup = index.get
+        object.__setattr__(self, "_user_lookup", lookup)
         for side in ("item", "user"):
             object.__setattr__(self, f"_{side}_feature_index", self._check_features(side))
         if self.fresh_calibration is None:
@@ -171,7 +296,7 @@ class RecModel:
 
     def user_index(self, user_id: str) -> int | None:
         """The index of ``user_id``, or None when the model does not know the user."""
-        return self._user_index.get(user_id)
+        return self._user_lookup(user_id)
 
     def excluded_items(self, user: int) -> np.ndarray:
         """The item indices never recommended to user index ``user`` (sorted int32)."""
@@ -219,6 +344,9 @@ class RecModel:
         kept = min(k, self.num_items)
         if kept == 0 or len(users) == 0:
             return items, scores
+        if len(users) == 1:  # a web page: one product, no item copy, no block machinery
+            items[0, :kept], scores[0, :kept] = self._rank_one(int(users[0]), kept)
+            return items, scores
         ranker = _BlockRanker(self, kept)
         blocks = [
             (start, users[start : start + ranker.block_users]) for start in range(0, len(users), ranker.block_users)
@@ -233,7 +361,7 @@ class RecModel:
                     block, *buffers
                 )
 
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             if threads == 1:
                 rank_share(blocks)
             else:
@@ -241,6 +369,18 @@ class RecModel:
                     for done in [pool.submit(rank_share, share) for share in shares]:
                         done.result()
         return items, scores
+
+    def _rank_one(self, user: int, kept: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``kept`` best items of one user (padded with -1 / nan), as :meth:`top_k` ranks them."""
+        with _one_blas_thread():
+            row = self.item_embeddings @ self.user_embeddings[user]
+        row += self.item_biases
+        row[self.excluded_items(user)] = -np.inf
+        best = np.argpartition(-row, kept - 1)[:kept] if kept < len(row) else np.arange(len(row))
+        best = best[np.argsort(-row[best], kind="stable")]
+        best_scores = row[best] + self.user_biases[user]
+        missing = np.isneginf(best_scores)
+        return np.where(missing, -1, best).astype(np.int32), np.where(missing, np.nan, best_scores).astype(np.float32)
 
     def popular(self, k: int, exclude: Iterable[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` most popular items, best first, skipping the item indices in ``exclude``.
@@ -352,7 +492,7 @@ class RecModel:
         vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
         if vector.shape[0] != self.num_components:
             raise ValueError(f"embedding has dimension {vector.shape[0]}, the model {self.num_components}")
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             scores = self.item_embeddings @ vector + self.item_biases
         if exclude is not None and len(exclude):
             scores[np.asarray(exclude, dtype=np.int64)] = -np.inf

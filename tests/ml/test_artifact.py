@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import mmap
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ import pytest
 
 from ml import artifact
 from ml.errors import ArtifactError
+from ml.model import PackedStrings
 from testing.factories import random_model
 
 T0 = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
@@ -251,3 +253,81 @@ def test_a_version_id_with_a_final_newline_is_refused(tmp_path):
         artifact.read_metadata(tmp_path, version + "\n")
     with pytest.raises(ArtifactError, match="version id"):
         artifact.load(tmp_path, version + "\n")
+
+
+def _as_old_artifact(directory, version, drop=("user_id_offsets", "user_id_order")):
+    """Rewrite a version as an artifact of before the mapping: ``np.savez``'s layout, no user id offsets/order."""
+    npz_path, json_path = directory / f"{version}.npz", directory / f"{version}.json"
+    with np.load(npz_path) as archive:
+        arrays = {name: archive[name] for name in archive.files if name not in drop}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    npz_path.write_bytes(buffer.getvalue())
+    document = json.loads(json_path.read_text())
+    document["sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    document["arrays"] = {name: spec for name, spec in document["arrays"].items() if name not in drop}
+    json_path.write_text(json.dumps(document))
+
+
+def _mapped(array: np.ndarray) -> bool:
+    base = array
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    return isinstance(base.obj if isinstance(base, memoryview) else base, mmap.mmap)
+
+
+def test_large_arrays_are_memory_mapped_read_only_and_aligned(tmp_path):
+    """One model per host (issue 14): the workers map the artifact's arrays, they hold no private copy."""
+    model = random_model(num_users=10_000, num_items=700, dim=8)
+    artifact.save(model, tmp_path, {})
+    loaded, _ = artifact.load(tmp_path)
+    for name in ("user_embeddings", "item_biases", "exclude_indptr", "user_biases"):
+        array = getattr(loaded, name)
+        assert array.nbytes < 1 << 16 or _mapped(array), name
+    assert _mapped(loaded.user_embeddings) and _mapped(loaded.user_ids.offsets)
+    assert not loaded.user_embeddings.flags.writeable
+    assert loaded.user_embeddings.ctypes.data % 64 == 0
+    with pytest.raises(ValueError, match="read-only"):
+        loaded.user_embeddings[0, 0] = 1.0
+    assert isinstance(loaded.user_ids, PackedStrings)
+    assert [loaded.user_index(u) for u in ("user-0", "user-9999", "user-123", "user-10000")] == [0, 9999, 123, None]
+    np.testing.assert_array_equal(loaded.top_k(np.arange(50), 10)[0], model.top_k(np.arange(50), 10)[0])
+
+
+def test_a_mapped_model_survives_its_files_being_pruned(tmp_path):
+    model = random_model(num_users=5000, num_items=50, dim=8)
+    first = artifact.save(model, tmp_path, {})
+    loaded, _ = artifact.load(tmp_path, first)
+    artifact.save(model, tmp_path, {}, keep=0)
+    artifact.save(model, tmp_path, {}, keep=0)
+    assert first not in artifact.list_versions(tmp_path)
+    np.testing.assert_array_equal(loaded.user_embeddings, model.user_embeddings)
+
+
+def test_an_artifact_written_before_the_mapping_still_loads(tmp_path):
+    model = random_model(num_users=3000, num_items=40, dim=8)
+    model = _with_strings(model, user_ids=[f"유저-{u}" for u in range(2999)] + ["🎤"], tag="x")
+    version = artifact.save(model, tmp_path, {})
+    _as_old_artifact(tmp_path, version)
+    loaded, _ = artifact.load(tmp_path)
+    assert loaded.user_ids == model.user_ids
+    assert [loaded.user_index(u) for u in ("유저-0", "🎤", "유저-2998", "nobody")] == [0, 2999, 2998, None]
+    np.testing.assert_array_equal(loaded.user_embeddings, model.user_embeddings)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda order: order[::-1].copy(), "user_id_order holds duplicates or is not sorted"),
+        (lambda order: np.zeros_like(order), "user_id_order holds duplicates or is not sorted"),
+        (lambda order: order[:-1].copy(), "user_id_order the sorted order does not list every string"),
+    ],
+    ids=["reversed", "repeated", "short"],
+)
+def test_a_forged_user_id_order_is_refused(tmp_path, change, reason):
+    version = artifact.save(random_model(num_users=50), tmp_path, {})
+    with np.load(tmp_path / f"{version}.npz") as archive:
+        order = archive["user_id_order"]
+    _rewrite_arrays(tmp_path, version, user_id_order=change(order))
+    with pytest.raises(ArtifactError, match=rf"inconsistent model: {reason}"):
+        artifact.load(tmp_path)

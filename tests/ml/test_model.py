@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ml.model
-from ml.model import RecModel
+from ml.model import RecModel, pack_strings
 from testing.factories import brute_force_top_k, random_model
 
 FLOAT32_ROUNDING = 1e-6  # a few float32 ulps, relative
@@ -149,3 +149,30 @@ def test_inconsistent_model_is_refused(change, message):
     fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(RecModel) if f.init}
     with pytest.raises(ValueError, match=message):
         RecModel(**{**fields, **change})
+
+
+def test_top_k_of_one_user_ranks_as_the_blocks_do():
+    """A web page ranks one user without the block machinery; the ranking is the same."""
+    model = random_model(num_users=40, num_items=300, dim=8, seed=3, exclude={1: list(range(0, 300, 2)), 2: []})
+    every_items, every_scores = model.top_k(np.arange(40), 20)
+    for user in range(40):
+        items, scores = model.top_k([user], 20)
+        np.testing.assert_array_equal(items[0], every_items[user])
+        np.testing.assert_allclose(scores[0], every_scores[user], rtol=1e-5)
+    assert not set(model.top_k([1], 300)[0][0][:150].tolist()) & set(range(0, 300, 2))
+    items, scores = model.top_k([1], 300)  # fewer candidates than k: padded as the blocks pad
+    assert (items[0][150:] == -1).all() and np.isnan(scores[0][150:]).all()
+
+
+def test_packed_strings_find_every_string_and_refuse_duplicates():
+    values = ["b", "유저-1", "a", "🎤", "ab", "", "a\u00e9"]
+    packed = pack_strings(values)
+    assert len(packed) == len(values) and packed == values and list(packed) == values
+    assert [packed.index_of(v) for v in values] == list(range(len(values)))
+    assert packed.index_of("c") is None and packed.index_of("a\u00e8") is None
+    assert packed[1] == "유저-1" and packed[-1] == "a\u00e9" and packed[1:3] == ["유저-1", "a"]
+    with pytest.raises(IndexError):
+        packed[len(values)]
+    with pytest.raises(ValueError, match="duplicates"):
+        pack_strings(["x", "y", "x"])
+    assert len(pack_strings([])) == 0 and pack_strings([]).index_of("x") is None
