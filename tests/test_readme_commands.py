@@ -160,8 +160,9 @@ def check_celery(command: Command) -> None:
     assert argv[1:3] == ["-A", "tasks"], command.line
     args = concrete(argv[3:])
     if args[:1] == ["call"]:
-        import tasks.training  # noqa: F401 - registers the tasks
         from tasks.celery import app
+
+        app.loader.import_default_modules()  # the task modules of the app's include list, as a worker imports them
 
         assert args[1] in app.tasks, f"no task {args[1]}"
         args = args[:1]  # `call`'s --help takes no task name
