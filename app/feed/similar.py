@@ -66,19 +66,23 @@ class Neighbours:
         user = model.user_index(feed.request.user_id)
         excluded = len(model.excluded_items(user)) if user is not None else 0
         depth = max(self._max_feed_posts, RERANK_DEPTH) + len(scope.seen) + len(scope.shown) + excluded
-        cosines = units.cosines(vector)
-        if post < offset:
-            cosines[post] = -np.inf
-        best = top(cosines, depth)
         usable = units.usable
+
+        def rank(k: int) -> tuple[np.ndarray, np.ndarray]:
+            cosines = units.cosines(vector)
+            if post < offset:
+                cosines[post] = -np.inf
+            best = top(cosines, k)
+            return best.astype(np.int64), cosines[best]
 
         def trained(feed_ids: np.ndarray) -> np.ndarray:
             inside = (feed_ids >= 0) & (feed_ids < offset) & (feed_ids != post)
             return inside & usable[np.where(inside, feed_ids, 0)]
 
-        size = int(usable.sum()) - int(post < offset)
-        head = (best.astype(np.int64), cosines[best])
-        ranking: Ranked = Extended(head, lambda k: head, len(best), size, trained)
+        size = (len(usable) if units.all_usable else int(usable.sum())) - int(post < offset)
+        # Most pages are near the top: the first RERANK_DEPTH now, the rest (a second product) only when a page
+        # goes past them. The lists of a kept feed hold no per-item array, only these entries.
+        ranking: Ranked = Extended(rank(min(depth, RERANK_DEPTH)), rank, depth, size, trained)
         if len(pool.scorable):
             others = pool.scorable + offset != post
             pool_ids = pool.scorable[others] + offset

@@ -101,6 +101,14 @@ def test_similar_posts_are_the_model_posts_by_cosine_without_the_post_itself(cli
     assert scores == pytest.approx([float(cosines[model.item_ids.index(p)]) for p in expected[:7]], abs=1e-5)
 
 
+def test_a_similar_scroll_past_the_first_hundred_is_still_the_exact_cosine_order(client, cache, model_dir):
+    big = random_model(num_users=5, num_items=250, seed=9)  # more neighbours than the first ranking holds
+    publish(cache, model_dir, big, top_k=TOP_K)
+    expected, _ = by_cosine(big, big.item_embeddings[3], skip=3)
+    first, posts = scroll(similar, client, "post-3", limit=25)
+    assert posts == expected and first["pagination"]["total"] == 249 > RERANK_DEPTH
+
+
 def test_similar_pages_have_exact_boundaries(client, model, version):
     expected, _ = by_cosine(model, model.item_embeddings[7], skip=7)
     last = similar(client, "post-7", limit=5, offset=NUM_ITEMS - 3)
