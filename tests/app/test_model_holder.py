@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from app.model_holder import ModelHolder
 from ml import artifact
 from testing.factories import random_model
@@ -42,3 +44,26 @@ def test_missing_versions_and_keeping_none_answer_none(model_dir):
     assert holder.at("20200101T000000Z-00000000") is None
     assert holder.at("../../etc/passwd") is None
     assert ModelHolder(str(model_dir), lambda: current, kept=0).at(older) is None
+
+
+def test_mapped_models_swap_whole_and_a_bad_artifact_is_refused(model_dir):
+    """One model per host: a reload swaps one mapped model for another; a damaged one leaves the old in place."""
+    big = {seed: random_model(num_users=10_000, num_items=50, dim=8, seed=seed) for seed in (0, 1)}
+    first = artifact.save(big[0], model_dir, {}, make_current=True)
+    holder = ModelHolder(str(model_dir), lambda: None, kept=1)
+    held = holder.get()
+    assert not held.model.user_embeddings.flags.writeable  # mapped from the artifact, not a private copy
+    second = artifact.save(big[1], model_dir, {}, make_current=True)
+    assert holder.reload(second).reloaded
+    assert holder.current.model.user_index("user-9999") == 9999
+    np.testing.assert_array_equal(holder.current.model.user_embeddings, big[1].user_embeddings)
+    np.testing.assert_array_equal(holder.at(first).model.user_embeddings, big[0].user_embeddings)
+    third = artifact.save(big[0], model_dir, {}, make_current=True)
+    npz = model_dir / f"{third}.npz"
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    npz.write_bytes(bytes(data))
+    outcome = holder.reload(third)
+    assert not outcome.success and "checksum mismatch" in outcome.reason
+    assert holder.current.version == second
+    np.testing.assert_array_equal(holder.current.model.user_embeddings, big[1].user_embeddings)
