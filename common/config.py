@@ -57,6 +57,9 @@ class Settings:
     refresh_interval_seconds: float = 30.0
     refresh_lookback_seconds: float = 60.0
     quality_gate_margin: float = 0.2
+    # Warm starts (ml.warm): a run continues the served version's fit unless this long has passed since the
+    # last full fit; 0 makes every run a full fit.
+    full_retrain_interval_seconds: float = 0.0
     precompute_chunk_users: int = 50_000
     top_k: int = 100
     default_page_limit: int = 20
@@ -243,6 +246,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
             env, "REFRESH_LOOKBACK_SECONDS", float_in(0.0, 86400.0), d.refresh_lookback_seconds
         ),
         quality_gate_margin=read_var(env, "QUALITY_GATE_MARGIN", float_in(0.0, 1.0), d.quality_gate_margin),
+        full_retrain_interval_seconds=read_var(
+            env, "FULL_RETRAIN_INTERVAL_SECONDS", float_in(0.0, 30 * 86400.0), d.full_retrain_interval_seconds
+        ),
         precompute_chunk_users=read_var(
             env, "PRECOMPUTE_CHUNK_USERS", int_in(100, 10_000_000), d.precompute_chunk_users
         ),

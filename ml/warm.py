@@ -7,7 +7,8 @@ interactions that arrived since:
 - :func:`save_state` writes, next to the version's artifact, ``<version>.warm.npz``: LightFM's per-feature
   parameters (``user_embeddings``, ``item_embeddings``, their biases, and the learning schedule's
   accumulators: adagrad's summed squared gradients, adadelta's running averages), the name of each feature
-  column, the hyperparameters, the time of the newest interaction learned from and when the last full fit ran.
+  column, the hyperparameters, the time of the newest interaction learned from, when the last full fit ran
+  and the first warm start's progressive figure after it (the reference the drift gate compares with).
 - :func:`grown_estimator` builds an estimator for the current data's features: a column whose name the state
   knows (``user:<id>``, ``post:<id>``, ``tag:<t>``, ...) gets its parameters, wherever its new index is; a new
   user, post or tag gets LightFM's own initialisation (its ``_initialize``, so the accumulators start as a
@@ -69,10 +70,16 @@ class WarmState:
     params: dict  # the TrainingSettings it was fitted with (asdict)
     trained_until: float  # unix time of the newest interaction it learned from
     full_fit_at: float  # unix time of the full fit it descends from
+    reference: float | None = None  # progressive precision@10 of the first warm start after that full fit
 
 
 def state_of(
-    estimator: LightFM, features: Features, params: TrainingSettings, trained_until: float, full_fit_at: float
+    estimator: LightFM,
+    features: Features,
+    params: TrainingSettings,
+    trained_until: float,
+    full_fit_at: float,
+    reference: float | None = None,
 ) -> WarmState:
     """The warm state of a fitted estimator over ``features``."""
     arrays = {
@@ -85,6 +92,7 @@ def state_of(
         dataclasses.asdict(params),
         float(trained_until),
         float(full_fit_at),
+        reference,
     )
 
 
@@ -92,7 +100,12 @@ def save_state(model_dir: str | os.PathLike, version: str, state: WarmState, kee
     """Write ``<version>.warm.npz`` atomically; remove the states of versions other than ``version`` and ``keep``."""
     directory = Path(model_dir)
     path = directory / f"{version}{STATE_SUFFIX}"
-    meta = {"params": state.params, "trained_until": state.trained_until, "full_fit_at": state.full_fit_at}
+    meta = {
+        "params": state.params,
+        "trained_until": state.trained_until,
+        "full_fit_at": state.full_fit_at,
+        "reference": state.reference,
+    }
     fd, temp = tempfile.mkstemp(prefix=".warm-", suffix=".npz", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -130,6 +143,7 @@ def load_state(model_dir: str | os.PathLike, version: str | None) -> WarmState |
                 meta["params"],
                 float(meta["trained_until"]),
                 float(meta["full_fit_at"]),
+                meta.get("reference"),
             )
     except FileNotFoundError:
         return None

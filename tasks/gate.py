@@ -60,3 +60,25 @@ def quality_gate(metrics: Mapping[str, Any], current_value: float | None, margin
             f"model's {current_value:.4f}"
         )
     return None
+
+
+def warm_gate(metrics: Mapping[str, Any], reference: float | None, margin: float) -> str | None:
+    """Why a warm-started model must not be published (a full fit runs instead), or None if it passes.
+
+    Its progressive figures (:func:`ml.warm.progressive_metrics`: the posts users went to next) differ in scale
+    from the temporal holdout's (each user's last 20%), so it is held to the popularity baseline on the same
+    pairs (it must beat it), and to ``reference``, the progressive ``precision@10`` of the first warm start
+    after the last full fit, within ``margin``: a line of warm starts that drifted below either is refused.
+    """
+    value = float(metrics["model"][GATE_METRIC])
+    baseline = float(metrics["popularity"][GATE_METRIC])
+    if value <= baseline:
+        return (
+            f"warm start: progressive {GATE_METRIC} {value:.4f} does not beat the popularity baseline's {baseline:.4f}"
+        )
+    if reference is not None and value < reference * (1.0 - margin):
+        return (
+            f"warm start: progressive {GATE_METRIC} {value:.4f} drifted more than {margin:.0%} below "
+            f"{reference:.4f}, the first warm start's after the last full fit"
+        )
+    return None

@@ -21,7 +21,9 @@ artifact files are pruned by the next save.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +34,7 @@ import ml.evaluate
 import ml.families
 import ml.model_config
 import ml.training
+import ml.warm
 from common.config import Settings
 from common.recs_cache import Lock, RecsCache, renew_lock
 from ml.dataset import Dataset
@@ -45,7 +48,7 @@ from tasks.data_checks import (
     unchanged_version,
     warn_of_unrequestable_users,
 )
-from tasks.gate import current_gate_value, quality_gate
+from tasks.gate import GATE_METRIC, current_gate_value, quality_gate, warm_gate
 from tasks.outcomes import Candidate, RunAborted, RunRejected, RunUnchanged, Stages
 
 log = logging.getLogger(__name__)
@@ -101,29 +104,22 @@ def build_candidate(
 
     current_version, current_value = current_gate_value(settings, cache)
     config = training_config(settings)
-    with stages.time("evaluate"):
-        try:
-            metrics = ml.evaluate.evaluate(
-                dataset, config.training, k=10, trainer=lambda train_set: ml.families.train_model(train_set, config)
-            )
-        except DatasetError as exc:
-            if current_version is not None:
-                raise RunRejected(f"holdout evaluation failed: {exc}", **counts) from exc
-            # A young deployment: no user has the history a holdout needs yet. With no model at all every
-            # feed is a 503, so its first model is published unmeasured; later runs are gated again.
-            log.warning("no holdout possible (%s); publishing the first model without the quality gate", exc)
-            metrics = None
-        except TrainingError as exc:
-            raise RunRejected(f"holdout evaluation failed: {exc}", **counts) from exc
-    gate = quality_gate(metrics, current_value, settings.quality_gate_margin) if metrics else None
-    if gate:
-        raise RunRejected(gate, metrics=metrics, current_version=current_version, **counts)
-
-    with stages.time("fit"):
-        try:
-            model = ml.families.train_model(dataset, config)
-        except TrainingError as exc:
-            raise RunRejected(f"training failed: {exc}", metrics=metrics, **counts) from exc
+    model, fit = _warm_start(settings, dataset, config, current_version, stages)
+    metrics = fit.metrics if model is not None else None
+    if model is None:
+        metrics = _full_evaluation(dataset, config, current_version, counts, stages)
+        gate = quality_gate(metrics, current_value, settings.quality_gate_margin) if metrics else None
+        if gate:
+            raise RunRejected(gate, metrics=metrics, current_version=current_version, **counts)
+        with stages.time("fit"):
+            try:
+                if config.family == "lightfm":
+                    model, estimator, features = ml.training.fitted(dataset, config.training)
+                    fit = _Fit(estimator, features, time.time(), metrics)
+                else:
+                    model = ml.families.train_model(dataset, config)
+            except TrainingError as exc:
+                raise RunRejected(f"training failed: {exc}", metrics=metrics, **counts) from exc
 
     with stages.time("artifact"):
         metadata = {
@@ -134,11 +130,101 @@ def build_candidate(
             "data_window": data_window(dataset),
             "data_snapshot": data_snapshot(dataset),
             "data_fingerprint": fingerprint,
+            "fit": fit.kind,
         }
         version = ml.artifact.save(model, settings.model_dir, metadata, keep=settings.model_backups, make_current=False)
         created_at = ml.artifact.read_metadata(settings.model_dir, version)["created_at"]
+        if fit.estimator is not None and settings.full_retrain_interval_seconds > 0:
+            state = ml.warm.state_of(
+                fit.estimator,
+                fit.features,
+                config.training,
+                float(dataset.inter_time.max()),
+                fit.full_fit_at,
+                fit.reference,
+            )
+            ml.warm.save_state(settings.model_dir, version, state, keep=(current_version,) if current_version else ())
     log.info("trained version %s: %s", version, counts)
     return Candidate(version=version, created_at=created_at, metrics=metrics, **counts), model
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """How a run's model was fitted: the LightFM estimator and features a warm start continues (None for
+    another family), when the full fit it descends from ran, and its holdout figures."""
+
+    estimator: Any = None
+    features: Any = None
+    full_fit_at: float = 0.0
+    metrics: dict | None = None
+    reference: float | None = None  # see ml.warm.WarmState
+
+    @property
+    def kind(self) -> str:
+        return "warm" if self.metrics and self.metrics.get("protocol") == "progressive" else "full"
+
+
+def _warm_start(
+    settings: Settings,
+    dataset: Dataset,
+    config: ml.model_config.ModelConfig,
+    current_version: str | None,
+    stages: Stages,
+) -> tuple[RecModel | None, _Fit]:
+    """Continue the served version's fit on the interactions since (:mod:`ml.warm`), if allowed and good enough.
+
+    Returns ``(None, _Fit())`` when the run must fit in full instead: warm starts are off
+    (``FULL_RETRAIN_INTERVAL_SECONDS`` 0), the last full fit is older than that interval, the family is not
+    LightFM, the served version left no usable state or was fitted with other hyperparameters, nothing new can
+    be measured, or the warm-started model fails :func:`tasks.gate.warm_gate` on the new interactions (it drifted).
+    """
+    interval = settings.full_retrain_interval_seconds
+    state = ml.warm.load_state(settings.model_dir, current_version) if interval > 0 else None
+    if state is None or config.family != "lightfm":
+        return None, _Fit()
+    why_not = ml.warm.compatible(state, config.training)
+    if why_not is None and time.time() - state.full_fit_at >= interval:
+        why_not = f"the last full fit is older than FULL_RETRAIN_INTERVAL_SECONDS ({interval:g} s)"
+    if why_not is None:
+        with stages.time("warm_evaluate"):
+            prepared = ml.warm.prepare(dataset, state, config.training)
+        if prepared.metrics is None:
+            why_not = "no new interaction to measure a warm start on"
+        else:
+            why_not = warm_gate(prepared.metrics, state.reference, settings.quality_gate_margin)
+    if why_not is not None:
+        log.info("full fit: %s", why_not)
+        return None, _Fit()
+    with stages.time("warm_fit"):
+        try:
+            model = ml.warm.warm_fit(dataset, prepared, config.training)
+        except TrainingError as exc:
+            log.warning("full fit: the warm start failed (%s)", exc)
+            return None, _Fit()
+    reference = state.reference
+    if reference is None:
+        reference = float(prepared.metrics["model"][GATE_METRIC])
+    return model, _Fit(prepared.estimator, prepared.features, state.full_fit_at, prepared.metrics, reference)
+
+
+def _full_evaluation(
+    dataset: Dataset, config: ml.model_config.ModelConfig, current_version: str | None, counts: dict, stages: Stages
+) -> dict | None:
+    """The temporal holdout of DESIGN section 9 (a fit on the train part); None for a first model without one."""
+    with stages.time("evaluate"):
+        try:
+            return ml.evaluate.evaluate(
+                dataset, config.training, k=10, trainer=lambda train_set: ml.families.train_model(train_set, config)
+            )
+        except DatasetError as exc:
+            if current_version is not None:
+                raise RunRejected(f"holdout evaluation failed: {exc}", **counts) from exc
+            # A young deployment: no user has the history a holdout needs yet. With no model at all every
+            # feed is a 503, so its first model is published unmeasured; later runs are gated again.
+            log.warning("no holdout possible (%s); publishing the first model without the quality gate", exc)
+            return None
+        except TrainingError as exc:
+            raise RunRejected(f"holdout evaluation failed: {exc}", **counts) from exc
 
 
 def stage_version(settings: Settings, cache: RecsCache, candidate: Candidate, model: RecModel) -> None:
