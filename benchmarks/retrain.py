@@ -1,22 +1,35 @@
-"""Benchmark a training run: seconds from task start to published version, and Redis memory per 100k users.
+"""Benchmark training runs: each stage from task start to published version, peak memory, Redis per version.
 
-For each size it writes a demo dataset (``ml.demo``), imports it into PostgreSQL (``ml.db``), then runs the
-train task's body in this process (lock, load, evaluate, fit, artifact, precompute, publish: the same
-functions ``tasks.train`` calls when the users fit in one chunk) and reads what the published version
-occupies in Redis (``MEMORY USAGE``). Usage, from the repository root::
+For each size it writes a demo dataset (``python -m ml.demo``), imports it (``python -m ml.db load``, timed),
+measures the training-data reader alone (seconds, peak RSS), then runs the train task's body (lock, load,
+evaluate, fit, artifact, precompute, publish: the functions ``tasks.train`` calls when the users fit in one
+chunk), each cycle in a process of its own so that its peak RSS is its own:
 
-    .venv/bin/python -m benchmarks.retrain [--sizes default,large]
+1. ``full``: the first model, on the data without its newest 5% of interactions;
+2. ``warm``: those interactions arrive and the next run continues the first one's fit (``ml.warm``), gated
+   progressively;
+3. ``full, same data``: a full retrain on the warm run's data, so the two runs' holdout figures stand side by
+   side.
+
+Usage, from the repository root::
+
+    .venv/bin/python -m benchmarks.retrain [--sizes default,large,xl] [--import-only]
         [--database-url postgresql://postgres@127.0.0.1:5432/recsvc_bench] [--redis-url redis://127.0.0.1:6379/0]
 
-The database is created if missing and its tables are replaced; the Redis keys live under their own prefix
-and are deleted afterwards. LightFM hyperparameters come from the environment as for the service.
+``--import-only`` stops after the import and the reader (the xl size's full fits take far longer). The
+database is created if missing and its tables are replaced; the Redis keys live under their own prefix and
+are deleted afterwards. LightFM hyperparameters come from the environment as for the service.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import multiprocessing
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,9 +38,7 @@ from pathlib import Path
 import redis
 
 import ml.db.connection
-import ml.db.load
-import ml.db.schema
-import ml.demo
+import ml.db.read
 from common.config import load_settings
 from common.recs_cache import RecsCache, release_lock
 from tasks import limits, outcomes, pipeline
@@ -35,25 +46,120 @@ from tasks import limits, outcomes, pipeline
 log = logging.getLogger("benchmarks.retrain")
 
 # (users, posts, interactions): "default" is the demo generator's default size, "large" the scale target of
-# the ML core (100k users, 20k posts, 2M interactions).
+# the ML core (100k users, 20k posts, 2M interactions), "xl" issue 14's (1M users, 100k posts, 20M).
 SIZES = {
     "default": (500, 2_016, 50_000),
     "large": (100_000, 20_000, 2_000_000),
+    "xl": (1_000_000, 100_000, 20_000_000),
 }
 BENCH_PREFIX = "recsvc-bench:"
+# The newest share of interactions that arrives between the first (full) run and the warm one.
+ARRIVING = 0.05
+HOLD_BACK = """
+CREATE TABLE bench_later AS SELECT user_id, post_id, type, created_at FROM interactions
+    WHERE created_at > (SELECT percentile_disc(%(kept)s) WITHIN GROUP (ORDER BY created_at) FROM interactions);
+DELETE FROM interactions WHERE created_at > (SELECT min(created_at) FROM bench_later) - interval '1 microsecond';
+"""
+ARRIVE = """
+INSERT INTO interactions (user_id, post_id, type, created_at) SELECT * FROM bench_later;
+DROP TABLE bench_later;
+"""
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def _read_only(database_url: str) -> dict:
+    """In a fresh process: read the training data as the load stage does; seconds and peak RSS."""
+    from ml.settings import DEFAULT_QUERIES
+
+    started = time.perf_counter()
+    conn = ml.db.connection.connect(database_url)
+    try:
+        dataset = ml.db.read.read_dataset(conn, DEFAULT_QUERIES)
+    finally:
+        conn.close()
+    return {
+        "seconds": time.perf_counter() - started,
+        "interactions": dataset.num_interactions,
+        "peak_mb": _peak_rss_mb(),
+    }
+
+
+def _cycle(env: dict[str, str]) -> dict:
+    """In a fresh process: one training run, forced, start to published; stages, figures and peak RSS."""
+    settings = load_settings(env, dotenv=False)
+    client = redis.Redis.from_url(settings.redis_url)
+    cache = RecsCache(client, settings.redis_prefix)
+    lock = cache.training_lock(limits.lock_ttl(settings))
+    if not lock.acquire():
+        raise SystemExit(f"the benchmark's training lock {cache.lock_key} is held; is another benchmark running?")
+    stages = outcomes.Stages()
+    started = time.perf_counter()
+    try:
+        candidate, model = pipeline.build_candidate(settings, cache, stages, force=True)
+        pipeline.precompute_and_publish(settings, cache, lock, candidate, model, stages)
+    finally:
+        release_lock(lock)
+    total = time.perf_counter() - started
+    recs_bytes = sum(client.memory_usage(key, samples=0) or 0 for key in cache.recs_keys(candidate.version))
+    meta_bytes = client.memory_usage(cache.meta_key(candidate.version), samples=0) or 0
+    client.close()
+    metadata = json.loads((Path(settings.model_dir) / f"{candidate.version}.json").read_text())
+    metrics = candidate.metrics or {}
+    return {
+        "fit": metadata.get("fit", "full"),
+        "users": candidate.num_users,
+        "posts": candidate.num_items,
+        "interactions": candidate.num_interactions,
+        "total_s": total,
+        "stages": stages.durations,
+        "protocol": metrics.get("protocol", "temporal"),
+        "precision@10": metrics.get("model", {}).get("precision@10", float("nan")),
+        "popularity_precision@10": metrics.get("popularity", {}).get("precision@10", float("nan")),
+        "recs_mb": (recs_bytes + meta_bytes) / 1e6,
+        "mb_per_100k_users": recs_bytes / candidate.num_users * 100_000 / 1e6,
+        "peak_mb": _peak_rss_mb(),
+    }
+
+
+def _in_child(function, *args):
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def _sql(database_url: str, statement: str, params: dict | None = None) -> None:
+    conn = ml.db.connection.connect(database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(statement, params)
+    finally:
+        conn.close()
 
 
 def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
     users, posts, interactions = SIZES[name]
     data_dir = work_dir / f"data-{name}"
-    ml.demo.generate(data_dir, users=users, posts=posts, interactions=interactions, seed=1)
-    conn = ml.db.connection.connect(args.database_url)
-    try:
-        ml.db.schema.create_schema(conn)
-        ml.db.load.load_dataset_dir(conn, data_dir, replace=True)
-        conn.commit()
-    finally:
-        conn.close()
+    result: dict = {"size": name, "cycles": []}
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "ml.demo", "--out", str(data_dir), "--users", str(users), "--posts", str(posts),
+         "--interactions", str(interactions), "--seed", "1"],
+        check=True,
+    )  # fmt: skip
+    result["generate_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "ml.db", "load", str(data_dir), "--replace", "--database-url", args.database_url],
+        check=True,
+    )
+    result["import_s"] = time.perf_counter() - started
+    result["read"] = _in_child(_read_only, args.database_url)
+    log.info("%s: generated in %.1f s, imported in %.1f s, read %s", name, result["generate_s"], result["import_s"],
+             result["read"])  # fmt: skip
+    if args.import_only:
+        return result
 
     env = {
         **os.environ,
@@ -61,67 +167,66 @@ def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
         "REDIS_URL": args.redis_url,
         "REDIS_PREFIX": BENCH_PREFIX,
         "MODEL_DIR": str(work_dir / f"models-{name}"),
-        "QUALITY_GATE_MARGIN": "1",
+        "FULL_RETRAIN_INTERVAL_SECONDS": "86400",
+        "PRECOMPUTE_CHUNK_USERS": str(10_000_000),
     }
-    settings = load_settings(env, dotenv=False)
-    client = redis.Redis.from_url(args.redis_url)
-    cache = RecsCache(client, BENCH_PREFIX)
-    lock = cache.training_lock(limits.lock_ttl(settings))
-    if not lock.acquire():
-        raise SystemExit(f"the benchmark's training lock {cache.lock_key} is held; is another benchmark running?")
-    stages = outcomes.Stages()
-    started = time.perf_counter()
+    _sql(args.database_url, HOLD_BACK, {"kept": 1 - ARRIVING})
     try:
-        candidate, model = pipeline.build_candidate(settings, cache, stages)
-        pipeline.precompute_and_publish(settings, cache, lock, candidate, model, stages)
+        for label, cycle_env, arrive in (
+            ("full", env, False),
+            ("warm", env, True),
+            ("full, same data", {**env, "FULL_RETRAIN_INTERVAL_SECONDS": "0"}, False),
+        ):
+            if arrive:
+                _sql(args.database_url, ARRIVE)
+            cycle = _in_child(_cycle, cycle_env)
+            cycle["label"] = label
+            result["cycles"].append(cycle)
+            log.info("%s %s: %.1f s from task start to published version", name, label, cycle["total_s"])
     finally:
-        release_lock(lock)
-    total = time.perf_counter() - started
-
-    recs_bytes = sum(client.memory_usage(key, samples=0) or 0 for key in cache.recs_keys(candidate.version))
-    meta_bytes = client.memory_usage(cache.meta_key(candidate.version), samples=0) or 0
-    client.delete(*cache.recs_keys(candidate.version), cache.meta_key(candidate.version), cache.current_key)
-    client.delete(cache.outcome_key)
-    client.close()
-    return {
-        "size": name,
-        "users": candidate.num_users,
-        "posts": candidate.num_items,
-        "interactions": candidate.num_interactions,
-        "total_s": total,
-        "stages": stages.durations,
-        "precision@10": candidate.metrics["model"]["precision@10"],
-        "popularity_precision@10": candidate.metrics["popularity"]["precision@10"],
-        "recs_mb": recs_bytes / 1e6,
-        "meta_mb": meta_bytes / 1e6,
-        "mb_per_100k_users": recs_bytes / candidate.num_users * 100_000 / 1e6,
-    }
+        client = redis.Redis.from_url(args.redis_url)
+        keys = list(client.scan_iter(match=f"{BENCH_PREFIX}*", count=10_000))
+        for chunk in range(0, len(keys), 10_000):
+            client.delete(*keys[chunk : chunk + 10_000])
+        client.close()
+    return result
 
 
 def print_table(rows: list[dict]) -> None:
-    stage_names = ["load", "evaluate", "fit", "artifact", "precompute", "publish"]
-    header = ["size", "users", "posts", "interactions", "start→published s", *stage_names, "p@10 (pop)",
-              "Redis lists MB", "Redis MB / 100k users"]  # fmt: skip
-    sys.stdout.write("| " + " | ".join(header) + " |\n")
-    sys.stdout.write("|" + "---|" * len(header) + "\n")
+    out = sys.stdout
+    out.write("| size | users | posts | interactions | generate s | import s | read s | read peak RSS MB |\n")
+    out.write("|---|---|---|---|---|---|---|---|\n")
     for row in rows:
-        cells = [
-            row["size"],
-            f"{row['users']:,}",
-            f"{row['posts']:,}",
-            f"{row['interactions']:,}",
-            f"{row['total_s']:.1f}",
-            *(f"{row['stages'].get(stage, 0.0):.1f}" for stage in stage_names),
-            f"{row['precision@10']:.3f} ({row['popularity_precision@10']:.3f})",
-            f"{row['recs_mb'] + row['meta_mb']:.1f}",
-            f"{row['mb_per_100k_users']:.1f}",
-        ]
-        sys.stdout.write("| " + " | ".join(cells) + " |\n")
+        users, posts, interactions = SIZES[row["size"]]
+        out.write(
+            f"| {row['size']} | {users:,} | {posts:,} | {interactions:,} | {row['generate_s']:.1f} | "
+            f"{row['import_s']:.1f} | {row['read']['seconds']:.1f} | {row['read']['peak_mb']:.0f} |\n"
+        )
+    stage_names = ["load", "warm_evaluate", "warm_fit", "evaluate", "fit", "artifact", "precompute", "publish"]
+    header = ["size", "run", "interactions", "start→published s", *stage_names, "p@10 (pop), protocol",
+              "peak RSS MB", "Redis MB / version", "Redis MB / 100k users"]  # fmt: skip
+    out.write("\n| " + " | ".join(header) + " |\n")
+    out.write("|" + "---|" * len(header) + "\n")
+    for row in rows:
+        for cycle in row["cycles"]:
+            cells = [
+                row["size"],
+                f"{cycle['label']} ({cycle['fit']})",
+                f"{cycle['interactions']:,}",
+                f"{cycle['total_s']:.1f}",
+                *(f"{cycle['stages'][stage]:.1f}" if stage in cycle["stages"] else "–" for stage in stage_names),
+                f"{cycle['precision@10']:.3f} ({cycle['popularity_precision@10']:.3f}), {cycle['protocol']}",
+                f"{cycle['peak_mb']:.0f}",
+                f"{cycle['recs_mb']:.1f}",
+                f"{cycle['mb_per_100k_users']:.1f}",
+            ]
+            out.write("| " + " | ".join(cells) + " |\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="default,large", help=f"comma-separated, of {', '.join(SIZES)}")
+    parser.add_argument("--import-only", action="store_true", help="only generate, import and read")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/recsvc_bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args(argv)
@@ -131,12 +236,15 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown size {', '.join(unknown)}; choose from {', '.join(SIZES)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ml.db.connection.create_database(args.database_url)
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="recsvc-bench-") as work_dir:
-        rows = []
-        for size in sizes:
-            rows.append(run_size(size, args, Path(work_dir)))
-            log.info("%s: %.1f s from task start to published version", size, rows[-1]["total_s"])
+        rows = [run_size(size, args, Path(work_dir)) for size in sizes]
     print_table(rows)
+    end_load = os.getloadavg()
+    sys.stdout.write(
+        f"\nload average (1, 5, 15 min) at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}, "
+        f"at end {end_load[0]:.1f} {end_load[1]:.1f} {end_load[2]:.1f}; {os.cpu_count()} CPUs\n"
+    )
 
 
 if __name__ == "__main__":
