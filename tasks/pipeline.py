@@ -238,13 +238,20 @@ def stage_version(settings: Settings, cache: RecsCache, candidate: Candidate, mo
 def precompute_users(settings: Settings, cache: RecsCache, version: str, model: RecModel, start: int, stop: int) -> int:
     """Rank and write the top-K lists of users ``start..stop-1`` (indices into ``model.user_ids``).
 
-    Returns the number of users written. Lists keep the staging TTL until the version is published.
+    Returns the number of users written. Lists keep the staging TTL until the version is published. The
+    writes are paced to at most ``PUBLISH_WRITE_RATE`` users per second (per process; 0: unpaced), a pause
+    after each block of :data:`PRECOMPUTE_BLOCK_USERS`, so that serving keeps its latency while a version
+    is written.
     """
     ttl = limits.lock_ttl(settings)
+    rate = settings.publish_write_rate
+    started = time.monotonic()
     for block in range(start, stop, PRECOMPUTE_BLOCK_USERS):
         block_stop = min(block + PRECOMPUTE_BLOCK_USERS, stop)
         items, scores = model.top_k(np.arange(block, block_stop, dtype=np.int32), settings.top_k)
         cache.write_user_lists(version, model.user_ids[block:block_stop], items, scores, ttl=ttl)
+        if rate:  # paced: the writes share Redis with the web workers' reads (PUBLISH_WRITE_RATE)
+            time.sleep(max(0.0, started + (block_stop - start) / rate - time.monotonic()))
     return stop - start
 
 
