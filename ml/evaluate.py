@@ -47,7 +47,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -155,7 +155,9 @@ def ranking_metrics(
     }
 
 
-def evaluate(dataset: Dataset, params: TrainingSettings, k: int = 10) -> dict[str, Any]:
+def evaluate(
+    dataset: Dataset, params: TrainingSettings, k: int = 10, trainer: Callable[[Dataset], RecModel] | None = None
+) -> dict[str, Any]:
     """Train on the holdout split of ``dataset`` and measure the model and the popularity baseline.
 
     Parameters
@@ -164,6 +166,9 @@ def evaluate(dataset: Dataset, params: TrainingSettings, k: int = 10) -> dict[st
     params : TrainingSettings
     k : int
         The cut-off of the metrics.
+    trainer : callable, optional
+        Fits the model on the train part instead of LightFM with ``params`` (the configuration the model
+        search chose: :func:`ml.families.train_model`).
 
     Returns
     -------
@@ -184,7 +189,7 @@ def evaluate(dataset: Dataset, params: TrainingSettings, k: int = 10) -> dict[st
         raise DatasetError(
             f"no user has a test post: a holdout needs users with at least {MIN_USER_POSTS} distinct posts"
         )
-    model = train(split.train, params)
+    model = trainer(split.train) if trainer else train(split.train, params)
     users = np.unique(split.test_user)
     model_ranked, _ = model.top_k(users, k)
     popular_ranked = _popular_rankings(model, users, k)
