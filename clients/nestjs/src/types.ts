@@ -57,6 +57,11 @@ export interface RecommendationsPage {
    * role and follows; `popular`: a user with neither.
    */
   strategy: 'personalized' | 'features' | 'popular';
+  /**
+   * The model family that ranked the page, chosen by the service's model search: `lightfm` (the default), `als`
+   * or `blend`. With `strategy` `popular` the page is ranked by popularity whatever the family.
+   */
+  model_family: 'lightfm' | 'als' | 'blend';
   /** `cache`: the precomputed list; `model`: computed by the web worker. */
   source: 'cache' | 'model';
   /** true when the pin (`token` or `version`) could not be honoured and a fresh scroll was served instead. */
@@ -341,8 +346,34 @@ export const SCHEMA_FIELDS: Readonly<Record<string, SchemaFields>> = {
     ['next_offset'],
   ),
   Recommendations: schemaFields<RecommendationsPage>()(
-    ['user_id', 'model_version', 'token', 'strategy', 'source', 'version_fallback', 'recommendations', 'pagination', 'experiment', 'variant', 'variant_fallback'],
-    ['user_id', 'model_version', 'token', 'strategy', 'source', 'version_fallback', 'recommendations', 'pagination', 'experiment', 'variant', 'variant_fallback'],
+    [
+      'user_id',
+      'model_version',
+      'model_family',
+      'token',
+      'strategy',
+      'source',
+      'version_fallback',
+      'recommendations',
+      'pagination',
+      'experiment',
+      'variant',
+      'variant_fallback',
+    ],
+    [
+      'user_id',
+      'model_version',
+      'model_family',
+      'token',
+      'strategy',
+      'source',
+      'version_fallback',
+      'recommendations',
+      'pagination',
+      'experiment',
+      'variant',
+      'variant_fallback',
+    ],
     ['experiment', 'variant'],
   ),
   SimilarPost: schemaFields<SimilarPost>()(
@@ -460,6 +491,7 @@ export const SCHEMA_ENUMS: Readonly<Record<string, readonly string[]>> = {
   'Event.type': ['view', 'like', 'comment', 'impression'] satisfies FeedEvent['type'][],
   'VariantSpec.ranking': ['production', 'popular', 'model'] satisfies VariantSpec['ranking'][],
   'Recommendations.source': ['cache', 'model'] satisfies RecommendationsPage['source'][],
+  'Recommendations.model_family': ['lightfm', 'als', 'blend'] satisfies RecommendationsPage['model_family'][],
   'Health.status': ['ok', 'degraded', 'unavailable'] satisfies Health['status'][],
   'SimilarPosts.strategy': ['similar', 'community_popular'] satisfies SimilarPostsPage['strategy'][],
   'SimilarPosts.source': ['model'] satisfies SimilarPostsPage['source'][],
