@@ -249,14 +249,14 @@ class ServedEntry:
     variant: str  # 'production' without an experiment
     ranking: str  # what was served: production, popular or model
     model_version: str
+    served_ms: int  # when the web worker served it (Unix time, ms; the stream entry is written a little later)
 
 
 @dataclass(frozen=True)
 class ServedPage(ServedEntry):
-    """A page read back from the stream: its entry id, and its time (the entry id's Redis time, ms)."""
+    """A page read back from the stream, with its entry id."""
 
     entry_id: str
-    time_ms: int
 
 
 SERVED_GROUP = "mover"
@@ -867,6 +867,7 @@ class RecsCache:
                 "v": e.variant,
                 "k": e.ranking,
                 "m": e.model_version,
+                "t": e.served_ms,
             }
             pipe.xadd(self.served_key, fields, maxlen=maxlen, approximate=True)
         pipe.execute()
@@ -918,7 +919,7 @@ def _served_page(entry_id: bytes, fields: Mapping[bytes, bytes]) -> ServedPage:
     entry = entry_id.decode()
     return ServedPage(
         entry_id=entry,
-        time_ms=int(entry.partition("-")[0]),
+        served_ms=int(fields[b"t"]),
         user_id=fields[b"u"].decode(),
         post_ids=fields[b"p"].decode().split("\n") if fields[b"p"] else [],
         first_rank=int(fields[b"r"]),

@@ -29,7 +29,7 @@ REPORT_DAYS = abtest.TRAILING_DAYS + 7  # days the report covers, today included
 
 def impressions_of(page: ServedPage) -> list[online.Impression]:
     """One row per post of a served page."""
-    shown_at = datetime.fromtimestamp(page.time_ms / 1000, UTC)
+    shown_at = datetime.fromtimestamp(page.served_ms / 1000, UTC)
     return [
         online.Impression(
             entry_id=page.entry_id,

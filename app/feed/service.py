@@ -16,6 +16,7 @@ worker holds the pinned generation's pool) and no exclusions, ``source: model``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
@@ -148,6 +149,7 @@ class FeedService:
                     variant=page["variant"] or "production",
                     ranking="popular" if variant is not None and variant.ranking == "popular" else "production",
                     model_version=page["model_version"],
+                    served_ms=int(time.time() * 1000),
                 )
             )
         return page

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -86,6 +87,7 @@ def test_each_page_is_recorded_in_the_served_stream(experiment_client, cache):
         body["model_version"],
     )
     assert page.ranking == ("popular" if body["variant"] == "popular" else "production")
+    assert abs(page.served_ms / 1000 - time.time()) < 60  # the serving time, which attribution starts from
 
 
 def test_the_stream_is_bounded(make_app, settings_env, version, cache):
@@ -172,7 +174,7 @@ def test_metrics_say_redis_is_down(make_app, settings_env, dead_redis_url):
 
 
 def _entry(i=0):
-    return ServedEntry(f"user-{i}", ["post-1", "post-2"], 1, "", "production", "production", "v1")
+    return ServedEntry(f"user-{i}", ["post-1", "post-2"], 1, "", "production", "production", "v1", 1_700_000_000_000)
 
 
 def test_served_pages_are_written_by_the_workers_thread_in_batches(redis_client):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from datetime import UTC, datetime
 
 import psycopg2
@@ -58,7 +59,10 @@ def _unreachable_url() -> str:
 
 def _record(cache, n, start=0, maxlen=50):
     for i in range(start, start + n):  # one page at a time, as the web workers' flushes come
-        cache.record_served_pages([ServedEntry(f"u{i}", [f"p{i}", f"q{i}"], 1, "exp", "a", "production", "v1")], maxlen)
+        cache.record_served_pages(
+            [ServedEntry(f"u{i}", [f"p{i}", f"q{i}"], 1, "exp", "a", "production", "v1", int(time.time() * 1000))],
+            maxlen,
+        )
 
 
 def _rows(conn):
