@@ -544,23 +544,6 @@ class RecsCache:
         """Whether ``version`` was published and is still retained."""
         return self.client.hget(self.meta_key(version), "complete") == b"1"
 
-    def user_list(self, version: str, user_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """The user's ranked (item indices, scores) in ``version``, or None if there is no list."""
-        blob = self.client.hget(self.recs_key(version, user_id), user_id)
-        return unpack_list(blob) if blob is not None else None
-
-    def popular_list(self, version: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """The popularity fallback list of ``version``, or None if the version is gone."""
-        blob = self.client.hget(self.meta_key(version), "popular")
-        return unpack_list(blob) if blob is not None else None
-
-    def version_items(self, version: str) -> list[ItemMeta] | None:
-        """Post id, tags and community of every item index of ``version``, or None if it is gone."""
-        blob = self.client.hget(self.meta_key(version), "items")
-        if blob is None:
-            return None
-        return [(post_id, tuple(tags), community) for post_id, tags, community in json.loads(blob)]
-
     def subscribe(self, timeout: float = 5.0, live: bool = False) -> redis.client.PubSub:
         """A pub/sub connection subscribed to :attr:`channel`, returned once Redis has confirmed it.
 

@@ -5,17 +5,19 @@ data. Each calls the service's code rather than copying it, so the tests exercis
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 from celery import Celery
 
 import ml.artifact
 from common.config import Settings, load_settings
-from common.recs_cache import RecsCache, release_lock
+from common.recs_cache import RecsCache, release_lock, unpack_list
 from ml.model import RecModel
 from tasks import limits, pipeline
 from tasks.outcomes import Candidate, Stages
@@ -119,3 +121,21 @@ def next_update(cache: RecsCache, pubsub, timeout: float = 10.0) -> dict:
         if update:
             return update
     raise AssertionError(f"no model update announced within {timeout:.0f} s")
+
+
+def listed(cache: RecsCache, version: str, user_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The user's list in ``version`` as the pipeline wrote it, or None (the web reads it in ``user_reads``)."""
+    blob = cache.client.hget(cache.recs_key(version, user_id), user_id)
+    return unpack_list(blob) if blob is not None else None
+
+
+def popular_listed(cache: RecsCache, version: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The popularity list staged with ``version``, or None if the version is gone."""
+    blob = cache.client.hget(cache.meta_key(version), "popular")
+    return unpack_list(blob) if blob is not None else None
+
+
+def version_items(cache: RecsCache, version: str) -> list[tuple[str, tuple[str, ...], str]] | None:
+    """(post id, tags, community) of every item index staged with ``version``, or None if it is gone."""
+    blob = cache.client.hget(cache.meta_key(version), "items")
+    return None if blob is None else [(post, tuple(tags), community) for post, tags, community in json.loads(blob)]

@@ -26,6 +26,7 @@ from common.recs_cache import (
 )
 from common.redis_clients import worker_client
 from testing.environment import REDIS_PREFIX
+from testing.service import listed, popular_listed, version_items
 
 ITEMS = [("p0", ("music",), "c0"), ("p1", ("dance", "mv"), "c1"), ("p2", (), "c0")]
 
@@ -111,14 +112,14 @@ def test_staged_version_is_invisible_and_expires_until_published(cache, redis_cl
 
 def test_lists_round_trip_without_padding(cache):
     stage(cache, "v1")
-    items, scores = cache.user_list("v1", "alice")
+    items, scores = listed(cache, "v1", "alice")
     assert items.tolist() == [1, 2]
     assert scores.tolist() == [0.5, 0.25]
-    assert cache.user_list("v1", "bob")[0].tolist() == [0, 1, 2]
-    assert cache.user_list("v1", "nobody") is None
-    assert cache.popular_list("v1")[0].tolist() == [2, 0, 1]
-    assert cache.version_items("v1") == ITEMS
-    assert cache.version_items("gone") is None
+    assert listed(cache, "v1", "bob")[0].tolist() == [0, 1, 2]
+    assert listed(cache, "v1", "nobody") is None
+    assert popular_listed(cache, "v1")[0].tolist() == [2, 0, 1]
+    assert version_items(cache, "v1") == ITEMS
+    assert version_items(cache, "gone") is None
 
 
 def test_publish_expires_previous_version_and_announces(cache, redis_client):
@@ -412,7 +413,7 @@ def test_a_versions_lists_spread_over_buckets_and_every_shard(cache, redis_clien
     assert len(sizes) == RECS_BUCKETS
     assert sum(sizes) == len(users) + 2  # with alice and bob of stage()
     assert max(sizes) < len(users) / 10  # no key holds (a large part of) a version
-    assert all(cache.user_list("v1", user)[0].tolist() == [0, 1, 2] for user in users[:50])
+    assert all(listed(cache, "v1", user)[0].tolist() == [0, 1, 2] for user in users[:50])
     if isinstance(redis_client, RedisCluster):
         per_node = [
             len(list(redis_client.get_redis_connection(node).scan_iter(f"{REDIS_PREFIX}recs:v1:*", count=1000)))

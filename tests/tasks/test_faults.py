@@ -20,7 +20,7 @@ import ml.db.schema
 from tasks import limits
 from testing.polling import wait_until
 from testing.processes import free_port, start_worker
-from testing.service import publish_once, run_train, settings_from, write_demo
+from testing.service import listed, publish_once, run_train, settings_from, write_demo
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_worker_killed_in_chunked_precompute_never_publishes_a_partial_version(
     wait_until(lambda: not cache.client.exists(cache.lock_key), limits.lock_ttl(settings) + 5, "the lock's TTL")
     if cache.is_published(staged):
         users = ml.csv_files.read_dataset_dir(many_users_dir).user_ids
-        assert all(cache.user_list(staged, user) is not None for user in users)
+        assert all(listed(cache, staged, user) is not None for user in users)
     else:
         assert cache.current_version() == current.version
 

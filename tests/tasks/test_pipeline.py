@@ -16,7 +16,7 @@ import pytest
 import ml.artifact
 from common.recs_cache import release_lock
 from tasks import data_checks, gate, limits, outcomes, pipeline
-from testing.service import next_update, publish_once, settings_from
+from testing.service import listed, next_update, popular_listed, publish_once, settings_from, version_items
 
 
 def test_chunk_ranges_cover_every_user_once():
@@ -57,13 +57,13 @@ def test_run_writes_every_list_then_flips_and_announces(loaded_db, cache, servic
     assert (candidate.num_users, candidate.num_items) == (model.num_users, model.num_items)
     expected_items, expected_scores = model.top_k(np.arange(model.num_users), settings.top_k)
     for user, user_id in enumerate(model.user_ids):
-        items, scores = cache.user_list(candidate.version, user_id)
+        items, scores = listed(cache, candidate.version, user_id)
         length = int((expected_items[user] >= 0).sum())
         np.testing.assert_array_equal(items, expected_items[user, :length])
         np.testing.assert_allclose(scores, expected_scores[user, :length], rtol=1e-6)
-    popular_items, _ = cache.popular_list(candidate.version)
+    popular_items, _ = popular_listed(cache, candidate.version)
     np.testing.assert_array_equal(popular_items, model.popular(settings.top_k)[0])
-    assert [post_id for post_id, _, _ in cache.version_items(candidate.version)] == model.item_ids
+    assert [post_id for post_id, _, _ in version_items(cache, candidate.version)] == model.item_ids
     assert next_update(cache, updates) == candidate.update_message()
     _, metadata = ml.artifact.load(settings.model_dir, candidate.version)
     assert metadata["metrics"] == candidate.metrics
@@ -73,7 +73,7 @@ def test_run_writes_every_list_then_flips_and_announces(loaded_db, cache, servic
 
     assert previous == candidate.version and cache.current_version() == second.version
     # The previous version stays readable for clients that pinned it, then expires.
-    assert cache.user_list(candidate.version, model.user_ids[0]) is not None
+    assert listed(cache, candidate.version, model.user_ids[0]) is not None
     assert 0 < cache.client.ttl(cache.recs_key(candidate.version, model.user_ids[0])) <= settings.recs_retain_seconds
     assert cache.client.ttl(cache.recs_key(second.version, model.user_ids[0])) == -1
 
@@ -91,7 +91,7 @@ def test_run_that_stops_before_publishing_changes_nothing_a_reader_sees(loaded_d
 
     assert cache.current_version() == first.version
     assert ml.artifact.current_version(settings.model_dir) == first.version
-    assert cache.user_list(first.version, model.user_ids[-1]) is not None
+    assert listed(cache, first.version, model.user_ids[-1]) is not None
     for key in (cache.recs_key(candidate.version, new_model.user_ids[0]), cache.meta_key(candidate.version)):
         assert 0 < cache.client.ttl(key) <= limits.lock_ttl(settings)
     assert not cache.is_published(candidate.version)

@@ -22,7 +22,7 @@ from tasks import limits, publication
 from testing.environment import REDIS_PREFIX
 from testing.polling import wait_until
 from testing.processes import REPO, start_worker
-from testing.service import publish_once, run_train, settings_from
+from testing.service import listed, publish_once, run_train, settings_from
 
 
 def other_checkout(service_env, tmp_path) -> dict[str, str]:
@@ -64,7 +64,7 @@ def test_an_empty_redis_gets_the_current_artifact_again_under_its_own_version(lo
     assert outcome["reason"] == "Redis holds no current version"
     assert outcome["num_users"] == model.num_users and set(outcome["stages"]) == {"precompute", "publish"}
     assert cache.current_version() == candidate.version and cache.is_published(candidate.version)
-    assert all(cache.user_list(candidate.version, user) is not None for user in model.user_ids)
+    assert all(listed(cache, candidate.version, user) is not None for user in model.user_ids)
     assert cache.parse_update(updates.get_message(timeout=5))["version"] == candidate.version
     assert cache.last_training_outcome() == outcome
     assert ml.artifact.list_versions(settings.model_dir) == kept  # nothing was trained
@@ -184,7 +184,7 @@ def test_a_redis_restarted_empty_is_refilled_from_disk_within_30_s(
     wait_until(lambda: cache.current_version() == version, 30, "the pointer to be restored")
     refilled_after = time.monotonic() - returned
     assert cache.is_published(version)
-    assert all(cache.user_list(version, user) is not None for user in users)
+    assert all(listed(cache, version, user) is not None for user in users)
     # The republish records its outcome just after the flip that restored the pointer.
     outcome = wait_until(cache.last_training_outcome, 10, "the republish's outcome")
     assert (outcome["status"], outcome["version"]) == ("republished", version)

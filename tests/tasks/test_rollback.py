@@ -10,7 +10,7 @@ from app import create_app
 from common.config import load_settings
 from tasks import limits
 from testing.processes import REPO
-from testing.service import next_update, publish_once, settings_from
+from testing.service import listed, next_update, publish_once, settings_from
 
 
 def rollback(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -36,7 +36,7 @@ def test_rollback_republishes_an_earlier_version_everywhere(loaded_db, cache, se
     assert next_update(cache, updates)["version"] == first.version
     assert cache.current_version() == first.version
     assert ml.artifact.current_version(settings.model_dir) == first.version
-    assert all(cache.user_list(first.version, user) is not None for user in first_model.user_ids)
+    assert all(listed(cache, first.version, user) is not None for user in first_model.user_ids)
     assert 0 < cache.client.ttl(cache.recs_key(second.version, first_model.user_ids[0])) <= settings.recs_retain_seconds
     assert not cache.client.exists(cache.lock_key)
     # /admin/model-status's last outcome tells of the rollback, not of the run it undid.

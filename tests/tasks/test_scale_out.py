@@ -10,7 +10,7 @@ import ml.db.load
 import ml.db.schema
 from testing.polling import wait_until
 from testing.processes import start_worker
-from testing.service import run_train, settings_from, write_demo
+from testing.service import listed, run_train, settings_from, write_demo
 
 
 def test_two_workers_share_the_precompute_and_the_version_flips_once(
@@ -37,7 +37,7 @@ def test_two_workers_share_the_precompute_and_the_version_flips_once(
     model, _ = ml.artifact.load(settings.model_dir, version)
     expected_items, _ = model.top_k(np.arange(model.num_users), settings.top_k)
     for user, user_id in enumerate(model.user_ids):
-        items, _ = cache.user_list(version, user_id)
+        items, _ = listed(cache, version, user_id)
         np.testing.assert_array_equal(items, expected_items[user][expected_items[user] >= 0])
     # One announcement, after the flip; the run's lock is released by the publishing task.
     announced = [cache.parse_update(updates.get_message(timeout=1)) for _ in range(3)]

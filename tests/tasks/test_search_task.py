@@ -18,7 +18,7 @@ from ml.model_config import AlsSettings, ModelConfig, read_search, write_search
 from tasks import limits
 from testing.polling import wait_until
 from testing.processes import start_worker
-from testing.service import run_train, settings_from
+from testing.service import listed, run_train, settings_from
 
 
 def start_search_worker(services, env, name="search"):
@@ -67,9 +67,9 @@ def test_search_records_its_choice_and_training_fits_it(loaded_db, cache, servic
     assert metadata["model"]["family"] == "als" and metadata["model"]["als"]["factors"] == 16
     assert model.num_components == 16 and not model.item_biases.any()
     user = next(i for i in range(model.num_users) if len(model.excluded_items(i)))
-    listed = cache.user_list(outcome["version"], model.user_ids[user])
+    written = listed(cache, outcome["version"], model.user_ids[user])
     expected, _ = model.top_k([user], 10)
-    assert listed is not None and list(listed[0][:10]) == expected[0].tolist()
+    assert written is not None and list(written[0][:10]) == expected[0].tolist()
     # Unchanged data and configuration: the next run publishes nothing.
     assert run_train(celery_client, force=False)["status"] == "unchanged"
 

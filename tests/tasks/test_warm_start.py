@@ -13,7 +13,7 @@ import ml.artifact
 import ml.warm
 from ml.db.load import load_dataset_dir
 from ml.db.schema import create_schema
-from testing.service import publish_once, settings_from, write_demo
+from testing.service import listed, publish_once, settings_from, write_demo
 
 # The newest fifth of the demo's interactions arrive after the first model, in two halves.
 HOLD_BACK = """
@@ -74,7 +74,7 @@ def test_a_run_continues_the_served_fit_on_what_arrived(arriving, cache, service
     metadata = _metadata(settings, second.version)
     assert metadata["fit"] == "warm" and metadata["metrics"]["protocol"] == "progressive"
     assert metadata["metrics"]["model"]["precision@10"] > metadata["metrics"]["popularity"]["precision@10"]
-    assert "zz-new-user" in model.user_ids and cache.user_list(second.version, "zz-new-user") is not None
+    assert "zz-new-user" in model.user_ids and listed(cache, second.version, "zz-new-user") is not None
     # The state moves on with the served version; the previous one is kept, older ones are removed.
     state = ml.warm.load_state(settings.model_dir, second.version)
     assert state.full_fit_at == ml.warm.load_state(settings.model_dir, first.version).full_fit_at

@@ -8,7 +8,7 @@ import ml.artifact
 from tasks import outcomes
 from testing.polling import wait_until
 from testing.processes import start_worker
-from testing.service import next_update, settings_from
+from testing.service import listed, next_update, popular_listed, settings_from
 
 NEW_USER = "fan-who-just-joined"
 
@@ -45,15 +45,15 @@ def test_beat_retrains_and_publishes_new_versions(loaded_db, cache, service_env,
     assert first["num_users"] == len(users)
     assert version in ml.artifact.list_versions(settings.model_dir)
     assert cache.is_published(version)
-    assert all(cache.user_list(version, user_id) is not None for user_id in users)
-    assert cache.popular_list(version) is not None
+    assert all(listed(cache, version, user_id) is not None for user_id in users)
+    assert popular_listed(cache, version) is not None
 
     # New interactions reach a later version; the pointer follows it, on disk too.
     add_user_with_interactions(loaded_db, NEW_USER, posts=12)
 
     def version_with_new_user():
         update = next_update(cache, updates, timeout=30)
-        return update["version"] if cache.user_list(update["version"], NEW_USER) is not None else None
+        return update["version"] if listed(cache, update["version"], NEW_USER) is not None else None
 
     newer = wait_until(version_with_new_user, 60, "a version that knows the new user")
     assert newer > version
