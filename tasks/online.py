@@ -21,6 +21,7 @@ from tasks.training import OUTCOME_REPR_MAXSIZE, RETRY_OPTIONS, recs_cache
 
 log = logging.getLogger(__name__)
 
+
 @app.task(name="tasks.move_impressions", resultrepr_maxsize=OUTCOME_REPR_MAXSIZE, **RETRY_OPTIONS)
 def move_impressions() -> dict[str, Any]:
     """Move the served pages waiting in Redis into PostgreSQL."""
