@@ -17,6 +17,7 @@ from common.recs_cache import (
     LIVE_USER_HISTORY,
     RECS_BUCKETS,
     RecsCache,
+    ServedEntry,
     cut_exclusions,
     live_user_at,
     pack_list,
@@ -492,7 +493,7 @@ def test_a_publish_reaches_a_subscriber_on_every_node(cache, redis_client):
 
 
 def test_served_pages_move_and_locks_pass_between_processes(cache):
-    cache.record_served_page("u1", ["p1", "p2"], 1, "", "production", "production", "v1", maxlen=100)
+    cache.record_served_pages([ServedEntry("u1", ["p1", "p2"], 1, "", "production", "production", "v1", 1)], maxlen=100)
     pages = cache.read_served_pages(10)
     assert [(p.user_id, p.post_ids, p.model_version) for p in pages] == [("u1", ["p1", "p2"], "v1")]
     cache.ack_served_pages([page.entry_id for page in pages])  # one transaction on the stream's slot
