@@ -199,3 +199,13 @@ def test_served_pages_lost_when_redis_is_down_or_the_queue_is_full(dead_redis_ur
     assert log.flush() == 0  # Redis refused: the batch is dropped and counted
     assert metrics.SERVED_PAGES_LOST._value.get() == lost + 5 + QUEUE_PAGES
     log.close()
+
+
+def test_the_openapi_document_describes_the_experiment_fields_and_endpoint(client):
+    spec = client.get("/openapi.json").get_json()
+    page = spec["components"]["schemas"]["Recommendations"]
+    assert {"experiment", "variant", "variant_fallback"} <= set(page["required"])
+    assert spec["paths"]["/admin/experiments"]["get"]["security"] == [{"adminToken": []}]
+    answer = spec["paths"]["/admin/experiments"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["$ref"].endswith("/Experiments")
+    assert "online" in spec["components"]["schemas"]["ModelStatus"]["properties"]
