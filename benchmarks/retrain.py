@@ -46,9 +46,11 @@ from tasks import limits, outcomes, pipeline
 log = logging.getLogger("benchmarks.retrain")
 
 # (users, posts, interactions): "default" is the demo generator's default size, "large" the scale target of
-# the ML core (100k users, 20k posts, 2M interactions), "xl" issue 14's (1M users, 100k posts, 20M).
+# the ML core (100k users, 20k posts, 2M interactions), "xl" issue 14's (1M users, 100k posts, 20M);
+# "medium" is a fifth of "large", for a loaded machine.
 SIZES = {
     "default": (500, 2_016, 50_000),
+    "medium": (20_000, 4_000, 400_000),
     "large": (100_000, 20_000, 2_000_000),
     "xl": (1_000_000, 100_000, 20_000_000),
 }
@@ -182,7 +184,8 @@ def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
             cycle = _in_child(_cycle, cycle_env)
             cycle["label"] = label
             result["cycles"].append(cycle)
-            log.info("%s %s: %.1f s from task start to published version", name, label, cycle["total_s"])
+            log.info("%s %s: %.1f s from task start to published version: %s", name, label, cycle["total_s"],
+                     json.dumps(cycle))  # fmt: skip
     finally:
         client = redis.Redis.from_url(args.redis_url)
         keys = list(client.scan_iter(match=f"{BENCH_PREFIX}*", count=10_000))
