@@ -58,6 +58,7 @@ BENCH_PREFIX = "recsvc-bench:"
 # The newest share of interactions that arrives between the first (full) run and the warm one.
 ARRIVING = 0.05
 HOLD_BACK = """
+DROP TABLE IF EXISTS bench_later;
 CREATE TABLE bench_later AS SELECT user_id, post_id, type, created_at FROM interactions
     WHERE created_at > (SELECT percentile_disc(%(kept)s) WITHIN GROUP (ORDER BY created_at) FROM interactions);
 DELETE FROM interactions WHERE created_at > (SELECT min(created_at) FROM bench_later) - interval '1 microsecond';
