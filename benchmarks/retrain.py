@@ -174,6 +174,7 @@ def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
         "PRECOMPUTE_CHUNK_USERS": str(10_000_000),
     }
     _sql(args.database_url, HOLD_BACK, {"kept": 1 - ARRIVING})
+    _delete_keys(args.redis_url)  # the prefix is the benchmark's own: a killed run's lock and lists go
     try:
         for label, cycle_env, arrive in (
             ("full", env, False),
@@ -188,12 +189,16 @@ def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
             log.info("%s %s: %.1f s from task start to published version: %s", name, label, cycle["total_s"],
                      json.dumps(cycle))  # fmt: skip
     finally:
-        client = redis.Redis.from_url(args.redis_url)
-        keys = list(client.scan_iter(match=f"{BENCH_PREFIX}*", count=10_000))
-        for chunk in range(0, len(keys), 10_000):
-            client.delete(*keys[chunk : chunk + 10_000])
-        client.close()
+        _delete_keys(args.redis_url)
     return result
+
+
+def _delete_keys(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{BENCH_PREFIX}*", count=10_000))
+    for chunk in range(0, len(keys), 10_000):
+        client.delete(*keys[chunk : chunk + 10_000])
+    client.close()
 
 
 def print_table(rows: list[dict]) -> None:
