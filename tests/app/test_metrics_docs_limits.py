@@ -60,7 +60,16 @@ def test_metrics_count_requests_pages_and_the_model(client, cache, model_dir):
 def test_openapi_document_describes_every_endpoint_and_the_error_shape(client):
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
-    documented = {"/", "/recommendations/{user_id}", "/health", "/admin/reload-model", "/admin/model-status"}
+    documented = {
+        "/",
+        "/recommendations/{user_id}",
+        "/posts/{post_id}/similar",
+        "/events",
+        "/health",
+        "/admin/reload-model",
+        "/admin/model-status",
+        "/admin/experiments",
+    }
     assert documented | {"/metrics"} <= set(spec["paths"])
     path = spec["paths"]["/recommendations/{user_id}"]
     get = path["get"]
@@ -72,6 +81,8 @@ def test_openapi_document_describes_every_endpoint_and_the_error_shape(client):
         "version",
         "token",
         "exclude",
+        "community",
+        "tag",
     }
     assert next(p for p in path["parameters"] if p["name"] == "user_id")["schema"]["maxLength"] == 128
     assert {"200", "400", "503"} <= set(get["responses"])
