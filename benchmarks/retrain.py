@@ -5,11 +5,13 @@ measures the training-data reader alone (seconds, peak RSS), then runs the train
 evaluate, fit, artifact, precompute, publish: the functions ``tasks.train`` calls when the users fit in one
 chunk), each cycle in a process of its own so that its peak RSS is its own:
 
-1. ``full``: the first model, on the data without its newest 5% of interactions;
-2. ``warm``: those interactions arrive and the next run continues the first one's fit (``ml.warm``), gated
-   progressively;
-3. ``full, same data``: a full retrain on the warm run's data, so the two runs' holdout figures stand side by
-   side.
+1. ``full``: the first model, on the data without its newest 10% of interactions;
+2. ``warm``: the first half of those arrives and the next run continues the first one's fit (``ml.warm``),
+   gated progressively;
+3. ``full, same data``: a full retrain on the warm run's data;
+
+then the second half arrives, and both the warm and the full model are measured on it alike (the posts users
+went to next, which neither learnt: :func:`ml.warm.progressive_metrics`), their figures side by side.
 
 Usage, from the repository root::
 
@@ -55,15 +57,21 @@ SIZES = {
     "xl": (1_000_000, 100_000, 20_000_000),
 }
 BENCH_PREFIX = "recsvc-bench:"
-# The newest share of interactions that arrives between the first (full) run and the warm one.
-ARRIVING = 0.05
+# The newest tenth of the interactions is held back: its first half arrives between the first (full) run and
+# the warm one; its second half, which neither the warm nor the full run on the same data learnt from, is the
+# future both are measured on alike (ml.warm.progressive_metrics).
 HOLD_BACK = """
 DROP TABLE IF EXISTS bench_later;
 CREATE TABLE bench_later AS SELECT user_id, post_id, type, created_at FROM interactions
-    WHERE created_at > (SELECT percentile_disc(%(kept)s) WITHIN GROUP (ORDER BY created_at) FROM interactions);
+    WHERE created_at > (SELECT percentile_disc(0.9) WITHIN GROUP (ORDER BY created_at) FROM interactions);
 DELETE FROM interactions WHERE created_at > (SELECT min(created_at) FROM bench_later) - interval '1 microsecond';
 """
 ARRIVE = """
+INSERT INTO interactions (user_id, post_id, type, created_at) SELECT * FROM bench_later
+    WHERE created_at <= (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY created_at) FROM bench_later);
+DELETE FROM bench_later WHERE created_at <= (SELECT max(created_at) FROM interactions);
+"""
+FUTURE = """
 INSERT INTO interactions (user_id, post_id, type, created_at) SELECT * FROM bench_later;
 DROP TABLE bench_later;
 """
@@ -112,6 +120,7 @@ def _cycle(env: dict[str, str]) -> dict:
     metadata = json.loads((Path(settings.model_dir) / f"{candidate.version}.json").read_text())
     metrics = candidate.metrics or {}
     return {
+        "version": candidate.version,
         "fit": metadata.get("fit", "full"),
         "users": candidate.num_users,
         "posts": candidate.num_items,
@@ -173,7 +182,7 @@ def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
         "FULL_RETRAIN_INTERVAL_SECONDS": "86400",
         "PRECOMPUTE_CHUNK_USERS": str(10_000_000),
     }
-    _sql(args.database_url, HOLD_BACK, {"kept": 1 - ARRIVING})
+    _sql(args.database_url, HOLD_BACK)
     _delete_keys(args.redis_url)  # the prefix is the benchmark's own: a killed run's lock and lists go
     try:
         for label, cycle_env, arrive in (
@@ -188,9 +197,38 @@ def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
             result["cycles"].append(cycle)
             log.info("%s %s: %.1f s from task start to published version: %s", name, label, cycle["total_s"],
                      json.dumps(cycle))  # fmt: skip
+        _sql(args.database_url, FUTURE)
+        result["future"] = _in_child(
+            _future_figures, args.database_url, env["MODEL_DIR"], [c["version"] for c in result["cycles"][1:]]
+        )
+        log.info("%s on the future: %s", name, json.dumps(result["future"]))
     finally:
         _delete_keys(args.redis_url)
     return result
+
+
+def _future_figures(database_url: str, model_dir: str, versions: list[str]) -> list[dict]:
+    """In a fresh process: each version's progressive figures on the interactions newer than any it learnt."""
+    import ml.artifact
+    import ml.warm
+    from ml.settings import DEFAULT_QUERIES
+    from ml.timestamps import parse_timestamps
+
+    conn = ml.db.connection.connect(database_url)
+    try:
+        dataset = ml.db.read.read_dataset(conn, DEFAULT_QUERIES)
+    finally:
+        conn.close()
+    figures = []
+    for version in versions:
+        model, metadata = ml.artifact.load(model_dir, version)
+        if model.item_ids != dataset.item_ids or model.user_ids != dataset.user_ids:
+            raise SystemExit(f"version {version} does not have the data's users and posts")
+        (until,), _ = parse_timestamps([metadata["data_window"]["last_interaction"]])
+        learned, newer = ml.warm.split_at(dataset, float(until))
+        metrics = ml.warm.progressive_metrics(model, learned, ml.warm.only(dataset, newer))
+        figures.append({"version": version, "fit": metadata.get("fit"), **metrics})
+    return figures
 
 
 def _delete_keys(redis_url: str) -> None:
@@ -230,6 +268,19 @@ def print_table(rows: list[dict]) -> None:
                 f"{cycle['mb_per_100k_users']:.1f}",
             ]
             out.write("| " + " | ".join(cells) + " |\n")
+    out.write("\nOn the future (the newest 5% of interactions, learnt by neither run; progressive protocol):\n\n")
+    out.write(
+        "| size | run | users | pairs | p@10 | recall@10 | ndcg@10 | popularity p@10 |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
+    for row in rows:
+        for figures in row.get("future", []):
+            model = figures["model"]
+            out.write(
+                f"| {row['size']} | {figures['fit']} | {figures['users']:,} | {figures['test_pairs']:,} | "
+                f"{model['precision@10']:.4f} | {model['recall@10']:.4f} | {model['ndcg@10']:.4f} | "
+                f"{figures['popularity']['precision@10']:.4f} |\n"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
