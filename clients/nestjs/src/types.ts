@@ -185,6 +185,14 @@ export interface ModelStatus {
   /** The last failed load, if any. */
   last_load_error?: Record<string, unknown> | null;
   last_training_outcome?: Record<string, unknown> | null;
+  /** The model family of the held version: `lightfm`, `als` or `blend`. */
+  model_family?: string | null;
+  /**
+   * The last model search (tasks.search) without its trials: `searched_at`, `seconds`, `budget`, `pinned`,
+   * `trials` (counts by state), `adopted`, `reason`, `chosen`, `best_family`, `best_holdout`,
+   * `current_holdout`, `families`; null before the first.
+   */
+  search?: Record<string, unknown> | null;
   /**
    * Online click-through of the production model: `daily` [{day, impressions, clicks, ctr}], `ctr_today`,
    * `ctr_trailing_week`, `drop_fraction`, `alert`; null until the first online report.
@@ -453,6 +461,8 @@ export const SCHEMA_FIELDS: Readonly<Record<string, SchemaFields>> = {
       'cache_version',
       'last_load_error',
       'last_training_outcome',
+      'model_family',
+      'search',
       'online',
     ],
     ['worker_pid'],
@@ -467,6 +477,8 @@ export const SCHEMA_FIELDS: Readonly<Record<string, SchemaFields>> = {
       'cache_version',
       'last_load_error',
       'last_training_outcome',
+      'model_family',
+      'search',
       'online',
     ],
   ),
