@@ -17,7 +17,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 from app.feed.pin import TOKEN_PATTERN
 from common.recs_cache import EVENT_TYPES
 from ml import artifact
-from ml.ids import MAX_ID_LENGTH, is_requestable_user_id
+from ml.ids import MAX_ID_LENGTH, USER_ID_PATTERN, is_requestable_user_id
 from ml.model_config import FAMILIES
 
 MAX_OFFSET = 2**31 - 1
@@ -25,26 +25,31 @@ MAX_EXCLUDE = 200  # post ids in one request's ``exclude``
 MAX_FILTER_VALUES = 20  # communities in one ``community=``, tags in one ``tag=``
 
 
+def _id_list(text: str, most: int, noun: str) -> frozenset[str]:
+    """Comma-separated ids: 1 to ``most`` values of 1 to MAX_ID_LENGTH characters each (``id_list_pattern``)."""
+    values = text.split(",")
+    if len(values) > most:
+        raise ValidationError(f"must list at most {most} {noun}s, got {len(values)}")
+    for position, value in enumerate(values):
+        if not 1 <= len(value) <= MAX_ID_LENGTH:
+            raise ValidationError(f"{noun} {position} must be 1 to {MAX_ID_LENGTH} characters long")
+    return frozenset(values)
+
+
+def id_list_pattern(most: int) -> str:
+    """The rule of :func:`_id_list` as the regular expression the OpenAPI document publishes."""
+    value = f"[^,]{{1,{MAX_ID_LENGTH}}}"
+    return f"^{value}(,{value}){{0,{most - 1}}}$"
+
+
 def parse_exclude(text: str) -> frozenset[str]:
     """The post ids of ``exclude``: comma-separated, 1 to MAX_EXCLUDE of 1 to 128 characters each."""
-    ids = text.split(",")
-    if len(ids) > MAX_EXCLUDE:
-        raise ValidationError(f"must list at most {MAX_EXCLUDE} post ids, got {len(ids)}")
-    for position, post_id in enumerate(ids):
-        if not 1 <= len(post_id) <= MAX_ID_LENGTH:
-            raise ValidationError(f"post id {position} must be 1 to {MAX_ID_LENGTH} characters long")
-    return frozenset(ids)
+    return _id_list(text, MAX_EXCLUDE, "post id")
 
 
 def parse_filter(text: str) -> frozenset[str]:
     """The values of ``community`` or ``tag``: comma-separated, 1 to MAX_FILTER_VALUES of 1 to 128 characters each."""
-    values = text.split(",")
-    if len(values) > MAX_FILTER_VALUES:
-        raise ValidationError(f"must list at most {MAX_FILTER_VALUES} values, got {len(values)}")
-    for position, value in enumerate(values):
-        if not 1 <= len(value) <= MAX_ID_LENGTH:
-            raise ValidationError(f"value {position} must be 1 to {MAX_ID_LENGTH} characters long")
-    return frozenset(values)
+    return _id_list(text, MAX_FILTER_VALUES, "value")
 
 
 def _filter_field(what: str) -> fields.String:
@@ -55,6 +60,7 @@ def _filter_field(what: str) -> fields.String:
             f"to {MAX_ID_LENGTH} characters). With both `community` and `tag`, a post must pass both. An "
             "unknown value matches nothing (an empty feed)",
             "maxLength": MAX_FILTER_VALUES * (MAX_ID_LENGTH + 1) - 1,
+            "pattern": id_list_pattern(MAX_FILTER_VALUES),
         },
     )
 
@@ -126,9 +132,15 @@ def check_limit(value: int, settings: Any) -> int:
 
 
 def check_one_pin(data: Mapping[str, Any]) -> None:
-    """A page pins its scroll with ``token`` or with ``version``, not both."""
-    if data.get("token") is not None and data.get("version") is not None:
-        raise ValidationError("pass either token or version, not both", field_name="token")
+    """A page pins its scroll with ``token`` or with ``version``; both only if they name the same model version.
+
+    A client that passes back a page's ``model_version`` and ``token`` together asks for one pin; two
+    different versions are two pins, which no page can honour.
+    """
+    token, version = data.get("token"), data.get("version")
+    pinned = TOKEN_PATTERN.fullmatch(token) if token is not None else None
+    if version is not None and pinned is not None and pinned.group(1) != version:
+        raise ValidationError("token and version name different model versions: pass one of them", field_name="token")
 
 
 def _plain_whole_number(text: str) -> int:
@@ -242,6 +254,7 @@ class RecommendationsQuerySchema(QueryArgumentsSchema):
             "description": f"Posts the client already shows, comma-separated (up to {MAX_EXCLUDE} ids of 1 to "
             f"{MAX_ID_LENGTH} characters): they are skipped, their positions kept, so `next_offset` stays exact",
             "maxLength": MAX_EXCLUDE * (MAX_ID_LENGTH + 1) - 1,
+            "pattern": id_list_pattern(MAX_EXCLUDE),
         },
     )
     community = _filter_field("of these communities (ids)")
@@ -408,6 +421,7 @@ class SimilarQuerySchema(QueryArgumentsSchema):
             "description": "Re-rank the neighbours for this user and leave out the posts it interacted with "
             "(1-128 characters, as the user ids of `/recommendations/<user_id>`)",
             "maxLength": MAX_ID_LENGTH,
+            "pattern": USER_ID_PATTERN,
         },
     )
 
@@ -478,7 +492,7 @@ class EventSchema(Schema):
     user_id = fields.String(
         required=True,
         validate=validate.Length(min=1, max=MAX_ID_LENGTH),
-        metadata={"description": "The user's id (as in `GET /recommendations/<user_id>`)"},
+        metadata={"description": "The user's id (as in `GET /recommendations/<user_id>`)", "pattern": USER_ID_PATTERN},
     )
     post_id = fields.String(required=True, validate=validate.Length(min=1, max=MAX_ID_LENGTH))
     type = fields.String(

@@ -90,3 +90,12 @@ def test_a_version_with_a_final_newline_is_refused(client):
     response = client.get(f"/recommendations/user-1?version={VERSION}%0A")
     assert response.status_code == 400
     assert "version" in response.get_json()["error"]["details"]["fields"]["query"]
+
+
+def test_token_and_version_pass_together_only_naming_one_model_version(client):
+    """A client may pass back a page's model_version and token together; two different versions are a 400."""
+    same = client.get(f"/recommendations/user-1?version={VERSION}&token={VERSION}.0.1")
+    assert same.status_code != 400, same.get_json()
+    other = client.get(f"/recommendations/user-1?version={VERSION}&token=20261126T101501Z-1a2b3c4d.0.1")
+    assert other.status_code == 400
+    assert "token" in other.get_json()["error"]["details"]["fields"]["query"]

@@ -25,6 +25,7 @@ import pytest
 from testing.environment import ADMIN_TOKEN
 from testing.processes import access_statuses
 
+REPO = Path(__file__).resolve().parents[2]
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 FUZZ_SEED = int(os.environ.get("FUZZ_SEED", "20261126"))
@@ -46,13 +47,21 @@ ERROR_KEYS = {"code", "message", "details"}
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(served, tmp_path):
     report = tmp_path / "schemathesis.json"
+    # Invalid data may also be refused by gunicorn before Flask sees it: a request line over its limit is a
+    # 414 (in the error shape too, see test_hostile_request_gets_a_designed_answer).
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(
+        "[checks.negative_data_rejection]\n"
+        'expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "414", "415", "422", "428", "429"]\n'
+    )
     result = subprocess.run(
-        [str(SCHEMATHESIS), "run", f"{served.url}/openapi.json", "--checks", CHECKS,
+        [str(SCHEMATHESIS), "--config-file", str(config), "run", f"{served.url}/openapi.json", "--checks", CHECKS,
          "--max-examples", str(FUZZ_EXAMPLES), "--seed", str(FUZZ_SEED), "--no-color",
          "--generation-database", "none", "--request-timeout", "10",
          "--header", f"Authorization: Bearer {ADMIN_TOKEN}",
          "--report", "json", "--report-json-path", str(report)],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO), "SCHEMATHESIS_HOOKS": "tests.reliability.schemathesis_hooks"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     generated = re.search(r"(\d+) generated", result.stdout)
@@ -99,7 +108,7 @@ HOSTILE = [
     ("emoji and RTL marks", get("/recommendations/%F0%9F%92%9C%E2%80%8F"), {400}),
     ("NUL byte in the user id", get("/recommendations/a%00b"), {400}),
     ("CRLF injection in the user id", get("/recommendations/a%0D%0ASet-Cookie:%20x=1"), {400}),
-    ("path traversal", get("/recommendations/../admin/model-status"), {401, 404}),
+    ("path traversal", get("/recommendations/../admin/model-status"), {400, 401, 404}),
     ("encoded path traversal", get("/recommendations/..%2F..%2Fetc%2Fpasswd"), {400, 404}),
     ("percent-encoded slash", get("/recommendations/a%2Fb"), {400, 404}),
     ("double-encoded slash", get("/recommendations/a%252Fb"), {200}),
