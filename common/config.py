@@ -80,7 +80,7 @@ class Settings:
     live_max_posts: int = 2000
     live_max_users: int = 100_000
     events_max_per_user: int = 1000
-    events_ttl_seconds: int = 7 * 86400
+    events_ttl_seconds: int = 3600
     impressions: str = "demote"  # demote, hide or ignore
     events_token: str | None = None  # None: POST /events takes the admin token
     events_rate_limit: str = "20/second"

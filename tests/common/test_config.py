@@ -105,7 +105,7 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path, monkeypatch):
 def test_live_feed_settings_default_parse_and_are_refused_by_name():
     d = load_settings({})
     assert (d.max_feed_posts, d.live_max_posts, d.live_max_users) == (1000, 2000, 100_000)
-    assert (d.events_max_per_user, d.events_ttl_seconds, d.impressions) == (1000, 7 * 86400, "demote")
+    assert (d.events_max_per_user, d.events_ttl_seconds, d.impressions) == (1000, 3600, "demote")
     assert (d.events_token, d.events_rate_limit, d.api_models_kept) == (None, "20/second", 2)
     s = load_settings(
         {"IMPRESSIONS": "Hide", "EVENTS_TOKEN": "e" * 20, "MAX_FEED_POSTS": "300", "API_MODELS_KEPT": "0"}
