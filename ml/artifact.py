@@ -95,9 +95,10 @@ _RESERVED_KEYS = frozenset(
 
 
 def new_version(now: datetime | None = None) -> str:
-    """A new version id ``YYYYMMDDTHHMMSSZ-xxxxxxxx``: UTC time then 8 random hex digits, so ids sort by time."""
+    """A new version id ``YYYYMMDDTHHMMSSZ-xxxxxxxx``: UTC time, then the microsecond (5 hex digits) and 3 random
+    hex digits, so ids sort by time even within a second (versions only go up; pruning keeps the newest)."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    return f"{now:%Y%m%dT%H%M%SZ}-{now.microsecond:05x}{secrets.token_hex(2)[:3]}"
 
 
 def created_timestamp(version: str, metadata: Mapping[str, Any]) -> float | None:

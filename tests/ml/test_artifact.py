@@ -228,6 +228,12 @@ def test_new_version_sorts_by_time():
     assert early < late
 
 
+def test_versions_made_within_one_second_sort_in_the_order_they_were_made():
+    made = [artifact.new_version(T0 + timedelta(microseconds=step)) for step in (0, 1, 2, 500_000, 999_999)]
+    assert all(artifact.VERSION_PATTERN.match(version) for version in made)
+    assert made == sorted(made)
+
+
 def _with_strings(model, user_ids, tag):
     tags = [tuple(tag.split("|")) if i % 2 else () for i in range(model.num_items)]
     return dataclasses.replace(model, user_ids=user_ids, item_tags=tags)
