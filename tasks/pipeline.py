@@ -187,7 +187,11 @@ def _warm_start(
         why_not = f"the last full fit is older than FULL_RETRAIN_INTERVAL_SECONDS ({interval:g} s)"
     if why_not is None:
         with stages.time("warm_evaluate"):
-            prepared = ml.warm.prepare(dataset, state, config.training)
+            try:
+                prepared = ml.warm.prepare(dataset, state, config.training)
+            except TrainingError as exc:  # the grown model is not finite: start afresh
+                log.warning("full fit: the warm start failed (%s)", exc)
+                return None, _Fit()
         if prepared.metrics is None:
             why_not = "no new interaction to measure a warm start on"
         else:

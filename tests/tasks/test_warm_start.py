@@ -114,3 +114,17 @@ def test_warm_starts_off_or_a_full_fit_older_than_the_interval_fit_in_full(arriv
 
     assert {"evaluate", "fit"} <= set(stages.durations) and "warm_fit" not in stages.durations
     assert _metadata(settings, second.version)["fit"] == "full"
+
+
+def test_a_state_that_cannot_give_a_finite_model_means_a_full_fit(arriving, cache, service_env):
+    settings = settings_from({**service_env, "FULL_RETRAIN_INTERVAL_SECONDS": "86400"})
+    first, _, _, _ = publish_once(settings, cache)
+    state = ml.warm.load_state(settings.model_dir, first.version)
+    blown = {**state.arrays, "item_embeddings": state.arrays["item_embeddings"] * 1e30}
+    ml.warm.save_state(settings.model_dir, first.version, dataclasses.replace(state, arrays=blown))
+    arriving()
+
+    second, _, _, stages = publish_once(settings, cache)
+
+    assert {"warm_evaluate", "evaluate", "fit"} <= set(stages.durations) and "warm_fit" not in stages.durations
+    assert _metadata(settings, second.version)["fit"] == "full"
