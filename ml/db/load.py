@@ -4,7 +4,7 @@ For demo data, tests and docker init (``python -m ml.db load DIR``): a bad file 
 validated while the server copies them, and the transaction commits only once they passed). The five
 tables' foreign keys and secondary indexes are dropped before the copy and built again after it, in the same
 transaction: one join per foreign key and one sort per index instead of a check and an index insert per row
-(20M interactions: minutes instead of half an hour, docs/PERFORMANCE.md). Readers never see the tables
+(20M interactions: 105 s, docs/PERFORMANCE.md). Readers never see the tables
 without them (DDL takes an exclusive lock until the commit).
 """
 
