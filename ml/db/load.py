@@ -1,4 +1,4 @@
-"""The bulk loader: a dataset directory validated first, then imported with ``COPY`` in one transaction.
+"""The bulk loader: a dataset directory validated and imported with ``COPY`` in one transaction.
 
 For demo data, tests and docker init (``python -m ml.db load DIR``): a bad file imports nothing (the files are
 validated while the server copies them, and the transaction commits only once they passed). The five
