@@ -143,7 +143,7 @@ def test_client_exclusions_are_skipped_and_positions_kept(client, model, version
         ({"exclude": "a,,b"}, "exclude"),
         ({"exclude": "x" * 129}, "exclude"),
         ({"token": "not-a-token"}, "token"),
-        ({"token": "20261126T101500Z-1a2b3c4d.1.2", "version": "20261126T101500Z-1a2b3c4d"}, "token"),
+        ({"token": "20261126T101500Z-1a2b3c4d.1.2", "version": "20261126T101501Z-1a2b3c4d"}, "token"),
     ],
 )
 def test_bad_exclusions_and_tokens_are_refused_by_name(client, version, query, field):
