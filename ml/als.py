@@ -28,7 +28,7 @@ from ml.errors import TrainingError
 from ml.model import RecModel
 from ml.model_config import AlsSettings
 from ml.settings import TrainingSettings
-from ml.training import check_trainable, exclusions, interaction_weights, popularity
+from ml.training import check_trainable, dataset_fields, interaction_weights
 
 logger = logging.getLogger(__name__)
 
@@ -79,19 +79,10 @@ def train_als(dataset: Dataset, params: TrainingSettings, als: AlsSettings) -> R
 
 def factor_model(dataset: Dataset, users: np.ndarray, items: np.ndarray) -> RecModel:
     """The RecModel scoring ``users[u] · items[i]`` (biases 0), with the dataset's exclusions and popularity."""
-    exclude = exclusions(dataset)
-    popular_items, popular_scores = popularity(dataset)
     return RecModel(
-        user_ids=list(dataset.user_ids),
-        item_ids=list(dataset.item_ids),
-        item_tags=list(dataset.item_tags),
-        item_community_ids=[dataset.community_ids[c] for c in dataset.item_community],
+        **dataset_fields(dataset),
         user_embeddings=np.ascontiguousarray(users, dtype=np.float32),
         user_biases=np.zeros(len(users), dtype=np.float32),
         item_embeddings=np.ascontiguousarray(items, dtype=np.float32),
         item_biases=np.zeros(len(items), dtype=np.float32),
-        exclude_indptr=exclude.indptr.astype(np.int64),
-        exclude_indices=exclude.indices.astype(np.int32),
-        popular_items=popular_items,
-        popular_scores=popular_scores,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -213,17 +214,8 @@ def to_rec_model(dataset: Dataset, features: Features, estimator: LightFM) -> Re
     calibration = fresh_calibration(
         representations, features.item_features[:, dataset.num_items :], item_side[1], item_side[2]
     )
-    exclude = exclusions(dataset)
-    popular_items, popular_scores = popularity(dataset)
     return RecModel(
-        user_ids=list(dataset.user_ids),
-        item_ids=list(dataset.item_ids),
-        item_tags=list(dataset.item_tags),
-        item_community_ids=[dataset.community_ids[c] for c in dataset.item_community],
-        exclude_indptr=exclude.indptr.astype(np.int64),
-        exclude_indices=exclude.indices.astype(np.int32),
-        popular_items=popular_items,
-        popular_scores=popular_scores,
+        **dataset_fields(dataset),
         item_feature_names=item_side[0],
         item_feature_embeddings=item_side[1][item_side[3]],
         item_feature_biases=item_side[2][item_side[3]],
@@ -233,6 +225,22 @@ def to_rec_model(dataset: Dataset, features: Features, estimator: LightFM) -> Re
         fresh_calibration=calibration,
         **representations,
     )
+
+
+def dataset_fields(dataset: Dataset) -> dict[str, Any]:
+    """The RecModel fields any model family takes from the data: ids, item metadata, exclusions, popularity."""
+    exclude = exclusions(dataset)
+    popular_items, popular_scores = popularity(dataset)
+    return {
+        "user_ids": list(dataset.user_ids),
+        "item_ids": list(dataset.item_ids),
+        "item_tags": list(dataset.item_tags),
+        "item_community_ids": [dataset.community_ids[c] for c in dataset.item_community],
+        "exclude_indptr": exclude.indptr.astype(np.int64),
+        "exclude_indices": exclude.indices.astype(np.int32),
+        "popular_items": popular_items,
+        "popular_scores": popular_scores,
+    }
 
 
 def feature_embeddings(
