@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from common.experiments import Experiment, parse_experiment
 from common.redis_clients import CLUSTER_SCHEMES, cluster_nodes, is_cluster_url
 from ml.cpus import usable_cpus
-from ml.model_config import pinned_fields
 from ml.settings import (
     DEFAULT_DATABASE_URL,
     DEFAULT_QUERIES,
@@ -31,6 +30,7 @@ from ml.settings import (
     int_in,
     nonempty,
     one_of,
+    pinned_fields,
     read_var,
     sql_queries_from,
     training_from,

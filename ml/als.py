@@ -1,9 +1,10 @@
 """The second model family: implicit's alternating least squares (ALS), as a :class:`~ml.model.RecModel`.
 
-ALS factorises the weighted user × post matrix of :func:`ml.training.interaction_weights` (the same
-interaction types, weights and half-life as LightFM's fit) into user and post factors, with confidence
-``1 + alpha * weight`` per observed pair. It is fast on a CPU at millions of interactions and, on data
-where plain collaborative filtering wins, ranks better than a hybrid model.
+ALS factorises the weighted user × post matrix of :func:`ml.training.interaction_weights` into user and
+post factors, with confidence ``1 + alpha * weight`` per observed pair; the interaction type weights and
+the half-life are ALS's own (:class:`~ml.model_config.AlsSettings`), searched apart from LightFM's. It is
+fast on a CPU at millions of interactions and, on data where plain collaborative filtering wins, ranks
+better than a hybrid model.
 
 Its score is the dot product of the factors, so it maps onto RecModel's representation with zero biases:
 ``top_k``, the precompute, Redis and the web serve it unchanged. ALS has no feature embeddings: the
@@ -15,6 +16,7 @@ interaction gets the mean of the active users' factors: the ranking of an averag
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -36,7 +38,8 @@ logger = logging.getLogger(__name__)
 def train_als(dataset: Dataset, params: TrainingSettings, als: AlsSettings) -> RecModel:
     """Fit ALS on ``dataset`` and return its RecModel (zero biases, no feature embeddings).
 
-    ``params`` gives the interaction weights, the half-life, ``num_threads`` and ``seed``.
+    ``als`` gives the hyperparameters and the confidence weighting (interaction type weights, half-life,
+    alpha); ``params`` gives ``num_threads`` and ``seed``.
 
     Raises
     ------
@@ -44,7 +47,14 @@ def train_als(dataset: Dataset, params: TrainingSettings, als: AlsSettings) -> R
         As :func:`ml.training.train`: nothing to learn from, or non-finite factors.
     """
     check_trainable(dataset)
-    weights = interaction_weights(dataset, params).tocsr()
+    weighting = dataclasses.replace(
+        params,
+        weight_view=als.weight_view,
+        weight_like=als.weight_like,
+        weight_comment=als.weight_comment,
+        half_life_days=als.half_life_days,
+    )
+    weights = interaction_weights(dataset, weighting).tocsr()
     if weights.nnz == 0:
         raise TrainingError("no interaction has a positive weight")
     started = time.perf_counter()

@@ -175,9 +175,9 @@ def save(
         text = json.dumps(document, indent=2, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata is not strict JSON: {exc}") from exc
-    _write_atomically(npz_path, payload)
+    write_atomically(npz_path, payload)
     try:
-        _write_atomically(json_path, text.encode())
+        write_atomically(json_path, text.encode())
     except BaseException:
         # Without its .json the .npz is no version at all, and pruning (which finds versions by their .json)
         # would never delete it: a disk that filled up here would stay full.
@@ -283,7 +283,7 @@ def set_current(model_dir: str | os.PathLike, version: str) -> None:
     _read_metadata(json_path)
     if not npz_path.is_file():
         raise ArtifactError(f"{npz_path}: missing")
-    _write_atomically(directory / CURRENT_FILE, f"{version}\n".encode())
+    write_atomically(directory / CURRENT_FILE, f"{version}\n".encode())
     logger.info("current model is now %s", version)
 
 
@@ -328,8 +328,12 @@ def _check_version(version: str) -> None:
         raise ArtifactError(f"not a version id (YYYYMMDDTHHMMSSZ-xxxxxxxx): {str(version)[:80]!r}")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one, never a part."""
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one, never a part.
+
+    The temporary file (``.tmp-*`` beside ``path``) is removed on failure; one left by a killed process is
+    removed by :func:`prune` once stale. Every file of the model directory is written through here.
+    """
     fd, temp = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

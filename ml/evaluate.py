@@ -30,10 +30,14 @@ holding most of its test posts; the model's ranking of that community's posts (t
 left out) against the community's popularity list, with the user's test posts there as relevant
 (precision, recall and NDCG at k).
 
+The search protocol (``--search FILE``) is the holdout evaluation of each configuration a model search
+recorded (``MODEL_DIR/search.json``, :mod:`ml.search`): the one in force before it, the best of each family
+and the chosen one, each trained with this environment's ``TRAIN_SEED`` and ``TRAIN_THREADS``.
+
 Command line::
 
-    python -m ml.evaluate DIR [--json] [--cold-posts | --similar]
-    python -m ml.evaluate --from-db [--database-url URL] [--json] [--cold-posts | --similar]
+    python -m ml.evaluate DIR [--json] [--cold-posts | --similar | --search FILE]
+    python -m ml.evaluate --from-db [--database-url URL] [--json] [--cold-posts | --similar | --search FILE]
 
 Hyperparameters come from the environment (``LIGHTFM_*``, ``WEIGHT_*``) and, with ``--from-db``, the database
 and its queries from ``DATABASE_URL`` and ``SQL_*``: only the variables of ``ml.settings`` are read.
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -59,7 +64,9 @@ from ml.dataset import Dataset
 from ml.db.connection import connect
 from ml.db.read import read_dataset
 from ml.errors import DatasetError, TrainingError
+from ml.families import train_model
 from ml.model import RecModel
+from ml.model_config import ModelConfig
 from ml.settings import (
     ConfigError,
     TrainingSettings,
@@ -305,6 +312,44 @@ def evaluate_cold_posts(dataset: Dataset, params: TrainingSettings, k: int = 10)
     }
 
 
+def evaluate_search(
+    dataset: Dataset, params: TrainingSettings, record: Mapping[str, Any], k: int = 10
+) -> dict[str, Any]:
+    """The holdout evaluation (:func:`evaluate`) of each configuration in a model search's ``record``.
+
+    ``current`` (in force before the search), the best of each family and ``chosen``, each with ``params``'s
+    ``num_threads`` and ``seed``; a configuration that repeats another (``chosen`` always does) is trained
+    once. Returns :func:`evaluate`'s figures with ``models`` (label: ``family`` and metrics) in place of
+    ``model``.
+    """
+    started = time.perf_counter()
+    configs = {
+        "current": record["current"]["config"],
+        **{family: entry["config"] for family, entry in (record.get("families") or {}).items()},
+        "chosen": record["chosen"],
+    }
+    measured: dict[str, dict[str, Any]] = {}
+    models: dict[str, dict[str, Any]] = {}
+    result: dict[str, Any] = {}
+    for label, document in configs.items():
+        config = ModelConfig.from_json(document)
+        config = dataclasses.replace(
+            config,
+            training=dataclasses.replace(config.training, num_threads=params.num_threads, seed=params.seed),
+        )
+        key = json.dumps(config.to_json(), sort_keys=True)
+        if key not in measured:
+            fit = functools.partial(train_model, config=config)
+            measured[key] = evaluate(dataset, config.training, k, trainer=fit)
+        result = measured[key]
+        models[label] = {"family": config.family, **result["model"]}
+    return {
+        **{name: value for name, value in result.items() if name != "model"},
+        "seconds": round(time.perf_counter() - started, 3),
+        "models": models,
+    }
+
+
 def evaluate_similar(dataset: Dataset, params: TrainingSettings, k: int = 10) -> dict[str, Any]:
     """The browsing protocol (module docstring): similar posts and the community-filtered feed.
 
@@ -436,6 +481,20 @@ def _format_table(result: dict[str, Any], source: str) -> str:
     return "\n".join(lines)
 
 
+def _format_search_table(result: dict[str, Any], source: str) -> str:
+    k = result["k"]
+    names = [f"precision@{k}", f"recall@{k}", f"ndcg@{k}"]
+    lines = [
+        f"{source}, a model search's configurations: {result['users']} users evaluated, {result['test_pairs']} "
+        f"test pairs ({result['seconds']:.1f} s)",
+        f"{'':<24}" + "".join(f"{name:>14}" for name in names),
+    ]
+    rows = [(f"{label} ({entry['family']})", entry) for label, entry in result["models"].items()]
+    for label, entry in [*rows, ("popularity", result["popularity"])]:
+        lines.append(f"{label:<24}" + "".join(f"{entry[name]:>14.4f}" for name in names))
+    return "\n".join(lines)
+
+
 def _format_cold_table(result: dict[str, Any], source: str) -> str:
     k = result["k"]
     names = [f"precision@{k}", f"recall@{k}", f"ndcg@{k}"]
@@ -487,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the browsing protocol: similar posts (hit rate of the next post) and the community-filtered feed",
     )
+    protocol.add_argument(
+        "--search",
+        metavar="FILE",
+        help="the holdout evaluation of each configuration of a model search's record (MODEL_DIR/search.json)",
+    )
     args = parser.parse_args(argv)
     if args.database_url and not args.from_db:
         parser.error("--database-url needs --from-db")
@@ -502,13 +566,28 @@ def main(argv: list[str] | None = None) -> int:
         else:
             dataset = read_dataset_dir(args.dataset_dir)
             label = args.dataset_dir
-        run = evaluate_cold_posts if args.cold_posts else evaluate_similar if args.similar else evaluate
-        result = run(dataset, params, k=args.k)
+        if args.search:
+            with open(args.search, encoding="utf-8") as handle:
+                result = evaluate_search(dataset, params, json.load(handle), k=args.k)
+        else:
+            run = evaluate_cold_posts if args.cold_posts else evaluate_similar if args.similar else evaluate
+            result = run(dataset, params, k=args.k)
     except (ConfigError, DatasetError, TrainingError, OSError, psycopg2.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (KeyError, TypeError, ValueError) as exc:
+        print(f"error: {args.search}: not a model search's record ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
     result["params"] = dataclasses.asdict(params)
-    table = _format_cold_table if args.cold_posts else _format_similar_table if args.similar else _format_table
+    table = (
+        _format_search_table
+        if args.search
+        else _format_cold_table
+        if args.cold_posts
+        else _format_similar_table
+        if args.similar
+        else _format_table
+    )
     print(json.dumps(result, indent=2) if args.json else table(result, label))
     return 0
 

@@ -2,8 +2,8 @@
 
 The model search (:mod:`ml.search`) records its result in ``MODEL_DIR/search.json``; the configuration it chose
 is what training fits from then on (:func:`effective_config`), except for the hyperparameters the environment
-pins (:data:`VARIABLES`): those always keep the environment's value. Without a recorded choice, training fits
-the environment's LightFM, as before the search existed.
+pins (:func:`ml.settings.pinned_fields`): those always keep the environment's value. Without a recorded
+choice, training fits the environment's LightFM, as before the search existed.
 
 This module imports no model library, so the web (``/admin/model-status``) reads the record cheaply;
 :mod:`ml.families` fits a configuration.
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ml.artifact import _write_atomically
+from ml.artifact import write_atomically
 from ml.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
@@ -26,36 +26,29 @@ logger = logging.getLogger(__name__)
 FAMILIES = ("lightfm", "als", "blend")
 SEARCH_FILE = "search.json"
 
-# The environment variable that pins each searched LightFM hyperparameter (ml.settings reads them).
-VARIABLES = {
-    "components": "LIGHTFM_COMPONENTS",
-    "loss": "LIGHTFM_LOSS",
-    "learning_rate": "LIGHTFM_LEARNING_RATE",
-    "epochs": "LIGHTFM_EPOCHS",
-    "item_alpha": "LIGHTFM_ITEM_ALPHA",
-    "user_alpha": "LIGHTFM_USER_ALPHA",
-    "max_sampled": "LIGHTFM_MAX_SAMPLED",
-    "weight_view": "WEIGHT_VIEW",
-    "weight_like": "WEIGHT_LIKE",
-    "weight_comment": "WEIGHT_COMMENT",
-    "half_life_days": "WEIGHT_HALF_LIFE_DAYS",
-}
-
 
 @dataclass(frozen=True)
 class AlsSettings:
-    """Hyperparameters of the ALS fit (:mod:`ml.als`); the interaction weights and half-life come from
-    TrainingSettings."""
+    """Hyperparameters of the ALS fit (:mod:`ml.als`), its confidence weighting included.
+
+    ALS has its own interaction type weights and half-life, searched apart from LightFM's: its confidence
+    ``1 + alpha * weight`` grows linearly with the weight, where LightFM's WARP only samples by it, so the
+    weights that suit one family need not suit the other. The defaults are LightFM's.
+    """
 
     factors: int = 64
     regularization: float = 0.05
     alpha: float = 10.0
     iterations: int = 15
+    weight_view: float = 1.0
+    weight_like: float = 2.0
+    weight_comment: float = 3.0
+    half_life_days: float = 365.0  # 0 disables time decay
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """What a training run fits: the family, LightFM's settings (also the interaction weights of every
+    """What a training run fits: the family, LightFM's settings (also ``num_threads`` and ``seed`` of every
     family), ALS's settings (``als`` and ``blend``) and the blend's LightFM weight."""
 
     family: str = "lightfm"
@@ -88,11 +81,6 @@ class ModelConfig:
             als=AlsSettings(**als) if als else None,
             blend_weight=document.get("blend_weight"),
         )
-
-
-def pinned_fields(env: Mapping[str, str]) -> frozenset[str]:
-    """The searched hyperparameters the environment sets (a non-empty variable of :data:`VARIABLES`)."""
-    return frozenset(name for name, variable in VARIABLES.items() if (env.get(variable) or "").strip())
 
 
 def effective_config(base: TrainingSettings, model_dir: str | Path, pinned: frozenset[str]) -> ModelConfig:
@@ -130,7 +118,7 @@ def write_search(model_dir: str | Path, document: Mapping[str, Any]) -> None:
     """Record a search's result atomically: a reader sees the previous record or this one, never a part."""
     directory = Path(model_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomically(directory / SEARCH_FILE, json.dumps(document, indent=2, allow_nan=False).encode())
+    write_atomically(directory / SEARCH_FILE, json.dumps(document, indent=2, allow_nan=False).encode())
 
 
 def family_of(metadata: Mapping[str, Any]) -> str:

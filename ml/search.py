@@ -13,17 +13,21 @@ Three families compete on the validation split:
   median of earlier trials at that epoch. TPE spends the budget where good trials were found (eleven
   dimensions make a grid either coarse or unaffordable), the pruner stops hopeless fits early, and the
   budget (seconds or trials) is Optuna's own ``timeout``/``n_trials``.
-- ``als`` (:mod:`ml.als`): factors, regularisation, confidence alpha and iterations, with the interaction
-  weights and half-life of the best LightFM trial.
+- ``als`` (:mod:`ml.als`): factors, regularisation, iterations and its own confidence weighting (alpha,
+  the interaction type weights and the half-life), searched with TPE.
 - ``blend`` (:mod:`ml.blend`): the best LightFM and the best ALS model, per-user standardised scores, one
   weight chosen on validation.
 
-The best candidate by validation precision@10 (NDCG@10 breaks ties) is then trained on the holdout's train
-part, as is the configuration in force; it replaces that one only if it scores better on the holdout
-(:func:`run_search`). The choice, its figures and every trial go to ``MODEL_DIR/search.json``
-(:mod:`ml.model_config`), written atomically at the end, so a search killed midway leaves the configuration
-in force. Hyperparameters a deployment sets in its environment (:data:`ml.model_config.VARIABLES`) are
-pinned: the search leaves them alone, and :func:`ml.model_config.effective_config` never overrides them.
+Each study's first trial is the configuration in force (ALS's defaults when ALS is not in force), moved
+into the searched ranges, so TPE starts from a known configuration. The best candidate by validation
+precision@10 (NDCG@10 breaks ties) is then trained on the holdout's train part, as is the configuration in
+force; it replaces that one only if it scores better on the holdout (:func:`run_search`). The choice, its
+figures and every trial go to ``MODEL_DIR/search.json`` (:mod:`ml.model_config`), written atomically at
+the end, so a search killed midway leaves the configuration in force. A search stopped by its caller (the
+task's soft time limit) can still record what it found, the configuration in force kept (:class:`Progress`,
+:func:`interrupted_record`). Hyperparameters a deployment sets in its environment
+(:data:`ml.settings.SEARCHED_VARIABLES`) are pinned: the search leaves them alone, and
+:func:`ml.model_config.effective_config` never overrides them.
 
 Command line (``--model-dir`` reads the configuration in force and records the result there)::
 
@@ -39,7 +43,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,7 +58,7 @@ from ml.evaluate import MIN_USER_POSTS, Split, ranking_metrics, temporal_split
 from ml.families import train_model
 from ml.features import build_features
 from ml.model import RecModel
-from ml.model_config import FAMILIES, AlsSettings, ModelConfig, effective_config, pinned_fields, write_search
+from ml.model_config import FAMILIES, AlsSettings, ModelConfig, effective_config, write_search
 from ml.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
@@ -70,6 +74,30 @@ LIGHTFM_SHARE, ALS_SHARE = 0.55, 0.25
 BLEND_WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 11))
 
 HALF_LIVES = (0.0, 30.0, 90.0, 180.0, 365.0, 730.0, 1460.0)
+# The interaction weighting, searched for each family apart.
+WEIGHTING_SPACE = {
+    "weight_view": optuna.distributions.FloatDistribution(0.1, 2.0, log=True),
+    "weight_like": optuna.distributions.FloatDistribution(0.5, 5.0, log=True),
+    "weight_comment": optuna.distributions.FloatDistribution(0.5, 10.0, log=True),
+    "half_life_days": optuna.distributions.CategoricalDistribution(HALF_LIVES),
+}
+LIGHTFM_SPACE = {
+    "components": optuna.distributions.IntDistribution(8, 128, log=True),
+    "loss": optuna.distributions.CategoricalDistribution(("warp", "bpr", "warp-kos")),
+    "learning_rate": optuna.distributions.FloatDistribution(0.01, 0.3, log=True),
+    "epochs": optuna.distributions.IntDistribution(5, 60),
+    "item_alpha": optuna.distributions.FloatDistribution(1e-9, 1e-3, log=True),
+    "user_alpha": optuna.distributions.FloatDistribution(1e-9, 1e-3, log=True),
+    "max_sampled": optuna.distributions.IntDistribution(5, 50),
+    **WEIGHTING_SPACE,
+}
+ALS_SPACE = {
+    "factors": optuna.distributions.IntDistribution(8, 256, log=True),
+    "regularization": optuna.distributions.FloatDistribution(1e-3, 10.0, log=True),
+    "alpha": optuna.distributions.FloatDistribution(0.5, 100.0, log=True),
+    "iterations": optuna.distributions.IntDistribution(3, 30),
+    **WEIGHTING_SPACE,
+}
 
 
 def validation_split(holdout: Split) -> Split:
@@ -102,6 +130,66 @@ def _key(metrics: Mapping[str, float]) -> tuple[float, float]:
     return (metrics[PRIMARY], metrics[SECONDARY])
 
 
+@dataclass
+class Progress:
+    """What a running search has found: its trials and the best configuration of each family by validation.
+
+    :func:`run_search` fills the one it is given as it goes, so a caller that stops the search midway (the
+    task's soft time limit) still holds it and can record it (:func:`interrupted_record`).
+    """
+
+    started: float = field(default_factory=time.monotonic)
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    candidates: dict[str, tuple[ModelConfig, dict[str, float]]] = field(default_factory=dict)
+    data: dict[str, int] | None = None
+
+
+def _document(
+    progress: Progress, pinned: frozenset[str], budget_seconds: float | None, trials: int | None, seed: int
+) -> dict[str, Any]:
+    """The record's fields every search has, finished or not."""
+    return {
+        "searched_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "budget": {"seconds": budget_seconds, "trials": trials},
+        "seed": seed,
+        "pinned": sorted(pinned),
+        "data": progress.data,
+        "trials": progress.trials,
+    }
+
+
+def interrupted_record(
+    progress: Progress,
+    current: ModelConfig,
+    pinned: frozenset[str],
+    reason: str,
+    budget_seconds: float | None = None,
+    trials: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The record of a search stopped before its holdout comparison: the trials and each family's best by
+    validation so far (no holdout figures: nothing was compared), ``adopted`` false and ``current`` kept."""
+    document = _document(progress, pinned, budget_seconds, trials, seed)
+    families = {
+        family: {"config": config.to_json(), "validation": metrics, "holdout": None}
+        for family, (config, metrics) in progress.candidates.items()
+    }
+    best_family = max(families, key=lambda f: _key(families[f]["validation"])) if families else None
+    current_validation = next((t["validation"] for t in progress.trials if t["family"] == "current"), None)
+    document.update(
+        interrupted=True,
+        current={"config": current.to_json(), "validation": current_validation, "holdout": None},
+        families=families,
+        popularity=None,
+        best=families[best_family] | {"family": best_family} if best_family else None,
+        adopted=False,
+        reason=reason,
+        chosen=current.to_json(),
+        seconds=round(time.monotonic() - progress.started, 3),
+    )
+    return document
+
+
 def run_search(
     dataset: Dataset,
     current: ModelConfig,
@@ -110,6 +198,7 @@ def run_search(
     trials: int | None = None,
     seed: int = 0,
     families: tuple[str, ...] = FAMILIES,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Search on the validation split, compare the best with ``current`` on the holdout, return the record.
 
@@ -119,13 +208,15 @@ def run_search(
     current : ModelConfig
         The configuration in force; its ``training`` gives the pinned values, ``num_threads`` and ``seed``.
     pinned : frozenset of str
-        Fields of :data:`ml.model_config.VARIABLES` the search leaves at ``current.training``'s values.
+        Fields of :data:`ml.settings.SEARCHED_VARIABLES` the search leaves at ``current.training``'s values.
     budget_seconds, trials : optional
         The budget: wall seconds for the whole search, and/or trials per family study (at least one given).
     seed : int
         Seeds Optuna's sampler (the models' seed is ``current.training.seed``).
     families : tuple of str
         The families to try (a blend needs both others).
+    progress : Progress, optional
+        Filled as the search goes (for a caller that may stop it midway).
 
     Returns
     -------
@@ -142,7 +233,8 @@ def run_search(
     """
     if budget_seconds is None and trials is None:
         raise ValueError("a search needs a budget: seconds, trials or both")
-    started = time.monotonic()
+    progress = progress if progress is not None else Progress()
+    started = progress.started
     deadline = started + budget_seconds if budget_seconds is not None else None
     holdout = temporal_split(dataset)
     validation = validation_split(holdout)
@@ -151,8 +243,16 @@ def run_search(
             f"no validation pairs: the search needs users with at least {MIN_USER_POSTS} distinct train posts"
         )
     val = _Validation(validation, np.unique(validation.test_user))
-    records: list[dict[str, Any]] = []
-    candidates: dict[str, tuple[ModelConfig, dict[str, float]]] = {}
+    progress.data = {
+        "users": dataset.num_users,
+        "items": dataset.num_items,
+        "interactions": dataset.num_interactions,
+        "validation_users": int(len(val.users)),
+        "validation_pairs": int(len(validation.test_user)),
+        "holdout_users": int(len(np.unique(holdout.test_user))),
+        "holdout_pairs": int(len(holdout.test_user)),
+    }
+    records, candidates = progress.trials, progress.candidates
 
     def remaining(share: float) -> float | None:
         if deadline is None:
@@ -162,34 +262,14 @@ def run_search(
     current_validation = val.score(train_model(validation.train, current))
     records.append(_record("current", 0, "COMPLETE", current, current_validation, 0.0))
     if "lightfm" in families:
-        best = _search_lightfm(val, current.training, pinned, remaining(LIGHTFM_SHARE), trials, seed, records)
-        if best:
-            candidates["lightfm"] = best
-    weights_from = candidates["lightfm"][0].training if "lightfm" in candidates else current.training
+        _search_lightfm(val, current.training, pinned, remaining(LIGHTFM_SHARE), trials, seed, progress)
     if "als" in families:
         timeout = None if deadline is None else max(remaining(LIGHTFM_SHARE + ALS_SHARE), budget_seconds * ALS_SHARE)
-        best = _search_als(val, weights_from, timeout, trials, seed, records)
-        if best:
-            candidates["als"] = best
+        _search_als(val, current, timeout, trials, seed, progress)
     if "blend" in families and {"lightfm", "als"} <= candidates.keys():
-        candidates["blend"] = _search_blend(val, candidates["lightfm"][0], candidates["als"][0], records)
+        _search_blend(val, candidates["lightfm"][0], candidates["als"][0], progress)
 
-    document: dict[str, Any] = {
-        "searched_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "budget": {"seconds": budget_seconds, "trials": trials},
-        "seed": seed,
-        "pinned": sorted(pinned),
-        "data": {
-            "users": dataset.num_users,
-            "items": dataset.num_items,
-            "interactions": dataset.num_interactions,
-            "validation_users": int(len(val.users)),
-            "validation_pairs": int(len(validation.test_user)),
-            "holdout_users": int(len(np.unique(holdout.test_user))),
-            "holdout_pairs": int(len(holdout.test_user)),
-        },
-        "trials": records,
-    }
+    document = _document(progress, pinned, budget_seconds, trials, seed)
     document.update(_choose(holdout, current, current_validation, candidates))
     document["seconds"] = round(time.monotonic() - started, 3)
     logger.info("search done in %.1f s: %s", document["seconds"], document["reason"])
@@ -267,12 +347,60 @@ def _record(
 
 
 def _optimize(
-    study: optuna.Study, objective: Callable[[optuna.Trial], float], timeout: float | None, trials: int | None
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    timeout: float | None,
+    trials: int | None,
+    start: Mapping[str, Any],
 ) -> None:
-    """Run the study within ``timeout`` seconds and ``trials`` trials; at least one trial whatever is left."""
+    """Run the study within ``timeout`` seconds and ``trials`` trials, ``start`` (the values in force) first;
+    at least one trial whatever is left."""
+    study.enqueue_trial(dict(start))
     if timeout is not None and timeout <= 0:
         timeout, trials = None, 1
     study.optimize(objective, n_trials=trials, timeout=timeout, catch=(TrainingError,), gc_after_trial=False)
+
+
+def _suggest(trial: optuna.Trial, space: Mapping[str, optuna.distributions.BaseDistribution]) -> dict[str, Any]:
+    """One value of each dimension of ``space`` from ``trial``."""
+    values: dict[str, Any] = {}
+    for name, dist in space.items():
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            values[name] = trial.suggest_categorical(name, dist.choices)
+        elif isinstance(dist, optuna.distributions.IntDistribution):
+            values[name] = trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+        else:
+            values[name] = trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+    return values
+
+
+def _within(space: Mapping[str, optuna.distributions.BaseDistribution], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` moved into ``space`` (a number clipped to its range; a choice not offered left out), so a
+    configuration in force outside the searched ranges (an ``item_alpha`` of 0) can start a study."""
+    inside: dict[str, Any] = {}
+    for name, dist in space.items():
+        value = values[name]
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            if value in dist.choices:
+                inside[name] = value
+        else:
+            inside[name] = type(dist.low)(min(max(value, dist.low), dist.high))
+    return inside
+
+
+def _finished(
+    progress: Progress, family: str, number: int, config: ModelConfig, metrics: dict[str, float] | None, began: float
+) -> None:
+    """Record a trial (``metrics`` None: it failed) and keep its configuration if it is its family's best."""
+    state = "COMPLETE" if metrics is not None else "FAIL"
+    progress.trials.append(_record(family, number, state, config, metrics, time.monotonic() - began))
+    shown = f"{metrics[PRIMARY]:.4f}" if metrics is not None else "-"
+    logger.info(
+        "%s trial %d %s in %.1f s: validation %s %s", family, number, state, time.monotonic() - began, PRIMARY, shown
+    )
+    best = progress.candidates.get(family)
+    if metrics is not None and (best is None or _key(metrics) > _key(best[1])):
+        progress.candidates[family] = (config, metrics)
 
 
 def _search_lightfm(
@@ -282,32 +410,16 @@ def _search_lightfm(
     timeout: float | None,
     trials: int | None,
     seed: int,
-    records: list[dict[str, Any]],
-) -> tuple[ModelConfig, dict[str, float]] | None:
-    """The LightFM study (TPE, median pruner over :data:`PRUNE_EPOCHS`); its best config and metrics."""
+    progress: Progress,
+) -> None:
+    """The LightFM study (TPE, median pruner over :data:`PRUNE_EPOCHS`), starting from ``base``."""
     train = val.split.train
     features = build_features(train)
-    best: list[tuple[ModelConfig, dict[str, float]]] = []
-
-    def suggest(trial: optuna.Trial) -> TrainingSettings:
-        space: dict[str, Callable[[], Any]] = {
-            "components": lambda: trial.suggest_int("components", 8, 128, log=True),
-            "loss": lambda: trial.suggest_categorical("loss", ["warp", "bpr", "warp-kos"]),
-            "learning_rate": lambda: trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
-            "epochs": lambda: trial.suggest_int("epochs", 5, 60),
-            "item_alpha": lambda: trial.suggest_float("item_alpha", 1e-9, 1e-3, log=True),
-            "user_alpha": lambda: trial.suggest_float("user_alpha", 1e-9, 1e-3, log=True),
-            "max_sampled": lambda: trial.suggest_int("max_sampled", 5, 50),
-            "weight_view": lambda: trial.suggest_float("weight_view", 0.1, 2.0, log=True),
-            "weight_like": lambda: trial.suggest_float("weight_like", 0.5, 5.0, log=True),
-            "weight_comment": lambda: trial.suggest_float("weight_comment", 0.5, 10.0, log=True),
-            "half_life_days": lambda: trial.suggest_categorical("half_life_days", list(HALF_LIVES)),
-        }
-        return replace(base, **{name: draw() for name, draw in space.items() if name not in pinned})
+    space = {name: dist for name, dist in LIGHTFM_SPACE.items() if name not in pinned}
 
     def objective(trial: optuna.Trial) -> float:
         began = time.monotonic()
-        params = suggest(trial)
+        params = replace(base, **_suggest(trial, space))
         config = ModelConfig(training=params)
         weights = ml.training.interaction_weights(train, params)
 
@@ -316,7 +428,7 @@ def _search_lightfm(
                 metrics = val.score(ml.training.to_rec_model(train, features, estimator))
                 trial.report(metrics[PRIMARY], epoch)
                 if trial.should_prune():
-                    records.append(
+                    progress.trials.append(
                         _record("lightfm", trial.number, "PRUNED", config, metrics, time.monotonic() - began)
                     )
                     raise optuna.TrialPruned(f"pruned after {epoch} epochs")
@@ -325,11 +437,9 @@ def _search_lightfm(
             estimator = ml.training.fit(weights, features, params, after_epoch=checkpoint)
             metrics = val.score(ml.training.to_rec_model(train, features, estimator))
         except TrainingError:
-            records.append(_record("lightfm", trial.number, "FAIL", config, None, time.monotonic() - began))
+            _finished(progress, "lightfm", trial.number, config, None, began)
             raise
-        records.append(_record("lightfm", trial.number, "COMPLETE", config, metrics, time.monotonic() - began))
-        if not best or _key(metrics) > _key(best[0][1]):
-            best[:] = [(config, metrics)]
+        _finished(progress, "lightfm", trial.number, config, metrics, began)
         return metrics[PRIMARY]
 
     study = optuna.create_study(
@@ -337,60 +447,43 @@ def _search_lightfm(
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
     )
-    _optimize(study, objective, timeout, trials)
-    return best[0] if best else None
+    _optimize(study, objective, timeout, trials, _within(space, asdict(base)))
 
 
 def _search_als(
     val: _Validation,
-    weights_from: TrainingSettings,
+    current: ModelConfig,
     timeout: float | None,
     trials: int | None,
     seed: int,
-    records: list[dict[str, Any]],
-) -> tuple[ModelConfig, dict[str, float]] | None:
-    """The ALS study (TPE), with the interaction weights of ``weights_from``; its best config and metrics."""
-    best: list[tuple[ModelConfig, dict[str, float]]] = []
+    progress: Progress,
+) -> None:
+    """The ALS study (TPE), starting from ``current``'s ALS settings (or the defaults). Its configurations
+    carry ``current``'s LightFM settings, of which ALS uses ``num_threads`` and ``seed``."""
 
     def objective(trial: optuna.Trial) -> float:
         began = time.monotonic()
-        als = AlsSettings(
-            factors=trial.suggest_int("factors", 8, 256, log=True),
-            regularization=trial.suggest_float("regularization", 1e-3, 10.0, log=True),
-            alpha=trial.suggest_float("alpha", 0.5, 100.0, log=True),
-            iterations=trial.suggest_int("iterations", 3, 30),
-        )
-        config = ModelConfig(family="als", training=weights_from, als=als)
+        config = ModelConfig(family="als", training=current.training, als=AlsSettings(**_suggest(trial, ALS_SPACE)))
         try:
             metrics = val.score(train_model(val.split.train, config))
         except TrainingError:
-            records.append(_record("als", trial.number, "FAIL", config, None, time.monotonic() - began))
+            _finished(progress, "als", trial.number, config, None, began)
             raise
-        records.append(_record("als", trial.number, "COMPLETE", config, metrics, time.monotonic() - began))
-        if not best or _key(metrics) > _key(best[0][1]):
-            best[:] = [(config, metrics)]
+        _finished(progress, "als", trial.number, config, metrics, began)
         return metrics[PRIMARY]
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    _optimize(study, objective, timeout, trials)
-    return best[0] if best else None
+    _optimize(study, objective, timeout, trials, _within(ALS_SPACE, asdict(current.als or AlsSettings())))
 
 
-def _search_blend(
-    val: _Validation, lightfm: ModelConfig, als: ModelConfig, records: list[dict[str, Any]]
-) -> tuple[ModelConfig, dict[str, float]]:
+def _search_blend(val: _Validation, lightfm: ModelConfig, als: ModelConfig, progress: Progress) -> None:
     """The blend of the two best models: each weight of :data:`BLEND_WEIGHTS` scored once on validation."""
     first = train_model(val.split.train, lightfm)
     second = train_model(val.split.train, als)
-    best: tuple[ModelConfig, dict[str, float]] | None = None
     for number, weight in enumerate(BLEND_WEIGHTS):
         began = time.monotonic()
         config = ModelConfig(family="blend", training=lightfm.training, als=als.als, blend_weight=weight)
-        metrics = val.score(blend(first, second, weight))
-        records.append(_record("blend", number, "COMPLETE", config, metrics, time.monotonic() - began))
-        if best is None or _key(metrics) > _key(best[1]):
-            best = (config, metrics)
-    return best
+        _finished(progress, "blend", number, config, val.score(blend(first, second, weight)), began)
 
 
 # --- command line ---
@@ -398,7 +491,7 @@ def _search_blend(
 
 def main(argv: list[str] | None = None) -> int:
     from ml.evaluate import _read_from_db, read_dataset_dir  # the dataset sources of ml.evaluate's command
-    from ml.settings import database_url_from, environment, sql_queries_from, training_from
+    from ml.settings import database_url_from, environment, pinned_fields, sql_queries_from, training_from
 
     parser = argparse.ArgumentParser(prog="python -m ml.search", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)

@@ -179,21 +179,36 @@ def sql_queries_from(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+# The environment variable of each TrainingSettings field the model search tunes (ml.search), with its parser:
+# a variable set here pins its field, and the search leaves it alone (pinned_fields).
+SEARCHED_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "components": ("LIGHTFM_COMPONENTS", int_in(1, 1024)),
+    "loss": ("LIGHTFM_LOSS", one_of("warp", "bpr", "warp-kos", "logistic")),
+    "learning_rate": ("LIGHTFM_LEARNING_RATE", float_in(1e-6, 10.0)),
+    "epochs": ("LIGHTFM_EPOCHS", int_in(1, 10_000)),
+    "item_alpha": ("LIGHTFM_ITEM_ALPHA", float_in(0.0, 1.0)),
+    "user_alpha": ("LIGHTFM_USER_ALPHA", float_in(0.0, 1.0)),
+    "max_sampled": ("LIGHTFM_MAX_SAMPLED", int_in(1, 10_000)),
+    "weight_view": ("WEIGHT_VIEW", float_in(0.0, 1000.0)),
+    "weight_like": ("WEIGHT_LIKE", float_in(0.0, 1000.0)),
+    "weight_comment": ("WEIGHT_COMMENT", float_in(0.0, 1000.0)),
+    "half_life_days": ("WEIGHT_HALF_LIFE_DAYS", float_in(0.0, 100_000.0)),
+}
+
+
 def training_from(env: Mapping[str, str]) -> TrainingSettings:
     """The hyperparameters from LIGHTFM_*, WEIGHT_*, TRAIN_THREADS and TRAIN_SEED; unset ones keep their defaults."""
     d = TrainingSettings()
     return TrainingSettings(
-        components=read_var(env, "LIGHTFM_COMPONENTS", int_in(1, 1024), d.components),
-        loss=read_var(env, "LIGHTFM_LOSS", one_of("warp", "bpr", "warp-kos", "logistic"), d.loss),
-        learning_rate=read_var(env, "LIGHTFM_LEARNING_RATE", float_in(1e-6, 10.0), d.learning_rate),
-        epochs=read_var(env, "LIGHTFM_EPOCHS", int_in(1, 10_000), d.epochs),
-        item_alpha=read_var(env, "LIGHTFM_ITEM_ALPHA", float_in(0.0, 1.0), d.item_alpha),
-        user_alpha=read_var(env, "LIGHTFM_USER_ALPHA", float_in(0.0, 1.0), d.user_alpha),
-        max_sampled=read_var(env, "LIGHTFM_MAX_SAMPLED", int_in(1, 10_000), d.max_sampled),
-        weight_view=read_var(env, "WEIGHT_VIEW", float_in(0.0, 1000.0), d.weight_view),
-        weight_like=read_var(env, "WEIGHT_LIKE", float_in(0.0, 1000.0), d.weight_like),
-        weight_comment=read_var(env, "WEIGHT_COMMENT", float_in(0.0, 1000.0), d.weight_comment),
-        half_life_days=read_var(env, "WEIGHT_HALF_LIFE_DAYS", float_in(0.0, 100_000.0), d.half_life_days),
+        **{
+            name: read_var(env, variable, parse, getattr(d, name))
+            for name, (variable, parse) in SEARCHED_VARIABLES.items()
+        },
         num_threads=read_var(env, "TRAIN_THREADS", int_in(0, 1024), d.num_threads),
         seed=read_var(env, "TRAIN_SEED", int_in(0, 2**31 - 1), d.seed),
     )
+
+
+def pinned_fields(env: Mapping[str, str]) -> frozenset[str]:
+    """The searched hyperparameters the environment sets (a non-empty variable of :data:`SEARCHED_VARIABLES`)."""
+    return frozenset(name for name, (variable, _) in SEARCHED_VARIABLES.items() if (env.get(variable) or "").strip())

@@ -10,10 +10,12 @@ training; and it has its own time limit (``SEARCH_TIME_LIMIT_SECONDS``).
 The search reads the data, searches within ``SEARCH_BUDGET_SECONDS`` (and ``SEARCH_TRIALS`` per family when
 set), and writes its record, ``MODEL_DIR/search.json``, atomically at the very end: a search killed at any
 point (SIGKILL, the hard time limit) leaves the configuration in force untouched, and its lock expires after
-:func:`tasks.limits.search_lock_ttl`. The next training run fits the chosen configuration
+:func:`tasks.limits.search_lock_ttl`. A search still running at the soft time limit stops cleanly: it records
+the trials it ran and each family's best so far (:func:`ml.search.interrupted_record`), keeps the
+configuration in force and frees its lock. The next training run fits the chosen configuration
 (:func:`ml.model_config.effective_config`). The task's result, which Flower shows, is the record's headline
-(:func:`ml.model_config.summary`) with a ``status``: ``adopted``, ``kept``, ``skipped`` (another search holds
-the lock) or ``failed``.
+(:func:`ml.model_config.summary`) with a ``status``: ``adopted``, ``kept``, ``stopped`` (the soft time limit),
+``skipped`` (another search holds the lock) or ``failed``.
 """
 
 from __future__ import annotations
@@ -59,30 +61,59 @@ def search(self, budget_seconds: float | None = None, trials: int | None = None)
     if not lock.acquire(token=self.request.id):
         log.info("model search skipped: another search holds the lock")
         return {"status": "skipped", "reason": "a model search is already running"}
+    progress = ml.search.Progress()
     try:
-        return run(settings, budget_seconds, trials)
+        return run(settings, budget_seconds, trials, progress)
     except (DatasetError, TrainingError) as exc:
         log.warning("model search failed: %s", exc)
         return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
     except SoftTimeLimitExceeded:
-        reason = f"the search took longer than SEARCH_TIME_LIMIT_SECONDS ({settings.search_time_limit_seconds:g} s)"
-        log.warning("model search failed: %s; the configuration in force stays", reason)
-        return {"status": "failed", "reason": reason}
+        return stopped(settings, progress, budget_seconds, trials)
     finally:
         release_lock(lock)
 
 
-def run(settings: Settings, budget_seconds: float | None = None, trials: int | None = None) -> dict[str, Any]:
+def run(
+    settings: Settings,
+    budget_seconds: float | None = None,
+    trials: int | None = None,
+    progress: ml.search.Progress | None = None,
+) -> dict[str, Any]:
     """Load the data, search, record the result in ``MODEL_DIR``; return the headline with its ``status``.
 
-    The budget defaults to ``SEARCH_BUDGET_SECONDS`` and ``SEARCH_TRIALS`` (0: no cap on trials).
+    The budget defaults to ``SEARCH_BUDGET_SECONDS`` and ``SEARCH_TRIALS`` (0: no cap on trials);
+    ``progress`` is filled as the search goes.
     """
     dataset = pipeline.load_dataset(settings)
     current = ml.model_config.effective_config(settings.training, settings.model_dir, settings.pinned_training)
-    if budget_seconds is None and trials is None:
-        budget_seconds, trials = settings.search_budget_seconds, settings.search_trials or None
-    document = ml.search.run_search(dataset, current, settings.pinned_training, budget_seconds, trials)
+    budget_seconds, trials = budget(settings, budget_seconds, trials)
+    document = ml.search.run_search(
+        dataset, current, settings.pinned_training, budget_seconds, trials, progress=progress
+    )
     ml.model_config.write_search(settings.model_dir, document)
-    headline = ml.model_config.summary(document)
     log.info("model search: %s", document["reason"])
-    return {"status": "adopted" if document["adopted"] else "kept", **headline}
+    return {"status": "adopted" if document["adopted"] else "kept", **ml.model_config.summary(document)}
+
+
+def stopped(
+    settings: Settings, progress: ml.search.Progress, budget_seconds: float | None, trials: int | None
+) -> dict[str, Any]:
+    """Record a search the soft time limit stopped: what it found, with the configuration in force kept."""
+    current = ml.model_config.effective_config(settings.training, settings.model_dir, settings.pinned_training)
+    reason = (
+        f"stopped by SEARCH_TIME_LIMIT_SECONDS ({settings.search_time_limit_seconds:g} s) after "
+        f"{len(progress.trials)} trials; the configuration in force is kept"
+    )
+    budget_seconds, trials = budget(settings, budget_seconds, trials)
+    document = ml.search.interrupted_record(progress, current, settings.pinned_training, reason, budget_seconds, trials)
+    ml.model_config.write_search(settings.model_dir, document)
+    log.warning("model search: %s", reason)
+    return {"status": "stopped", **ml.model_config.summary(document)}
+
+
+def budget(settings: Settings, budget_seconds: float | None, trials: int | None) -> tuple[float | None, int | None]:
+    """The search's budget: the task's arguments, or ``SEARCH_BUDGET_SECONDS`` and ``SEARCH_TRIALS`` when
+    it has none."""
+    if budget_seconds is None and trials is None:
+        return settings.search_budget_seconds, settings.search_trials or None
+    return budget_seconds, trials

@@ -1,17 +1,20 @@
-"""Model search: the validation split, pinned hyperparameters, ALS, the blend and the recorded choice."""
+"""Model search: the validation split, pinned hyperparameters, ALS and its own weighting, the blend, a stopped
+search, and the recorded choice measured again by ``python -m ml.evaluate --search``."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 
 import numpy as np
 import pytest
 
 import ml.artifact
+import ml.evaluate
 from ml.als import train_als
 from ml.blend import blend
-from ml.evaluate import temporal_split
+from ml.evaluate import evaluate_search, temporal_split
 from ml.families import train_model
 from ml.features import build_features
 from ml.model_config import (
@@ -19,13 +22,12 @@ from ml.model_config import (
     AlsSettings,
     ModelConfig,
     effective_config,
-    pinned_fields,
     read_search,
     summary,
     write_search,
 )
-from ml.search import main, run_search, validation_split
-from ml.settings import TrainingSettings
+from ml.search import Progress, interrupted_record, main, run_search, validation_split
+from ml.settings import TrainingSettings, pinned_fields
 from ml.training import fit, interaction_weights
 from testing.factories import planted_dataset
 
@@ -171,9 +173,79 @@ def test_the_command_records_the_choice_and_the_trials(tmp_path, capsys, monkeyp
     assert headline["trials"]["complete"] >= 3 and headline["chosen"] == recorded["chosen"]
     assert set(headline["families"]) == set(FAMILIES)
 
+    # `python -m ml.evaluate DIR --search FILE` measures the same configurations on the same holdout.
+    assert ml.evaluate.main([str(demo_dir), "--search", str(tmp_path / "models" / "search.json"), "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["popularity"] == recorded["popularity"]
+    for family, entry in recorded["families"].items():
+        assert {k: v for k, v in measured["models"][family].items() if k != "family"} == entry["holdout"]
+
 
 def test_every_family_gets_a_trial_whatever_the_time_budget(dataset):
     document = run_search(dataset, ModelConfig(training=FAST), budget_seconds=0.01, seed=2)
     completed = {t["family"] for t in document["trials"] if t["state"] == "COMPLETE"}
     assert completed == {"current", *FAMILIES}
     assert document["budget"] == {"seconds": 0.01, "trials": None}
+
+
+def test_als_weighs_interactions_with_its_own_settings_not_lightfms(dataset):
+    model = train_als(dataset, FAST, ALS)
+    other_lightfm = dataclasses.replace(FAST, weight_view=0.2, weight_like=5.0, half_life_days=30.0)
+    np.testing.assert_array_equal(train_als(dataset, other_lightfm, ALS).item_embeddings, model.item_embeddings)
+    reweighted = train_als(dataset, FAST, dataclasses.replace(ALS, weight_view=0.2, weight_comment=9.0))
+    assert not np.allclose(reweighted.item_embeddings, model.item_embeddings)
+
+    document = run_search(dataset, ModelConfig(training=FAST), trials=4, seed=3, families=("lightfm", "als"))
+    als_trials = [t["config"] for t in document["trials"] if t["family"] == "als"]
+    # Each study starts from the configuration in force (ALS's defaults here), then searches ALS's weights.
+    assert AlsSettings(**als_trials[0]["als"]) == AlsSettings()
+    assert len({t["als"]["weight_like"] for t in als_trials}) == 4
+    assert {t["training"]["weight_like"] for t in als_trials} == {FAST.weight_like}
+    first_lightfm = next(t["config"]["training"] for t in document["trials"] if t["family"] == "lightfm")
+    assert first_lightfm == dataclasses.asdict(dataclasses.replace(FAST, item_alpha=1e-9, user_alpha=1e-9))
+
+
+class _Stop(Exception):
+    """Raised by a signal handler in the middle of a search, as Celery raises SoftTimeLimitExceeded."""
+
+
+def test_a_search_stopped_midway_records_what_it_found_with_the_configuration_in_force_kept(dataset):
+    current = ModelConfig(training=FAST)
+    progress = Progress()
+
+    def stop(signum, frame):
+        raise _Stop
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, 3.0)
+    try:
+        with pytest.raises(_Stop):
+            run_search(dataset, current, trials=100_000, seed=4, progress=progress)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+    document = interrupted_record(progress, current, frozenset(), "stopped", trials=100_000, seed=4)
+    json.dumps(document, allow_nan=False)
+    assert (document["adopted"], document["interrupted"], document["chosen"]) == (False, True, current.to_json())
+    completed = [t for t in document["trials"] if t["state"] == "COMPLETE" and t["family"] == "lightfm"]
+    assert completed and document["families"]["lightfm"]["holdout"] is None
+    best = max(completed, key=lambda t: (t["validation"]["precision@10"], t["validation"]["ndcg@10"]))
+    assert document["families"]["lightfm"]["config"] == best["config"]
+    assert document["best"]["family"] in document["families"]
+    assert document["data"]["validation_users"] > 0 and 3.0 <= document["seconds"] < 30
+    headline = summary(document)
+    assert headline["adopted"] is False and headline["trials"]["complete"] >= len(completed)
+
+
+def test_evaluate_search_measures_the_records_configurations_as_the_search_did(dataset):
+    record = run_search(dataset, ModelConfig(training=FAST), trials=2, seed=6)
+    result = evaluate_search(dataset, FAST, record)
+    assert list(result["models"]) == ["current", *record["families"], "chosen"]
+    assert result["popularity"] == record["popularity"]
+    entries = {"current": record["current"], **record["families"]}
+    entries["chosen"] = record["best"] if record["adopted"] else record["current"]
+    assert entries["chosen"]["config"] == record["chosen"]
+    for label, figures in result["models"].items():
+        assert figures["family"] == entries[label]["config"]["family"]
+        assert {k: v for k, v in figures.items() if k != "family"} == entries[label]["holdout"], label
