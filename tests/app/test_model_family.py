@@ -78,3 +78,28 @@ def test_a_version_from_before_the_search_is_lightfm(client, cache, model_dir, d
     status = client.get("/admin/model-status", headers=admin_headers).get_json()
     assert status["model_family"] == "lightfm" and status["search"] is None
     assert np.isfinite(model.item_biases).all()
+
+
+def test_a_reload_to_an_als_model_serves_it_and_its_fallbacks(
+    make_app, settings_env, admin_headers, cache, model_dir, dead_redis_url, dataset
+):
+    lightfm = train_model(dataset, ModelConfig(training=FAST))
+    publish(cache, model_dir, lightfm, top_k=30)
+    client = make_app(settings_env).test_client()
+    user = lightfm.user_ids[5]
+    assert page(client, user)["model_family"] == "lightfm"
+
+    als = train_als(dataset, FAST, ALS)
+    version = publish(cache, model_dir, als, top_k=30, metadata={"model": {"family": "als"}})
+    reload = client.post("/admin/reload-model", headers=admin_headers).get_json()
+    assert reload["success"] and reload["details"]["current_version"] == version
+    expected = [als.item_ids[i] for i in als.top_k([5], 25)[0][0]]
+    body = page(client, user)
+    assert (body["model_version"], body["model_family"], body["source"]) == (version, "als", "cache")
+    assert [r["post_id"] for r in body["recommendations"]] == expected
+    assert page(client, "someone-new")["strategy"] == "popular"
+
+    # Redis down: the ALS model itself ranks the page, as a LightFM one would.
+    offline = page(make_app({**settings_env, "REDIS_URL": dead_redis_url}).test_client(), user)
+    assert (offline["source"], offline["model_family"], offline["model_version"]) == ("model", "als", version)
+    assert [r["post_id"] for r in offline["recommendations"]] == expected
