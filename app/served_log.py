@@ -2,7 +2,7 @@
 
 A request only appends the page to an in-memory queue (bounded: ``QUEUE_PAGES``); a thread of the worker
 (started on the first page, so after gunicorn's fork) writes what has queued to the ``served`` stream every
-``FLUSH_SECONDS``, in one pipelined round trip (:meth:`common.recs_cache.RecsCache.record_served_pages`). A
+``FLUSH_SECONDS``, in one command (:meth:`common.recs_cache.RecsCache.record_served_pages`). A
 page then costs the request a few microseconds instead of a Redis round trip. What can be lost, each counted
 in ``recsvc_served_pages_lost_total``: pages queued beyond ``QUEUE_PAGES`` (Redis slower than the traffic),
 a batch whose write failed (Redis unreachable), and at most ``FLUSH_SECONDS`` of pages when a worker dies.

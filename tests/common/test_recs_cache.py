@@ -16,6 +16,7 @@ from redis.cluster import RedisCluster
 from common.recs_cache import (
     LIVE_USER_HISTORY,
     RECS_BUCKETS,
+    SERVED_PAGES_PER_CALL,
     RecsCache,
     ServedEntry,
     cut_exclusions,
@@ -490,6 +491,19 @@ def test_a_publish_reaches_a_subscriber_on_every_node(cache, redis_client):
     finally:
         for pubsub in pubsubs:
             pubsub.close()
+
+
+def test_served_pages_keep_every_field_and_their_order_over_several_commands(cache):
+    """More pages than one command carries (SERVED_PAGES_PER_CALL) arrive whole, once each, in order."""
+    entries = [
+        ServedEntry(f"u{i}", [f"p{i}", f"q{i}"] if i % 7 else [], i % 100 + 1, "exp" if i % 2 else "",
+                    "b" if i % 3 else "production", "popular" if i % 5 else "production", f"v{i % 4}", 1000 + i)
+        for i in range(SERVED_PAGES_PER_CALL * 2 + 345)
+    ]  # fmt: skip
+    cache.record_served_pages(entries, maxlen=100_000)
+    cache.record_served_pages([], maxlen=100_000)
+    pages = cache.read_served_pages(len(entries) + 10)
+    assert [ServedEntry(*(getattr(p, f) for f in ServedEntry.__dataclass_fields__)) for p in pages] == entries
 
 
 def test_served_pages_move_and_locks_pass_between_processes(cache):
