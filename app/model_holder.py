@@ -9,6 +9,11 @@ A scroll pinned to an earlier version needs that version's model (to score fresh
 to rank beyond the precomputed list), so the holder also keeps up to ``kept`` older versions
 (``API_MODELS_KEPT``): the model a swap replaces, and versions loaded from disk on demand by :meth:`at`,
 the least recently used dropped first.
+
+With an experiment declaring ``model`` variants, the holder also holds each variant's published model
+(:meth:`variant`), loaded from the variant's own artifact directory by :meth:`reload_variant` (the reloader
+keeps it on the variant's pointer) and swapped with one assignment; the model a variant swap replaces is kept
+like an older version, so a scroll pinned to it finishes.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +65,11 @@ class LoadedModel:
     def num_items(self) -> int:
         return len(self.model.item_ids)
 
+    @property
+    def lineage(self) -> str | None:
+        """The model variant line this version belongs to (its artifact's ``variant``), None for production's."""
+        return (self.metadata.get("variant") or {}).get("lineage")
+
     def age_seconds(self, now: float | None = None) -> float | None:
         """Seconds since training, or None if unknown."""
         return None if self.created_at is None else (now or time.time()) - self.created_at
@@ -93,12 +103,21 @@ class ModelHolder:
         the disk's ``CURRENT`` pointer is used then.
     kept : int
         How many older versions to keep in memory for pinned scrolls (0: none).
+    variant_dirs : mapping, optional
+        The experiment's model variants: lineage -> artifact directory
+        (:func:`common.experiments.model_variant_dirs`).
     """
 
     # After a failed load of an older version, how long :meth:`at` answers None without trying the disk.
     RETRY_SECONDS = 30.0
 
-    def __init__(self, model_dir: str, published_version: Callable[[], str | None], kept: int = 0):
+    def __init__(
+        self,
+        model_dir: str,
+        published_version: Callable[[], str | None],
+        kept: int = 0,
+        variant_dirs: Mapping[str, str] | None = None,
+    ):
         self._model_dir = model_dir
         self._published_version = published_version
         self._current: LoadedModel | None = None
@@ -109,6 +128,9 @@ class ModelHolder:
         self._older: OrderedDict[str, LoadedModel] = OrderedDict()
         self._failed: dict[str, float] = {}  # version -> monotonic time of its failed load
         self._older_lock = threading.Lock()
+        self.variant_dirs = dict(variant_dirs or {})
+        self._variants: dict[str, LoadedModel] = {}  # lineage -> its published model, replaced whole on a swap
+        self._variant_lock = threading.Lock()
 
     @property
     def current(self) -> LoadedModel | None:
@@ -179,6 +201,9 @@ class ModelHolder:
         current = self._current
         if current is not None and current.version == version:
             return current
+        for held in self._variants.values():
+            if held.version == version:
+                return held
         if not self._kept:
             return None
         with self._older_lock:
@@ -190,7 +215,7 @@ class ModelHolder:
             if failed_at is not None and time.monotonic() - failed_at < self.RETRY_SECONDS:
                 return None
             try:
-                model, metadata = artifact.load(self._model_dir, version)
+                model, metadata = artifact.load(self._directory_of(version), version)
             except Exception as exc:  # an unreadable older version only ends the pinned scroll
                 log.warning("cannot load model version %s for a pinned scroll: %s", version, exc)
                 self._failed[version] = time.monotonic()
@@ -202,6 +227,54 @@ class ModelHolder:
             log.info("loaded older model version %s for pinned scrolls", version)
             self._keep_locked(loaded)
             return loaded
+
+    def variant(self, lineage: str) -> LoadedModel | None:
+        """The published model of model variant ``lineage``, or None while none is loaded."""
+        return self._variants.get(lineage)
+
+    def lineage_of(self, version: str) -> str | None:
+        """The variant line a held version (a variant's current or a kept older one) belongs to; None for a
+        production version or one not held."""
+        for held in self._variants.values():
+            if held.version == version:
+                return held.lineage
+        with self._older_lock:
+            older = self._older.get(version)
+        return older.lineage if older is not None else None
+
+    def reload_variant(self, lineage: str, version: str) -> ReloadOutcome:
+        """Load ``version`` of model variant ``lineage`` from its directory and swap it in, unless held already.
+
+        A failed load is logged and counted (``recsvc_model_loads_total{outcome="failed"}``), and the variant's
+        previous model, if any, stays; the replaced one is kept for pinned scrolls.
+        """
+        with self._variant_lock:
+            previous = self._variants.get(lineage)
+            if previous is not None and previous.version == version:
+                return ReloadOutcome(True, False, f"version {version} is already loaded", previous, previous)
+            try:
+                model, metadata = artifact.load(self.variant_dirs[lineage], version)
+            except Exception as exc:  # the variant's users keep the previous variant model, or production's
+                log.error(
+                    "loading variant %s version %s failed, keeping %s: %s", lineage, version, _name(previous), exc
+                )
+                metrics.MODEL_LOADS.labels("failed").inc()
+                reason = f"loading variant version {version} failed: {exc}"
+                return ReloadOutcome(False, False, reason, previous, previous)
+            loaded = LoadedModel(version, model, metadata, time.time(), artifact.created_timestamp(version, metadata))
+            self._variants = {**self._variants, lineage: loaded}  # the swap: one assignment
+            if previous is not None:
+                self._keep(previous)
+            metrics.MODEL_LOADS.labels("loaded").inc()
+            log.info("loaded variant %s model version %s, replacing %s", lineage, version, _name(previous))
+            return ReloadOutcome(True, True, f"loaded variant version {version}", previous, loaded)
+
+    def _directory_of(self, version: str) -> str:
+        """The artifact directory holding ``version``: a variant's if one lists it, else ``MODEL_DIR``."""
+        for directory in self.variant_dirs.values():
+            if version in artifact.list_versions(directory):
+                return directory
+        return self._model_dir
 
     def _keep(self, loaded: LoadedModel) -> None:
         with self._older_lock:

@@ -7,6 +7,11 @@ capped exponential backoff. A version whose load failed is retried only after ``
 seconds, so a broken artifact does not make the worker re-read it every poll. The gauge
 ``recsvc_reloader_listening`` is 1 while the subscription stands (Redis confirmed it) and 0 while it reconnects.
 
+With an experiment's model variants (the holder's ``variant_dirs``), every poll and every production update
+also reads the variant pointers (one MGET) and loads each variant's new version into the holder
+(:meth:`ModelHolder.reload_variant`), with the same retry rule; a variant publish sends no message, so it is
+picked up within one poll interval.
+
 Given the feed's :class:`app.feed.mirror.LiveMirror`, the same subscription also follows the live channels
 (new live generations, users whose exclusions changed) and keeps the mirror exact; the mirror answers only
 while the subscription stands.
@@ -124,6 +129,7 @@ class ModelReloader(threading.Thread):
                 update = self._cache.parse_update(message)
                 if update is not None:
                     self._load(str(update["version"]))
+                    self._check_variants()  # a run publishes its variants just before its production version
             if time.monotonic() >= next_poll:
                 self._check_pointer()
                 next_poll = time.monotonic() + self._poll_interval
@@ -132,15 +138,30 @@ class ModelReloader(threading.Thread):
         version = self._cache.current_version()
         if version is not None:
             self._load(version)
+        self._check_variants()
 
-    def _load(self, version: str) -> None:
-        held = self._holder.current
+    def load_variants(self) -> None:
+        """Load each model variant's published version now (a worker does before it serves); if Redis cannot
+        say, the thread does once it can."""
+        try:
+            self._check_variants()
+        except redis.RedisError as exc:
+            log.warning("cannot read the model variants' versions now (%s); the reloader will", exc)
+
+    def _check_variants(self) -> None:
+        for lineage, version in self._cache.variant_versions(list(self._holder.variant_dirs)).items():
+            if version is not None:
+                self._load(version, lineage)
+
+    def _load(self, version: str, lineage: str | None = None) -> None:
+        """Load ``version`` as the production model, or as model variant ``lineage``'s, unless it is held."""
+        held = self._holder.current if lineage is None else self._holder.variant(lineage)
         if held is not None and held.version == version:
             return
         failed_at = self._failed.get(version)
         if failed_at is not None and time.monotonic() - failed_at < self._retry_failed_after:
             return
-        outcome = self._holder.reload(version)
+        outcome = self._holder.reload(version) if lineage is None else self._holder.reload_variant(lineage, version)
         if outcome.success:
             self._failed.pop(version, None)
             if outcome.reloaded and self._on_loaded is not None:
@@ -157,7 +178,7 @@ def _close_quietly(pubsub: redis.client.PubSub) -> None:
 
 
 def start(app: Flask) -> ModelReloader:
-    """Load the model now (before the worker serves) and start the worker's reloader thread."""
+    """Load the model and the model variants' now (before the worker serves) and start the reloader thread."""
     runtime: Runtime = app.extensions["recsvc"]
     outcome = runtime.holder.reload()
     if outcome.current is not None:
@@ -169,6 +190,7 @@ def start(app: Flask) -> ModelReloader:
         live=runtime.feed.mirror,
     )
     runtime.reloader = reloader
+    reloader.load_variants()
     reloader.start()
     return reloader
 

@@ -20,6 +20,7 @@ from app.model_holder import ModelHolder
 from app.probes import CachedProbe, postgres_check
 from app.served_log import ServedLog
 from common.config import Settings
+from common.experiments import model_variant_dirs
 from common.recs_cache import RecsCache
 from common.redis_clients import request_client
 
@@ -62,7 +63,12 @@ def build_runtime(settings: Settings) -> Runtime:
     client = request_client(settings.redis_url)
     cache = RecsCache(client, settings.redis_prefix)
     guard = CacheGuard(REDIS_COOLDOWN)
-    holder = ModelHolder(settings.model_dir, partial(published_version, cache, guard), kept=settings.api_models_kept)
+    holder = ModelHolder(
+        settings.model_dir,
+        partial(published_version, cache, guard),
+        kept=settings.api_models_kept,
+        variant_dirs=model_variant_dirs(settings.experiment, settings.model_dir),
+    )
     served_log = ServedLog(cache, settings.served_stream_maxlen) if settings.served_stream_maxlen else None
     return Runtime(
         settings=settings,

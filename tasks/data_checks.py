@@ -78,14 +78,19 @@ def unchanged_version(settings: Settings, cache: RecsCache, fingerprint: str) ->
     version = cache.current_version()
     if version is None or not cache.is_published(version):
         return None
-    if version not in ml.artifact.list_versions(settings.model_dir):
-        return None
+    config = ml.model_config.effective_config(settings.training, settings.model_dir, settings.pinned_training)
+    return version if trained_alike(settings.model_dir, version, fingerprint, config) else None
+
+
+def trained_alike(model_dir: str, version: str, fingerprint: str, config: ml.model_config.ModelConfig) -> bool:
+    """Whether ``version`` of ``model_dir`` was trained on data printing ``fingerprint`` with ``config``."""
+    if version not in ml.artifact.list_versions(model_dir):
+        return False
     try:
-        metadata = ml.artifact.read_metadata(settings.model_dir, version)
+        metadata = ml.artifact.read_metadata(model_dir, version)
     except ArtifactError as exc:
         log.warning("cannot read the served version %s (%s); training as if the data changed", version, exc)
-        return None
-    config = ml.model_config.effective_config(settings.training, settings.model_dir, settings.pinned_training)
+        return False
     expected = json.loads(json.dumps(config.to_json()))
     # A version from before the model search records only its params: it was the environment's LightFM.
     recorded = metadata.get("model") or {
@@ -94,9 +99,7 @@ def unchanged_version(settings: Settings, cache: RecsCache, fingerprint: str) ->
         "als": None,
         "blend_weight": None,
     }
-    if metadata.get("data_fingerprint") != fingerprint or recorded != expected:
-        return None
-    return version
+    return metadata.get("data_fingerprint") == fingerprint and recorded == expected
 
 
 def warn_of_unrequestable_users(dataset: Dataset) -> int:

@@ -14,6 +14,9 @@ it every 10 s through ``tasks.ensure_published`` (``celeryconfig.beat_schedule``
 which also finds the second. The periodic check leaves the second alone on purpose: a pointer to a version
 this ``MODEL_DIR`` lacks while its own current artifact loads means another writer (a second checkout or
 deployment on the same Redis and ``REDIS_PREFIX``) published it, and republishing every 10 s would fight it.
+
+The same check covers an experiment's model variants: a variant whose current artifact Redis no longer serves
+(its pointer or lists lost) is published again under its own pointer (:mod:`tasks.variants`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import ml.artifact
 from common.config import Settings
 from common.recs_cache import Lock, RecsCache, release_lock
 from ml.errors import ArtifactError
-from tasks import limits, outcomes, pipeline
+from tasks import limits, outcomes, pipeline, variants
 
 log = logging.getLogger(__name__)
 
@@ -85,22 +88,25 @@ def ensure_published(settings: Settings, cache: RecsCache, verify: bool = False)
     Returns ``{"status": "ok", "version"}`` when all is well, else what it did: ``republished`` (the outcome,
     also recorded as the last training outcome), ``skipped`` (a training run holds the lock and is about to
     publish), or ``{"status": "unservable", "reason"}`` (``MODEL_DIR`` has no current version that loads:
-    only a training run can help). ``verify`` is :func:`publication_problem`'s.
+    only a training run can help). ``verify`` is :func:`publication_problem`'s. When model variants were
+    published again too, the result's ``variants`` says which (:func:`tasks.variants.ensure_variants_published`).
     """
     version, problem = publication_problem(settings, cache, verify)
-    if problem is None:
+    if problem is None and not variants.unpublished_variants(settings, cache):
         return {"status": "ok", "version": version}
     lock = cache.training_lock(limits.lock_ttl(settings))
     if not lock.acquire():
         return outcomes.skipped_outcome()
     try:
         version, problem = publication_problem(settings, cache, verify)  # a run may have published meanwhile
+        republished = variants.ensure_variants_published(settings, cache, lock)
         if problem is None:
-            return {"status": "ok", "version": version}
+            return {"status": "ok", "version": version, **({"variants": republished} if republished else {})}
         try:
             current = ml.artifact.current_version(settings.model_dir)
             if current is not None:
-                return republish(settings, cache, lock, current, REPUBLISHED, problem)
+                outcome = republish(settings, cache, lock, current, REPUBLISHED, problem)
+                return {**outcome, "variants": republished} if republished else outcome
             why = f"{settings.model_dir} has no current version"
         except ArtifactError as exc:
             why = str(exc)

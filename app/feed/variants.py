@@ -3,10 +3,13 @@
 :class:`VariantRanking` runs after :class:`app.feed.stages.Candidates` when an experiment is configured
 (``EXPERIMENT``, see :mod:`common.experiments`). A ``production`` variant keeps the model's feed; a
 ``popular`` variant replaces it by the popularity list (without the posts the model excludes for the user,
-as the model's feed is), and fresh posts still follow it; a ``model`` variant serves the production
-model and says ``variant_fallback: true``, since no variant model is published for it (yet). The service
-adds the experiment and variant to the page (the assignment is a hash: recomputing it is the same answer),
-and to the page's entry in the ``served`` stream.
+as the model's feed is), and fresh posts still follow it. A ``model`` variant needs no stage: its scope is
+already its own model's (the service resolves a new scroll of such a user to the variant's published version,
+:meth:`app.feed.service.FeedService._variant_scope`), so the candidates are that model's list and ranking;
+while the worker holds no model of the variant, or Redis lost its lists, the user gets the production feed
+and the page says ``variant_fallback: true``. The service adds the experiment and variant to the page (the
+assignment is a hash: recomputing it is the same answer), and to the page's entry in the ``served`` stream
+with the ranking that served it (``model`` for the variant's own model, ``production`` for its fallback).
 """
 
 from __future__ import annotations
