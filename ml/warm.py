@@ -8,7 +8,8 @@ interactions that arrived since:
   parameters (``user_embeddings``, ``item_embeddings``, their biases, and the learning schedule's
   accumulators: adagrad's summed squared gradients, adadelta's running averages), the name of each feature
   column, the hyperparameters, the time of the newest interaction learned from, when the last full fit ran
-  and the first warm start's progressive figure after it (the reference the drift gate compares with).
+  and the first warm start's progressive figure after it (the reference the drift gate compares with), and
+  that full fit's holdout figures (reported next to each warm start's).
 - :func:`grown_estimator` builds an estimator for the current data's features: a column whose name the state
   knows (``user:<id>``, ``post:<id>``, ``tag:<t>``, ...) gets its parameters, wherever its new index is; a new
   user, post or tag gets LightFM's own initialisation (its ``_initialize``, so the accumulators start as a
@@ -71,6 +72,7 @@ class WarmState:
     trained_until: float  # unix time of the newest interaction it learned from
     full_fit_at: float  # unix time of the full fit it descends from
     reference: float | None = None  # progressive precision@10 of the first warm start after that full fit
+    full_metrics: dict | None = None  # that full fit's holdout figures, reported next to each warm start's
 
 
 def state_of(
@@ -80,6 +82,7 @@ def state_of(
     trained_until: float,
     full_fit_at: float,
     reference: float | None = None,
+    full_metrics: dict | None = None,
 ) -> WarmState:
     """The warm state of a fitted estimator over ``features``."""
     arrays = {
@@ -93,6 +96,7 @@ def state_of(
         float(trained_until),
         float(full_fit_at),
         reference,
+        full_metrics,
     )
 
 
@@ -105,6 +109,7 @@ def save_state(model_dir: str | os.PathLike, version: str, state: WarmState, kee
         "trained_until": state.trained_until,
         "full_fit_at": state.full_fit_at,
         "reference": state.reference,
+        "full_metrics": state.full_metrics,
     }
     fd, temp = tempfile.mkstemp(prefix=".warm-", suffix=".npz", dir=directory)
     try:
@@ -112,8 +117,8 @@ def save_state(model_dir: str | os.PathLike, version: str, state: WarmState, kee
             np.savez(
                 handle,
                 meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-                user_feature_names=_pack(state.user_feature_names),
-                item_feature_names=_pack(state.item_feature_names),
+                user_feature_names=pack_names(state.user_feature_names),
+                item_feature_names=pack_names(state.item_feature_names),
                 **state.arrays,
             )
         os.replace(temp, path)
@@ -137,13 +142,14 @@ def load_state(model_dir: str | os.PathLike, version: str | None) -> WarmState |
             meta = json.loads(data["meta"].tobytes().decode("utf-8"))
             arrays = {f"{side}_{name}": data[f"{side}_{name}"] for side in ("user", "item") for name in PARAMETERS}
             return WarmState(
-                _unpack(data["user_feature_names"]),
-                _unpack(data["item_feature_names"]),
+                unpack_names(data["user_feature_names"]),
+                unpack_names(data["item_feature_names"]),
                 arrays,
                 meta["params"],
                 float(meta["trained_until"]),
                 float(meta["full_fit_at"]),
                 meta.get("reference"),
+                meta.get("full_metrics"),
             )
     except FileNotFoundError:
         return None
@@ -274,9 +280,11 @@ def _matching_rows(names: list[str], old_names: list[str]) -> tuple[np.ndarray, 
     return np.asarray(new_rows, dtype=np.int64), np.asarray(old_rows, dtype=np.int64)
 
 
-def _pack(values: list[str]) -> np.ndarray:
+def pack_names(values: list[str]) -> np.ndarray:
+    """Names (ids, feature names) as one array of NUL-joined UTF-8, for ``np.savez`` without pickle."""
     return np.frombuffer(_SEPARATOR.join(values).encode("utf-8"), dtype=np.uint8)
 
 
-def _unpack(blob: np.ndarray) -> list[str]:
+def unpack_names(blob: np.ndarray) -> list[str]:
+    """The names :func:`pack_names` packed."""
     return blob.tobytes().decode("utf-8").split(_SEPARATOR) if len(blob) else []

@@ -27,7 +27,9 @@ from ml.validate import build_dataset
 SPOOL_BYTES = 64 * 2**20
 
 
-def read_dataset(conn: extensions.connection, queries: Mapping[str, str]) -> Dataset:
+def read_dataset(
+    conn: extensions.connection, queries: Mapping[str, str], interactions_since: int | None = None
+) -> Dataset:
     """Read the training data through the five configured queries, from one consistent snapshot.
 
     Parameters
@@ -40,6 +42,11 @@ def read_dataset(conn: extensions.connection, queries: Mapping[str, str]) -> Dat
         exactly those columns, named so and in that order. ``tags`` may be an array or ``|``-joined
         text; timestamps may be ``timestamptz`` (any zone), ``timestamp`` (taken as UTC), ``date`` or
         ISO 8601 text.
+    interactions_since : int, optional
+        Unix seconds: read only the interactions created at or after it (``SQL_INTERACTIONS`` wrapped as
+        ``SELECT * FROM (<query>) q WHERE q.created_at::timestamptz >= ...``, the live refresh's way), for
+        :mod:`ml.incremental`, which merges them with the rows an earlier run read. The other four tables are
+        read whole.
 
     Returns
     -------
@@ -67,11 +74,48 @@ def read_dataset(conn: extensions.connection, queries: Mapping[str, str]) -> Dat
             tables = {}
             for table in TABLES:
                 source = f"SQL_{table.upper()} query"
-                tables[table] = Table(source, _rows(cur, table, queries[table], source))
+                query = queries[table]
+                if table == "interactions" and interactions_since is not None:
+                    query = _created_since(query, interactions_since).as_string(cur)
+                tables[table] = Table(source, _rows(cur, table, query, source))
             return build_dataset(tables, name="database")
     finally:
         conn.rollback()
         conn.autocommit = autocommit
+
+
+def count_created_before(conn: extensions.connection, query: str, until: int) -> int:
+    """How many rows a configured query returns that were created before Unix second ``until``.
+
+    :mod:`ml.incremental` compares it with the rows it keeps from an earlier read: a difference means rows
+    were deleted or committed late since, and it reads everything instead. Same connection rules as
+    :func:`read_dataset`.
+    """
+    if conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
+        raise ValueError("count_created_before needs a connection that is not inside a transaction")
+    autocommit = conn.autocommit
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cur.execute("SET LOCAL TIME ZONE 'UTC'")
+            wrapped = sql.SQL("SELECT count(*) FROM ({}) AS q WHERE q.created_at::timestamptz < to_timestamp({})")
+            try:
+                cur.execute(wrapped.format(sql.SQL(query.strip().rstrip(";")), sql.Literal(int(until))))
+            except psycopg2.Error as exc:
+                raise DatasetError(f"SQL_INTERACTIONS query failed: {(exc.pgerror or str(exc)).strip()}") from exc
+            return int(cur.fetchone()[0])
+    finally:
+        conn.rollback()
+        conn.autocommit = autocommit
+
+
+def _created_since(query: str, since: int) -> sql.Composed:
+    """``query`` wrapped, not edited, to the rows created at or after Unix second ``since`` (a deployment's
+    own SQL keeps working; ``created_at`` may be any of the types the reader takes)."""
+    return sql.SQL("SELECT * FROM ({}) AS q WHERE q.created_at::timestamptz >= to_timestamp({})").format(
+        sql.SQL(query.strip().rstrip(";")), sql.Literal(int(since))
+    )
 
 
 def _rows(cur: extensions.cursor, table: str, query: str, source: str) -> Iterator[list[str]]:
