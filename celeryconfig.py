@@ -67,6 +67,20 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
                 # A run not started within one interval (no worker was free) is dropped: the next supersedes it.
                 "options": {"expires": settings.train_interval_seconds},
             },
+            # The full retrain (tasks.train with full): every row read, a full fit, never overlapping a five-minute
+            # run (it waits for the training lock); the runs between start warm (ml.warm). Off with warm starts.
+            **(
+                {
+                    "full-retrain": {
+                        "task": "tasks.train",
+                        "schedule": settings.full_retrain_interval_seconds,
+                        "kwargs": {"full": True},
+                        "options": {"expires": settings.full_retrain_interval_seconds},
+                    }
+                }
+                if settings.full_retrain_interval_seconds > 0
+                else {}
+            ),
             # Publish the current artifact again within 10 s (plus the republish) of Redis losing it
             # (tasks.publication); cheap when all is well. No results kept: 8,640 checks a day would fill the
             # backend.

@@ -7,15 +7,18 @@ chunk), each cycle in a process of its own so that its peak RSS is its own:
 
 1. ``full``: the first model, on the data without its newest 10% of interactions;
 2. ``warm``: the first half of those arrives and the next run continues the first one's fit (``ml.warm``),
-   gated progressively;
-3. ``full, same data``: a full retrain on the warm run's data;
+   gated progressively, reading only the interactions since the first run's data (``ml.incremental``);
+3. ``full, same data``: a full retrain on the warm run's data, reading everything;
 
 then the second half arrives, and both the warm and the full model are measured on it alike (the posts users
-went to next, which neither learnt: :func:`ml.warm.progressive_metrics`), their figures side by side.
+went to next, which neither learnt: :func:`ml.warm.progressive_metrics`), their figures side by side. Last,
+``MAX_POST_AGE_DAYS`` (``--max-post-age-days``, 30 by default): the precompute of the warm version's lists
+(``tasks.pipeline.precompute_users``, unpaced) with every post and with only the posts of the last N days
+(``ml.post_age``), side by side in one process.
 
 Usage, from the repository root::
 
-    .venv/bin/python -m benchmarks.retrain [--sizes default,large,xl] [--import-only]
+    .venv/bin/python -m benchmarks.retrain [--sizes default,large,xl] [--import-only] [--max-post-age-days 30]
         [--database-url postgresql://postgres@127.0.0.1:5432/recsvc_bench] [--redis-url redis://127.0.0.1:6379/0]
 
 ``--import-only`` stops after the import and the reader (the xl size's full fits take far longer). The
@@ -43,6 +46,7 @@ import ml.db.connection
 import ml.db.read
 from common.config import load_settings
 from common.recs_cache import RecsCache, release_lock
+from ml import post_age
 from tasks import limits, outcomes, pipeline
 
 log = logging.getLogger("benchmarks.retrain")
@@ -82,19 +86,35 @@ def _peak_rss_mb() -> float:
 
 
 def _read_only(database_url: str) -> dict:
-    """In a fresh process: read the training data as the load stage does; seconds and peak RSS."""
+    """In a fresh process: read the training data as a full load stage does, then as an incremental one does when
+    nothing arrived (``ml.incremental``: the other tables whole, the count check, the snapshot merged); seconds
+    and peak RSS."""
+    import ml.incremental
     from ml.settings import DEFAULT_QUERIES
 
     started = time.perf_counter()
     conn = ml.db.connection.connect(database_url)
     try:
         dataset = ml.db.read.read_dataset(conn, DEFAULT_QUERIES)
+        seconds = time.perf_counter() - started
+        with tempfile.TemporaryDirectory(prefix="recsvc-bench-snapshot-") as snapshot_dir:
+            started = time.perf_counter()
+            ml.incremental.save(snapshot_dir, "bench", dataset, DEFAULT_QUERIES)
+            saved = time.perf_counter() - started
+            started = time.perf_counter()
+            snapshot = ml.incremental.load(snapshot_dir, "bench")
+            merged, read = ml.incremental.read(conn, DEFAULT_QUERIES, snapshot, lookback_seconds=60)
+            incremental = time.perf_counter() - started
     finally:
         conn.close()
+    if read.mode != "incremental" or merged.num_interactions != dataset.num_interactions:
+        raise SystemExit(f"the incremental read did not merge: {read}")
     return {
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds,
         "interactions": dataset.num_interactions,
         "peak_mb": _peak_rss_mb(),
+        "incremental_s": incremental,
+        "snapshot_save_s": saved,
     }
 
 
@@ -122,6 +142,7 @@ def _cycle(env: dict[str, str]) -> dict:
     return {
         "version": candidate.version,
         "fit": metadata.get("fit", "full"),
+        "read": metadata.get("fit_read") or {"mode": "full", "rows_read": candidate.num_interactions},
         "users": candidate.num_users,
         "posts": candidate.num_items,
         "interactions": candidate.num_interactions,
@@ -202,6 +223,11 @@ def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
             _future_figures, args.database_url, env["MODEL_DIR"], [c["version"] for c in result["cycles"][1:]]
         )
         log.info("%s on the future: %s", name, json.dumps(result["future"]))
+        result["post_age"] = _in_child(
+            _post_age_precompute, {**env, "PUBLISH_WRITE_RATE": "0"}, result["cycles"][1]["version"],
+            args.max_post_age_days,
+        )  # fmt: skip
+        log.info("%s, MAX_POST_AGE_DAYS: %s", name, json.dumps(result["post_age"]))
     finally:
         _delete_keys(args.redis_url)
     return result
@@ -231,6 +257,31 @@ def _future_figures(database_url: str, model_dir: str, versions: list[str]) -> l
     return figures
 
 
+def _post_age_precompute(env: dict[str, str], version: str, days: float) -> dict:
+    """In a fresh process: the precompute of ``version``'s lists with every post, then with the recent ones only."""
+    import ml.artifact
+    from ml.settings import DEFAULT_QUERIES
+
+    settings = load_settings(env, dotenv=False)
+    client = redis.Redis.from_url(settings.redis_url)
+    cache = RecsCache(client, settings.redis_prefix)
+    conn = ml.db.connection.connect(settings.database_url)
+    try:
+        dataset = ml.db.read.read_dataset(conn, DEFAULT_QUERIES)
+    finally:
+        conn.close()
+    model, _ = ml.artifact.load(settings.model_dir, version)
+    # The version learnt the data before the future arrived: the posts are the same, the limit is the data's.
+    recent = post_age.recent_posts_only(model, dataset, days)
+    figures = {"days": days}
+    for label, ranked in (("all", model), ("recent", recent)):
+        started = time.perf_counter()
+        pipeline.precompute_users(settings, cache, f"{version}-{label}", ranked, 0, ranked.num_users)
+        figures[label] = {"posts": ranked.num_items, "seconds": time.perf_counter() - started}
+    client.close()
+    return figures
+
+
 def _delete_keys(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(match=f"{BENCH_PREFIX}*", count=10_000))
@@ -241,16 +292,21 @@ def _delete_keys(redis_url: str) -> None:
 
 def print_table(rows: list[dict]) -> None:
     out = sys.stdout
-    out.write("| size | users | posts | interactions | generate s | import s | read s | read peak RSS MB |\n")
-    out.write("|---|---|---|---|---|---|---|---|\n")
+    out.write(
+        "| size | users | posts | interactions | generate s | import s | read s | incremental read s (nothing new)"
+        " | snapshot save s | read peak RSS MB |\n"
+    )
+    out.write("|---|---|---|---|---|---|---|---|---|---|\n")
     for row in rows:
         users, posts, interactions = SIZES[row["size"]]
         out.write(
             f"| {row['size']} | {users:,} | {posts:,} | {interactions:,} | {row['generate_s']:.1f} | "
-            f"{row['import_s']:.1f} | {row['read']['seconds']:.1f} | {row['read']['peak_mb']:.0f} |\n"
+            f"{row['import_s']:.1f} | {row['read']['seconds']:.1f} | {row['read']['incremental_s']:.1f} | "
+            f"{row['read']['snapshot_save_s']:.1f} | {row['read']['peak_mb']:.0f} |\n"
         )
     stage_names = ["load", "warm_evaluate", "warm_fit", "evaluate", "fit", "artifact", "precompute", "publish"]
-    header = ["size", "run", "interactions", "start→published s", *stage_names, "p@10 (pop), protocol",
+    header = ["size", "run", "interactions", "read (rows from PostgreSQL)", "start→published s", *stage_names,
+              "p@10 (pop), protocol",
               "peak RSS MB", "Redis MB / version", "Redis MB / 100k users"]  # fmt: skip
     out.write("\n| " + " | ".join(header) + " |\n")
     out.write("|" + "---|" * len(header) + "\n")
@@ -260,6 +316,7 @@ def print_table(rows: list[dict]) -> None:
                 row["size"],
                 f"{cycle['label']} ({cycle['fit']})",
                 f"{cycle['interactions']:,}",
+                f"{cycle['read']['mode']} ({cycle['read']['rows_read']:,})",
                 f"{cycle['total_s']:.1f}",
                 *(f"{cycle['stages'][stage]:.1f}" if stage in cycle["stages"] else "–" for stage in stage_names),
                 f"{cycle['precision@10']:.3f} ({cycle['popularity_precision@10']:.3f}), {cycle['protocol']}",
@@ -281,6 +338,19 @@ def print_table(rows: list[dict]) -> None:
                 f"{model['precision@10']:.4f} | {model['recall@10']:.4f} | {model['ndcg@10']:.4f} | "
                 f"{figures['popularity']['precision@10']:.4f} |\n"
             )
+    out.write(
+        "\nMAX_POST_AGE_DAYS: the precompute of every user's list (unpaced), every post against the recent ones:\n\n"
+    )
+    out.write("| size | days | posts ranked | precompute s | recent posts ranked | precompute s | saved |\n")
+    out.write("|---|---|---|---|---|---|---|\n")
+    for row in rows:
+        if "post_age" in row:
+            figures = row["post_age"]
+            every, recent = figures["all"], figures["recent"]
+            out.write(
+                f"| {row['size']} | {figures['days']:g} | {every['posts']:,} | {every['seconds']:.1f} | "
+                f"{recent['posts']:,} | {recent['seconds']:.1f} | {1 - recent['seconds'] / every['seconds']:.0%} |\n"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -289,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--import-only", action="store_true", help="only generate, import and read")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/recsvc_bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--max-post-age-days", type=float, default=30.0, help="the MAX_POST_AGE_DAYS compared")
     args = parser.parse_args(argv)
     sizes = [size.strip() for size in args.sizes.split(",") if size.strip()]
     unknown = [size for size in sizes if size not in SIZES]

@@ -57,9 +57,12 @@ class Settings:
     refresh_interval_seconds: float = 30.0
     refresh_lookback_seconds: float = 60.0
     quality_gate_margin: float = 0.2
-    # Warm starts (ml.warm): a run continues the served version's fit unless this long has passed since the
-    # last full fit; 0 makes every run a full fit.
-    full_retrain_interval_seconds: float = 0.0
+    # Warm starts (ml.warm): beat's full retrain runs this often (daily: a full fit at 1M users takes ~20 minutes
+    # on 2 cores, while warm runs keep the five-minute cycle); the runs between continue the served version's fit
+    # and read only the new interactions (ml.incremental); 0 makes every run a full fit of everything read.
+    full_retrain_interval_seconds: float = 86400.0
+    # Rank only posts created within this many days of the newest post (ml.post_age); 0: every post.
+    max_post_age_days: float = 0.0
     precompute_chunk_users: int = 50_000
     # Users' lists written per second by one precompute process (0: unpaced): the writes share Redis with serving.
     publish_write_rate: int = 50_000
@@ -164,12 +167,13 @@ class _ReadNames(dict):
 def _experiment(env: Mapping[str, str]) -> Experiment | None:
     """EXPERIMENT (JSON) or EXPERIMENT_FILE (a JSON file), validated; a model variant's training overrides too."""
 
-    def check_training(overrides: Mapping[str, str]) -> None:
+    def check_training(overrides: Mapping[str, str]) -> tuple[TrainingSettings, frozenset[str]]:
         read = _ReadNames({**env, **overrides})
-        training_from(read)
+        training = training_from(read)
         unknown = set(overrides) - read.names
         if unknown:
             raise ValueError(f"not training variables: {', '.join(sorted(unknown))}")
+        return training, pinned_fields(overrides)  # the variant's settings, and the fields it pins
 
     def parse(raw: str) -> Experiment:
         return parse_experiment(raw, check_training)
@@ -251,6 +255,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         full_retrain_interval_seconds=read_var(
             env, "FULL_RETRAIN_INTERVAL_SECONDS", float_in(0.0, 30 * 86400.0), d.full_retrain_interval_seconds
         ),
+        max_post_age_days=read_var(env, "MAX_POST_AGE_DAYS", float_in(0.0, 36_500.0), d.max_post_age_days),
         precompute_chunk_users=read_var(
             env, "PRECOMPUTE_CHUNK_USERS", int_in(100, 10_000_000), d.precompute_chunk_users
         ),

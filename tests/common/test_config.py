@@ -17,6 +17,7 @@ def test_defaults_match_the_design():
     assert (s.api_host, s.api_port, s.api_reuse_port) == ("127.0.0.1", 8000, True)  # this host only
     assert (s.flower_address, s.flower_port, s.flower_basic_auth) == ("127.0.0.1", 5555, None)
     assert s.redis_prefix == "recsvc:"
+    assert (s.full_retrain_interval_seconds, s.max_post_age_days) == (86400, 0)  # daily full retrain; every post
     assert dict(s.sql_queries) == DEFAULT_QUERIES
     assert s == Settings()
 
@@ -72,6 +73,9 @@ def test_database_url_from_parts():
         ("FLOWER_BASIC_AUTH", "admin"),
         ("FLOWER_PORT", "0"),
         ("DB_PORT", "x"),
+        ("MAX_POST_AGE_DAYS", "-1"),
+        ("MAX_POST_AGE_DAYS", "a month"),
+        ("FULL_RETRAIN_INTERVAL_SECONDS", "-60"),
     ],
 )
 def test_bad_values_are_refused_by_name(name, value):

@@ -32,6 +32,15 @@ def test_celery_settings_come_from_the_environment(service_env):
     assert (conf["task_soft_time_limit"], conf["task_time_limit"]) == (600, 660)
     assert conf["broker_transport_options"]["visibility_timeout"] > conf["task_time_limit"]
     assert conf["beat_schedule"]["train"] == {"task": "tasks.train", "schedule": 42.0, "options": {"expires": 42.0}}
+    # Beat's full retrain, daily by default, is the same task asked to read everything and fit in full.
+    assert conf["beat_schedule"]["full-retrain"] == {
+        "task": "tasks.train",
+        "schedule": 86400.0,
+        "kwargs": {"full": True},
+        "options": {"expires": 86400.0},
+    }
+    off = celery_settings(settings_from({**env, "FULL_RETRAIN_INTERVAL_SECONDS": "0"}))
+    assert "full-retrain" not in off["beat_schedule"]
 
 
 def test_the_app_takes_its_settings_and_importing_the_package_builds_nothing(service_env):
