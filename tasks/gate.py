@@ -28,20 +28,28 @@ def current_gate_value(settings: Settings, cache: RecsCache) -> tuple[str | None
     metric comes from the artifact's metadata, written when that version was trained.
     """
     version = served_version(cache.current_version(), settings.model_dir)
+    return version, gate_value(settings.model_dir, version)
+
+
+def gate_value(model_dir: str, version: str | None) -> float | None:
+    """The holdout metric ``version`` of ``model_dir`` recorded when it was trained, or None where unknown."""
     if version is None:
-        return None, None
+        return None
     try:
-        metadata = ml.artifact.read_metadata(settings.model_dir, version)
+        metadata = ml.artifact.read_metadata(model_dir, version)
     except ArtifactError as exc:
         log.warning(
             "quality gate: cannot read the current version %s (%s); comparing with popularity only", version, exc
         )
-        return version, None
+        return None
+    # A warm-started version's own figures are progressive, on another scale than a full fit's temporal holdout:
+    # the gate compares with the full fit it descends from.
+    metrics = metadata.get("fit_full_fit_metrics") if metadata.get("fit") == "warm" else metadata.get("metrics")
     try:
-        return version, float(metadata["metrics"]["model"][GATE_METRIC])
+        return float(metrics["model"][GATE_METRIC])
     except (KeyError, TypeError, ValueError):
         log.warning("quality gate: version %s records no %s; comparing with popularity only", version, GATE_METRIC)
-        return version, None
+        return None
 
 
 def quality_gate(metrics: Mapping[str, Any], current_value: float | None, margin: float) -> str | None:

@@ -83,6 +83,7 @@ class Candidate:
     num_items: int
     num_interactions: int
     metrics: dict[str, Any] | None
+    fit: dict[str, Any] | None = None  # warm or full and why, how the data was read (tasks.pipeline._Fit.report)
 
     def update_message(self) -> dict[str, Any]:
         """The message announced on the model-updates channel (DESIGN section 6)."""
@@ -105,7 +106,9 @@ def outcome(status: str, reason: str | None = None, stages: Stages | None = None
         "num_items": None,
         "num_interactions": None,
         "metrics": None,
+        "fit": None,
         "stages": dict(stages.durations) if stages else {},
+        "variants": {},  # the experiment's model variants: name -> what the run did with it (tasks.variants)
     }
     result.update(fields)
     result["finished_at"] = _now_iso()
@@ -129,6 +132,7 @@ def published_outcome(candidate: Candidate, stages: Stages, previous_version: st
         num_items=candidate.num_items,
         num_interactions=candidate.num_interactions,
         metrics=candidate.metrics,
+        fit=candidate.fit,
         **fields,
     )
 

@@ -32,11 +32,13 @@ import ml.db.connection
 import ml.db.read
 import ml.evaluate
 import ml.families
+import ml.incremental
 import ml.model_config
+import ml.post_age
 import ml.training
 import ml.warm
 from common.config import Settings
-from common.recs_cache import Lock, RecsCache, renew_lock
+from common.recs_cache import Lock, RecsCache, renew_lock, served_version
 from ml.dataset import Dataset
 from ml.errors import DatasetError, TrainingError
 from ml.model import RecModel
@@ -72,18 +74,26 @@ def training_config(settings: Settings) -> ml.model_config.ModelConfig:
     return ml.model_config.effective_config(settings.training, settings.model_dir, settings.pinned_training)
 
 
-def build_candidate(
-    settings: Settings, cache: RecsCache, stages: Stages, force: bool = False
-) -> tuple[Candidate, RecModel]:
-    """Load the data, evaluate on a holdout, apply the quality gate, fit and save the artifact (not current).
+@dataclass(frozen=True)
+class RunData:
+    """What a run read from PostgreSQL: the dataset, its fingerprint and its counts (shared by the variants)."""
 
-    Raises :class:`RunUnchanged` when the served version was trained on the same data with the same
-    parameters (unless ``force``), and :class:`RunRejected` for unusable data or a model that fails the gate;
-    nothing is written in either case.
+    dataset: Dataset
+    fingerprint: str
+    counts: dict[str, int]
+    read: ml.incremental.Read | None = None  # how it was read (incremental or full, and why)
+    full: bool = False  # a full retrain: every model of the run fits in full
+
+
+def read_data(settings: Settings, stages: Stages, cache: RecsCache | None = None, full: bool = False) -> RunData:
+    """Read the data once for the whole run (stage ``load``); RunRejected if it is invalid.
+
+    With ``cache``, a run that is not a ``full`` retrain reads only the interactions since the served version's
+    data and merges them with that data's snapshot (:mod:`ml.incremental`); otherwise it reads everything.
     """
     with stages.time("load"):
         try:
-            dataset = load_dataset(settings)
+            dataset, read = _read(settings, cache, full)
         except DatasetError as exc:
             raise RunRejected(f"the data in PostgreSQL is invalid: {exc}") from exc
         fingerprint = data_fingerprint(dataset)
@@ -92,37 +102,112 @@ def build_candidate(
         "num_items": dataset.num_items,
         "num_interactions": dataset.num_interactions,
     }
+    return RunData(dataset, fingerprint, counts, read, full)
+
+
+def _read(settings: Settings, cache: RecsCache | None, full: bool) -> tuple[Dataset, ml.incremental.Read]:
+    """The training data, read incrementally when :func:`read_data` may, else whole (and why)."""
+    conn = ml.db.connection.connect(settings.database_url)
+    try:
+        if full or cache is None or settings.full_retrain_interval_seconds == 0:
+            dataset = ml.db.read.read_dataset(conn, settings.sql_queries)
+            why = "a full retrain reads everything" if full else "warm starts are off: every run reads everything"
+            return dataset, ml.incremental.Read("full", why, rows_read=dataset.num_interactions)
+        snapshot = ml.incremental.load(settings.model_dir, served_version(cache.current_version(), settings.model_dir))
+        return ml.incremental.read(conn, settings.sql_queries, snapshot, settings.refresh_lookback_seconds)
+    finally:
+        conn.close()
+
+
+def build_candidate(
+    settings: Settings,
+    cache: RecsCache,
+    stages: Stages,
+    force: bool = False,
+    data: RunData | None = None,
+    full: bool = False,
+) -> tuple[Candidate, RecModel]:
+    """Load the data (unless ``data`` was read already), evaluate on a holdout, apply the quality gate, fit and
+    save the artifact (not current).
+
+    Raises :class:`RunUnchanged` when the served version was trained on the same data with the same
+    parameters (unless ``force``), and :class:`RunRejected` for unusable data or a model that fails the gate;
+    nothing is written in either case. A ``full`` retrain (beat's, :func:`read_data`) reads every row and fits
+    in full, and replaces a warm-started served version even on unchanged data.
+    """
+    data = data or read_data(settings, stages, cache, full)
+    dataset, fingerprint, counts = data.dataset, data.fingerprint, data.counts
     served = None if force else unchanged_version(settings, cache, fingerprint)
+    recorded = ml.artifact.read_metadata(settings.model_dir, served) if served is not None else {}
+    if data.full and recorded.get("fit") == "warm":
+        served = None  # the full retrain is what corrects a line of warm starts, even on the same data
+    if recorded.get("max_post_age_days", 0.0) != settings.max_post_age_days:
+        served = None  # it ranks other posts
     if served is not None:
         log.info("the data is unchanged since version %s (fingerprint %s); nothing to publish", served, fingerprint)
         raise RunUnchanged(served, **counts)
-    try:
-        ml.training.check_trainable(dataset)
-    except TrainingError as exc:
-        raise RunRejected(str(exc), **counts) from exc
+    check_trainable(data)
     warn_of_unrequestable_users(dataset)
 
     current_version, current_value = current_gate_value(settings, cache)
-    config = training_config(settings)
-    model, fit = _warm_start(settings, dataset, config, current_version, stages)
+    candidate, model = fit_candidate(settings, data, training_config(settings), current_version, current_value, stages)
+    if settings.full_retrain_interval_seconds > 0:  # what the next run's read merges with (ml.incremental)
+        started = time.perf_counter()
+        kept = (current_version,) if current_version else ()
+        ml.incremental.save(settings.model_dir, candidate.version, dataset, settings.sql_queries, keep=kept)
+        stages.record("artifact", stages.durations.get("artifact", 0.0) + time.perf_counter() - started)
+    return candidate, model
+
+
+def check_trainable(data: RunData) -> None:
+    """RunRejected when the data cannot be learnt from (:func:`ml.training.check_trainable`)."""
+    try:
+        ml.training.check_trainable(data.dataset)
+    except TrainingError as exc:
+        raise RunRejected(str(exc), **data.counts) from exc
+
+
+def fit_candidate(
+    settings: Settings,
+    data: RunData,
+    config: ml.model_config.ModelConfig,
+    current_version: str | None,
+    current_value: float | None,
+    stages: Stages,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[Candidate, RecModel]:
+    """Fit ``config`` on ``data`` (a warm start, else a holdout evaluation, the gate and a full fit) and save
+    the artifact in ``settings.model_dir``, not current.
+
+    ``current_version`` is the version the candidate would replace (its warm-start state and its gate value
+    ``current_value``); ``metadata`` is added to the artifact's. Raises :class:`RunRejected` when the model
+    fails the gate or cannot be fitted. A model variant's run (:mod:`tasks.variants`) calls this too, with its
+    own directory, configuration and current version.
+    """
+    dataset, fingerprint, counts = data.dataset, data.fingerprint, data.counts
+    model, fit = _warm_start(settings, dataset, config, current_version, stages, data.full)
     metrics = fit.metrics if model is not None else None
     if model is None:
         metrics = _full_evaluation(dataset, config, current_version, counts, stages)
+        report = fit.report(data.read)
         gate = quality_gate(metrics, current_value, settings.quality_gate_margin) if metrics else None
         if gate:
-            raise RunRejected(gate, metrics=metrics, current_version=current_version, **counts)
+            raise RunRejected(gate, metrics=metrics, current_version=current_version, fit=report, **counts)
         with stages.time("fit"):
             try:
                 if config.family == "lightfm":
                     model, estimator, features = ml.training.fitted(dataset, config.training)
-                    fit = _Fit(estimator, features, time.time(), metrics)
+                    fit = _Fit(estimator, features, time.time(), metrics, reason=fit.reason, full_metrics=metrics)
                 else:
                     model = ml.families.train_model(dataset, config)
             except TrainingError as exc:
-                raise RunRejected(f"training failed: {exc}", metrics=metrics, **counts) from exc
+                raise RunRejected(f"training failed: {exc}", metrics=metrics, fit=report, **counts) from exc
+    if settings.max_post_age_days:
+        model = ml.post_age.recent_posts_only(model, dataset, settings.max_post_age_days)
 
     with stages.time("artifact"):
         metadata = {
+            **(metadata or {}),
             "metrics": metrics,
             "params": asdict(config.training),
             "model": config.to_json(),
@@ -131,6 +216,8 @@ def build_candidate(
             "data_snapshot": data_snapshot(dataset),
             "data_fingerprint": fingerprint,
             "fit": fit.kind,
+            **{f"fit_{key}": value for key, value in fit.report(data.read).items() if key != "kind"},
+            "max_post_age_days": settings.max_post_age_days,
         }
         version = ml.artifact.save(model, settings.model_dir, metadata, keep=settings.model_backups, make_current=False)
         created_at = ml.artifact.read_metadata(settings.model_dir, version)["created_at"]
@@ -142,10 +229,13 @@ def build_candidate(
                 float(dataset.inter_time.max()),
                 fit.full_fit_at,
                 fit.reference,
+                fit.full_metrics,
             )
             ml.warm.save_state(settings.model_dir, version, state, keep=(current_version,) if current_version else ())
-    log.info("trained version %s: %s", version, counts)
-    return Candidate(version=version, created_at=created_at, metrics=metrics, **counts), model
+    log.info("trained version %s (%s fit): %s", version, fit.kind, counts)
+    counts = {**counts, "num_items": model.num_items}  # the posts it ranks (MAX_POST_AGE_DAYS)
+    report = fit.report(data.read)
+    return Candidate(version=version, created_at=created_at, metrics=metrics, fit=report, **counts), model
 
 
 @dataclass(frozen=True)
@@ -158,10 +248,20 @@ class _Fit:
     full_fit_at: float = 0.0
     metrics: dict | None = None
     reference: float | None = None  # see ml.warm.WarmState
+    reason: str = ""  # why this kind of fit
+    full_metrics: dict | None = None  # the temporal holdout figures of that full fit
 
     @property
     def kind(self) -> str:
         return "warm" if self.metrics and self.metrics.get("protocol") == "progressive" else "full"
+
+    def report(self, read: ml.incremental.Read | None) -> dict[str, Any]:
+        """What the outcome and the artifact say of the fit: warm or full and why, how the data was read, and a
+        warm start's figures next to those of the full fit it descends from (``full_fit_metrics``)."""
+        report = {"kind": self.kind, "reason": self.reason, "read": read.as_json() if read else None}
+        if self.kind == "warm":
+            report["full_fit_metrics"] = self.full_metrics
+        return report
 
 
 def _warm_start(
@@ -170,45 +270,62 @@ def _warm_start(
     config: ml.model_config.ModelConfig,
     current_version: str | None,
     stages: Stages,
+    full: bool = False,
 ) -> tuple[RecModel | None, _Fit]:
     """Continue the served version's fit on the interactions since (:mod:`ml.warm`), if allowed and good enough.
 
-    Returns ``(None, _Fit())`` when the run must fit in full instead: warm starts are off
-    (``FULL_RETRAIN_INTERVAL_SECONDS`` 0), the last full fit is older than that interval, the family is not
-    LightFM, the served version left no usable state or was fitted with other hyperparameters, nothing new can
-    be measured, or the warm-started model fails :func:`tasks.gate.warm_gate` on the new interactions (it drifted).
+    Returns ``(None, _Fit(reason=why))`` when the run must fit in full instead: it is a ``full`` retrain (beat's,
+    every ``FULL_RETRAIN_INTERVAL_SECONDS``), warm starts are off (that interval 0), the last full fit is older
+    than twice the interval (beat's full retrain did not happen), the family is not LightFM, the served version
+    left no usable state or was fitted with other hyperparameters, nothing new can be measured, or the
+    warm-started model fails :func:`tasks.gate.warm_gate` on the new interactions (it drifted).
     """
     interval = settings.full_retrain_interval_seconds
-    state = ml.warm.load_state(settings.model_dir, current_version) if interval > 0 else None
-    if state is None or config.family != "lightfm":
-        return None, _Fit()
-    why_not = ml.warm.compatible(state, config.training)
-    if why_not is None and time.time() - state.full_fit_at >= interval:
-        why_not = f"the last full fit is older than FULL_RETRAIN_INTERVAL_SECONDS ({interval:g} s)"
+    if full:
+        return None, _Fit(reason="a full retrain (beat's, every FULL_RETRAIN_INTERVAL_SECONDS, or asked for)")
+    if interval <= 0:
+        return None, _Fit(reason="warm starts are off (FULL_RETRAIN_INTERVAL_SECONDS=0)")
+    state = ml.warm.load_state(settings.model_dir, current_version)
+    why_not = None
+    if state is None:
+        why_not = "the served version left no warm-start state"
+    elif config.family != "lightfm":
+        why_not = f"the model family is {config.family}, and only LightFM starts warm"
+    else:
+        why_not = ml.warm.compatible(state, config.training)
+    if why_not is None and time.time() - state.full_fit_at >= 2 * interval:
+        why_not = f"the last full fit is older than twice FULL_RETRAIN_INTERVAL_SECONDS ({interval:g} s)"
+    if why_not is None and not (dataset.inter_time > state.trained_until).any():
+        why_not = "no interaction since the served version's data"
     if why_not is None:
         with stages.time("warm_evaluate"):
             try:
                 prepared = ml.warm.prepare(dataset, state, config.training)
             except TrainingError as exc:  # the grown model is not finite: start afresh
-                log.warning("full fit: the warm start failed (%s)", exc)
-                return None, _Fit()
-        if prepared.metrics is None:
+                why_not = f"the warm start failed ({exc})"
+        if why_not is None and prepared.metrics is None:
             why_not = "no new interaction to measure a warm start on"
-        else:
+        elif why_not is None:
             why_not = warm_gate(prepared.metrics, state.reference, settings.quality_gate_margin)
+    if why_not is None:
+        with stages.time("warm_fit"):
+            try:
+                model = ml.warm.warm_fit(dataset, prepared, config.training)
+            except TrainingError as exc:
+                why_not = f"the warm start failed ({exc})"
     if why_not is not None:
         log.info("full fit: %s", why_not)
-        return None, _Fit()
-    with stages.time("warm_fit"):
-        try:
-            model = ml.warm.warm_fit(dataset, prepared, config.training)
-        except TrainingError as exc:
-            log.warning("full fit: the warm start failed (%s)", exc)
-            return None, _Fit()
+        return None, _Fit(reason=why_not)
     reference = state.reference
     if reference is None:
         reference = float(prepared.metrics["model"][GATE_METRIC])
-    return model, _Fit(prepared.estimator, prepared.features, state.full_fit_at, prepared.metrics, reference)
+    value, baseline = (float(prepared.metrics[side][GATE_METRIC]) for side in ("model", "popularity"))
+    reason = (
+        f"continued {current_version}'s fit on {int(prepared.newer.sum())} new interactions: progressive "
+        f"{GATE_METRIC} {value:.4f} (popularity {baseline:.4f}, first warm start since the full fit {reference:.4f})"
+    )
+    grown = (prepared.estimator, prepared.features, state.full_fit_at, prepared.metrics)
+    return model, _Fit(*grown, reference, reason, state.full_metrics)
 
 
 def _full_evaluation(

@@ -13,7 +13,9 @@ Outcomes are JSON dicts (see :func:`tasks.outcomes.outcome`); failures are task 
 rejected run is a task failure too (:class:`tasks.outcomes.RunRejected`, raised once its outcome is recorded),
 so Flower's Failed filter finds it; published, skipped and the other outcomes succeed, their status in the
 result. ``tasks.ensure_published`` (beat, every few seconds) publishes the current artifact again when Redis
-lost it (:mod:`tasks.publication`).
+lost it (:mod:`tasks.publication`). With an experiment declaring ``model`` variants, the run first trains and
+publishes each variant's model on the same data (:mod:`tasks.variants`); the outcome's ``variants`` says
+what each did, and its ``variants`` stage what they cost.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import time
 from typing import Any
 
@@ -33,7 +36,7 @@ import ml.artifact
 from common.recs_cache import RecsCache, release_lock
 from common.redis_clients import worker_client
 from ml.model import RecModel
-from tasks import limits, outcomes, pipeline, publication
+from tasks import limits, outcomes, pipeline, publication, variants
 from tasks.celery import app, settings
 
 log = logging.getLogger(__name__)
@@ -97,31 +100,41 @@ class TrainTask(Task):
 
 # throws: a rejection is an expected end, logged without a traceback (but still a FAILURE in Flower).
 @app.task(name="tasks.train", bind=True, base=TrainTask, throws=(outcomes.RunRejected,), **RETRY_OPTIONS)
-def train(self, force: bool = False) -> dict[str, Any]:
+def train(self, force: bool = False, full: bool = False) -> dict[str, Any]:
     """Train, evaluate and publish a new model version, unless another run holds the training lock.
 
     A run on the data (and parameters) the served version was trained on ends ``unchanged``, publishing
-    nothing, unless ``force`` (``celery -A tasks call tasks.train --kwargs '{"force": true}'``).
+    nothing, unless ``force`` (``celery -A tasks call tasks.train --kwargs '{"force": true}'``). ``full`` is beat's
+    full retrain (``full-retrain``, every ``FULL_RETRAIN_INTERVAL_SECONDS``): it reads every row and fits in full,
+    and finding the lock taken it waits for it (a retry every tenth of ``TRAIN_INTERVAL_SECONDS``, at most a
+    minute) instead of ending ``skipped``, so it never overlaps a five-minute run and is not lost to one.
     """
     cache = recs_cache()
     lock = cache.training_lock(limits.lock_ttl(settings))
     if not lock.acquire(token=self.request.id):
+        if full:
+            every = min(60.0, settings.train_interval_seconds / 10)
+            waited = outcomes.RunAborted(f"the full retrain found the lock taken for {limits.lock_ttl(settings)} s")
+            raise self.retry(countdown=every, max_retries=math.ceil(limits.lock_ttl(settings) / every), exc=waited)
         return _finish(outcomes.skipped_outcome())
     handed_over = False
     try:
         stages = outcomes.Stages()
+        trained: dict[str, Any] = {}  # the experiment's model variants: name -> what the run did with it
         try:
-            candidate, model = pipeline.build_candidate(settings, cache, stages, force=force)
+            data = pipeline.read_data(settings, stages, cache, full)
+            trained = variants.train_variants(settings, cache, lock, data, stages, force=force)
+            candidate, model = pipeline.build_candidate(settings, cache, stages, force=force, data=data)
         except outcomes.RunUnchanged as exc:
-            return _finish(outcomes.unchanged_outcome(exc, stages))
+            return _finish({**outcomes.unchanged_outcome(exc, stages), "variants": trained})
         except outcomes.RunRejected as exc:
-            _finish(outcomes.rejected_outcome(exc, stages))
+            _finish({**outcomes.rejected_outcome(exc, stages), "variants": trained})
             raise
 
         ranges = pipeline.chunk_ranges(candidate.num_users, settings.precompute_chunk_users)
         if len(ranges) == 1:
             previous = pipeline.precompute_and_publish(settings, cache, lock, candidate, model, stages)
-            return _finish(outcomes.published_outcome(candidate, stages, previous))
+            return _finish(outcomes.published_outcome(candidate, stages, previous, variants=trained))
 
         dispatched_at = time.time()
         pipeline.stage_version(settings, cache, candidate, model)
@@ -132,6 +145,7 @@ def train(self, force: bool = False) -> dict[str, Any]:
             stages=stages.durations,
             dispatched_at=dispatched_at,
             lock_token=self.request.id,
+            trained=trained,
         ).on_error(abandon_run.s(lock_token=self.request.id))
         # The chord runs the rest of this training run and releases the lock when it publishes
         # (publish_version) or fails for good (abandon_run): sent to the workers (replace raises Ignore), or,
@@ -164,8 +178,11 @@ def publish_version(
     stages: dict[str, float],
     dispatched_at: float,
     lock_token: str,
+    trained: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Publish a version once every chunk of it is written, then release the run's training lock.
+
+    ``trained`` is what the run did with the experiment's model variants (the outcome's ``variants``).
 
     On a final failure the lock is left to :func:`abandon_run`, the chord's errback; between retries the
     run keeps it.
@@ -182,7 +199,7 @@ def publish_version(
         previous = pipeline.publish(settings, cache, lock, run)
     release_lock(lock)
     chunks = {"count": len(chunk_results), "workers": sorted({result["worker"] for result in chunk_results})}
-    return _finish(outcomes.published_outcome(run, timings, previous, chunks=chunks))
+    return _finish(outcomes.published_outcome(run, timings, previous, chunks=chunks, variants=trained or {}))
 
 
 @app.task(name="tasks.abandon_run")

@@ -1,5 +1,6 @@
 """Warm starts in the pipeline (issue 14): a run continues the served version's fit on the interactions that
-arrived since, gated progressively; a drifted warm start, or an old full fit, means a full fit."""
+arrived since, gated progressively, reading only those; a drifted warm start, beat's full retrain, or a full fit
+older than twice its interval, means a full fit of everything read. The last test runs them in a real worker."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ from pathlib import Path
 import pytest
 
 import ml.artifact
+import ml.post_age
 import ml.warm
+from common.recs_cache import release_lock
 from ml.db.load import load_dataset_dir
 from ml.db.schema import create_schema
-from testing.service import listed, publish_once, settings_from, write_demo
+from tasks import data_checks, gate, limits, outcomes, pipeline
+from testing.polling import wait_until
+from testing.processes import start_worker
+from testing.service import listed, publish_once, run_train, settings_from, write_demo
 
 # The newest fifth of the demo's interactions arrive after the first model, in two halves.
 HOLD_BACK = """
@@ -100,6 +106,7 @@ def test_a_warm_start_that_drifted_below_the_gate_fits_in_full(arriving, cache, 
     assert {"warm_evaluate", "evaluate", "fit"} <= set(stages.durations) and "warm_fit" not in stages.durations
     assert _metadata(settings, second.version)["fit"] == "full"
     assert "protocol" not in second.metrics  # the temporal holdout of the full fit
+    assert second.fit["kind"] == "full" and "drifted more than 20% below 1.0000" in second.fit["reason"]
 
 
 @pytest.mark.parametrize("interval", ["0", "1"])
@@ -108,7 +115,7 @@ def test_warm_starts_off_or_a_full_fit_older_than_the_interval_fit_in_full(arriv
     first, _, _, _ = publish_once(settings, cache)
     assert (ml.warm.load_state(settings.model_dir, first.version) is None) == (interval == "0")
     arriving()
-    time.sleep(1.1)
+    time.sleep(2.1)  # beat's full retrain did not come: a run fits in full after twice the interval
 
     second, _, _, stages = publish_once(settings, cache)
 
@@ -128,3 +135,94 @@ def test_a_state_that_cannot_give_a_finite_model_means_a_full_fit(arriving, cach
 
     assert {"warm_evaluate", "evaluate", "fit"} <= set(stages.durations) and "warm_fit" not in stages.durations
     assert _metadata(settings, second.version)["fit"] == "full"
+
+
+def test_a_scheduled_run_reads_only_what_arrived_and_the_full_retrain_reads_everything(arriving, cache, service_env):
+    settings = settings_from({**service_env, "FULL_RETRAIN_INTERVAL_SECONDS": "86400"})
+    first, _, _, _ = publish_once(settings, cache)
+    assert (first.fit["kind"], first.fit["read"]["mode"]) == ("full", "full")
+    arriving(0.5)
+
+    second, _, _, _ = publish_once(settings, cache)
+
+    read = second.fit["read"]
+    assert (second.fit["kind"], read["mode"]) == ("warm", "incremental")
+    assert read["rows_read"] + read["rows_kept"] == second.num_interactions
+    assert read["rows_read"] < second.num_interactions / 5
+    assert second.fit["reason"].startswith(f"continued {first.version}'s fit on ")
+    # Side by side: the warm start's progressive figures and those of the full fit it descends from.
+    assert second.fit["full_fit_metrics"] == first.metrics and second.metrics["protocol"] == "progressive"
+    metadata = _metadata(settings, second.version)
+    assert metadata["fit_read"] == read and metadata["fit_full_fit_metrics"] == first.metrics
+    # The gate compares a later full fit with that full fit's figure, not with the progressive one.
+    assert gate.current_gate_value(settings, cache) == (second.version, first.metrics["model"]["precision@10"])
+
+    # The merged data prints as a whole read does: a run on unchanged data still publishes nothing.
+    assert metadata["data_fingerprint"] == data_checks.data_fingerprint(pipeline.load_dataset(settings))
+    stages = outcomes.Stages()
+    with pytest.raises(outcomes.RunUnchanged):
+        pipeline.build_candidate(settings, cache, stages)
+    assert list(stages.durations) == ["load"]
+
+    # Beat's full retrain replaces the warm-started version even so, reading everything.
+    third, _ = pipeline.build_candidate(settings, cache, outcomes.Stages(), full=True)
+    assert (third.fit["kind"], third.fit["read"]["mode"]) == ("full", "full")
+    assert third.fit["reason"].startswith("a full retrain")
+    assert third.num_interactions == second.num_interactions
+
+
+def test_max_post_age_days_ranks_only_the_posts_that_can_still_be_shown(loaded_db, cache, service_env):
+    settings = settings_from({**service_env, "MAX_POST_AGE_DAYS": "30"})
+    dataset = pipeline.load_dataset(settings)
+    recent = {dataset.item_ids[i] for i in ml.post_age.recent_posts(dataset, 30)}
+    assert 0 < len(recent) < dataset.num_items
+
+    candidate, model, _, _ = publish_once(settings, cache)
+
+    assert set(model.item_ids) == recent and candidate.num_items == len(recent)
+    for user_id in model.user_ids:
+        items, _ = listed(cache, candidate.version, user_id)
+        assert {model.item_ids[i] for i in items if i >= 0} <= recent
+    loaded, metadata = ml.artifact.load(settings.model_dir, candidate.version)
+    assert loaded.item_ids == model.item_ids and metadata["max_post_age_days"] == 30
+    # Another limit is other candidates: the same data is not "unchanged".
+    other, _ = pipeline.build_candidate(settings_from(service_env), cache, outcomes.Stages())
+    assert other.num_items == dataset.num_items
+
+
+def test_in_a_worker_the_full_retrain_waits_for_the_lock_and_a_drifted_warm_start_fits_in_full(
+    arriving, cache, service_env, services, celery_client
+):
+    # A tenth of TRAIN_INTERVAL_SECONDS: the full retrain looks at the lock again every second.
+    env = {**service_env, "FULL_RETRAIN_INTERVAL_SECONDS": "86400", "TRAIN_INTERVAL_SECONDS": "10"}
+    settings = settings_from(env)
+    start_worker(services, env, concurrency=2)
+    first = run_train(celery_client, force=False)
+    assert (first["status"], first["fit"]["kind"]) == ("published", "full")
+    assert first["fit"]["reason"] == "the served version left no warm-start state"
+    arriving(0.5)
+
+    # A five-minute run holds the lock: the full retrain waits (RETRY in Flower), a scheduled run is skipped.
+    lock = cache.training_lock(limits.lock_ttl(settings))
+    assert lock.acquire(token="a-five-minute-run")
+    full = celery_client.send_task("tasks.train", kwargs={"full": True})
+    wait_until(lambda: full.state == "RETRY", 30, "the full retrain to wait for the lock")
+    assert run_train(celery_client, force=False)["status"] == "skipped"
+    release_lock(lock)
+    result = full.get(timeout=90)
+    assert (result["status"], result["fit"]["kind"], result["fit"]["read"]["mode"]) == ("published", "full", "full")
+    assert result["fit"]["reason"].startswith("a full retrain")
+    assert cache.last_training_outcome()["fit"] == result["fit"]  # what /admin/model-status shows
+
+    # The next run starts warm from it; once that line has drifted below the gate, a run fits in full.
+    arriving(0.75)
+    warm = run_train(celery_client, force=False)
+    assert (warm["fit"]["kind"], warm["fit"]["read"]["mode"]) == ("warm", "incremental")
+    assert warm["fit"]["full_fit_metrics"] == result["metrics"]
+    state = ml.warm.load_state(settings.model_dir, warm["version"])
+    ml.warm.save_state(settings.model_dir, warm["version"], dataclasses.replace(state, reference=1.0))
+    arriving()
+    drifted = run_train(celery_client, force=False)
+    assert (drifted["status"], drifted["fit"]["kind"]) == ("published", "full")
+    assert "drifted more than 20% below 1.0000" in drifted["fit"]["reason"]
+    assert {"warm_evaluate", "evaluate", "fit"} <= set(drifted["stages"])
