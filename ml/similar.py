@@ -6,7 +6,11 @@ the model; a positive scale such as the fresh-post calibration leaves a cosine u
 left out: they say how popular a post is, not what it is about.
 
 :class:`UnitItems` holds the normalised embeddings of one model version (items × d float32, made once per
-version), so the neighbours of a post cost one matrix-vector product and a partial sort. The baselines of
+version), so the neighbours of a post cost one matrix-vector product and a partial sort. Past
+:data:`EXACT_ITEMS` posts that product is most of a page's cost, so the version also gets a
+:class:`CellIndex` (an inverted file: spherical k-means cells, a query scores the items of the few cells
+nearest to it), built once per version off the request path and deterministic, so every web worker
+builds the same one and a scroll's pages agree whichever worker answers. The baselines of
 ``python -m ml.evaluate --similar`` (item co-occurrence counts, popularity within the community) are here
 too, next to what they are compared with.
 """
@@ -34,26 +38,134 @@ def unit_rows(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(unit), usable
 
 
+# Catalogues with at most this many posts with a direction are scanned exactly (see docs/PERFORMANCE.md,
+# "Browsing": at 20,000 posts the scan is a small part of a page); larger ones get a CellIndex.
+EXACT_ITEMS = 50_000
+# Posts per k-means cell on average, and the cells a query scores: recall@100 against the exact scan is
+# measured by ``python -m benchmarks.similar_index``.
+CELL_ITEMS = 256
+PROBE = 24
+# k-means runs on a sample of this many posts per cell (the assignment then covers every post).
+_SAMPLE_PER_CELL = 32
+_ITERATIONS = 8
+_BLOCK_ROWS = 8192  # rows per product while assigning: 8192 × cells float32 at a time
+
+
 @dataclass(frozen=True, eq=False)
 class UnitItems:
-    """The normalised item embeddings of one model: ``cosines(v)`` scores every item against a unit vector."""
+    """The normalised item embeddings of one model: ``cosines(v)`` scores every item against a unit vector.
+
+    ``cells`` is the version's :class:`CellIndex` when the catalogue is larger than ``EXACT_ITEMS``, else None.
+    """
 
     unit: np.ndarray  # (I, d) float32
     usable: np.ndarray  # (I,) bool: the item has a direction (a zero embedding has none)
     all_usable: bool
+    cells: CellIndex | None = None
 
     @classmethod
-    def of(cls, model: RecModel) -> UnitItems:
+    def of(cls, model: RecModel, exact_items: int | None = None) -> UnitItems:
+        """The version's unit vectors, and its cell index past ``exact_items`` (default :data:`EXACT_ITEMS`)."""
         unit, usable = unit_rows(model.item_embeddings)
-        return cls(unit, usable, bool(usable.all()))
+        limit = EXACT_ITEMS if exact_items is None else exact_items
+        cells = CellIndex.build(unit, usable, CELL_ITEMS, PROBE) if int(usable.sum()) > limit else None
+        return cls(unit, usable, bool(usable.all()), cells)
+
+    def nearest(self, vector: np.ndarray, k: int, skip: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices int64, cosines float32) of the ``k`` items nearest the unit ``vector``, best first.
+
+        Item ``skip`` is left out. Through the cell index when there is one (approximate), else exact.
+        """
+        if self.cells is not None:
+            return self.cells.nearest(vector, k, skip)
+        cosines = self.cosines(vector)
+        if 0 <= skip < len(cosines):
+            cosines[skip] = -np.inf
+        best = top(cosines, k)
+        return best.astype(np.int64), cosines[best]
 
     def cosines(self, vector: np.ndarray) -> np.ndarray:
         """Cosine of every item with the unit ``vector`` (float32, length I); items without a direction get -inf."""
-        with _blas().limit(limits=1, user_api="blas"):  # see RecModel.top_k: BLAS threads slow small products
+        with one_blas_thread():  # see RecModel.top_k: BLAS threads slow small products
             scores = self.unit @ vector
         if not self.all_usable:
             scores[~self.usable] = -np.inf
         return scores
+
+
+@dataclass(frozen=True, eq=False)
+class CellIndex:
+    """An inverted file over unit item vectors: spherical k-means cells, each cell's items contiguous.
+
+    A query scores the centroids, then only the items of its :data:`PROBE` nearest cells (and of further
+    ones while those hold too few items): about ``PROBE * CELL_ITEMS`` products instead of one per item.
+    Built deterministically (a fixed seed, BLAS on one thread), so two processes build the same index.
+    """
+
+    centroids: np.ndarray  # (C, d) float32, unit rows
+    items: np.ndarray  # (U,) int64: the usable items, cell by cell (ascending within a cell)
+    starts: np.ndarray  # (C + 1,) int64: cell c holds items[starts[c] : starts[c + 1]]
+    vectors: np.ndarray  # (U, d) float32: the unit vectors of ``items``, contiguous
+    probe: int
+
+    @classmethod
+    def build(
+        cls, unit: np.ndarray, usable: np.ndarray, cell_items: int = CELL_ITEMS, probe: int = PROBE, seed: int = 0
+    ) -> CellIndex:
+        """k-means (cosine) on a sample of the usable rows of ``unit``, then every usable row to its nearest cell."""
+        items = np.flatnonzero(usable).astype(np.int64)
+        data = np.ascontiguousarray(unit[items])
+        cells = max(1, len(items) // cell_items)
+        rng = np.random.default_rng(seed)
+        picked = rng.choice(len(items), min(len(items), cells * _SAMPLE_PER_CELL), replace=False)
+        sample = data[np.sort(picked)]
+        centroids = sample[np.sort(rng.choice(len(sample), cells, replace=False))].copy()
+        with one_blas_thread():
+            for _ in range(_ITERATIONS):
+                assigned = _nearest_cells(sample, centroids)
+                one_hot = sp.csr_matrix(
+                    (np.ones(len(sample), dtype=np.float32), (assigned, np.arange(len(sample)))),
+                    shape=(cells, len(sample)),
+                )
+                sums = np.asarray(one_hot @ sample, dtype=np.float32)
+                norms = np.linalg.norm(sums, axis=1)
+                moved = norms > 0  # an empty cell keeps its centroid
+                centroids[moved] = sums[moved] / norms[moved, None]
+            assigned = _nearest_cells(data, centroids)
+        order = np.argsort(assigned, kind="stable")
+        starts = np.searchsorted(assigned[order], np.arange(cells + 1)).astype(np.int64)
+        return cls(centroids, items[order], starts, np.ascontiguousarray(data[order]), min(probe, cells))
+
+    def nearest(self, vector: np.ndarray, k: int, skip: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """(items, cosines) of the ``k`` best items of the probed cells, best first (ties: smaller item first)."""
+        by_cell = self.centroids @ vector
+        sizes = np.diff(self.starts)
+        cells = top(by_cell, self.probe)
+        if int(sizes[cells].sum()) <= k:  # too few items there (tiny cells): the next cells in order too
+            ranked = top(by_cell, len(by_cell))
+            cells = ranked[: max(len(cells), int(np.searchsorted(np.cumsum(sizes[ranked]), k + 1)) + 1)]
+        spans = [(self.starts[c], self.starts[c + 1]) for c in cells.tolist()]
+        items = np.concatenate([self.items[a:b] for a, b in spans])
+        with one_blas_thread():
+            cosines = np.concatenate([self.vectors[a:b] for a, b in spans]) @ vector
+        if skip >= 0:
+            cosines[items == skip] = -np.inf
+        best = top(cosines, k)
+        best = best[np.lexsort((items[best], -cosines[best]))]
+        return items[best], cosines[best]
+
+
+def _nearest_cells(rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """The index of the centroid of largest dot product with each row (ties: the smaller index)."""
+    out = np.empty(len(rows), dtype=np.int64)
+    for start in range(0, len(rows), _BLOCK_ROWS):
+        out[start : start + _BLOCK_ROWS] = np.argmax(rows[start : start + _BLOCK_ROWS] @ centroids.T, axis=1)
+    return out
+
+
+def one_blas_thread():
+    """A context in which BLAS runs on one thread: its threads slow a web worker's small products."""
+    return _blas().limit(limits=1, user_api="blas")
 
 
 @cache

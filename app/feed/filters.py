@@ -9,8 +9,9 @@ live pool with its matching posts; the later stages (fresh posts, exclusions, th
 the feed pages as deep as the matching catalogue goes, bounded by ``MAX_FEED_POSTS``. An unknown
 community or tag matches nothing: an empty feed. Stages do no I/O; this one only computes.
 
-Per worker it keeps, per model version, the item indices of every community and tag
-(:class:`CatalogueIndex`, built on the version's first filtered page) and the matches of recent filters.
+Per worker it keeps, per model version, the item indices of every community and tag and each community's
+embeddings and biases contiguous (:class:`CatalogueIndex`, built at the swap by ``FeedService.prefetch``),
+so a page of one community scores a slice instead of gathering its rows; and the matches of recent filters.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from app.feed.lru import Lru
 from app.feed.ranked import EMPTY, Extended
 from app.feed.stages import Feed
 from ml.model import RecModel
+from ml.similar import one_blas_thread
 
+# How many of the best matching posts a filtered feed ranks first (most pages are within them).
+HEAD_POSTS = 100
 # Matching item sets a worker keeps (sorted int64 item indices: at most 8 bytes per post each).
 MATCHES_KEPT = 32
 _NO_ITEMS = np.zeros(0, dtype=np.int64)
@@ -33,21 +37,33 @@ _NO_ITEMS = np.zeros(0, dtype=np.int64)
 
 @dataclass(frozen=True, eq=False)
 class CatalogueIndex:
-    """The item indices (sorted int64) of each community and each tag of one model version."""
+    """The item indices (sorted int64) of each community and each tag of one model version.
+
+    ``blocks`` holds each community's item embeddings and biases contiguous, row ``j`` being the item
+    ``communities[c][j]``: the model's score of a community's posts for a user is one product over a slice.
+    """
 
     communities: Mapping[str, np.ndarray]
     tags: Mapping[str, np.ndarray]
+    blocks: Mapping[str, tuple[np.ndarray, np.ndarray]]  # community -> (embeddings (n, d), biases (n,))
 
     @classmethod
     def of(cls, model: RecModel) -> CatalogueIndex:
-        communities: dict[str, list[int]] = {}
+        names, codes = np.unique(np.asarray(model.item_community_ids, dtype=str), return_inverse=True)
+        order = np.argsort(codes, kind="stable").astype(np.int64)  # by community, ascending items within one
+        starts = np.searchsorted(codes[order], np.arange(len(names) + 1))
+        embeddings = np.ascontiguousarray(model.item_embeddings[order])
+        biases = np.ascontiguousarray(model.item_biases[order])
+        spans = list(zip(names.tolist(), starts[:-1].tolist(), starts[1:].tolist(), strict=True))
         tags: dict[str, list[int]] = {}
-        for item, (community, item_tags) in enumerate(zip(model.item_community_ids, model.item_tags, strict=True)):
-            communities.setdefault(community, []).append(item)
+        for item, item_tags in enumerate(model.item_tags):
             for tag in set(item_tags):
                 tags.setdefault(tag, []).append(item)
-        as_arrays = lambda groups: {key: np.asarray(items, dtype=np.int64) for key, items in groups.items()}  # noqa: E731
-        return cls(as_arrays(communities), as_arrays(tags))
+        return cls(
+            {name: order[a:b] for name, a, b in spans},
+            {tag: np.asarray(items, dtype=np.int64) for tag, items in tags.items()},
+            {name: (embeddings[a:b], biases[a:b]) for name, a, b in spans},
+        )
 
     def matching(self, communities: Collection[str], tags: Collection[str]) -> np.ndarray:
         """Items of any of ``communities`` (if given) carrying any of ``tags`` (if given), sorted."""
@@ -80,14 +96,13 @@ def _members(items: np.ndarray):
 class CommunityTagFilter:
     """Restricts the feed to the request's communities and tags; a feed without them passes unchanged."""
 
-    def __init__(self, max_feed_posts: int):
+    def __init__(self, max_feed_posts: int, indexes: Lru):
         self._max_feed_posts = max_feed_posts
-        self._indexes = Lru(4)  # version -> CatalogueIndex
+        self._indexes = indexes  # version -> CatalogueIndex (shared with similar posts' community fallback)
         self._matches = Lru(MATCHES_KEPT)  # (version, communities, tags) -> the matching items
 
     def clear(self) -> None:
-        """Forget every version's index (after a swap, so the replaced model's is not kept)."""
-        self._indexes.clear()
+        """Forget the matches of recent filters (after a swap, so the replaced model's are not kept)."""
         self._matches.clear()
 
     def __call__(self, feed: Feed) -> Feed:
@@ -100,17 +115,32 @@ class CommunityTagFilter:
             lambda: self._index(version, model).matching(request.communities, request.tags),
         )
         pool = _restricted(scope.pool, request.communities, request.tags)
+        # One community and no tag (a community's page): its contiguous block, already in ``items`` order.
+        block = (
+            self._index(version, model).blocks.get(next(iter(request.communities)))
+            if (len(request.communities) == 1 and not request.tags)
+            else None
+        )
+        kept = None  # which of ``items`` stay (None: all)
         user = model.user_index(request.user_id) if feed.strategy == "personalized" else None
         if user is not None:
             excluded = model.excluded_items(user)
             if len(excluded):
-                items = items[~np.isin(items, excluded, assume_unique=True)]
-        depth = min(len(items), self._max_feed_posts + len(scope.seen) + len(scope.shown))
-        if not len(items):
+                kept = ~np.isin(items, excluded, assume_unique=True)
+        if kept is not None and block is None:
+            items, kept = items[kept], None
+        size = len(items) if kept is None else int(kept.sum())
+        depth = min(size, self._max_feed_posts + len(scope.seen) + len(scope.shown))
+        if not size:
             ranking = EMPTY
         else:
-            rank = _popular(model, items) if feed.vector is None else _scored(model, items, *feed.vector)
-            ranking = Extended((_NO_ITEMS, np.zeros(0)), rank, depth, len(items), _members(items))
+            if feed.vector is None:
+                rank = _popular(model, items if kept is None else items[kept])
+            else:
+                rank = _scored(model, items, block, kept, *feed.vector)
+            universe = _members(items if kept is None else items[kept])
+            # Most pages are near the top: the first HEAD_POSTS now, the rest only when a page goes past them.
+            ranking = Extended(rank(min(depth, HEAD_POSTS)), rank, depth, size, universe)
         source = "model" if feed.vector is not None else feed.source
         return replace(feed, scope=replace(scope, pool=pool), ranking=ranking, source=source)
 
@@ -123,13 +153,20 @@ def _restricted(pool: LivePool, communities: Collection[str], tags: Collection[s
     return pool.restricted(kept)
 
 
-def _scored(model: RecModel, items: np.ndarray, embedding: np.ndarray, bias: float):
-    """The ``k`` best of ``items`` for a user of this representation (scores as the model's ranking)."""
+def _scored(model: RecModel, items: np.ndarray, block, kept, embedding: np.ndarray, bias: float):
+    """The ``k`` best of ``items`` (only those ``kept`` when given) for a user of this representation (scores
+    as the model's ranking; ties: smaller item first). ``block`` is their (embeddings, biases) when contiguous;
+    otherwise their rows are gathered when ranked (a kept feed holds no copy of them)."""
 
     def rank(k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores = model.item_embeddings[items] @ embedding + model.item_biases[items] + np.float32(bias)
+        embeddings, biases = block if block is not None else (model.item_embeddings[items], model.item_biases[items])
+        with one_blas_thread():
+            scores = embeddings @ embedding + biases + np.float32(bias)
+        if kept is not None:
+            scores[~kept] = -np.inf
+        count = len(items) if kept is None else int(kept.sum())
         best = np.argpartition(-scores, k - 1)[:k] if k < len(items) else np.arange(len(items))
-        best = best[np.lexsort((items[best], -scores[best]))]
+        best = best[np.lexsort((items[best], -scores[best]))][: min(k, count)]
         return items[best], scores[best]
 
     return rank

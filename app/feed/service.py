@@ -8,7 +8,9 @@ the generation, the exclusions and, as needed, the list, the live-user record an
 version is still published), then the live pool of the generation (once per generation and version per
 worker). A page of a known user of the held version whose exclusions the mirror holds costs no round trip.
 A pin that cannot be honoured (its version or pool expired) gives a fresh scroll from the current state,
-and the response says ``version_fallback: true``. When Redis cannot be reached (see
+and the response says ``version_fallback: true``. A new scroll of a user in an experiment's ``model`` variant
+is pinned to that variant's own published version when the worker holds it (``variant_fallback`` says when
+not). When Redis cannot be reached (see
 :class:`app.cache_guard.CacheGuard`) the page comes from the held model alone: no fresh posts (unless the
 worker holds the pinned generation's pool) and no exclusions, ``source: model``.
 """
@@ -24,7 +26,7 @@ from typing import Any
 
 from app import metrics
 from app.cache_guard import CacheGuard, CacheUnavailable
-from app.feed.filters import CommunityTagFilter
+from app.feed.filters import CatalogueIndex, CommunityTagFilter
 from app.feed.live import LivePool, build_pool, empty_pool
 from app.feed.lru import Lru
 from app.feed.mirror import KnownExclusions, LiveMirror
@@ -103,7 +105,9 @@ class FeedService:
         self._memo = memo
         self.mirror = mirror
         self._rankings = Lru(RANKINGS_KEPT)  # (kind, version, who, depth) -> a ranking past the precomputed list
-        self._filter = CommunityTagFilter(max_feed_posts)
+        # version -> app.feed.filters.CatalogueIndex (the filter's, and similar posts' community fallback)
+        self._catalogues = Lru(2)
+        self._filter = CommunityTagFilter(max_feed_posts, self._catalogues)
         self.stages: Sequence[Callable[[Feed], Feed]] = (
             Candidates(top_k, max_feed_posts, self._rankings),
             *([VariantRanking(experiment)] if experiment is not None else []),
@@ -111,8 +115,7 @@ class FeedService:
             FreshPosts(),
             Exclusions(impressions),
         )
-        self._units = Lru(2)  # version -> ml.similar.UnitItems (items x d float32), made at the swap
-        self._catalogues = Lru(2)  # version -> app.feed.filters.CatalogueIndex of community_popular
+        self._units = Lru(2)  # version -> ml.similar.UnitItems (and a large catalogue's cell index), made at the swap
         self.similar_stages: Sequence[Callable[[Feed], Feed]] = (
             Neighbours(max_feed_posts, self._units, self._catalogues),
             ForUser(),
@@ -137,7 +140,12 @@ class FeedService:
         variant = self._experiment.assign(request.user_id) if self._experiment is not None else None
         page["experiment"] = self._experiment.name if variant is not None else None
         page["variant"] = variant.name if variant is not None else None
-        page["variant_fallback"] = variant is not None and variant.ranking == "model"
+        # A model variant's page ranked by a version of its own line; anything else is the production fallback.
+        modelled = variant is not None and variant.ranking == "model"
+        by_variant = modelled and self._holder.lineage_of(page["model_version"]) == variant.lineage
+        page["variant_fallback"] = modelled and not by_variant
+        popular = variant is not None and variant.ranking == "popular"
+        ranking = "model" if by_variant else "popular" if popular else "production"  # what ranked the page
         recs = page["recommendations"]
         if self._served is not None and recs:
             self._served.record(
@@ -147,7 +155,7 @@ class FeedService:
                     first_rank=recs[0]["rank"],
                     experiment=page["experiment"] or "",
                     variant=page["variant"] or "production",
-                    ranking="popular" if variant is not None and variant.ranking == "popular" else "production",
+                    ranking=ranking,
                     model_version=page["model_version"],
                     served_ms=int(time.time() * 1000),
                 )
@@ -190,8 +198,8 @@ class FeedService:
             self._feeds.clear()
             self._rankings.clear()
             self._filter.clear()
-            self._catalogues.clear()
-            self._units.put(version, UnitItems.of(loaded.model))  # the similar posts' one product per page
+            self._catalogues.put(version, CatalogueIndex.of(loaded.model))  # each community's rows contiguous
+            self._units.put(version, UnitItems.of(loaded.model))  # similar posts: the cell index of a large catalogue
 
     # --- resolving a request ---
 
@@ -203,11 +211,20 @@ class FeedService:
             scope = self._scope(request.user_id, held, request.pin)
             if scope is not None:
                 return scope
-        scope = self._scope(request.user_id, held, UNPINNED)
+        scope = self._variant_scope(request, held) or self._scope(request.user_id, held, UNPINNED)
         assert scope is not None  # an unpinned page is always possible
         if request.pin == UNPINNED:
             return scope
         return replace(scope, version_fallback=True)
+
+    def _variant_scope(self, request: FeedRequest, held: LoadedModel) -> Scope | None:
+        """A new scroll of the user's experiment variant's own model, pinned to its version; None when the user
+        is in no ``model`` variant, or its model is not held or its lists are gone (the production feed then)."""
+        if self._experiment is None or request.similar_to is not None:
+            return None
+        variant = self._experiment.assign(request.user_id)
+        model = self._holder.variant(variant.lineage) if variant.ranking == "model" else None
+        return self._scope(request.user_id, held, Pin(model.version)) if model is not None else None
 
     def _scope(self, user_id: str, held: LoadedModel, pin: Pin) -> Scope | None:
         """The scope of ``pin``, or None when it cannot be honoured any more."""

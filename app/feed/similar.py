@@ -4,10 +4,12 @@
 pin, same live pool, same exclusions when a user is named) and runs these stages instead of the feed's:
 
 - :class:`Neighbours`: every post with a direction, by the cosine of its representation with the post's
-  (:mod:`ml.similar`): the model's items through the version's normalised embeddings (one product), the
-  live pool's posts through their feature-built representations, so a post written a minute ago has
-  neighbours and is one. A post without a direction (a fresh post none of whose tags or community the model
-  knows) gets the popular posts of its community instead (``strategy: community_popular``);
+  (:mod:`ml.similar`): the model's items through the version's normalised embeddings (the first
+  :data:`RERANK_DEPTH` through its cell index when the catalogue is large, the rest by an exact scan if a
+  page goes past them), the live pool's posts through their feature-built representations (scanned: the
+  pool is small), so a post written a minute ago has neighbours and is one. A post without a direction (a
+  fresh post none of whose tags or community the model knows) gets the popular posts of its community
+  instead (``strategy: community_popular``);
 - :class:`ForUser`: with ``user_id=``, the best :data:`RERANK_DEPTH` neighbours re-ordered by the model's
   score for that user, and the posts it interacted with (the model's exclusions) dropped; the live seen and
   shown posts then go through the feed's own :class:`app.feed.stages.Exclusions`.
@@ -68,7 +70,7 @@ class Neighbours:
         depth = max(self._max_feed_posts, RERANK_DEPTH) + len(scope.seen) + len(scope.shown) + excluded
         usable = units.usable
 
-        def rank(k: int) -> tuple[np.ndarray, np.ndarray]:
+        def rank(k: int) -> tuple[np.ndarray, np.ndarray]:  # exact: a page past the head
             cosines = units.cosines(vector)
             if post < offset:
                 cosines[post] = -np.inf
@@ -80,9 +82,11 @@ class Neighbours:
             return inside & usable[np.where(inside, feed_ids, 0)]
 
         size = (len(usable) if units.all_usable else int(usable.sum())) - int(post < offset)
-        # Most pages are near the top: the first RERANK_DEPTH now, the rest (a second product) only when a page
-        # goes past them. The lists of a kept feed hold no per-item array, only these entries.
-        ranking: Ranked = Extended(rank(min(depth, RERANK_DEPTH)), rank, depth, size, trained)
+        # Most pages are near the top: the first RERANK_DEPTH now (through the version's cell index in a large
+        # catalogue), the rest (an exact scan) only when a page goes past them; Extended keeps the head a prefix.
+        # The lists of a kept feed hold no per-item array, only these entries.
+        head = units.nearest(vector, min(depth, RERANK_DEPTH), skip=post if post < offset else -1)
+        ranking: Ranked = Extended(head, rank, depth, size, trained)
         if len(pool.scorable):
             others = pool.scorable + offset != post
             pool_ids = pool.scorable[others] + offset

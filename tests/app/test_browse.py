@@ -13,10 +13,11 @@ from flask import request
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 
+import ml.similar
 from app.api import ArgumentsParser
 from app.feed.similar import RERANK_DEPTH
 from app.schemas import RecommendationsQuerySchema, RecommendationsSchema, SimilarPostsSchema, SimilarQuerySchema
-from ml.similar import unit_rows
+from ml.similar import UnitItems, unit_rows
 from testing.factories import random_model, with_features
 from testing.service import publish
 
@@ -107,6 +108,25 @@ def test_a_similar_scroll_past_the_first_hundred_is_still_the_exact_cosine_order
     expected, _ = by_cosine(big, big.item_embeddings[3], skip=3)
     first, posts = scroll(similar, client, "post-3", limit=25)
     assert posts == expected and first["pagination"]["total"] == 249 > RERANK_DEPTH
+
+
+def test_a_large_catalogue_answers_its_first_hundred_from_the_cell_index_and_the_rest_exactly(
+    client, cache, model_dir, monkeypatch
+):
+    monkeypatch.setattr(ml.similar, "EXACT_ITEMS", 100)  # 400 posts is "large", in 25 cells, 2 probed
+    monkeypatch.setattr(ml.similar, "CELL_ITEMS", 16)
+    monkeypatch.setattr(ml.similar, "PROBE", 2)
+    big = random_model(num_users=5, num_items=400, seed=9)
+    publish(cache, model_dir, big, top_k=TOP_K)
+    units = UnitItems.of(big)
+    assert units.cells is not None and len(units.cells.starts) == 26
+    head, _ = units.nearest(units.unit[3], RERANK_DEPTH, skip=3)
+    first, posts = scroll(similar, client, "post-3", limit=25)
+    assert first["pagination"]["total"] == 399 and len(posts) == len(set(posts)) == 399 and "post-3" not in posts
+    assert posts[:RERANK_DEPTH] == [big.item_ids[i] for i in head]
+    exact, _ = by_cosine(big, big.item_embeddings[3], skip=3)
+    assert posts[RERANK_DEPTH:] == [p for p in exact if p not in set(posts[:RERANK_DEPTH])]
+    assert posts != exact  # two of 25 cells: the index's head is not the exact one here
 
 
 def test_similar_pages_have_exact_boundaries(client, model, version):
@@ -227,6 +247,14 @@ def test_every_post_of_a_filtered_page_is_of_the_community_and_the_feed_is_the_u
     for page_offset in range(0, len(posts), 7):
         page = feed(client, FAN, limit=7, offset=page_offset, token=first["token"], community="community-0")
         assert all(r["metadata"]["communityId"] == "community-0" for r in page["recommendations"])
+
+
+def test_a_community_feed_leaves_out_what_the_model_excludes_for_the_user(client, model, version):
+    # user-2 interacted with posts 0-4: of community-0 (the even posts), 0, 2 and 4 never come back.
+    expected = [p for p in model_feed(model, "user-2") if model.item_ids.index(p) % 2 == 0]
+    first, posts = scroll(feed, client, "user-2", community="community-0")
+    assert posts == expected and len(posts) == NUM_ITEMS // 2 - 3
+    assert not {"post-0", "post-2", "post-4"} & set(posts) and first["pagination"]["total"] == len(posts)
 
 
 def test_or_within_a_parameter_and_between_them(client, model, version):

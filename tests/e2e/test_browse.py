@@ -1,9 +1,9 @@
 """End to end: browsing (issue 12) under real gunicorn workers, real Redis, models on disk.
 
 Similar posts and community feeds scroll exactly, pinned by their first page's token, across a live refresh
-whichever worker answers each page; a post published by the refresh has neighbours and is in its community's
-feed on the next unpinned page; a new model serves them once published; unknown posts are 404s, malformed
-filters 400s. (Pinned scrolls across a model publish are checked in tests/app/test_browse.py.)
+and a model publish whichever worker answers each page; a post published by the refresh has neighbours and
+is in its community's feed on the next unpinned page, which the new model serves; unknown posts are 404s,
+malformed filters 400s.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def ids(entries: list[dict]) -> list[str]:
     return [entry["post_id"] for entry in entries]
 
 
-def test_similar_and_community_scrolls_stay_exact_across_a_refresh_then_follow_a_publish(server, cache, model_dir):
+def test_similar_and_community_scrolls_stay_exact_across_a_refresh_and_a_publish(server, cache, model_dir):
     similar_token, similar = scroll(server, "/posts/post-3/similar", limit=30)
     assert len(similar) == NUM_ITEMS - 1 and "post-3" not in ids(similar)
     community_token, community = scroll(server, f"/recommendations/{FAN}", limit=17, community="community-1")
@@ -83,24 +83,24 @@ def test_similar_and_community_scrolls_stay_exact_across_a_refresh_then_follow_a
         max_posts=10,
         max_users=10,
     )
-    for limit in (7, 30, 100):  # pages of any size, from whichever worker
+    newer = with_features(random_model(num_users=30, num_items=NUM_ITEMS, seed=6), FAN)
+    version = publish(cache, model_dir, newer, top_k=TOP_K)
+    assert poll(lambda: set(server.worker_versions().values()) == {version}, 10), server.worker_versions()
+
+    for limit in (7, 30, 100):  # pages of any size, from whichever worker, on the version they started on
         assert ids(scroll(server, "/posts/post-3/similar", limit, similar_token)[1]) == ids(similar)
         again = scroll(server, f"/recommendations/{FAN}", limit, community_token, community="community-1")[1]
         assert ids(again) == ids(community)
 
-    # Unpinned, the fresh post is there: it has neighbours, and it is in its community's feed.
+    # Unpinned: the new version, and the fresh post has neighbours and is in its community's feed.
     def answered() -> bool:  # on both workers (requests alternate between them)
         return all(requests.get(f"{server.url}/posts/fresh-hot/similar", timeout=10).ok for _ in range(4))
 
     assert poll(answered, 5)
-    assert get(server, "/posts/fresh-hot/similar")["strategy"] == "similar"
+    fresh = get(server, "/posts/fresh-hot/similar")
+    assert (fresh["strategy"], fresh["model_version"]) == ("similar", version)
     _, now = scroll(server, f"/recommendations/{FAN}", limit=100, community="community-1")
     assert "fresh-1" in ids(now) and len(now) == NUM_ITEMS // 2 + 1
-
-    # A new model: every worker serves its neighbours.
-    newer = with_features(random_model(num_users=30, num_items=NUM_ITEMS, seed=6), FAN)
-    version = publish(cache, model_dir, newer, top_k=TOP_K)
-    assert poll(lambda: set(server.worker_versions().values()) == {version}, 10), server.worker_versions()
     assert all(get(server, "/posts/post-3/similar")["model_version"] == version for _ in range(4))
 
 
