@@ -22,6 +22,10 @@ hash tags, which decide the slot, and so the shard, a key lives on:
 ``{ctl}meta:<version>``   hash    ``items`` (JSON ``[[post_id, [tags], community_id], ...]``), ``popular``
                                   (packed list), ``created_at``, ``num_users``, ``num_items``, ``complete``
 ``{ctl}lists``            set     versions whose buckets were made persistent and not yet given an expiry
+``{ctl}variant:<lineage>`` string  the current version of an experiment's model variant (``tasks.variants``);
+                                  its lists and metadata are a version's like any other (``recs:``, ``meta:``)
+``{ctl}variant-lists:<lineage>`` set  the variant's ``{ctl}lists``
+``{ctl}variants``         set     lineages with a pointer; one no longer declared is retired (expires)
 ``lock:train``            string  the training lock; it has a TTL so a dead holder frees it
 ``lock:refresh``          string  the live refresh's lock (``tasks.refresh``), with a TTL likewise
 ``lock:search``           string  the model search's lock (``tasks.search``), with a TTL likewise
@@ -54,8 +58,10 @@ slot) flips ``current``, marks the version complete, gives the previous version'
 ``retain_seconds`` to live (clients that pinned it can finish scrolling) and publishes the message, then gives
 the previous version's buckets the same expiry. Readers find a version's lists only through ``current`` (or
 a pinned version's ``complete`` flag), which is written after every bucket is complete: no reader ever sees a
-half-published version. Pub/sub messages are classic ``PUBLISH``: a cluster broadcasts them to every node,
-so a subscriber on any node receives them.
+half-published version. A model variant's version is published the same way behind its own pointer, without a
+message: the web workers poll the variant pointers (and read them on every production update). Pub/sub
+messages are classic ``PUBLISH``: a cluster broadcasts them to every node, so a subscriber on any node
+receives them.
 """
 
 from __future__ import annotations
@@ -101,8 +107,9 @@ def user_bucket(user_id: str) -> int:
     return zlib.crc32(user_id.encode()) % RECS_BUCKETS
 
 
-# KEYS (the {ctl} slot): current, meta:<new>, then meta:<previous> if there is a previous version.
-# ARGV: new version, the previous version the caller read ('' for none), retain seconds, channel, message.
+# KEYS (the {ctl} slot): current (or a variant's pointer), meta:<new>, then meta:<previous> if there is one.
+# ARGV: new version, the previous version the caller read ('' for none), retain seconds, channel ('' for no
+# message: a variant's publish), message.
 # Returns the previous version (or false). Refused if ``current`` moved since the caller read it (its KEYS
 # would name the wrong previous version); the training lock makes that rare.
 _PUBLISH_SCRIPT = """
@@ -119,7 +126,9 @@ redis.call('SET', KEYS[1], ARGV[1])
 if KEYS[3] then
   redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
 end
-redis.call('PUBLISH', ARGV[4], ARGV[5])
+if ARGV[4] ~= '' then
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+end
 return previous
 """
 
@@ -398,6 +407,17 @@ class RecsCache:
     def lists_key(self) -> str:
         return self.prefix + "{ctl}lists"
 
+    def variant_key(self, lineage: str) -> str:
+        """The pointer to the current version of a model variant's line (:attr:`common.experiments.Variant.lineage`)."""
+        return f"{self.prefix}{{ctl}}variant:{lineage}"
+
+    def variant_lists_key(self, lineage: str) -> str:
+        return f"{self.prefix}{{ctl}}variant-lists:{lineage}"
+
+    @property
+    def variants_key(self) -> str:
+        return self.prefix + "{ctl}variants"
+
     @property
     def lock_key(self) -> str:
         return self.prefix + "lock:train"
@@ -503,9 +523,67 @@ class RecsCache:
         self._expire_lists(version, int(retain_seconds))
         return previous.decode() if previous else None
 
-    def _expire_lists(self, current: str, retain_seconds: int) -> None:
-        """Give the buckets of every noted version but ``current`` an expiry (``NX``: one they have stays)."""
-        for raw in self.client.smembers(self.lists_key):
+    def publish_variant_version(self, lineage: str, version: str, retain_seconds: int) -> str | None:
+        """Make ``version`` the current one of model variant ``lineage``; return its previous version.
+
+        :meth:`publish_version`'s steps on the variant's pointer and its own set of noted versions (so a
+        production publish never expires a variant's lists, nor the reverse), without a message: the
+        production pointer and the channel are untouched. The lineage is noted in :attr:`variants_key` for
+        :meth:`retire_variants`.
+        """
+        pointer, noted = self.variant_key(lineage), self.variant_lists_key(lineage)
+        raw = self.client.get(pointer)
+        expected = raw.decode() if raw else None
+        self.client.sadd(self.variants_key, lineage)
+        self.client.sadd(noted, version)
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.recs_keys(version):
+            pipe.persist(key)
+        pipe.execute()
+        keys = [pointer, self.meta_key(version)]
+        if expected is not None and expected != version:
+            keys.append(self.meta_key(expected))
+        previous = self._publish(keys=keys, args=[version, expected or "", int(retain_seconds), "", ""])
+        self._expire_lists(version, int(retain_seconds), noted)
+        return previous.decode() if previous else None
+
+    def variant_versions(self, lineages: Sequence[str]) -> dict[str, str | None]:
+        """The current version of each model variant line (None where none is published), in one MGET."""
+        if not lineages:
+            return {}
+        values = self.client.mget([self.variant_key(lineage) for lineage in lineages])
+        return {lineage: value.decode() if value else None for lineage, value in zip(lineages, values, strict=True)}
+
+    def retire_variants(self, declared: Iterable[str], retain_seconds: int) -> list[str]:
+        """Let the model variant lines not in ``declared`` expire: pointer, current version's lists and metadata.
+
+        An experiment that ended (or a variant whose settings changed, a new lineage) leaves its last version
+        in Redis; this gives it ``retain_seconds``, as a superseded version gets, so scrolls pinned to it
+        finish. Returns the retired lineages.
+        """
+        keep = set(declared)
+        retired = []
+        for raw in self.client.smembers(self.variants_key):
+            lineage = raw.decode()
+            if lineage in keep:
+                continue
+            version = self.variant_version(lineage)
+            pipe = self.client.pipeline(transaction=False)
+            for key in (self.variant_key(lineage), self.variant_lists_key(lineage)):
+                pipe.expire(key, retain_seconds)
+            if version is not None:
+                for key in (self.meta_key(version), *self.recs_keys(version)):
+                    pipe.expire(key, retain_seconds, nx=True)
+            pipe.execute()
+            self.client.srem(self.variants_key, lineage)
+            retired.append(lineage)
+        return retired
+
+    def _expire_lists(self, current: str, retain_seconds: int, noted: str | None = None) -> None:
+        """Give the buckets of every version noted in ``noted`` (default :attr:`lists_key`) but ``current`` an
+        expiry (``NX``: one they have stays)."""
+        noted = noted or self.lists_key
+        for raw in self.client.smembers(noted):
             version = raw.decode()
             if version == current:
                 continue
@@ -513,7 +591,7 @@ class RecsCache:
             for key in self.recs_keys(version):
                 pipe.expire(key, retain_seconds, nx=True)
             pipe.execute()
-            self.client.srem(self.lists_key, version)
+            self.client.srem(noted, version)
 
     def training_lock(self, timeout: float) -> redis.lock.Lock:
         """The lock that lets one training run at a time across all workers; expires after ``timeout`` s.
@@ -551,6 +629,11 @@ class RecsCache:
     def current_version(self) -> str | None:
         """The current version id, or None before the first publish."""
         value = self.client.get(self.current_key)
+        return value.decode() if value else None
+
+    def variant_version(self, lineage: str) -> str | None:
+        """The current version of model variant ``lineage``, or None when none is published."""
+        value = self.client.get(self.variant_key(lineage))
         return value.decode() if value else None
 
     def is_published(self, version: str) -> bool:
