@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from benchmarks.serve import featured_model
 from ml.csv_files import read_dataset_dir
 from ml.model import RecModel
 from ml.settings import TrainingSettings
-from ml.similar import CELL_ITEMS, PROBE, CellIndex, UnitItems, top
+from ml.similar import CELL_ITEMS, PROBE, UnitItems, top
 from ml.training import train
 from testing.service import write_demo
 
@@ -47,7 +48,7 @@ def measure(model: RecModel, queries: int, probe: int, seed: int = 3) -> dict:
     units = UnitItems.of(model, exact_items=0)
     build = time.perf_counter() - started
     assert units.cells is not None
-    cells = CellIndex(units.cells.centroids, units.cells.items, units.cells.starts, units.cells.vectors, probe)
+    cells = replace(units.cells, probe=probe)
     rng = np.random.default_rng(seed)
     posts = rng.choice(np.flatnonzero(units.usable), min(queries, int(units.usable.sum())), replace=False)
     recalls, exact_ms, index_ms = [], [], []
@@ -62,7 +63,7 @@ def measure(model: RecModel, queries: int, probe: int, seed: int = 3) -> dict:
         found, _ = cells.nearest(vector, K, skip=post)
         index_ms.append(1000 * (time.perf_counter() - started))
         recalls.append(len(np.intersect1d(exact, found)) / len(exact))
-    sizes = np.diff(cells.starts)
+    sizes = cells.sizes
     return {
         "items": model.num_items,
         "cells": len(sizes),

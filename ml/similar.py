@@ -44,7 +44,7 @@ EXACT_ITEMS = 50_000
 # Posts per k-means cell on average, and the cells a query scores: recall@100 against the exact scan is
 # measured by ``python -m benchmarks.similar_index``.
 CELL_ITEMS = 256
-PROBE = 24
+PROBE = 16
 # k-means runs on a sample of this many posts per cell (the assignment then covers every post).
 _SAMPLE_PER_CELL = 32
 _ITERATIONS = 8
@@ -107,6 +107,7 @@ class CellIndex:
     starts: np.ndarray  # (C + 1,) int64: cell c holds items[starts[c] : starts[c + 1]]
     vectors: np.ndarray  # (U, d) float32: the unit vectors of ``items``, contiguous
     probe: int
+    sizes: np.ndarray  # (C,) int64: items per cell
 
     @classmethod
     def build(
@@ -134,12 +135,14 @@ class CellIndex:
             assigned = _nearest_cells(data, centroids)
         order = np.argsort(assigned, kind="stable")
         starts = np.searchsorted(assigned[order], np.arange(cells + 1)).astype(np.int64)
-        return cls(centroids, items[order], starts, np.ascontiguousarray(data[order]), min(probe, cells))
+        vectors = np.ascontiguousarray(data[order])
+        return cls(centroids, items[order], starts, vectors, min(probe, cells), np.diff(starts))
 
     def nearest(self, vector: np.ndarray, k: int, skip: int = -1) -> tuple[np.ndarray, np.ndarray]:
         """(items, cosines) of the ``k`` best items of the probed cells, best first (ties: smaller item first)."""
-        by_cell = self.centroids @ vector
-        sizes = np.diff(self.starts)
+        with one_blas_thread():
+            by_cell = self.centroids @ vector
+        sizes = self.sizes
         cells = top(by_cell, self.probe)
         if int(sizes[cells].sum()) <= k:  # too few items there (tiny cells): the next cells in order too
             ranked = top(by_cell, len(by_cell))
