@@ -65,7 +65,8 @@ class Neighbours:
             return self._community_popular(feed, post)
         # Deep enough for ForUser's re-ordering and every later drop: the live exclusions, and the model's of
         # a user it knows.
-        user = model.user_index(feed.request.user_id)
+        reader = feed.request.user_id
+        user = model.user_index(reader) if reader != ANONYMOUS else None  # a lookup is a binary search
         excluded = len(model.excluded_items(user)) if user is not None else 0
         depth = max(self._max_feed_posts, RERANK_DEPTH) + len(scope.seen) + len(scope.shown) + excluded
         usable = units.usable
