@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from app.feed.ranked import EMPTY, Fixed, Ranked, Scored
 from app.feed.version_view import ItemEntry, item_entry
 from common.recs_cache import PoolPost
 from ml.model import RecModel
+from ml.similar import unit_rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +50,11 @@ class LivePool:
             return EMPTY
         scores = self.embeddings @ embedding + self.biases + np.float32(bias)
         return Scored(self.scorable + self.offset, scores, partial(self._members, known=True))
+
+    @cached_property
+    def unit_embeddings(self) -> np.ndarray:
+        """The scorable posts' representations scaled to length 1 (similar posts' cosines), made once per pool."""
+        return unit_rows(self.embeddings)[0]
 
     def restricted(self, kept: np.ndarray) -> LivePool:
         """This pool with only the posts ``kept`` (bool, one per post) ranked; feed ids and entries unchanged."""

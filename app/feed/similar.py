@@ -27,7 +27,7 @@ from app.feed.filters import CatalogueIndex, post_matches
 from app.feed.lru import Lru
 from app.feed.ranked import Chained, Entries, Extended, Filtered, Fixed, Merged, Ranked, Scored
 from app.feed.stages import Feed, Scope
-from ml.similar import UnitItems, top, unit_rows
+from ml.similar import UnitItems, top
 
 # The reader of a page without ``user_id``: a user id no client can send (``/`` is refused), so the page is
 # resolved like a feed's while it has no exclusions and no features.
@@ -60,7 +60,7 @@ class Neighbours:
         else:
             row = np.searchsorted(pool.scorable, post - offset)
             found = row < len(pool.scorable) and pool.scorable[row] == post - offset
-            vector = unit_rows(pool.embeddings[row : row + 1])[0][0] if found else None
+            vector = pool.unit_embeddings[row] if found else None
         if vector is None or not np.any(vector):
             return self._community_popular(feed, post)
         # Deep enough for ForUser's re-ordering and every later drop: the live exclusions, and the model's of
@@ -89,9 +89,11 @@ class Neighbours:
         head = units.nearest(vector, min(depth, RERANK_DEPTH), skip=post if post < offset else -1)
         ranking: Ranked = Extended(head, rank, depth, size, trained)
         if len(pool.scorable):
-            others = pool.scorable + offset != post
-            pool_ids = pool.scorable[others] + offset
-            pool_cosines = unit_rows(pool.embeddings[others])[0] @ vector
+            pool_ids = pool.scorable + offset
+            pool_cosines = pool.unit_embeddings @ vector
+            if post >= offset:
+                others = pool_ids != post
+                pool_ids, pool_cosines = pool_ids[others], pool_cosines[others]
             ranking = Merged(ranking, Scored(pool_ids, pool_cosines, lambda ids: np.isin(ids, pool_ids)))
         return replace(feed, ranking=ranking, strategy="similar", source="model")
 
