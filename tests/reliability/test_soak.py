@@ -4,7 +4,7 @@ What must hold: no request fails (every answer a 2xx, no socket error), every gu
 new version, and a worker's memory does not grow from reload to reload (a reload that kept the old model
 alive, or leaked its arrays, would show here).
 
-``SOAK_SECONDS`` sets the load's duration: 15 s in ``make test``, 60 s in ``make soak`` (the figures in
+``SOAK_SECONDS`` sets the load's duration: 20 s in ``make test``, 60 s in ``make soak`` (the figures in
 docs/RELIABILITY.md come from that). ``SOAK_REPORT`` names a JSON file to write the figures to.
 """
 
@@ -23,13 +23,17 @@ import pytest
 from testing.processes import GunicornServer, access_statuses, start_worker
 from testing.service import run_train
 
-SOAK_SECONDS = int(os.environ.get("SOAK_SECONDS", "15"))
-# Allowed growth of a worker's resident memory from its second reload to its last (the first reload after
-# start still warms caches and the allocator): allocator noise, plus a tenth of a model per reload. A worker
-# that kept every old model would grow by at least a whole model per reload, so over the minute of
-# ``make soak`` (30+ reloads) a leak of one model per reload exceeds this; the 15 s run of ``make test``
-# (about 5 reloads) catches only gross growth.
-MEMORY_NOISE_BYTES = 3 * 1024 * 1024
+SOAK_SECONDS = int(os.environ.get("SOAK_SECONDS", "20"))
+# Allowed growth of a worker's resident memory from its WARM_RELOADS-th reload to its last: allocator noise,
+# plus a tenth of a model per reload. Until then the worker's per-version caches are still filling (the held
+# model and API_MODELS_KEPT=2 older ones, four versions' item views and live pools in app.feed.service), and
+# the allocator with them: 3 to 6 MB over the first four reloads here. After that the allocator still steps
+# up now and then (over 35 reloads, SOAK_SECONDS=50: one step of 3.7 MB, flat otherwise), hence 6 MB of
+# noise. A worker that kept every old model alive would grow by a whole model per reload without end: the
+# minute of ``make soak`` (30+ reloads) shows that far better than the 20 s run of ``make test`` (7 to 15
+# reloads here), which catches gross growth.
+MEMORY_NOISE_BYTES = 6 * 1024 * 1024
+WARM_RELOADS = 4
 
 # Users the model knows, a few it does not (the popularity feed), pages 1 to 5.
 _LUA = """
@@ -130,10 +134,10 @@ def test_soak_under_reload_no_failure_and_no_memory_growth(
     assert figures["requests"] > 0
     assert figures["non_2xx"] == 0 and figures["socket_errors"] == 0, wrk.stdout
     assert not [entry for entry in access_statuses(server.log_path) if entry[1] >= 400]
-    assert len(reloads) == 2 and all(len(seen) >= 3 for seen in reloads.values()), reloads
+    assert len(reloads) == 2 and all(len(seen) >= WARM_RELOADS + 2 for seen in reloads.values()), reloads
     growth, allowed = {}, {}
     for pid, seen in reloads.items():
-        after = [rss for _, rss in seen[1:] if rss is not None]
+        after = [rss for _, rss in seen[WARM_RELOADS:] if rss is not None]
         growth[pid] = after[-1] - after[0]
         allowed[pid] = MEMORY_NOISE_BYTES + 0.1 * model_bytes * (len(after) - 1)
         assert growth[pid] <= allowed[pid], f"worker {pid} grew {growth[pid] / 2**20:.1f} MB: {seen}"
