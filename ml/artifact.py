@@ -40,10 +40,10 @@ import struct
 import tempfile
 import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -328,16 +328,21 @@ def _check_version(version: str) -> None:
         raise ArtifactError(f"not a version id (YYYYMMDDTHHMMSSZ-xxxxxxxx): {str(version)[:80]!r}")
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one, never a part.
 
-    The temporary file (``.tmp-*`` beside ``path``) is removed on failure; one left by a killed process is
-    removed by :func:`prune` once stale. Every file of the model directory is written through here.
+    ``data`` is the bytes, or a function that writes them to the open file (a large ``np.savez`` need not be
+    held in memory twice). The temporary file (``.tmp-*`` beside ``path``) is removed on failure; one left by
+    a killed process is removed by :func:`prune` once stale. Every file of the model directory is written
+    through here.
     """
     fd, temp = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp, 0o644)
@@ -351,6 +356,25 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def save_beside(
+    model_dir: str | os.PathLike, version: str, suffix: str, arrays: Mapping[str, np.ndarray], keep: Sequence[str] = ()
+) -> Path:
+    """Write ``<version><suffix>``, an ``.npz`` of ``arrays``, atomically beside the version's artifact.
+
+    The files of that suffix of versions other than ``version`` and ``keep`` are removed: what a run keeps
+    next to the version it published for the next run (the warm-start state of :mod:`ml.warm`, the data
+    snapshot of :mod:`ml.incremental`). Read them back with ``np.load(..., allow_pickle=False)``.
+    """
+    directory = Path(model_dir)
+    path = directory / f"{version}{suffix}"
+    write_atomically(path, lambda handle: np.savez(handle, **arrays))
+    kept = {f"{v}{suffix}" for v in (version, *keep)}
+    for old in directory.glob(f"*{suffix}"):
+        if old.name not in kept:
+            old.unlink(missing_ok=True)
+    return path
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from psycopg2 import extensions
 
+import ml.artifact
 from ml.dataset import COLUMNS, Dataset
 from ml.db.read import count_created_before, read_dataset
 from ml.warm import pack_names, unpack_names
@@ -89,30 +89,16 @@ def save(
     keep: Sequence[str] = (),
 ) -> Path:
     """Write ``<version>.data.npz`` atomically; remove the snapshots of versions other than ``version`` and ``keep``."""
-    directory = Path(model_dir)
-    path = directory / f"{version}{SNAPSHOT_SUFFIX}"
-    fd, temp = tempfile.mkstemp(prefix=".data-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(
-                handle,
-                queries=np.frombuffer(queries_digest(queries).encode("ascii"), dtype=np.uint8),
-                user_ids=pack_names(dataset.user_ids),
-                item_ids=pack_names(dataset.item_ids),
-                inter_user=dataset.inter_user.astype(np.int32, copy=False),
-                inter_item=dataset.inter_item.astype(np.int32, copy=False),
-                inter_type=dataset.inter_type.astype(np.int8, copy=False),
-                inter_time=dataset.inter_time.astype(np.int64, copy=False),
-            )
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    kept = {f"{v}{SNAPSHOT_SUFFIX}" for v in (version, *keep)}
-    for old in directory.glob(f"*{SNAPSHOT_SUFFIX}"):
-        if old.name not in kept:
-            old.unlink(missing_ok=True)
-    return path
+    arrays = {
+        "queries": np.frombuffer(queries_digest(queries).encode("ascii"), dtype=np.uint8),
+        "user_ids": pack_names(dataset.user_ids),
+        "item_ids": pack_names(dataset.item_ids),
+        "inter_user": dataset.inter_user.astype(np.int32, copy=False),
+        "inter_item": dataset.inter_item.astype(np.int32, copy=False),
+        "inter_type": dataset.inter_type.astype(np.int8, copy=False),
+        "inter_time": dataset.inter_time.astype(np.int64, copy=False),
+    }
+    return ml.artifact.save_beside(model_dir, version, SNAPSHOT_SUFFIX, arrays, keep)
 
 
 def load(model_dir: str | os.PathLike, version: str | None) -> Snapshot | None:

@@ -28,7 +28,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from lightfm import LightFM
 
+import ml.artifact
 from ml.dataset import Dataset
 from ml.errors import TrainingError
 from ml.evaluate import _popular_rankings, ranking_metrics
@@ -102,8 +102,6 @@ def state_of(
 
 def save_state(model_dir: str | os.PathLike, version: str, state: WarmState, keep: tuple[str, ...] = ()) -> Path:
     """Write ``<version>.warm.npz`` atomically; remove the states of versions other than ``version`` and ``keep``."""
-    directory = Path(model_dir)
-    path = directory / f"{version}{STATE_SUFFIX}"
     meta = {
         "params": state.params,
         "trained_until": state.trained_until,
@@ -111,25 +109,13 @@ def save_state(model_dir: str | os.PathLike, version: str, state: WarmState, kee
         "reference": state.reference,
         "full_metrics": state.full_metrics,
     }
-    fd, temp = tempfile.mkstemp(prefix=".warm-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(
-                handle,
-                meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-                user_feature_names=pack_names(state.user_feature_names),
-                item_feature_names=pack_names(state.item_feature_names),
-                **state.arrays,
-            )
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    kept = {f"{v}{STATE_SUFFIX}" for v in (version, *keep)}
-    for old in directory.glob(f"*{STATE_SUFFIX}"):
-        if old.name not in kept:
-            old.unlink(missing_ok=True)
-    return path
+    arrays = {
+        "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+        "user_feature_names": pack_names(state.user_feature_names),
+        "item_feature_names": pack_names(state.item_feature_names),
+        **state.arrays,
+    }
+    return ml.artifact.save_beside(model_dir, version, STATE_SUFFIX, arrays, keep)
 
 
 def load_state(model_dir: str | os.PathLike, version: str | None) -> WarmState | None:

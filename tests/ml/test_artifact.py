@@ -337,3 +337,26 @@ def test_a_forged_user_id_order_is_refused(tmp_path, change, reason):
     _rewrite_arrays(tmp_path, version, user_id_order=change(order))
     with pytest.raises(ArtifactError, match=rf"inconsistent model: {reason}"):
         artifact.load(tmp_path)
+
+
+def test_a_file_saved_beside_a_version_replaces_the_other_versions_of_its_kind_only(tmp_path):
+    artifact.save_beside(tmp_path, "v1", ".a.npz", {"x": np.arange(3)})
+    artifact.save_beside(tmp_path, "v1", ".b.npz", {"x": np.arange(3)})
+    artifact.save_beside(tmp_path, "v0", ".a.npz", {"x": np.arange(2)})
+    artifact.save_beside(tmp_path, "v2", ".a.npz", {"x": np.arange(4)}, keep=("v0",))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v0.a.npz", "v1.b.npz", "v2.a.npz"]
+    with np.load(tmp_path / "v2.a.npz", allow_pickle=False) as saved:
+        assert saved["x"].tolist() == [0, 1, 2, 3]
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_temporary_one(tmp_path):
+    path = tmp_path / "v1.a.npz"
+    artifact.write_atomically(path, b"before")
+
+    def fail(handle):
+        handle.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        artifact.write_atomically(path, fail)
+    assert [p.name for p in tmp_path.iterdir()] == ["v1.a.npz"] and path.read_bytes() == b"before"
