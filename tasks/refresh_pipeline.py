@@ -37,6 +37,7 @@ import ml.artifact
 from common.config import Settings
 from common.recs_cache import PoolPost, RecsCache, live_user_at
 from ml.dataset import INTERACTION_TYPES, parse_tags
+from ml.db.read import read_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -115,30 +116,22 @@ def refresh(settings: Settings, cache: RecsCache, conn: extensions.connection) -
     lookback = timedelta(seconds=settings.refresh_lookback_seconds)
     queries = settings.sql_queries
 
-    autocommit = conn.autocommit
-    conn.autocommit = False
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            cur.execute("SET LOCAL TIME ZONE 'UTC'")
-            rows = {table: _read_since(cur, queries[table], table, watermarks[table], lookback) for table in TABLES}
-            for table, table_rows in rows.items():
-                found.rows[table] = len(table_rows)
-                if table_rows:
-                    watermarks[table] = max(watermarks[table], table_rows[-1][-1])
+    with read_snapshot(conn, "refresh") as cur:
+        rows = {table: _read_since(cur, queries[table], table, watermarks[table], lookback) for table in TABLES}
+        for table, table_rows in rows.items():
+            found.rows[table] = len(table_rows)
+            if table_rows:
+                watermarks[table] = max(watermarks[table], table_rows[-1][-1])
 
-            pooled = {post[0] for post in pool}
-            fresh = [row for row in rows["posts"] if row[0] not in items and row[0] not in pooled]
-            found.new_posts = len(fresh)
-            pool = _newest_first(pool, fresh, settings.live_max_posts)
+        pooled = {post[0] for post in pool}
+        fresh = [row for row in rows["posts"] if row[0] not in items and row[0] not in pooled]
+        found.new_posts = len(fresh)
+        pool = _newest_first(pool, fresh, settings.live_max_posts)
 
-            candidates = {row[0] for row in rows["users"]} | {row[0] for row in rows["follows"]}
-            candidates -= users
-            changed = _user_features(cur, queries, sorted(candidates)) if candidates else {}
-            user_changes = _changed_users(cache, changed, state.generation if state else 0)
-    finally:
-        conn.rollback()
-        conn.autocommit = autocommit
+        candidates = {row[0] for row in rows["users"]} | {row[0] for row in rows["follows"]}
+        candidates -= users
+        changed = _user_features(cur, queries, sorted(candidates)) if candidates else {}
+        user_changes = _changed_users(cache, changed, state.generation if state else 0)
     if new_model:
         dropped = set(cache.live_user_ids()) & users
         user_changes.update(dict.fromkeys(dropped, None))

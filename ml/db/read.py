@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import tempfile
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import psycopg2
 from psycopg2 import extensions, sql
@@ -25,6 +26,29 @@ from ml.validate import build_dataset
 
 # A query's CSV text stays in memory up to this size and goes to a temporary file beyond it.
 SPOOL_BYTES = 64 * 2**20
+
+
+@contextmanager
+def read_snapshot(conn: extensions.connection, reader: str) -> Iterator[extensions.cursor]:
+    """A cursor in one read-only REPEATABLE READ transaction, times in UTC; rolled back afterwards.
+
+    Every read of the configured queries goes through it (the training read, its count of older rows, the
+    live refresh), so what one read sees is one consistent snapshot, whatever is written meanwhile.
+    ``conn``'s autocommit is restored; it must not be inside a transaction (``reader`` names the caller in
+    the error).
+    """
+    if conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
+        raise ValueError(f"{reader} needs a connection that is not inside a transaction")
+    autocommit = conn.autocommit
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cur.execute("SET LOCAL TIME ZONE 'UTC'")
+            yield cur
+    finally:
+        conn.rollback()
+        conn.autocommit = autocommit
 
 
 def read_dataset(
@@ -58,30 +82,20 @@ def read_dataset(
         A query fails or returns other columns, or a row is invalid (reported as
         ``"SQL_<TABLE> query:<row>: <what>"``).
     """
-    if conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
-        raise ValueError("read_dataset needs a connection that is not inside a transaction")
-    autocommit = conn.autocommit
-    conn.autocommit = False
-    try:
-        with conn.cursor() as cur:
-            # One snapshot for all five queries, so a row added meanwhile cannot refer to one not read.
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            # Timestamps then leave the database as ISO 8601 in UTC ("2026-11-26 10:15:00+00"), which the
-            # dataset reader parses in bulk, whatever the server's zone; and a custom query that turns a
-            # timestamptz into a date or a timestamp does so in UTC.
-            cur.execute("SET LOCAL TIME ZONE 'UTC'")
-            cur.execute("SET LOCAL DateStyle = 'ISO, YMD'")
-            tables = {}
-            for table in TABLES:
-                source = f"SQL_{table.upper()} query"
-                query = queries[table]
-                if table == "interactions" and interactions_since is not None:
-                    query = _created_since(query, interactions_since).as_string(cur)
-                tables[table] = Table(source, _rows(cur, table, query, source))
-            return build_dataset(tables, name="database")
-    finally:
-        conn.rollback()
-        conn.autocommit = autocommit
+    # One snapshot for all five queries, so a row added meanwhile cannot refer to one not read.
+    with read_snapshot(conn, "read_dataset") as cur:
+        # Timestamps leave the database as ISO 8601 in UTC ("2026-11-26 10:15:00+00"), which the dataset
+        # reader parses in bulk, whatever the server's zone; and a custom query that turns a timestamptz into
+        # a date or a timestamp does so in UTC.
+        cur.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+        tables = {}
+        for table in TABLES:
+            source = f"SQL_{table.upper()} query"
+            query = queries[table]
+            if table == "interactions" and interactions_since is not None:
+                query = _created_since(query, interactions_since).as_string(cur)
+            tables[table] = Table(source, _rows(cur, table, query, source))
+        return build_dataset(tables, name="database")
 
 
 def count_created_before(conn: extensions.connection, query: str, until: int) -> int:
@@ -91,23 +105,13 @@ def count_created_before(conn: extensions.connection, query: str, until: int) ->
     were deleted or committed late since, and it reads everything instead. Same connection rules as
     :func:`read_dataset`.
     """
-    if conn.info.transaction_status != extensions.TRANSACTION_STATUS_IDLE:
-        raise ValueError("count_created_before needs a connection that is not inside a transaction")
-    autocommit = conn.autocommit
-    conn.autocommit = False
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            cur.execute("SET LOCAL TIME ZONE 'UTC'")
-            wrapped = sql.SQL("SELECT count(*) FROM ({}) AS q WHERE q.created_at::timestamptz < to_timestamp({})")
-            try:
-                cur.execute(wrapped.format(sql.SQL(query.strip().rstrip(";")), sql.Literal(int(until))))
-            except psycopg2.Error as exc:
-                raise DatasetError(f"SQL_INTERACTIONS query failed: {(exc.pgerror or str(exc)).strip()}") from exc
-            return int(cur.fetchone()[0])
-    finally:
-        conn.rollback()
-        conn.autocommit = autocommit
+    with read_snapshot(conn, "count_created_before") as cur:
+        wrapped = sql.SQL("SELECT count(*) FROM ({}) AS q WHERE q.created_at::timestamptz < to_timestamp({})")
+        try:
+            cur.execute(wrapped.format(sql.SQL(query.strip().rstrip(";")), sql.Literal(int(until))))
+        except psycopg2.Error as exc:
+            raise DatasetError(f"SQL_INTERACTIONS query failed: {(exc.pgerror or str(exc)).strip()}") from exc
+        return int(cur.fetchone()[0])
 
 
 def _created_since(query: str, since: int) -> sql.Composed:
