@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ml.model import RecModel
+
 log = logging.getLogger(__name__)
 
 SKIPPED_REASON = "training already running"
@@ -84,6 +86,18 @@ class Candidate:
     num_interactions: int
     metrics: dict[str, Any] | None
     fit: dict[str, Any] | None = None  # warm or full and why, how the data was read (tasks.pipeline._Fit.report)
+
+    @classmethod
+    def of_artifact(cls, version: str, model: RecModel, metadata: Mapping[str, Any]) -> Candidate:
+        """A saved version as a candidate again (published anew: a rollback, a republish after Redis lost it)."""
+        return cls(
+            version=version,
+            created_at=metadata["created_at"],
+            num_users=model.num_users,
+            num_items=model.num_items,
+            num_interactions=int((metadata.get("counts") or {}).get("num_interactions", 0)),
+            metrics=metadata.get("metrics"),
+        )
 
     def update_message(self) -> dict[str, Any]:
         """The message announced on the model-updates channel (DESIGN section 6)."""

@@ -65,14 +65,7 @@ def republish(settings: Settings, cache: RecsCache, lock: Lock, version: str, st
     ``/admin/model-status`` tells what happened to the served model last.
     """
     model, metadata = ml.artifact.load(settings.model_dir, version)
-    candidate = outcomes.Candidate(
-        version=version,
-        created_at=metadata["created_at"],
-        num_users=model.num_users,
-        num_items=model.num_items,
-        num_interactions=int((metadata.get("counts") or {}).get("num_interactions", 0)),
-        metrics=metadata.get("metrics"),
-    )
+    candidate = outcomes.Candidate.of_artifact(version, model, metadata)
     stages = outcomes.Stages()
     previous = pipeline.precompute_and_publish(settings, cache, lock, candidate, model, stages)
     outcome = outcomes.published_outcome(candidate, stages, previous)

@@ -187,14 +187,7 @@ def ensure_variants_published(settings: Settings, cache: RecsCache, lock: Lock) 
             log.warning("variant %s: cannot publish version %s again: %s", variant.name, version, exc)
             done[variant.name] = {"status": "unservable", "reason": str(exc)}
             continue
-        candidate = Candidate(
-            version=version,
-            created_at=metadata["created_at"],
-            num_users=model.num_users,
-            num_items=model.num_items,
-            num_interactions=int((metadata.get("counts") or {}).get("num_interactions", 0)),
-            metrics=metadata.get("metrics"),
-        )
+        candidate = Candidate.of_artifact(version, model, metadata)
         precompute_and_publish_variant(own, cache, lock, variant, candidate, model, Stages())
         log.info("variant %s: published version %s again (Redis had lost it)", variant.name, version)
         done[variant.name] = {"status": "republished", "version": version}
