@@ -171,23 +171,10 @@ export class RecommendationsService {
     postId: string,
     options: SimilarScrollOptions = {},
   ): AsyncGenerator<SimilarPostsPage, void, undefined> {
-    const pageSize = options.pageSize ?? this.options.pageSize;
-    const maxItems = options.maxItems ?? Number.POSITIVE_INFINITY;
-    let token = options.token;
-    let offset = 0;
-    let items = 0;
-    while (items < maxItems) {
-      const limit = Math.min(pageSize, maxItems - items);
-      const page = await this.getSimilarPosts(postId, { limit, offset, token, user_id: options.userId }, options);
-      yield page;
-      items += page.recommendations.length;
-      token = page.token;
-      const next = page.pagination.next_offset;
-      if (!page.pagination.has_more || next === null || next <= offset) {
-        return;
-      }
-      offset = next;
-    }
+    yield* this.scrollPages(
+      (page) => this.getSimilarPosts(postId, { ...page, user_id: options.userId }, options),
+      options,
+    );
   }
 
   /**
@@ -197,15 +184,25 @@ export class RecommendationsService {
    * service switched to. Positions count excluded posts, so the scroll follows `next_offset`, not `limit`.
    */
   async *scrollFeed(userId: string, options: ScrollOptions = {}): AsyncGenerator<RecommendationsPage, void, undefined> {
+    const filters = { exclude: options.exclude, community: options.community, tag: options.tag };
+    yield* this.scrollPages((page) => this.getRecommendations(userId, { ...page, ...filters }, options), options);
+  }
+
+  /**
+   * The pages of one scroll, fetched by `fetchPage`: each request passes back the previous page's `token` and
+   * starts at its `next_offset`, until the list ends, stops advancing, or `maxItems` posts were yielded.
+   */
+  private async *scrollPages<P extends RecommendationsPage | SimilarPostsPage>(
+    fetchPage: (page: { limit: number; offset: number; token?: string }) => Promise<P>,
+    options: { pageSize?: number; maxItems?: number; token?: string },
+  ): AsyncGenerator<P, void, undefined> {
     const pageSize = options.pageSize ?? this.options.pageSize;
     const maxItems = options.maxItems ?? Number.POSITIVE_INFINITY;
     let token = options.token;
     let offset = 0;
     let items = 0;
     while (items < maxItems) {
-      const limit = Math.min(pageSize, maxItems - items);
-      const query = { limit, offset, token, exclude: options.exclude, community: options.community, tag: options.tag };
-      const page = await this.getRecommendations(userId, query, options);
+      const page = await fetchPage({ limit: Math.min(pageSize, maxItems - items), offset, token });
       yield page;
       items += page.recommendations.length;
       token = page.token;
