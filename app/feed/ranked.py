@@ -24,13 +24,12 @@ _NO_IDS = np.zeros(0, dtype=np.int64)
 
 
 def isin(ids: np.ndarray, of: np.ndarray) -> np.ndarray:
-    """``np.isin(ids, of)``; for the few ids a page checks, a set lookup is several times faster."""
+    """``np.isin(ids, of)``; for the few ids a page checks, comparing every pair is several times faster."""
     if not len(ids) or not len(of):
         return np.zeros(len(ids), dtype=bool)
-    if len(ids) * len(of) > 4096:
+    if len(ids) * len(of) > 65536:
         return np.isin(ids, of)
-    members = set(of.tolist())
-    return np.fromiter((i in members for i in ids.tolist()), dtype=bool, count=len(ids))
+    return (ids[:, None] == of).any(axis=1)
 
 
 _NO_SCORES = np.zeros(0, dtype=np.float32)
@@ -40,6 +39,13 @@ class Ranked(Protocol):
     """A ranked sequence of distinct feed ids."""
 
     size: int  # how many entries the whole sequence has
+    # How many leading entries take() gives without computing more: a hint, never a change in the result.
+    # Merged takes its first ranking only this deep while the page allows (a precomputed head, not its
+    # continuation); a combined ranking says its size (it takes as far as asked).
+    held: int
+    # A lower bound of size known without a membership pass: a page whose total is capped below it
+    # (MAX_FEED_POSTS) needs no exact size.
+    size_floor: int
 
     def take(self, n: int) -> Entries:
         """The first ``min(n, size)`` entries."""
@@ -63,7 +69,7 @@ class Fixed:
 
     def __init__(self, ids: np.ndarray, scores: np.ndarray, universe: Membership | None = None):
         self._ids, self._scores = _entries(ids, scores)
-        self.size = len(self._ids)
+        self.size = self.held = self.size_floor = len(self._ids)
         self._universe = universe
 
     def take(self, n: int) -> Entries:
@@ -78,7 +84,7 @@ class Scored:
 
     def __init__(self, ids: np.ndarray, scores: np.ndarray, universe: Membership | None = None):
         self._ids, self._scores = _entries(ids, scores)
-        self.size = len(self._ids)
+        self.size = self.held = self.size_floor = len(self._ids)
         self._universe = universe
         self._order = np.zeros(0, dtype=np.int64)  # a sorted prefix of the whole order
 
@@ -122,9 +128,13 @@ class Extended:
         self._head_ids, self._head_scores = _entries(*head)
         self._rest = rest
         self._depth = depth
-        self.size = size
+        self.size = self.size_floor = size
         self._universe = universe
         self._full: Entries | None = None
+
+    @property
+    def held(self) -> int:
+        return len(self._head_ids) if self._full is None else len(self._full[0])
 
     def take(self, n: int) -> Entries:
         if n <= len(self._head_ids):
@@ -146,8 +156,13 @@ class _Remembered:
     """A combined ranking that keeps its longest result, so the next pages of a kept feed only slice it."""
 
     size: int
+    size_floor: int
     _taken: Entries | None = None
     _complete = False  # the whole sequence has been taken
+
+    @property
+    def held(self) -> int:
+        return self.size_floor  # it takes as far as asked
 
     def take(self, n: int) -> Entries:
         taken = self._taken
@@ -164,46 +179,62 @@ class Merged(_Remembered):
     """Two disjoint rankings merged by score, each keeping its own order; ties go to the first.
 
     The second must be sorted by score (the first need not be: a precomputed head continued by the model
-    may order near-ties differently at the seam).
+    may order near-ties differently at the seam). The first is taken only as deep as it holds
+    (:attr:`Ranked.held`: a precomputed list, not its continuation) unless the merge gets through all of it.
     """
 
     def __init__(self, first: Ranked, second: Ranked):
         self._first, self._second = first, second
         self.size = first.size + second.size
+        self.size_floor = first.size_floor + second.size_floor
 
     def _take(self, n: int) -> Entries:
-        a_ids, a_scores = self._first.take(n)
         b_ids, b_scores = self._second.take(n)
-        if not len(b_ids):
-            return a_ids, a_scores
-        if not len(a_ids):
-            return b_ids, b_scores
-        if len(a_scores) < 2 or bool((a_scores[1:] <= a_scores[:-1]).all()):
-            # The first is sorted: each entry of the second goes after the first's entries scoring at least as much.
-            if len(a_ids) >= n and b_scores[0] < a_scores[n - 1]:
-                return a_ids, a_scores  # nothing of the second reaches the first n
-            before = np.searchsorted(-a_scores, -b_scores, side="right")
-            at = before + np.arange(len(b_ids))
-            ids = np.empty(len(a_ids) + len(b_ids), dtype=np.int64)
-            scores = np.empty(len(ids), dtype=np.float32)
-            rest = np.ones(len(ids), dtype=bool)
-            rest[at] = False
-            ids[at], scores[at], ids[rest], scores[rest] = b_ids, b_scores, a_ids, a_scores
-            return ids[:n], scores[:n]
-        a, b = a_scores.tolist(), b_scores.tolist()  # near-ties out of order (a head continued): merge one by one
-        order, i, j = [], 0, 0
-        while len(order) < n and (i < len(a) or j < len(b)):
-            if j >= len(b) or (i < len(a) and a[i] >= b[j]):
-                order.append(i)
-                i += 1
-            else:
-                order.append(len(a) + j)
-                j += 1
-        picks = np.asarray(order, dtype=np.int64)
-        return np.concatenate([a_ids, b_ids])[picks], np.concatenate([a_scores, b_scores])[picks]
+        held = min(n, self._first.held)
+        ids, scores, from_first = _merge(*self._first.take(held), b_ids, b_scores, n)
+        if from_first == held < min(n, self._first.size):  # its next entry might come before some of the second's
+            ids, scores, _ = _merge(*self._first.take(n), b_ids, b_scores, n)
+        return ids, scores
 
     def contains(self, feed_ids: np.ndarray) -> np.ndarray:
         return self._first.contains(feed_ids) | self._second.contains(feed_ids)
+
+
+def _merge(
+    a_ids: np.ndarray, a_scores: np.ndarray, b_ids: np.ndarray, b_scores: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The first ``n`` of ``a`` and ``b`` merged by score (ties to ``a``), and how many of them come from ``a``.
+
+    The result is that of walking both from their start and taking the better each time, so it does not
+    depend on how much of ``a`` is given beyond what the walk used.
+    """
+    if not len(b_ids):
+        return a_ids[:n], a_scores[:n], min(n, len(a_ids))
+    if not len(a_ids):
+        return b_ids[:n], b_scores[:n], 0
+    if len(a_scores) < 2 or bool((a_scores[1:] <= a_scores[:-1]).all()):
+        # ``a`` is sorted: each entry of ``b`` goes after a's entries scoring at least as much.
+        if len(a_ids) >= n and b_scores[0] < a_scores[n - 1]:
+            return a_ids[:n], a_scores[:n], n  # nothing of ``b`` reaches the first n
+        before = np.searchsorted(-a_scores, -b_scores, side="right")
+        at = before + np.arange(len(b_ids))
+        ids = np.empty(len(a_ids) + len(b_ids), dtype=np.int64)
+        scores = np.empty(len(ids), dtype=np.float32)
+        rest = np.ones(len(ids), dtype=bool)
+        rest[at] = False
+        ids[at], scores[at], ids[rest], scores[rest] = b_ids, b_scores, a_ids, a_scores
+        return ids[:n], scores[:n], int(rest[:n].sum())
+    a, b = a_scores.tolist(), b_scores.tolist()  # near-ties out of order (a head continued): merge one by one
+    order, i, j = [], 0, 0
+    while len(order) < n and (i < len(a) or j < len(b)):
+        if j >= len(b) or (i < len(a) and a[i] >= b[j]):
+            order.append(i)
+            i += 1
+        else:
+            order.append(len(a) + j)
+            j += 1
+    picks = np.asarray(order, dtype=np.int64)
+    return np.concatenate([a_ids, b_ids])[picks], np.concatenate([a_scores, b_scores])[picks], i
 
 
 class Chained(_Remembered):
@@ -212,6 +243,7 @@ class Chained(_Remembered):
     def __init__(self, first: Ranked, second: Ranked):
         self._first, self._second = first, second
         self.size = first.size + second.size
+        self.size_floor = first.size_floor + second.size_floor
 
     def _take(self, n: int) -> Entries:
         ids, scores = self._first.take(n)
@@ -227,19 +259,25 @@ class Chained(_Remembered):
 class Filtered(_Remembered):
     """A ranking without ``removed`` ids and with ``demoted`` ids moved after every other entry.
 
-    Demoted entries keep their relative order. Ids that are not in the ranking change nothing.
+    Demoted entries keep their relative order. Ids that are not in the ranking change nothing, so none
+    is looked up in it until the exact :attr:`size` is asked for (a page capped below :attr:`size_floor`
+    never asks).
     """
 
     def __init__(self, base: Ranked, removed: Collection[int], demoted: Sequence[int]):
         self._base = base
-        removed_ids = np.unique(np.fromiter(removed, dtype=np.int64, count=len(removed)))
+        self._removed = np.array(sorted(set(removed)), dtype=np.int64)
         demoted_ids = np.asarray(demoted, dtype=np.int64)
-        inside = base.contains(np.concatenate([removed_ids, demoted_ids]))  # one membership pass for both
-        self._removed = removed_ids[inside[: len(removed_ids)]]
-        keep = inside[len(removed_ids) :] & ~isin(demoted_ids, self._removed)
-        self._demoted = demoted_ids[keep]
+        self._demoted = demoted_ids[~isin(demoted_ids, self._removed)]
         self._dropped = np.concatenate([self._removed, self._demoted])
-        self.size = base.size - len(self._removed)
+        self.size_floor = max(0, base.size_floor - len(self._removed))
+        self._size: int | None = None
+
+    @property
+    def size(self) -> int:
+        if self._size is None:
+            self._size = self._base.size - int(self._base.contains(self._removed).sum())
+        return self._size
 
     def _take(self, n: int) -> Entries:
         if not len(self._dropped):

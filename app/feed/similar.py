@@ -166,7 +166,7 @@ class Reranked:
 
     def __init__(self, base: Ranked, depth: int, score):
         self._base, self._depth, self._score = base, depth, score
-        self.size = base.size
+        self.size = self.held = self.size_floor = base.size  # see app.feed.ranked.Ranked
         self._head: Entries | None = None
 
     def take(self, n: int) -> Entries:

@@ -103,3 +103,57 @@ def test_merged_agrees_with_a_merge_one_by_one_whether_or_not_the_first_is_sorte
                 expected.append(b_ids[j])
                 j += 1
         assert check_prefixes(merged) == expected
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_merged_takes_a_continued_head_only_as_deep_as_the_merge_needs(seed):
+    """A page the precomputed head and the fresh posts fill costs no continuation; every page is the whole's prefix."""
+    rng = np.random.default_rng(seed)
+    scores = np.sort(rng.integers(0, 30, 40).astype(np.float32))[::-1].copy()
+    if seed % 2:  # the continuation orders a near-tie at the seam differently, as a recomputed ranking may
+        scores[10], scores[11] = scores[11], scores[10] + 0.5
+    head = (np.arange(10), scores[:10])
+    calls = []
+
+    def rest(depth):
+        calls.append(depth)
+        return np.arange(40)[:depth], scores[:depth]
+
+    fresh_scores = rng.integers(0, 30, 30).astype(np.float32)
+
+    def merged():
+        extended = Extended(head, rest, 40, 40, lambda ids: (ids >= 0) & (ids < 40))
+        return Merged(extended, Scored(np.arange(100, 130), fresh_scores))
+
+    whole = Merged(Fixed(np.arange(40), scores), Scored(np.arange(100, 130), fresh_scores)).take(70)
+    for n in range(72):
+        calls.clear()
+        ids, got = merged().take(n)
+        assert ids.tolist() == whole[0][:n].tolist() and got.tolist() == whole[1][:n].tolist()
+        head_used = sum(1 for i in whole[0][:n].tolist() if i < 10)
+        # The continuation is ranked only when the page's merge got through the whole head.
+        assert bool(calls) == (n > 10 and head_used == 10)
+
+
+class CountingBase:
+    """A ranking that counts its membership passes."""
+
+    def __init__(self, ranked):
+        self._ranked, self.size, self.held, self.size_floor = ranked, ranked.size, ranked.held, ranked.size_floor
+        self.lookups = 0
+
+    def take(self, n):
+        return self._ranked.take(n)
+
+    def contains(self, feed_ids):
+        self.lookups += 1
+        return self._ranked.contains(feed_ids)
+
+
+def test_filtered_looks_nothing_up_until_its_exact_size_is_asked_for():
+    base = CountingBase(fixed(list(range(50))))
+    filtered = Filtered(base, {3, 7, 999}, [1, 998])
+    assert filtered.size_floor == 47  # 50 less every removed id, whether or not the base holds it
+    assert filtered.take(5)[0].tolist() == [0, 2, 4, 5, 6] and base.lookups == 0
+    assert filtered.size == 48 and base.lookups == 1  # 999 is not in the base
+    assert filtered.size == 48 and base.lookups == 1
