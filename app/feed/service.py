@@ -32,7 +32,7 @@ from app.feed.lru import Lru
 from app.feed.mirror import KnownExclusions, LiveMirror
 from app.feed.pin import UNPINNED, Pin
 from app.feed.similar import ForUser, Neighbours
-from app.feed.stages import Candidates, Exclusions, Feed, FeedRequest, FreshPosts, Page, Scope
+from app.feed.stages import Candidates, Exclusions, Feed, FeedRequest, FreshPosts, Page, Rendered, Scope
 from app.feed.variants import VariantRanking
 from app.feed.version_view import VersionView
 from app.list_memo import ListMemo
@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 # scrolls past the list, or a new user with the same features as another, is ranked once, not on every page.
 RANKINGS_KEPT = 1000
 # Feeds (the stages' result) a worker keeps: about 1 KB each without a live pool, plus 12 bytes per fresh post
-# the model can score once a page merged them (12 KB with 1,000 fresh posts).
+# the model can score once a page merged them (12 KB with 1,000 fresh posts), plus about 200 bytes per
+# position a page rendered (app.feed.stages.Rendered: 20 KB for the first 100).
 FEEDS_KEPT = 1000
 
 
@@ -174,17 +175,19 @@ class FeedService:
     def _run(self, request: FeedRequest, stages: Sequence[Callable[[Feed], Feed]]) -> dict[str, Any]:
         scope = self._resolve(request)
         key = (request.user_id, request.similar_to, request.communities, request.tags, scope.pin, scope.redis_answered)
-        feed = self._feeds.get(key)
-        if feed is None:
+        kept = self._feeds.get(key)
+        if kept is None:
             feed = Feed(request, scope)
             for stage in stages:
                 feed = stage(feed)
-            self._feeds.put(key, feed)
+            rendered = Rendered()
+            self._feeds.put(key, (feed, rendered))
         else:
             # This page's offset, exclusions, fallback; a filter's restricted pool stays.
+            feed, rendered = kept
             feed = replace(feed, request=request, scope=replace(scope, pool=feed.scope.pool))
         metrics.labelled(metrics.PAGES, feed.strategy, feed.source).inc()
-        return self._page(feed)
+        return self._page(feed, rendered)
 
     def prefetch(self, version: str) -> None:
         """After a swap (the reloader calls this): build the new version's entries now, not on a request.

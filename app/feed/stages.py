@@ -186,6 +186,20 @@ def _feed_ids(scope: Scope, posts: Mapping[str, int]) -> list[int]:
     return [i for i in map(scope.feed_id, posts) if i is not None]
 
 
+class Rendered:
+    """The response entries of the positions a kept feed's pages showed: a page shown again renders nothing.
+
+    ``entries[i]`` is position ``i + 1``'s entry, or None where no page reached it yet. A page's entries
+    replace the list with a copy (a thread reading meanwhile keeps a consistent list); the response dicts
+    are shared by the pages that show them and never modified.
+    """
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any] | None] = []
+
+
 class Page:
     """The response: the feed (at most ``MAX_FEED_POSTS``) from ``offset``, ``limit`` posts, client exclusions skipped.
 
@@ -196,28 +210,21 @@ class Page:
     def __init__(self, max_feed_posts: int):
         self._max_feed_posts = max_feed_posts
 
-    def __call__(self, feed: Feed) -> dict[str, Any]:
-        request, scope = feed.request, feed.scope
-        total = min(self._max_feed_posts, feed.ranking.size)
+    def __call__(self, feed: Feed, rendered: Rendered) -> dict[str, Any]:
+        request, scope, ranking = feed.request, feed.scope, feed.ranking
+        cap = self._max_feed_posts
+        total = cap if ranking.size_floor >= cap else min(cap, ranking.size)
         start = min(request.offset, total)
         want = min(total, request.offset + request.limit + len(request.exclude))
-        ids, scores = feed.ranking.take(want)
-        ids, scores = ids[start:].tolist(), scores[start:].tolist()
-        positions = range(start + 1, start + len(ids) + 1)
-        offset = scope.pool.offset
-        # Pages without fresh posts (the most) look entries up in the version's list directly.
-        entry = scope.view.entries.__getitem__ if not ids or max(ids) < offset else scope.entry
-        page = zip(positions, ids, map(entry, ids), scores, strict=True)
+        page = rendered.entries[start:want]
+        if len(page) < want - start or None in page:
+            page = _render(feed, rendered, start, want)
         if request.exclude:  # skip them, keeping positions: stop after the page's last position
-            page = [p for p in page if p[2][0] not in request.exclude][: request.limit]
-            stop = page[-1][0] if len(page) == request.limit else start + len(ids)
+            shown = len(page)
+            page = [r for r in page if r["post_id"] not in request.exclude][: request.limit]
+            stop = page[-1]["rank"] if len(page) == request.limit else start + shown
         else:
-            page = list(page)
             stop = start + len(page)
-        recommendations = [
-            {"post_id": post_id, "score": round(score, 6), "rank": rank, "fresh": feed_id >= offset, "metadata": meta}
-            for rank, feed_id, (post_id, meta), score in page
-        ]
         has_more = stop < total
         return {
             "user_id": request.user_id,
@@ -227,7 +234,7 @@ class Page:
             "strategy": feed.strategy,
             "source": feed.source,
             "version_fallback": scope.version_fallback,
-            "recommendations": recommendations,
+            "recommendations": page,
             "pagination": {
                 "total": total,
                 "limit": request.limit,
@@ -236,3 +243,24 @@ class Page:
                 "next_offset": stop if has_more else None,
             },
         }
+
+
+def _render(feed: Feed, rendered: Rendered, start: int, want: int) -> list[dict[str, Any]]:
+    """The response entries of positions ``start + 1 .. want`` (fewer if the feed is shorter), kept in ``rendered``."""
+    ids, scores = feed.ranking.take(want)
+    ids, scores = ids[start:].tolist(), scores[start:].tolist()
+    scope = feed.scope
+    offset = scope.pool.offset
+    # Entries without fresh posts (the most) are looked up in the version's list directly.
+    entry = scope.view.entries.__getitem__ if not ids or max(ids) < offset else scope.entry
+    page = [
+        {"post_id": post_id, "score": round(score, 6), "rank": rank, "fresh": feed_id >= offset, "metadata": meta}
+        for rank, feed_id, (post_id, meta), score in zip(
+            range(start + 1, start + len(ids) + 1), ids, map(entry, ids), scores, strict=True
+        )
+    ]
+    entries = rendered.entries[:]
+    entries.extend([None] * (start + len(page) - len(entries)))
+    entries[start : start + len(page)] = page
+    rendered.entries = entries
+    return page

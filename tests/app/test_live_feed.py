@@ -136,6 +136,23 @@ def test_client_exclusions_are_skipped_and_positions_kept(client, model, version
     assert post_ids(following) == full[7:12]
 
 
+def test_pages_of_a_kept_feed_in_any_order_match_a_fresh_worker(make_app, settings_env, cache, version):
+    """The worker keeps a feed's rendered positions (app.feed.stages.Rendered): pages asked in any order, again,
+    or with client exclusions over positions rendered before and not, are those of a worker computing afresh."""
+    publish_live(cache, version, [("new-hot", ["x"], "hot"), ("new-cold", [], "cold")])
+    kept = make_app(settings_env).test_client()
+    token = get_page(kept, FAN, limit=7, offset=21)["token"]
+    _, feed = whole_feed(make_app(settings_env).test_client(), FAN)
+    asks = [(21, 7, ""), (0, 7, ""), (35, 7, ""), (14, 7, ""), (21, 7, ""), (3, 25, ""), (50, 20, "")]
+    asks += [(10, 5, f"{feed[11]},{feed[12]}"), (40, 5, f"{feed[40]},{feed[44]},{feed[47]}")]
+    for offset, limit, exclude in asks:
+        query = {"limit": limit, "offset": offset, "token": token, **({"exclude": exclude} if exclude else {})}
+        fresh = get_page(make_app(settings_env).test_client(), FAN, **query)
+        assert get_page(kept, FAN, **query) == fresh
+        shown = [p for p in feed[offset:] if p not in exclude.split(",")][:limit]
+        assert post_ids(fresh) == shown
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [
