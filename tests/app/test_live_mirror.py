@@ -117,3 +117,21 @@ def test_pages_from_the_mirror_are_the_pages_redis_gives_and_events_still_count_
     assert poll(
         lambda: client.get("/recommendations/user-1?limit=5").get_json()["recommendations"][0]["post_id"] != top, 1.0
     )
+
+
+def test_a_pin_that_cannot_be_honoured_says_so_even_when_the_current_feed_is_kept(
+    app, client, cache, model_dir, follow
+):
+    """The fallback page resolves to the feed the worker already keeps for the current state: it must still say
+    ``version_fallback``, and the feed's first page must not."""
+    publish(cache, model_dir, random_model(num_users=10, num_items=40, seed=2), top_k=20)
+    runtime = app.extensions["recsvc"]
+    runtime.holder.reload()
+    follow(runtime.feed.mirror, runtime.holder)
+    first = client.get("/recommendations/user-1?limit=5").get_json()
+    assert client.get("/recommendations/user-1?limit=5").get_json() == first  # the mirror and the kept feed answer
+    gone = "20200101T000000Z-00000000.0.1"  # a version that was never published
+    fallback = client.get(f"/recommendations/user-1?limit=5&token={gone}").get_json()
+    assert fallback["version_fallback"] and fallback["token"] == first["token"]
+    assert fallback["recommendations"] == first["recommendations"]
+    assert client.get("/recommendations/user-1?limit=5").get_json() == first
