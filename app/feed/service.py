@@ -183,9 +183,13 @@ class FeedService:
             rendered = Rendered()
             self._feeds.put(key, (feed, rendered))
         else:
-            # This page's offset, exclusions, fallback; a filter's restricted pool stays.
+            # The same key resolves to the same scope (a filter's restricted pool included): only this page's
+            # request and fallback flag change.
             feed, rendered = kept
-            feed = replace(feed, request=request, scope=replace(scope, pool=feed.scope.pool))
+            same = feed.scope
+            if same.version_fallback != scope.version_fallback:
+                same = replace(same, version_fallback=scope.version_fallback)
+            feed = Feed(request, same, feed.ranking, feed.strategy, feed.source, feed.vector)
         metrics.labelled(metrics.PAGES, feed.strategy, feed.source).inc()
         return self._page(feed, rendered)
 
@@ -235,8 +239,8 @@ class FeedService:
         if loaded is None:
             return None
         is_held = loaded is held
-        known = loaded.model.user_index(user_id) is not None
-        cached = self._memo.get(loaded.version, user_id) if known and is_held else None
+        cached = self._memo.get(loaded.version, user_id) if is_held else None  # only known users' lists are kept
+        known = cached is not None or loaded.model.user_index(user_id) is not None
         epoch = self.mirror.epoch  # before anything is read: a change after it keeps the read out of the mirror
         generation = self.mirror.generation
         exclusions = self.mirror.exclusions(user_id)
@@ -274,8 +278,9 @@ class FeedService:
             pool=pool,
             cached_list=cached,
             live_user=None if known else live_user_at(record, generation),
-            seen=cut_exclusions(exclusions.seen, cutoff),
-            shown=cut_exclusions(exclusions.shown, cutoff),
+            # Everything the exclusions hold arrived by their as_of: an unpinned page keeps them all.
+            seen=exclusions.seen if cutoff >= exclusions.as_of else cut_exclusions(exclusions.seen, cutoff),
+            shown=exclusions.shown if cutoff >= exclusions.as_of else cut_exclusions(exclusions.shown, cutoff),
             redis_answered=True,
             version_fallback=False,
         )
