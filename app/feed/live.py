@@ -49,7 +49,11 @@ class LivePool:
         if not len(self.scorable):
             return EMPTY
         scores = self.embeddings @ embedding + self.biases + np.float32(bias)
-        return Scored(self.scorable + self.offset, scores, partial(self._members, known=True))
+        return Scored(self._scorable_ids, scores, partial(self._members, known=True))
+
+    @cached_property
+    def _scorable_ids(self) -> np.ndarray:
+        return self.scorable + self.offset
 
     @cached_property
     def unit_embeddings(self) -> np.ndarray:
@@ -70,11 +74,23 @@ class LivePool:
         )
 
     def unscored(self, everything: bool) -> Ranked:
-        """The posts left to recency, newest first: those the model cannot score, or all (``everything``)."""
-        rows = np.ones(self.size, dtype=bool) if everything else ~self.known
+        """The posts left to recency, newest first: those the model cannot score, or all (``everything``).
+
+        The same for every user of the pool: made once per pool and kind.
+        """
+        return self._everything if everything else self._unscorable
+
+    @cached_property
+    def _everything(self) -> Ranked:
+        return self._by_recency(np.ones(self.size, dtype=bool), known=None)
+
+    @cached_property
+    def _unscorable(self) -> Ranked:
+        return self._by_recency(~self.known, known=False)
+
+    def _by_recency(self, rows: np.ndarray, known: bool | None) -> Ranked:
         rows = np.flatnonzero(rows if self.kept is None else rows & self.kept)
-        members = partial(self._members, known=None if everything else False)
-        return Fixed(rows + self.offset, np.zeros(len(rows), dtype=np.float32), members)
+        return Fixed(rows + self.offset, np.zeros(len(rows), dtype=np.float32), partial(self._members, known=known))
 
     def _members(self, feed_ids: np.ndarray, known: bool | None) -> np.ndarray:
         """Which feed ids are posts of this pool (of those the model can score or not, unless None)."""
