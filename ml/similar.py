@@ -10,22 +10,39 @@ version), so the neighbours of a post cost one matrix-vector product and a parti
 :data:`EXACT_ITEMS` posts that product is most of a page's cost, so the version also gets a
 :class:`CellIndex` (an inverted file: spherical k-means cells, a query scores the items of the few cells
 nearest to it), built once per version off the request path and deterministic, so every web worker
-builds the same one and a scroll's pages agree whichever worker answers. The baselines of
-``python -m ml.evaluate --similar`` (item co-occurrence counts, popularity within the community) are here
-too, next to what they are compared with.
+builds the same one and a scroll's pages agree whichever worker answers.
+
+Most similar pages start with a post of the model, so the training run precomputes every post's first
+:data:`NEIGHBOURS` once per version (:func:`neighbour_table`, :func:`save_neighbours`: exact matrix products
+in blocks up to :data:`EXACT_ITEMS` posts, the cell index's queries batched cell by cell past it) and the web
+workers map that table (:func:`load_neighbours`) instead of querying per page. Both ways give the same rows:
+the order is never taken from a float32 BLAS product, whose rounding differs between a matrix-vector and a
+matrix-matrix product, but from :func:`exact_cosines` of the candidates within :func:`margin` of the k-th
+(:func:`_best`). The baselines of ``python -m ml.evaluate --similar`` (item co-occurrence counts, popularity
+within the community) are here too, next to what they are compared with.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import mmap
+import os
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
+import ml.artifact
 from ml.model import RecModel
+
+logger = logging.getLogger(__name__)
 
 
 def unit_rows(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,6 +66,14 @@ PROBE = 16
 _SAMPLE_PER_CELL = 32
 _ITERATIONS = 8
 _BLOCK_ROWS = 8192  # rows per product while assigning: 8192 × cells float32 at a time
+# The neighbours precomputed per post and version (the head of its similar pages: app.feed.similar's
+# RERANK_DEPTH is this), and the file they are kept in beside the version's artifact.
+NEIGHBOURS = 100
+TABLE_SUFFIX = ".similar.npz"
+# Scores held at once while the table is built: queries per block × the items they are scored against (16 MiB).
+_BLOCK_SCORES = 1 << 22
+# Queries scored together past EXACT_ITEMS (a block holds about PROBE × CELL_ITEMS scores of each).
+_CELL_QUERIES = 2048
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,27 +87,31 @@ class UnitItems:
     usable: np.ndarray  # (I,) bool: the item has a direction (a zero embedding has none)
     all_usable: bool
     cells: CellIndex | None = None
+    table: NeighbourTable | None = None  # the version's precomputed neighbours, when it has them
 
     @classmethod
-    def of(cls, model: RecModel, exact_items: int | None = None) -> UnitItems:
-        """The version's unit vectors, and its cell index past ``exact_items`` (default :data:`EXACT_ITEMS`)."""
+    def of(cls, model: RecModel, exact_items: int | None = None, table: NeighbourTable | None = None) -> UnitItems:
+        """The version's unit vectors, its cell index past ``exact_items`` (default :data:`EXACT_ITEMS`) and
+        its ``table`` (:func:`load_neighbours`) if given."""
         unit, usable = unit_rows(model.item_embeddings)
         limit = EXACT_ITEMS if exact_items is None else exact_items
         cells = CellIndex.build(unit, usable, CELL_ITEMS, PROBE) if int(usable.sum()) > limit else None
-        return cls(unit, usable, bool(usable.all()), cells)
+        return cls(unit, usable, bool(usable.all()), cells, table)
 
     def nearest(self, vector: np.ndarray, k: int, skip: int = -1) -> tuple[np.ndarray, np.ndarray]:
-        """(item indices int64, cosines float32) of the ``k`` items nearest the unit ``vector``, best first.
+        """(item indices int64, cosines float32) of the ``k`` items nearest the unit ``vector``, best first
+        (ties: smaller item first; the cosines are :func:`exact_cosines`).
 
-        Item ``skip`` is left out. Through the cell index when there is one (approximate), else exact.
+        Item ``skip`` is left out. Through the cell index when there is one (approximate), else exact. A row
+        of the version's :class:`NeighbourTable` is this for its item (``skip`` the item itself).
         """
         if self.cells is not None:
             return self.cells.nearest(vector, k, skip)
         cosines = self.cosines(vector)
         if 0 <= skip < len(cosines):
             cosines[skip] = -np.inf
-        best = top(cosines, k)
-        return best.astype(np.int64), cosines[best]
+        items, exact = _best(vector[None], cosines[None], self.unit, k)
+        return _row(items[0], exact[0])
 
     def cosines(self, vector: np.ndarray) -> np.ndarray:
         """Cosine of every item with the unit ``vector`` (float32, length I); items without a direction get -inf."""
@@ -141,20 +170,61 @@ class CellIndex:
     def nearest(self, vector: np.ndarray, k: int, skip: int = -1) -> tuple[np.ndarray, np.ndarray]:
         """(items, cosines) of the ``k`` best items of the probed cells, best first (ties: smaller item first)."""
         with one_blas_thread():  # one limit for both products (entering one costs about 13 µs)
-            by_cell = self.centroids @ vector
-            cells = top(by_cell, self.probe)
-            if int(self.sizes[cells].sum()) <= k:  # too few items there (tiny cells): the next cells in order too
-                ranked = top(by_cell, len(by_cell))
-                cells = ranked[: max(len(cells), int(np.searchsorted(np.cumsum(self.sizes[ranked]), k + 1)) + 1)]
+            cells = self.probed(vector[None], self.centroids @ vector, k)[0]
             spans = list(zip(self.starts[cells].tolist(), self.starts[cells + 1].tolist(), strict=True))
             items = np.concatenate([self.items[a:b] for a, b in spans])
-            cosines = np.concatenate([self.vectors[a:b] for a, b in spans]) @ vector
+            vectors = np.concatenate([self.vectors[a:b] for a, b in spans])
+            cosines = vectors @ vector
         if skip >= 0:
             cosines[items == skip] = -np.inf
-        best = np.argpartition(-cosines, k - 1)[:k] if len(cosines) > k else np.arange(len(cosines))
-        best = best[np.isfinite(cosines[best])]
-        best = best[np.lexsort((items[best], -cosines[best]))]
-        return items[best], cosines[best]
+        found, exact = _best(vector[None], cosines[None], vectors, k, items)
+        return _row(found[0], exact[0])
+
+    def probed(self, queries: np.ndarray, by_cell: np.ndarray, k: int) -> list[np.ndarray]:
+        """The cells each query scores: its :attr:`probe` nearest centroids (``by_cell``: their float32 products,
+        one row per query), and the next ones in order while those hold ``k`` items or fewer (tiny cells)."""
+        by_cell = by_cell.reshape(len(queries), -1)
+        nearest, _ = _best(queries, by_cell, self.centroids, self.probe)
+        found = list(nearest)
+        for row in np.flatnonzero(self.sizes[nearest].sum(axis=1) <= k).tolist():
+            ranked = _best(queries[row : row + 1], by_cell[row : row + 1], self.centroids, len(self.sizes))[0][0]
+            needed = int(np.searchsorted(np.cumsum(self.sizes[ranked]), k + 1)) + 1
+            found[row] = ranked[: max(self.probe, needed)]
+        return found
+
+    def neighbours(self, k: int, items: np.ndarray, cosines: np.ndarray) -> None:
+        """Fill rows of ``items`` and ``cosines`` (I × ``k``) with every usable item's :meth:`nearest` without itself.
+
+        A block of :data:`_CELL_QUERIES` items (in cell order) is queried at once: each cell any of them
+        probes is scored against those that probe it (one matrix product per cell), and each query's scores
+        are laid side by side on its row (-inf past them), so no query is scored against a cell it does not
+        probe, however little the queries' cells overlap.
+        """
+        by_item = np.zeros((int(self.items.max(initial=-1)) + 1, self.vectors.shape[1]), dtype=np.float64)
+        by_item[self.items] = self.vectors
+        for start in range(0, len(self.items), _CELL_QUERIES):
+            queries = self.vectors[start : start + _CELL_QUERIES]
+            rows_count = len(queries)
+            probed = self.probed(queries, queries @ self.centroids.T, k)
+            rows = np.repeat(np.arange(rows_count), [len(cells) for cells in probed])
+            by_cell = np.concatenate(probed)
+            order = np.argsort(by_cell, kind="stable")
+            rows, by_cell = rows[order], by_cell[order]
+            width = int(np.bincount(rows, weights=self.sizes[by_cell], minlength=rows_count).max())
+            scores = np.full((rows_count, width), -np.inf, dtype=np.float32)
+            named = np.full((rows_count, width), -1, dtype=np.int32)
+            filled = np.zeros(rows_count, dtype=np.int64)
+            bounds = np.flatnonzero(np.diff(by_cell, prepend=-1, append=len(self.sizes)))
+            for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+                cell, at = int(by_cell[first]), rows[first:last]
+                a, b = int(self.starts[cell]), int(self.starts[cell + 1])
+                columns = filled[at, None] + np.arange(b - a)
+                scores[at[:, None], columns] = queries[at] @ self.vectors[a:b].T
+                named[at[:, None], columns] = self.items[a:b]
+                filled[at] += b - a
+            own = self.items[start : start + rows_count]
+            scores[named == own[:, None]] = -np.inf
+            items[own], cosines[own] = _best(by_item[own], scores, by_item, k, named)
 
 
 def _nearest_cells(rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -163,6 +233,190 @@ def _nearest_cells(rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     for start in range(0, len(rows), _BLOCK_ROWS):
         out[start : start + _BLOCK_ROWS] = np.argmax(rows[start : start + _BLOCK_ROWS] @ centroids.T, axis=1)
     return out
+
+
+def exact_cosines(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of two float32 arrays (one per row), in float64 and rounded to float32.
+
+    The products of two float32 are exact in float64 and each row is summed in one fixed order, so a row's
+    value never depends on how many rows are computed with it, unlike a BLAS product's.
+    """
+    return np.einsum("ij,ij->i", left.astype(np.float64, copy=False), right.astype(np.float64, copy=False)).astype(
+        np.float32
+    )
+
+
+def margin(dim: int) -> float:
+    """A bound (with room) on how far a float32 BLAS dot product of two unit vectors of ``dim`` components
+    is from :func:`exact_cosines`, whatever its summation order (about ``dim`` × 2**-24)."""
+    return 8 * dim * float(np.finfo(np.float32).eps)
+
+
+def _best(
+    queries: np.ndarray, scores: np.ndarray, vectors: np.ndarray, k: int, ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` best candidates by :func:`exact_cosines`, best first (ties: smaller id first).
+
+    ``scores`` (rows × N float32) are BLAS products of the rows' ``queries`` with the N ``vectors`` (``-inf``:
+    not a candidate); ``ids`` name the candidates (default: their positions). With 2-D ``ids`` (rows × N, each
+    row's own candidates), ``vectors`` are indexed by those ids instead. Returns (ids int64, cosines
+    float32), rows × ``k``, a row padded with -1 and ``-inf`` past its finite candidates. Every candidate
+    within :func:`margin` of a row's k-th score is rescored exactly, which includes the exact k best: the
+    answer is the same whichever product (matrix-vector or in blocks) gave ``scores``. A sampled threshold
+    that about ``2k`` scores pass keeps the pass over a row to one comparison (as :func:`top`).
+    """
+    rows_count, n = scores.shape
+    lowest = np.finfo(np.float32).min  # -inf never passes it
+    threshold = np.full(rows_count, lowest, dtype=np.float32)
+    if n > 16 * k:
+        sample = scores[:, :: max(1, n // 4096)]
+        at = max(0, sample.shape[1] - 1 - (2 * k * sample.shape[1]) // n)
+        threshold = np.maximum(np.partition(sample, at, axis=1)[:, at], lowest)
+    rows, columns = np.divmod(np.flatnonzero(scores >= threshold[:, None]), n)  # faster than a 2-d nonzero
+    spread = _spread(rows, scores[rows, columns], rows_count, -np.inf)
+    width = spread.shape[1]
+    kth = np.partition(spread, width - k, axis=1)[:, width - k] if width >= k else np.full(rows_count, -np.inf)
+    # Within the margin of the k-th; every finite score in a row of fewer than k above its threshold.
+    bound = np.where(np.isfinite(kth), kth - np.float32(margin(queries.shape[1])), lowest).astype(np.float32)
+    short = np.flatnonzero(bound < threshold)  # the threshold left some of those out: the row again
+    if len(short):
+        again, more = np.divmod(np.flatnonzero(scores[short] >= bound[short, None]), n)
+        kept = ~np.isin(rows, short)
+        rows, columns = np.concatenate([rows[kept], short[again]]), np.concatenate([columns[kept], more])
+        order = np.argsort(rows, kind="stable")
+        rows, columns = rows[order], columns[order]
+    kept = scores[rows, columns] >= bound[rows]
+    rows, columns = rows[kept], columns[kept]
+    if ids is None or ids.ndim == 1:
+        named, candidates = (columns if ids is None else ids[columns]), vectors[columns]
+    else:
+        named = ids[rows, columns]
+        candidates = vectors[named]
+    exact = _spread(rows, exact_cosines(queries[rows], candidates), rows_count, -np.inf)
+    named = _spread(rows, named, rows_count, -1)
+    order = np.lexsort((named, -exact), axis=-1)[:, :k]
+    found = np.full((rows_count, k), -1, dtype=np.int64)
+    cosines = np.full((rows_count, k), -np.inf, dtype=np.float32)
+    found[:, : order.shape[1]] = np.take_along_axis(named, order, axis=1)
+    cosines[:, : order.shape[1]] = np.take_along_axis(exact, order, axis=1)
+    return found, cosines
+
+
+def _spread(rows: np.ndarray, values: np.ndarray, rows_count: int, fill: float) -> np.ndarray:
+    """``values`` grouped by their ascending ``rows`` as a ``rows_count`` × (longest group) array, each group
+    in its order on its row, the rest ``fill``."""
+    counts = np.bincount(rows, minlength=rows_count)
+    at = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]
+    out = np.full((rows_count, max(int(counts.max(initial=0)), 1)), fill, dtype=values.dtype)
+    out[rows, at] = values
+    return out
+
+
+def _row(items: np.ndarray, cosines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One row of :func:`_best` without its padding."""
+    count = int(np.count_nonzero(items >= 0))
+    return items[:count], cosines[:count]
+
+
+@dataclass(frozen=True, eq=False)
+class NeighbourTable:
+    """A version's precomputed neighbours (:func:`neighbour_table`), mapped read-only from its file.
+
+    Row ``i`` is ``UnitItems.nearest(unit[i], NEIGHBOURS, skip=i)``, padded with -1 (and ``-inf``) when the
+    catalogue has fewer; an item without a direction has only padding.
+    """
+
+    items: np.ndarray  # (I, NEIGHBOURS) int32
+    cosines: np.ndarray  # (I, NEIGHBOURS) float32
+
+    def row(self, item: int) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices int64, cosines float32) of ``item``'s neighbours, best first: copies, not the mapping."""
+        return _row(self.items[item].astype(np.int64), np.array(self.cosines[item], dtype=np.float32))
+
+
+def neighbour_table(units: UnitItems, k: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """Every item's ``units.nearest(units.unit[i], k, skip=i)``: (items int32, cosines float32), I × ``k``.
+
+    Without a cell index, exact: blocks of items against every item, :data:`_BLOCK_SCORES` scores at a time;
+    else through the index (:meth:`CellIndex.neighbours`). Rows of items without a direction are padding.
+    """
+    count = len(units.unit)
+    items = np.full((count, k), -1, dtype=np.int32)
+    cosines = np.full((count, k), -np.inf, dtype=np.float32)
+    with one_blas_thread():  # many small products: BLAS threads only wait for each other
+        if units.cells is not None:
+            units.cells.neighbours(k, items, cosines)
+        else:
+            queries = np.flatnonzero(units.usable)
+            block = max(1, _BLOCK_SCORES // max(count, 1))
+            for start in range(0, len(queries), block):
+                rows = queries[start : start + block]
+                scores = units.unit[rows] @ units.unit.T
+                if not units.all_usable:
+                    scores[:, ~units.usable] = -np.inf
+                scores[np.arange(len(rows)), rows] = -np.inf
+                items[rows], cosines[rows] = _best(units.unit[rows], scores, units.unit, k)
+    return items, cosines
+
+
+def save_neighbours(model_dir: str | os.PathLike, version: str, model: RecModel, keep: Sequence[str] = ()) -> Path:
+    """Write ``version``'s :func:`neighbour_table` beside its artifact (``<version>.similar.npz``): what the web
+    workers map at the swap (:func:`load_neighbours`). Tables of versions other than it and ``keep`` go."""
+    items, cosines = neighbour_table(UnitItems.of(model))
+    return ml.artifact.save_beside(model_dir, version, TABLE_SUFFIX, {"items": items, "cosines": cosines}, keep)
+
+
+def load_neighbours(model_dir: str | os.PathLike, version: str, num_items: int) -> NeighbourTable | None:
+    """``version``'s table, its arrays mapped read-only (the web workers of a host share one copy), or None
+    when it has none (written before tables existed, or its write failed) or it is unreadable, damaged (a zip
+    CRC does not match) or not of this model's shape: the neighbours are then computed per page, as before.
+    """
+    path = Path(model_dir) / f"{version}{TABLE_SUFFIX}"
+    try:
+        arrays = _mapped_npz(path)
+        items, cosines = arrays["items"], arrays["cosines"]
+        shapes = {(items.dtype.str, items.shape), (cosines.dtype.str, cosines.shape)}
+        if shapes != {("<i4", (num_items, NEIGHBOURS)), ("<f4", (num_items, NEIGHBOURS))}:
+            raise ValueError(f"arrays {sorted(shapes)}, not int32 and float32 of ({num_items}, {NEIGHBOURS})")
+        if items.size and not -1 <= int(items.min()) <= int(items.max()) < num_items:
+            raise ValueError("an item is out of range")
+    except FileNotFoundError:
+        logger.info("version %s has no similar-post table (%s): neighbours are computed per page", version, path)
+        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        logger.error("the similar-post table %s is unusable, neighbours are computed per page: %s", path, exc)
+        return None
+    return NeighbourTable(items, cosines)
+
+
+def _mapped_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every member of an ``np.savez`` archive (stored, not compressed), mapped read-only after its CRC is checked.
+
+    :func:`ml.artifact.save_beside` writes with ``np.savez``, whose members start anywhere (not on the 64-byte
+    boundaries of a version's own arrays, which ``ml.artifact`` maps): a member may be unaligned, which costs
+    nothing to reading one row of it.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    with path.open("rb") as handle, zipfile.ZipFile(handle) as archive:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                raise ValueError(f"member {info.filename!r} is not a stored .npy")
+            fields = ml.artifact._LOCAL_HEADER.unpack_from(mapped, info.header_offset)
+            if fields[0] != b"PK\x03\x04":
+                raise ValueError(f"member {info.filename!r}: bad local header")
+            start = info.header_offset + ml.artifact._LOCAL_HEADER.size + fields[-2] + fields[-1]
+            member = memoryview(mapped)[start : start + info.file_size]
+            if len(member) != info.file_size or zlib.crc32(member) != info.CRC:
+                raise ValueError(f"member {info.filename!r}: CRC mismatch (damaged)")
+            header = io.BytesIO(member[: 1 << 12])
+            shape, fortran, dtype = ml.artifact._npy_header(header)
+            count = int(np.prod(shape))
+            if dtype.hasobject or header.tell() + dtype.itemsize * count != info.file_size:
+                raise ValueError(f"member {info.filename!r}: header does not match its size")
+            flat = np.frombuffer(mapped, dtype=dtype, count=count, offset=start + header.tell())
+            arrays[info.filename[: -len(".npy")]] = flat.reshape(shape, order="F" if fortran else "C")
+    return arrays
 
 
 def one_blas_thread():
