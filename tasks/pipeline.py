@@ -35,6 +35,7 @@ import ml.families
 import ml.incremental
 import ml.model_config
 import ml.post_age
+import ml.similar
 import ml.training
 import ml.warm
 from common.config import Settings
@@ -151,9 +152,11 @@ def build_candidate(
 
     current_version, current_value = current_gate_value(settings, cache)
     candidate, model = fit_candidate(settings, data, training_config(settings), current_version, current_value, stages)
+    kept = (current_version,) if current_version else ()
+    with stages.time("similar"):  # every post's first neighbours, which the web workers map (ml.similar)
+        ml.similar.save_neighbours(settings.model_dir, candidate.version, model, keep=kept)
     if settings.full_retrain_interval_seconds > 0:  # what the next run's read merges with (ml.incremental)
         started = time.perf_counter()
-        kept = (current_version,) if current_version else ()
         ml.incremental.save(settings.model_dir, candidate.version, dataset, settings.sql_queries, keep=kept)
         stages.record("artifact", stages.durations.get("artifact", 0.0) + time.perf_counter() - started)
     return candidate, model

@@ -294,9 +294,10 @@ def test_worker_killed_in_each_stage_leaves_the_pointer_on_a_complete_version(
     worker = start_worker(services, {**env, **STAGE_FAULTS[stage]})
     strace = None
     if stage in ("artifact", "publish"):
-        # fsyncs of a run: .npz, directory, .json, directory (the artifact), the warm-start state and the data
-        # snapshot kept beside it (file, directory each: ml.artifact.save_beside), then CURRENT's (publish).
-        strace = delay_fsync(pool_child(worker), 1 if stage == "artifact" else 9)
+        # fsyncs of a run: .npz, directory, .json, directory (the artifact), the warm-start state, the similar-post
+        # table and the data snapshot kept beside it (file, directory each: ml.artifact.save_beside), then
+        # CURRENT's (publish).
+        strace = delay_fsync(pool_child(worker), 1 if stage == "artifact" else 11)
 
     celery_client.send_task("tasks.train", kwargs={"force": True})
     worker.wait_for_log(rf"training stage {stage} started")

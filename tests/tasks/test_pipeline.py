@@ -53,7 +53,7 @@ def test_run_writes_every_list_then_flips_and_announces(loaded_db, cache, servic
     assert previous is None
     assert cache.current_version() == candidate.version
     assert ml.artifact.current_version(settings.model_dir) == candidate.version
-    assert set(stages.durations) == {"load", "evaluate", "fit", "artifact", "precompute", "publish"}
+    assert set(stages.durations) == {"load", "evaluate", "fit", "artifact", "similar", "precompute", "publish"}
     assert (candidate.num_users, candidate.num_items) == (model.num_users, model.num_items)
     expected_items, expected_scores = model.top_k(np.arange(model.num_users), settings.top_k)
     for user, user_id in enumerate(model.user_ids):

@@ -30,7 +30,7 @@ def test_two_workers_share_the_precompute_and_the_version_flips_once(
     assert result["status"] == "published", result
     assert result["chunks"]["count"] == 10
     assert [worker.split("@")[0] for worker in result["chunks"]["workers"]] == ["w1", "w2"]
-    assert set(result["stages"]) == {"load", "evaluate", "fit", "artifact", "precompute", "publish"}
+    assert set(result["stages"]) == {"load", "evaluate", "fit", "artifact", "similar", "precompute", "publish"}
     version = result["version"]
     assert cache.current_version() == version
     assert ml.artifact.current_version(settings.model_dir) == version

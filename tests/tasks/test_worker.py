@@ -71,7 +71,7 @@ def test_beat_retrains_and_publishes_new_versions(loaded_db, cache, service_env,
     assert [result["status"] for result in results] == ["published", "skipped"]
     published, skipped = results
     assert skipped["reason"] == "training already running"
-    assert set(published["stages"]) == {"load", "evaluate", "fit", "artifact", "precompute", "publish"}
+    assert set(published["stages"]) == {"load", "evaluate", "fit", "artifact", "similar", "precompute", "publish"}
     assert published["num_users"] == len(users) + 1
     assert published["metrics"]["model"]["precision@10"] >= published["metrics"]["popularity"]["precision@10"]
     assert cache.current_version() == published["version"]
