@@ -133,6 +133,11 @@ class ModelHolder:
         self._variant_lock = threading.Lock()
 
     @property
+    def model_dir(self) -> str:
+        """The artifact directory of production's versions (``MODEL_DIR``)."""
+        return self._model_dir
+
+    @property
     def current(self) -> LoadedModel | None:
         """The model in use (None before the first successful load)."""
         return self._current

@@ -48,6 +48,7 @@ import tempfile
 import threading
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,7 @@ from common.redis_clients import worker_client
 from ml.demo import DEFAULT_POSTS, DEFAULT_USERS
 from ml.model import RecModel
 from ml.settings import TrainingSettings
+from ml.similar import save_neighbours
 from testing.cluster import RedisClusterNodes
 from testing.factories import random_model
 from testing.polling import poll
@@ -253,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         client = worker_client(private_redis.url)
         cache = RecsCache(client, settings.redis_prefix)
         model = featured_model(args.users, args.items, args.components, seed=1, communities=args.communities)
-        publish(cache, work / "models", model)
+        # With the similar-post table a training run writes before it publishes (the browsing runs read it).
+        publish(cache, work / "models", model, before_publish=partial(save_neighbours, work / "models", model=model))
         live_prefix = settings.redis_prefix.rstrip(":") + "-live:"
         live_cache = RecsCache(client, live_prefix)
         publish(live_cache, work / "models-live", model)

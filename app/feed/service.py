@@ -40,7 +40,7 @@ from app.model_holder import LoadedModel, ModelHolder
 from app.served_log import ServedLog
 from common.experiments import Experiment
 from common.recs_cache import RecsCache, ServedEntry, UserReads, cut_exclusions, live_user_at, unpack_list
-from ml.similar import UnitItems
+from ml.similar import UnitItems, load_neighbours
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class FeedService:
             FreshPosts(),
             Exclusions(impressions),
         )
-        self._units = Lru(2)  # version -> ml.similar.UnitItems (and a large catalogue's cell index), made at the swap
+        self._units = Lru(2)  # version -> ml.similar.UnitItems (cell index, neighbour table), made at the swap
         self.similar_stages: Sequence[Callable[[Feed], Feed]] = (
             Neighbours(max_feed_posts, self._units, self._catalogues),
             ForUser(),
@@ -206,7 +206,10 @@ class FeedService:
             self._rankings.clear()
             self._filter.clear()
             self._catalogues.put(version, CatalogueIndex.of(loaded.model))  # each community's rows contiguous
-            self._units.put(version, UnitItems.of(loaded.model))  # similar posts: the cell index of a large catalogue
+            # Similar posts: the cell index of a large catalogue, and the table of every post's first neighbours
+            # that the training run wrote beside the version (None without one: they are computed per page).
+            table = load_neighbours(self._holder.model_dir, version, loaded.num_items)
+            self._units.put(version, UnitItems.of(loaded.model, table=table))
 
     # --- resolving a request ---
 

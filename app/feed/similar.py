@@ -5,11 +5,12 @@ pin, same live pool, same exclusions when a user is named) and runs these stages
 
 - :class:`Neighbours`: every post with a direction, by the cosine of its representation with the post's
   (:mod:`ml.similar`): the model's items through the version's normalised embeddings (the first
-  :data:`RERANK_DEPTH` through its cell index when the catalogue is large, the rest by an exact scan if a
-  page goes past them), the live pool's posts through their feature-built representations (scanned: the
-  pool is small), so a post written a minute ago has neighbours and is one. A post without a direction (a
-  fresh post none of whose tags or community the model knows) gets the popular posts of its community
-  instead (``strategy: community_popular``);
+  :data:`RERANK_DEPTH` of a model post read from the version's precomputed table, or computed, through its
+  cell index when the catalogue is large, when the version has none or the post is fresh; the rest by an
+  exact scan if a page goes past them), the live pool's posts through their feature-built representations
+  (scanned: the pool is small), so a post written a minute ago has neighbours and is one. A post without a
+  direction (a fresh post none of whose tags or community the model knows) gets the popular posts of its
+  community instead (``strategy: community_popular``);
 - :class:`ForUser`: with ``user_id=``, the best :data:`RERANK_DEPTH` neighbours re-ordered by the model's
   score for that user, and the posts it interacted with (the model's exclusions) dropped; the live seen and
   shown posts then go through the feed's own :class:`app.feed.stages.Exclusions`.
@@ -27,13 +28,14 @@ from app.feed.filters import CatalogueIndex, post_matches
 from app.feed.lru import Lru
 from app.feed.ranked import Chained, Entries, Extended, Filtered, Fixed, Merged, Ranked, Scored
 from app.feed.stages import Feed, Scope
-from ml.similar import UnitItems, top
+from ml.similar import NEIGHBOURS, UnitItems, top
 
 # The reader of a page without ``user_id``: a user id no client can send (``/`` is refused), so the page is
 # resolved like a feed's while it has no exclusions and no features.
 ANONYMOUS = "/"
-# How many of the best neighbours ``user_id=`` re-orders for the user: past them, similarity alone.
-RERANK_DEPTH = 100
+# How many of the best neighbours ``user_id=`` re-orders for the user: past them, similarity alone. They are
+# the head a page starts with, which the training run precomputes per post (ml.similar.NEIGHBOURS).
+RERANK_DEPTH = NEIGHBOURS
 
 
 class UnknownPost(LookupError):
@@ -61,7 +63,7 @@ class Neighbours:
             row = np.searchsorted(pool.scorable, post - offset)
             found = row < len(pool.scorable) and pool.scorable[row] == post - offset
             vector = pool.unit_embeddings[row] if found else None
-        if vector is None or not np.any(vector):
+        if vector is None or (post >= offset and not vector.any()):  # a model post with a direction has one
             return self._community_popular(feed, post)
         # Deep enough for ForUser's re-ordering and every later drop: the live exclusions, and the model's of
         # a user it knows.
@@ -83,10 +85,14 @@ class Neighbours:
             return inside & usable[np.where(inside, feed_ids, 0)]
 
         size = (len(usable) if units.all_usable else int(usable.sum())) - int(post < offset)
-        # Most pages are near the top: the first RERANK_DEPTH now (through the version's cell index in a large
-        # catalogue), the rest (an exact scan) only when a page goes past them; Extended keeps the head a prefix.
-        # The lists of a kept feed hold no per-item array, only these entries.
-        head = units.nearest(vector, min(depth, RERANK_DEPTH), skip=post if post < offset else -1)
+        # Most pages are near the top: the first RERANK_DEPTH now (a model post's from the version's table, which
+        # holds what nearest computes: through the version's cell index in a large catalogue), the rest (an exact
+        # scan) only when a page goes past them; Extended keeps the head a prefix. The lists of a kept feed hold
+        # no per-item array, only these entries.
+        if post < offset and units.table is not None:
+            head = units.table.row(post)
+        else:
+            head = units.nearest(vector, min(depth, RERANK_DEPTH), skip=post if post < offset else -1)
         ranking: Ranked = Extended(head, rank, depth, size, trained)
         if len(pool.scorable):
             pool_ids = pool.scorable + offset

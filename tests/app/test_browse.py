@@ -129,6 +129,57 @@ def test_a_large_catalogue_answers_its_first_hundred_from_the_cell_index_and_the
     assert posts != exact  # two of 25 cells: the index's head is not the exact one here
 
 
+def swapped_in(app, version):
+    """What a web worker does at a swap: the version loaded, then its per-version entries built (the table mapped)."""
+    runtime = app.extensions["recsvc"]
+    assert runtime.holder.reload().current.version == version
+    runtime.feed.prefetch(version)
+
+
+def test_a_model_posts_first_hundred_are_read_from_the_versions_table_and_are_the_computed_ones(
+    app, client, cache, model_dir, monkeypatch
+):
+    monkeypatch.setattr(ml.similar, "EXACT_ITEMS", 100)  # 400 posts is "large": through a cell index
+    monkeypatch.setattr(ml.similar, "CELL_ITEMS", 16)
+    monkeypatch.setattr(ml.similar, "PROBE", 2)
+    big = random_model(num_users=5, num_items=400, seed=9)
+    version = publish(cache, model_dir, big, top_k=TOP_K)
+    swapped_in(app, version)  # no table yet (an artifact from before them): computed per page
+    computed = [scroll(similar, client, post, limit=25)[1] for post in ("post-3", "post-250")]
+    ml.similar.save_neighbours(model_dir, version, big)  # as the training run does before it publishes
+    swapped_in(app, version)
+
+    def computed_again(*args, **kwargs):
+        raise AssertionError("a model post's first neighbours are the table's row")
+
+    monkeypatch.setattr(ml.similar.UnitItems, "nearest", computed_again)
+    assert [scroll(similar, client, post, limit=25)[1] for post in ("post-3", "post-250")] == computed
+    assert len(computed[0]) == 399 > RERANK_DEPTH  # past the table's head: the exact continuation, as before
+
+
+def test_with_a_table_a_fresh_post_still_gets_its_neighbours_computed(app, client, cache, model_dir, model, version):
+    ml.similar.save_neighbours(model_dir, version, model)
+    swapped_in(app, version)
+    publish_live(cache, version, [("new-hot", ["x"], "hot")])
+    embeddings, _, _ = model.item_representations([["x"]], ["hot"])
+    first, posts = scroll(similar, client, "new-hot")
+    assert first["strategy"] == "similar" and posts == by_cosine(model, embeddings[0])[0]
+
+
+def test_a_damaged_or_missing_table_leaves_the_neighbours_computed_and_is_logged(
+    app, client, model_dir, model, version, caplog
+):
+    expected, _ = by_cosine(model, model.item_embeddings[7], skip=7)
+    path = ml.similar.save_neighbours(model_dir, version, model)
+    path.write_bytes(path.read_bytes()[:-200])  # damaged after it was written
+    swapped_in(app, version)
+    assert "is unusable, neighbours are computed per page" in caplog.text
+    assert scroll(similar, client, "post-7")[1] == expected
+    path.unlink()
+    swapped_in(app, version)
+    assert scroll(similar, client, "post-7")[1] == expected
+
+
 def test_similar_pages_have_exact_boundaries(client, model, version):
     expected, _ = by_cosine(model, model.item_embeddings[7], skip=7)
     last = similar(client, "post-7", limit=5, offset=NUM_ITEMS - 3)
