@@ -890,9 +890,12 @@ class RecsCache:
             keys.append(self.live_users_key)
         if asked[3]:
             keys.append(self.meta_key(check_version))
-        seconds, micros, seen, shown, blob, generation, record, complete = self._user_reads(
-            keys=keys, args=[user_id, *("1" if flag else "0" for flag in asked)]
-        )
+        args = [user_id, *("1" if flag else "0" for flag in asked)]
+        try:  # EVALSHA itself: redis-py's Script call adds a third to the client's cost of this hot-path command
+            reply = self.client.execute_command("EVALSHA", self._user_reads.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:  # a restarted or flushed server: the Script loads it again
+            reply = self._user_reads(keys=keys, args=args)
+        seconds, micros, seen, shown, blob, generation, record, complete = reply
         if self.cluster:
             generation, record, complete = self._global_reads(user_id, live_user, check_version)
         now = int(seconds) * 1_000_000 + int(micros)

@@ -393,6 +393,15 @@ def test_user_reads_is_one_consistent_snapshot(cache):
     assert live_user_at(bare.live_user, bare.generation) == {"role": None, "follows": ["c0"]}
 
 
+def test_user_reads_loads_its_script_again_on_a_server_that_lost_it(private_redis):
+    """The hot path sends EVALSHA itself: a restarted or flushed server (NOSCRIPT) must still answer."""
+    cache = RecsCache(redis.Redis.from_url(private_redis.url), REDIS_PREFIX)
+    arrival = cache.record_events([("alice", "p0", "view")], cap=10, ttl=60)
+    assert cache.user_reads("alice").seen == {"p0": arrival}
+    cache.client.script_flush()
+    assert cache.user_reads("alice").seen == {"p0": arrival}
+
+
 def test_every_live_key_is_under_the_prefix(cache, redis_client):
     publish_live(cache, users={"u1": {"role": None, "follows": []}})
     cache.record_events([("u1", "p1", "view"), ("u1", "p2", "impression")], cap=10, ttl=60)
