@@ -30,9 +30,9 @@ import mmap
 import os
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -198,33 +198,58 @@ class CellIndex:
         A block of :data:`_CELL_QUERIES` items (in cell order) is queried at once: each cell any of them
         probes is scored against those that probe it (one matrix product per cell), and each query's scores
         are laid side by side on its row (-inf past them), so no query is scored against a cell it does not
-        probe, however little the queries' cells overlap.
+        probe, however little the queries' cells overlap. Which item a column is follows from where each of
+        the row's cells starts on it.
         """
         by_item = np.zeros((int(self.items.max(initial=-1)) + 1, self.vectors.shape[1]), dtype=np.float64)
         by_item[self.items] = self.vectors
+        cell_of = np.repeat(np.arange(len(self.sizes)), self.sizes)  # of each position of self.items
         for start in range(0, len(self.items), _CELL_QUERIES):
             queries = self.vectors[start : start + _CELL_QUERIES]
             rows_count = len(queries)
             probed = self.probed(queries, queries @ self.centroids.T, k)
             rows = np.repeat(np.arange(rows_count), [len(cells) for cells in probed])
             by_cell = np.concatenate(probed)
-            order = np.argsort(by_cell, kind="stable")
-            rows, by_cell = rows[order], by_cell[order]
+            order = np.lexsort((rows, by_cell))
+            order = order[self.sizes[by_cell[order]] > 0]  # an empty cell takes no column
+            rows, by_cell = rows[order], by_cell[order]  # by cell, then row: a cell's queries are one block
             width = int(np.bincount(rows, weights=self.sizes[by_cell], minlength=rows_count).max())
             scores = np.full((rows_count, width), -np.inf, dtype=np.float32)
-            named = np.full((rows_count, width), -1, dtype=np.int32)
+            offsets = np.empty(len(rows), dtype=np.int64)  # where each (row, cell) starts on the row
             filled = np.zeros(rows_count, dtype=np.int64)
             bounds = np.flatnonzero(np.diff(by_cell, prepend=-1, append=len(self.sizes)))
             for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
                 cell, at = int(by_cell[first]), rows[first:last]
                 a, b = int(self.starts[cell]), int(self.starts[cell + 1])
-                columns = filled[at, None] + np.arange(b - a)
-                scores[at[:, None], columns] = queries[at] @ self.vectors[a:b].T
-                named[at[:, None], columns] = self.items[a:b]
+                offsets[first:last] = filled[at]
+                scores[at[:, None], filled[at, None] + np.arange(b - a)] = queries[at] @ self.vectors[a:b].T
                 filled[at] += b - a
-            own = self.items[start : start + rows_count]
-            scores[named == own[:, None]] = -np.inf
-            items[own], cosines[own] = _best(by_item[own], scores, by_item, k, named)
+            # Each query's own item, where its row holds its cell (pairs sorted by cell, then row).
+            own = np.arange(start, start + rows_count)
+            pair = np.searchsorted(by_cell * rows_count + rows, cell_of[own] * rows_count + np.arange(rows_count))
+            pair = np.minimum(pair, len(rows) - 1)
+            held = (by_cell[pair] == cell_of[own]) & (rows[pair] == np.arange(rows_count))
+            scores[held.nonzero()[0], (offsets[pair] + own - self.starts[cell_of[own]])[held]] = -np.inf
+            # A column's item: the row's cell that starts last at or before it (pairs sorted by row, then start).
+            layout = np.argsort(rows * (width + 1) + offsets)
+            keys = (rows * (width + 1) + offsets)[layout]
+            item_at = partial(self._item_at, keys, width + 1, by_cell[layout], offsets[layout])
+            owners = self.items[own]
+            items[owners], cosines[owners] = _best(by_item[owners], scores, by_item, k, item_at)
+
+    def _item_at(
+        self,
+        keys: np.ndarray,
+        stride: int,
+        cells: np.ndarray,
+        offsets: np.ndarray,
+        rows: np.ndarray,
+        columns: np.ndarray,
+    ) -> np.ndarray:
+        """The items at ``columns`` of ``rows`` of a block of :meth:`neighbours`, whose (row, cell) pairs start at
+        ``offsets`` on their rows (``keys``: row × ``stride`` + offset, ascending)."""
+        found = np.searchsorted(keys, rows * stride + columns, side="right") - 1
+        return self.items[self.starts[cells[found]] + columns - offsets[found]]
 
 
 def _nearest_cells(rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -253,13 +278,17 @@ def margin(dim: int) -> float:
 
 
 def _best(
-    queries: np.ndarray, scores: np.ndarray, vectors: np.ndarray, k: int, ids: np.ndarray | None = None
+    queries: np.ndarray,
+    scores: np.ndarray,
+    vectors: np.ndarray,
+    k: int,
+    ids: np.ndarray | Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``k`` best candidates by :func:`exact_cosines`, best first (ties: smaller id first).
 
     ``scores`` (rows × N float32) are BLAS products of the rows' ``queries`` with the N ``vectors`` (``-inf``:
-    not a candidate); ``ids`` name the candidates (default: their positions). With 2-D ``ids`` (rows × N, each
-    row's own candidates), ``vectors`` are indexed by those ids instead. Returns (ids int64, cosines
+    not a candidate); ``ids`` name the candidates (default: their positions). When each row has candidates of
+    its own, ``ids(rows, columns)`` names them and ``vectors`` are indexed by those names. Returns (ids int64, cosines
     float32), rows × ``k``, a row padded with -1 and ``-inf`` past its finite candidates. Every candidate
     within :func:`margin` of a row's k-th score is rescored exactly, which includes the exact k best: the
     answer is the same whichever product (matrix-vector or in blocks) gave ``scores``. A sampled threshold
@@ -287,10 +316,10 @@ def _best(
         rows, columns = rows[order], columns[order]
     kept = scores[rows, columns] >= bound[rows]
     rows, columns = rows[kept], columns[kept]
-    if ids is None or ids.ndim == 1:
+    if ids is None or not callable(ids):
         named, candidates = (columns if ids is None else ids[columns]), vectors[columns]
     else:
-        named = ids[rows, columns]
+        named = ids(rows, columns)
         candidates = vectors[named]
     exact = _spread(rows, exact_cosines(queries[rows], candidates), rows_count, -np.inf)
     named = _spread(rows, named, rows_count, -1)
