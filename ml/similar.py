@@ -295,6 +295,8 @@ def _best(
     that about ``2k`` scores pass keeps the pass over a row to one comparison (as :func:`top`).
     """
     rows_count, n = scores.shape
+    if rows_count == 1:
+        return _best_of_one(queries[0], scores[0], vectors, k, ids)
     lowest = np.finfo(np.float32).min  # -inf never passes it
     threshold = np.full(rows_count, lowest, dtype=np.float32)
     if n > 16 * k:
@@ -328,6 +330,26 @@ def _best(
     cosines = np.full((rows_count, k), -np.inf, dtype=np.float32)
     found[:, : order.shape[1]] = np.take_along_axis(named, order, axis=1)
     cosines[:, : order.shape[1]] = np.take_along_axis(exact, order, axis=1)
+    return found, cosines
+
+
+def _best_of_one(
+    query: np.ndarray, scores: np.ndarray, vectors: np.ndarray, k: int, ids
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_best` of one row (a page's query): the same candidates' rule, with fewer calls than a block's."""
+    kth = np.partition(scores, len(scores) - k)[len(scores) - k] if len(scores) >= k else -np.inf
+    lowest = np.finfo(np.float32).min  # -inf never passes it
+    columns = np.flatnonzero(scores >= (kth - np.float32(margin(len(query))) if np.isfinite(kth) else lowest))
+    if ids is None or not callable(ids):
+        named, candidates = (columns if ids is None else ids[columns]), vectors[columns]
+    else:
+        named = ids(np.zeros(len(columns), dtype=np.int64), columns)
+        candidates = vectors[named]
+    exact = exact_cosines(candidates, np.broadcast_to(query, candidates.shape))
+    order = np.lexsort((named, -exact))[:k]
+    found = np.full((1, k), -1, dtype=np.int64)
+    cosines = np.full((1, k), -np.inf, dtype=np.float32)
+    found[0, : len(order)], cosines[0, : len(order)] = named[order], exact[order]
     return found, cosines
 
 
