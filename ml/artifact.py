@@ -40,6 +40,7 @@ import struct
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -359,22 +360,38 @@ def write_atomically(path: Path, data: bytes | Callable[[BinaryIO], None]) -> No
 
 
 def save_beside(
-    model_dir: str | os.PathLike, version: str, suffix: str, arrays: Mapping[str, np.ndarray], keep: Sequence[str] = ()
+    model_dir: str | os.PathLike,
+    version: str,
+    suffix: str,
+    arrays: Mapping[str, np.ndarray],
+    keep: Sequence[str] = (),
+    *,
+    mappable: bool = False,
 ) -> Path:
     """Write ``<version><suffix>``, an ``.npz`` of ``arrays``, atomically beside the version's artifact.
 
     The files of that suffix of versions other than ``version`` and ``keep`` are removed: what a run keeps
     next to the version it published for the next run (the warm-start state of :mod:`ml.warm`, the data
-    snapshot of :mod:`ml.incremental`). Read them back with ``np.load(..., allow_pickle=False)``.
+    snapshot of :mod:`ml.incremental`), or for the web workers (the similar-post table of :mod:`ml.similar`).
+    Read them back with ``np.load(..., allow_pickle=False)``; ``mappable`` aligns the members as the artifact's
+    own (the archive is then built in memory, not streamed), so that :func:`map_beside` maps them.
     """
     directory = Path(model_dir)
     path = directory / f"{version}{suffix}"
-    write_atomically(path, lambda handle: np.savez(handle, **arrays))
+    write_atomically(path, _aligned_archive(arrays) if mappable else lambda handle: np.savez(handle, **arrays))
     kept = {f"{v}{suffix}" for v in (version, *keep)}
     for old in directory.glob(f"*{suffix}"):
         if old.name not in kept:
             old.unlink(missing_ok=True)
     return path
+
+
+def map_beside(model_dir: str | os.PathLike, version: str, suffix: str) -> dict[str, np.ndarray]:
+    """The arrays of ``<version><suffix>`` written by :func:`save_beside` with ``mappable``: the large ones mapped
+    read-only (the processes of a host share one copy), each member's CRC checked first, so a damaged file is
+    refused rather than served. Raises OSError (FileNotFoundError when missing), ValueError or BadZipFile."""
+    with (Path(model_dir) / f"{version}{suffix}").open("rb") as handle:
+        return _map_archive(handle, check_crc=True)
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:
@@ -427,8 +444,11 @@ def _aligned_archive(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def _map_archive(handle: io.BufferedReader) -> dict[str, np.ndarray]:
-    """Every ``.npy`` member of an open ``.npz``: large aligned stored ones mapped read-only, the rest read."""
+def _map_archive(handle: io.BufferedReader, check_crc: bool = False) -> dict[str, np.ndarray]:
+    """Every ``.npy`` member of an open ``.npz``: large aligned stored ones mapped read-only, the rest read.
+
+    ``check_crc`` checks a mapped member's CRC too (a read one is checked by the zip reader); the artifact's
+    own archive is checked whole by its sha256 instead."""
     arrays: dict[str, np.ndarray] = {}
     mapped = None
     with zipfile.ZipFile(handle) as archive:
@@ -451,6 +471,10 @@ def _map_archive(handle: io.BufferedReader) -> dict[str, np.ndarray]:
                 if offset % _ALIGN == 0:
                     if mapped is None:
                         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                    if check_crc:
+                        with memoryview(mapped) as view:
+                            if zlib.crc32(view[start : start + info.file_size]) != info.CRC:
+                                raise ValueError(f"member {info.filename!r}: CRC mismatch (damaged)")
                     count = int(np.prod(shape))
                     flat = np.frombuffer(mapped, dtype=dtype, count=count, offset=offset)
                     array = flat.reshape(shape, order="F" if fortran else "C")

@@ -24,12 +24,9 @@ within the community) are here too, next to what they are compared with.
 
 from __future__ import annotations
 
-import io
 import logging
-import mmap
 import os
 import zipfile
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
@@ -414,7 +411,8 @@ def save_neighbours(model_dir: str | os.PathLike, version: str, model: RecModel,
     """Write ``version``'s :func:`neighbour_table` beside its artifact (``<version>.similar.npz``): what the web
     workers map at the swap (:func:`load_neighbours`). Tables of versions other than it and ``keep`` go."""
     items, cosines = neighbour_table(UnitItems.of(model))
-    return ml.artifact.save_beside(model_dir, version, TABLE_SUFFIX, {"items": items, "cosines": cosines}, keep)
+    arrays = {"items": items, "cosines": cosines}
+    return ml.artifact.save_beside(model_dir, version, TABLE_SUFFIX, arrays, keep, mappable=True)
 
 
 def load_neighbours(model_dir: str | os.PathLike, version: str, num_items: int) -> NeighbourTable | None:
@@ -424,7 +422,7 @@ def load_neighbours(model_dir: str | os.PathLike, version: str, num_items: int) 
     """
     path = Path(model_dir) / f"{version}{TABLE_SUFFIX}"
     try:
-        arrays = _mapped_npz(path)
+        arrays = ml.artifact.map_beside(model_dir, version, TABLE_SUFFIX)
         items, cosines = arrays["items"], arrays["cosines"]
         shapes = {(items.dtype.str, items.shape), (cosines.dtype.str, cosines.shape)}
         if shapes != {("<i4", (num_items, NEIGHBOURS)), ("<f4", (num_items, NEIGHBOURS))}:
@@ -438,36 +436,6 @@ def load_neighbours(model_dir: str | os.PathLike, version: str, num_items: int) 
         logger.error("the similar-post table %s is unusable, neighbours are computed per page: %s", path, exc)
         return None
     return NeighbourTable(items, cosines)
-
-
-def _mapped_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every member of an ``np.savez`` archive (stored, not compressed), mapped read-only after its CRC is checked.
-
-    :func:`ml.artifact.save_beside` writes with ``np.savez``, whose members start anywhere (not on the 64-byte
-    boundaries of a version's own arrays, which ``ml.artifact`` maps): a member may be unaligned, which costs
-    nothing to reading one row of it.
-    """
-    arrays: dict[str, np.ndarray] = {}
-    with path.open("rb") as handle, zipfile.ZipFile(handle) as archive:
-        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        for info in archive.infolist():
-            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
-                raise ValueError(f"member {info.filename!r} is not a stored .npy")
-            fields = ml.artifact._LOCAL_HEADER.unpack_from(mapped, info.header_offset)
-            if fields[0] != b"PK\x03\x04":
-                raise ValueError(f"member {info.filename!r}: bad local header")
-            start = info.header_offset + ml.artifact._LOCAL_HEADER.size + fields[-2] + fields[-1]
-            member = memoryview(mapped)[start : start + info.file_size]
-            if len(member) != info.file_size or zlib.crc32(member) != info.CRC:
-                raise ValueError(f"member {info.filename!r}: CRC mismatch (damaged)")
-            header = io.BytesIO(member[: 1 << 12])
-            shape, fortran, dtype = ml.artifact._npy_header(header)
-            count = int(np.prod(shape))
-            if dtype.hasobject or header.tell() + dtype.itemsize * count != info.file_size:
-                raise ValueError(f"member {info.filename!r}: header does not match its size")
-            flat = np.frombuffer(mapped, dtype=dtype, count=count, offset=start + header.tell())
-            arrays[info.filename[: -len(".npy")]] = flat.reshape(shape, order="F" if fortran else "C")
-    return arrays
 
 
 def one_blas_thread():

@@ -360,3 +360,22 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary_one(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         artifact.write_atomically(path, fail)
     assert [p.name for p in tmp_path.iterdir()] == ["v1.a.npz"] and path.read_bytes() == b"before"
+
+
+def test_a_mappable_file_beside_a_version_is_mapped_read_only_and_a_damaged_one_refused(tmp_path):
+    large = np.arange(100_000, dtype=np.int32)  # past the size from which members are mapped
+    artifact.save_beside(tmp_path, "v1", ".t.npz", {"large": large, "small": np.arange(3)}, mappable=True)
+    arrays = artifact.map_beside(tmp_path, "v1", ".t.npz")
+    assert arrays["large"].tolist() == large.tolist() and arrays["small"].tolist() == [0, 1, 2]
+    assert not arrays["large"].flags.writeable and not arrays["large"].flags.owndata  # a view of the mapping
+    with np.load(tmp_path / "v1.t.npz", allow_pickle=False) as saved:  # still an ordinary .npz
+        assert saved["large"].tolist() == large.tolist()
+    path = tmp_path / "v1.t.npz"
+    data = bytearray(path.read_bytes())
+    data[data.index(large[50_000].tobytes(), 1000)] ^= 0xFF  # one byte of the large member's data
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="CRC mismatch"):
+        artifact.map_beside(tmp_path, "v1", ".t.npz")
+    with pytest.raises(FileNotFoundError):
+        artifact.map_beside(tmp_path, "v2", ".t.npz")
+

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -160,7 +161,9 @@ def test_a_missing_damaged_or_foreign_table_is_none_and_logged(tmp_path, caplog)
     path = ml.similar.save_neighbours(tmp_path, version, model)
     assert ml.similar.load_neighbours(tmp_path, version, model.num_items + 1) is None  # another model's shape
     data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # a flipped bit inside the arrays
+    with zipfile.ZipFile(path) as archive:
+        member = archive.getinfo("cosines.npy")
+    data[member.header_offset + member.compress_size // 2] ^= 0xFF  # a flipped byte inside that array's data
     path.write_bytes(bytes(data))
     assert ml.similar.load_neighbours(tmp_path, version, model.num_items) is None
     path.write_bytes(b"not a zip")
