@@ -2,8 +2,8 @@
 
 For each size it writes a demo dataset (``python -m ml.demo``), imports it (``python -m ml.db load``, timed),
 measures the training-data reader alone (seconds, peak RSS), then runs the train task's body (lock, load,
-evaluate, fit, artifact, precompute, publish: the functions ``tasks.train`` calls when the users fit in one
-chunk), each cycle in a process of its own so that its peak RSS is its own:
+evaluate, fit, artifact, similar, precompute, publish: the functions ``tasks.train`` calls when the users fit in
+one chunk), each cycle in a process of its own so that its peak RSS is its own:
 
 1. ``full``: the first model, on the data without its newest 10% of interactions;
 2. ``warm``: the first half of those arrives and the next run continues the first one's fit (``ml.warm``),
@@ -309,7 +309,8 @@ def print_table(rows: list[dict]) -> None:
             f"{row['import_s']:.1f} | {row['read']['seconds']:.1f} | {row['read']['incremental_s']:.1f} | "
             f"{row['read']['snapshot_save_s']:.1f} | {row['read']['peak_mb']:.0f} |\n"
         )
-    stage_names = ["load", "warm_evaluate", "warm_fit", "evaluate", "fit", "artifact", "precompute", "publish"]
+    stage_names = ["load", "warm_evaluate", "warm_fit", "evaluate", "fit", "artifact", "similar", "precompute",
+                   "publish"]  # fmt: skip
     header = ["size", "run", "interactions", "read (rows from PostgreSQL)", "start→published s", *stage_names,
               "p@10 (pop), protocol",
               "peak RSS MB", "Redis MB / version", "Redis MB / 100k users"]  # fmt: skip
