@@ -21,6 +21,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from typing import overload
 
 import numpy as np
@@ -35,6 +36,8 @@ BLOCK_ELEMENTS = 1 << 21
 # One controller for the process: building one scans the loaded libraries (~0.15 ms), which
 # ``threadpool_limits(...)`` did on every call, i.e. on every page a web worker ranked.
 _THREADPOOLS = ThreadpoolController()
+# Lookups of ids by value each PackedStrings keeps (PackedStrings.index_of): about 100 bytes each.
+LOOKUPS_KEPT = 4096
 
 
 def _one_blas_thread():
@@ -47,7 +50,8 @@ class PackedStrings(Sequence[str]):
 
     ``blob`` holds the UTF-8 strings separated by NUL; string ``i`` is ``blob[offsets[i] : offsets[i + 1] - 1]``
     (so ``offsets`` has ``n + 1`` entries and ends at ``len(blob) + 1``); ``order`` lists the indices by
-    ascending UTF-8 bytes, and :meth:`index_of` is a binary search over it (about 20 probes at a million).
+    ascending UTF-8 bytes, and :meth:`index_of` is a binary search over it (about 20 probes at a million; the
+    last :data:`LOOKUPS_KEPT` answers are kept).
     The arrays may be memory-mapped from the model artifact (:mod:`ml.artifact`): a web worker then holds no
     private copy of a million user ids and no dict over them (together about 130 MB per worker at 1M users).
     Build one with :func:`pack_strings`, which also checks that the strings are distinct.
@@ -59,12 +63,16 @@ class PackedStrings(Sequence[str]):
         self._view = memoryview(np.ascontiguousarray(blob)).cast("B")
         self._starts = memoryview(np.ascontiguousarray(offsets, dtype=np.int64)).cast("B").cast("q")
         self._order = memoryview(np.ascontiguousarray(order, dtype=np.int32)).cast("B").cast("i")
+        # A page looks its user up several times (resolving it, ranking it, filtering for it): the last lookups
+        # are kept (functools' C LRU, thread-safe), so only the first costs a binary search. The search holds
+        # the views, not this object, so a dropped model is freed at once (no reference cycle).
+        self.index_of = lru_cache(maxsize=LOOKUPS_KEPT)(partial(_search, self._view, self._starts, self._order))
 
     def __len__(self) -> int:
         return len(self._order)
 
     def _bytes(self, index: int) -> bytes:
-        return self._view[self._starts[index] : self._starts[index + 1] - 1].tobytes()
+        return _string_at(self._view, self._starts, index)
 
     @overload
     def __getitem__(self, index: int) -> str: ...
@@ -91,15 +99,20 @@ class PackedStrings(Sequence[str]):
 
     __hash__ = None  # type: ignore[assignment]  # mutable-sequence semantics: equal to a list, so unhashable
 
-    def index_of(self, value: str) -> int | None:
-        """The index of ``value``, or None when it is not held."""
-        target = value.encode("utf-8", "surrogatepass")
-        position = bisect_left(self._order, target, key=self._bytes)
-        if position < len(self._order):
-            found = self._order[position]
-            if self._bytes(found) == target:
-                return found
-        return None
+
+def _string_at(view: memoryview, starts: memoryview, index: int) -> bytes:
+    return view[starts[index] : starts[index + 1] - 1].tobytes()
+
+
+def _search(view: memoryview, starts: memoryview, order: memoryview, value: str) -> int | None:
+    """:meth:`PackedStrings.index_of` without its memory: the index of ``value``, or None when it is not held."""
+    target = value.encode("utf-8", "surrogatepass")
+    position = bisect_left(order, target, key=partial(_string_at, view, starts))
+    if position < len(order):
+        found = order[position]
+        if _string_at(view, starts, found) == target:
+            return found
+    return None
 
 
 def string_offsets(blob: np.ndarray) -> np.ndarray:

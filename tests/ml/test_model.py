@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import numpy as np
 import pytest
@@ -176,3 +177,12 @@ def test_packed_strings_find_every_string_and_refuse_duplicates():
     with pytest.raises(ValueError, match="duplicates"):
         pack_strings(["x", "y", "x"])
     assert len(pack_strings([])) == 0 and pack_strings([]).index_of("x") is None
+
+
+def test_packed_strings_keep_their_recent_lookups_without_keeping_themselves_alive():
+    packed = pack_strings([f"user-{i}" for i in range(1000)])
+    assert [packed.index_of(f"user-{i}") for i in (7, 7, 999)] == [7, 7, 999] and packed.index_of("nobody") is None
+    assert packed.index_of.cache_info().hits == 1  # the second lookup of user-7 searched nothing
+    alive = weakref.ref(packed)
+    del packed
+    assert alive() is None  # freed at once, no collection needed: a swapped-out model's memory goes with it
