@@ -242,8 +242,8 @@ class FeedService:
         if loaded is None:
             return None
         is_held = loaded is held
-        cached = self._memo.get(loaded.version, user_id) if is_held else None  # only known users' lists are kept
-        known = cached is not None or loaded.model.user_index(user_id) is not None
+        known = loaded.model.user_index(user_id) is not None  # its recent answers are kept (PackedStrings)
+        cached = self._memo.get(loaded.version, user_id) if known and is_held else None
         epoch = self.mirror.epoch  # before anything is read: a change after it keeps the read out of the mirror
         generation = self.mirror.generation
         exclusions = self.mirror.exclusions(user_id)

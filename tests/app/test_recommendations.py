@@ -140,6 +140,22 @@ def test_later_pages_of_a_scroll_come_from_the_workers_memory(client, app, cache
     assert 'recsvc_list_memo_lookups_total{outcome="hit"}' in client.get("/metrics").get_data(as_text=True)
 
 
+def test_the_memo_is_asked_only_for_users_the_model_knows(client, version):
+    """A user without a list (new, or the anonymous reader of similar posts) is no memo miss: the hit rate
+    operators read (recsvc_list_memo_lookups_total) counts only lists the memo could hold."""
+
+    def lookups():
+        text = client.get("/metrics").get_data(as_text=True)
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("recsvc_list_memo_"))
+
+    before = lookups()
+    get_page(client, "someone-new", limit=3)
+    assert client.get("/posts/post-1/similar?limit=3").status_code == 200
+    assert lookups() == before
+    get_page(client, "user-3", limit=3)
+    assert lookups() == before + 1
+
+
 def test_the_memo_can_be_turned_off(make_app, settings_env, cache, version):
     client = make_app({**settings_env, "API_LIST_MEMO_USERS": "0"}).test_client()
     get_page(client, "user-3", limit=10)
