@@ -378,4 +378,3 @@ def test_a_mappable_file_beside_a_version_is_mapped_read_only_and_a_damaged_one_
         artifact.map_beside(tmp_path, "v1", ".t.npz")
     with pytest.raises(FileNotFoundError):
         artifact.map_beside(tmp_path, "v2", ".t.npz")
-
