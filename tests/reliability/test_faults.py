@@ -378,10 +378,11 @@ def test_worker_killed_in_precompute_never_publishes_its_version(
 
 @pytest.fixture
 def small_model_dir(tmp_path):
-    """A 1 MB tmpfs as MODEL_DIR, so that a test can fill the disk the artifact is written to."""
+    """A 4 MB tmpfs as MODEL_DIR, so that a test can fill the disk the artifact is written to (room for two
+    versions with the files kept beside each: warm state, data snapshot, similar-post table)."""
     path = tmp_path / "models"
     path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], capture_output=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     yield path
