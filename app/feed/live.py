@@ -49,10 +49,11 @@ class LivePool:
         if not len(self.scorable):
             return EMPTY
         scores = self.embeddings @ embedding + self.biases + np.float32(bias)
-        return Scored(self._scorable_ids, scores, partial(self._members, known=True))
+        return Scored(self.scorable_ids, scores, partial(self._members, known=True))
 
     @cached_property
-    def _scorable_ids(self) -> np.ndarray:
+    def scorable_ids(self) -> np.ndarray:
+        """The feed ids of the posts the model can score, made once per pool."""
         return self.scorable + self.offset
 
     @cached_property

@@ -116,9 +116,9 @@ class FeedService:
             FreshPosts(),
             Exclusions(impressions),
         )
-        self._units = Lru(2)  # version -> ml.similar.UnitItems (cell index, neighbour table), made at the swap
+        self._units = Lru(2)  # version -> ml.similar.UnitItems (cell index, neighbour table): see unit_items
         self.similar_stages: Sequence[Callable[[Feed], Feed]] = (
-            Neighbours(max_feed_posts, self._units, self._catalogues),
+            Neighbours(max_feed_posts, self.unit_items, self._catalogues),
             ForUser(),
             Exclusions(impressions),
         )
@@ -206,10 +206,18 @@ class FeedService:
             self._rankings.clear()
             self._filter.clear()
             self._catalogues.put(version, CatalogueIndex.of(loaded.model))  # each community's rows contiguous
-            # Similar posts: the cell index of a large catalogue, and the table of every post's first neighbours
-            # that the training run wrote beside the version (None without one: they are computed per page).
-            table = load_neighbours(self._holder.model_dir, version, loaded.num_items)
-            self._units.put(version, UnitItems.of(loaded.model, table=table))
+            self._units.put(version, self._made_units(loaded))
+
+    def unit_items(self, loaded: LoadedModel) -> UnitItems:
+        """Similar posts' view of a version, made once: at the swap for the held version (``prefetch``), on a
+        first similar page for an older, pinned one."""
+        return self._units.get_or_make(loaded.version, lambda: self._made_units(loaded))
+
+    def _made_units(self, loaded: LoadedModel) -> UnitItems:
+        """A version's normalised embeddings, the cell index of a large catalogue, and the table of every post's
+        first neighbours that the training run wrote beside it (None without one: computed per page)."""
+        table = load_neighbours(self._holder.model_dir, loaded.version, loaded.num_items)
+        return UnitItems.of(loaded.model, table=table)
 
     # --- resolving a request ---
 

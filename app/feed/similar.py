@@ -20,6 +20,7 @@ The post itself never appears. Scores are cosines in [-1, 1] (popularity for ``c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -28,6 +29,7 @@ from app.feed.filters import CatalogueIndex, post_matches
 from app.feed.lru import Lru
 from app.feed.ranked import Chained, Entries, Extended, Filtered, Fixed, Merged, Ranked, Scored
 from app.feed.stages import Feed, Scope
+from app.model_holder import LoadedModel
 from ml.similar import NEIGHBOURS, UnitItems, top
 
 # The reader of a page without ``user_id``: a user id no client can send (``/`` is refused), so the page is
@@ -45,9 +47,9 @@ class UnknownPost(LookupError):
 class Neighbours:
     """The posts by similarity to ``request.similar_to``, or its community's popular posts when it has no direction."""
 
-    def __init__(self, max_feed_posts: int, units: Lru, catalogues: Lru):
+    def __init__(self, max_feed_posts: int, units: Callable[[LoadedModel], UnitItems], catalogues: Lru):
         self._max_feed_posts = max_feed_posts
-        self._units = units  # version -> UnitItems
+        self._units = units  # a version's UnitItems, made once (FeedService.unit_items)
         self._catalogues = catalogues  # version -> CatalogueIndex
 
     def __call__(self, feed: Feed) -> Feed:
@@ -56,7 +58,7 @@ class Neighbours:
         post = scope.feed_id(feed.request.similar_to)
         if post is None:
             raise UnknownPost(feed.request.similar_to)
-        units = self._units.get_or_make(scope.loaded.version, lambda: UnitItems.of(model))
+        units = self._units(scope.loaded)
         if post < offset:
             vector = units.unit[post] if units.usable[post] else None
         else:
@@ -95,7 +97,7 @@ class Neighbours:
             head = units.nearest(vector, min(depth, RERANK_DEPTH), skip=post if post < offset else -1)
         ranking: Ranked = Extended(head, rank, depth, size, trained)
         if len(pool.scorable):
-            pool_ids = pool.scorable + offset
+            pool_ids = pool.scorable_ids
             pool_cosines = pool.unit_embeddings @ vector
             if post >= offset:
                 others = pool_ids != post
