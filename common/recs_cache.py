@@ -68,6 +68,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -382,6 +384,7 @@ class RecsCache:
         self._record_events = client.register_script(_RECORD_EVENTS_SCRIPT)
         self._user_reads = client.register_script(_USER_READS_SCRIPT)
         self._record_served = client.register_script(_RECORD_SERVED_SCRIPT)
+        self._readers = threading.local()  # see _reader
 
     # --- key names: the only place they are spelled ---
 
@@ -891,8 +894,9 @@ class RecsCache:
         if asked[3]:
             keys.append(self.meta_key(check_version))
         args = [user_id, *("1" if flag else "0" for flag in asked)]
+        client = self.client if self.cluster else self._reader()
         try:  # EVALSHA itself: redis-py's Script call adds a third to the client's cost of this hot-path command
-            reply = self.client.execute_command("EVALSHA", self._user_reads.sha, len(keys), *keys, *args)
+            reply = client.execute_command("EVALSHA", self._user_reads.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:  # a restarted or flushed server: the Script loads it again
             reply = self._user_reads(keys=keys, args=args)
         seconds, micros, seen, shown, blob, generation, record, complete = reply
@@ -908,6 +912,21 @@ class RecsCache:
             seen=_cut(zip(seen[::2], seen[1::2], strict=True), now),
             shown=_cut(zip(shown[::2], shown[1::2], strict=True), now),
         )
+
+    def _reader(self) -> redis.Redis:
+        """This thread's own client for :meth:`user_reads`, holding one connection of the client's pool.
+
+        A pooled call checks a connection out and back in on every command, which costs more than a third of
+        the client's time for this hot-path read (docs/PERFORMANCE.md, "The Redis read"); a thread keeps one
+        connection instead, as the pool would lend it one anyway. Remade in a forked child: a connection is
+        never shared across a fork. Errors, retries and reconnects are redis-py's, as for any call.
+        """
+        held = getattr(self._readers, "held", None)
+        if held is None or held[0] != os.getpid():
+            pool = self.client.connection_pool
+            held = (os.getpid(), redis.Redis(connection_pool=pool, single_connection_client=True))
+            self._readers.held = held
+        return held[1]
 
     def _global_reads(self, user_id: str, live_user: bool, check_version: str | None) -> tuple[Any, Any, Any]:
         """On a cluster, the {ctl} part of :meth:`user_reads`: one pipelined call to that slot's shard."""

@@ -107,6 +107,12 @@ class RedisServer:
             client.close()
         return self
 
+    @property
+    def pid(self) -> int:
+        """The running redis-server's process id (benchmarks read its CPU time)."""
+        assert self._process is not None, "the server is not running"
+        return self._process.pid
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()

@@ -6,6 +6,8 @@ every script must touch one slot only.
 """
 
 import json
+import os
+import threading
 import time
 
 import numpy as np
@@ -26,7 +28,7 @@ from common.recs_cache import (
     unpack_list,
     user_bucket,
 )
-from common.redis_clients import worker_client
+from common.redis_clients import request_client, worker_client
 from testing.environment import REDIS_PREFIX
 from testing.service import listed, popular_listed, version_items
 
@@ -400,6 +402,32 @@ def test_user_reads_loads_its_script_again_on_a_server_that_lost_it(private_redi
     assert cache.user_reads("alice").seen == {"p0": arrival}
     cache.client.script_flush()
     assert cache.user_reads("alice").seen == {"p0": arrival}
+
+
+def test_user_reads_keeps_a_connection_per_thread_and_per_process(private_redis):
+    """The hot path's read holds one connection per thread (no pool checkout per call), never shared with
+    another thread or with a forked child, and it reconnects to a restarted server."""
+    cache = RecsCache(request_client(private_redis.url), REDIS_PREFIX)
+    arrival = cache.record_events([("alice", "p0", "view")], cap=10, ttl=60)
+    assert cache.user_reads("alice").seen == {"p0": arrival}
+    main_id = cache._reader().client_id()
+    assert cache._reader().client_id() == main_id  # kept, not checked out again
+    in_thread = []
+    worker = threading.Thread(
+        target=lambda: in_thread.append((cache.user_reads("alice").seen, cache._reader().client_id()))
+    )
+    worker.start()
+    worker.join()
+    assert in_thread[0][0] == {"p0": arrival} and in_thread[0][1] != main_id
+    child = os.fork()
+    if child == 0:  # the child must read through a connection of its own
+        ok = cache.user_reads("alice").seen == {"p0": arrival} and cache._reader().client_id() != main_id
+        os._exit(0 if ok else 1)
+    assert os.waitpid(child, 0)[1] == 0
+    assert cache.user_reads("alice").seen == {"p0": arrival} and cache._reader().client_id() == main_id
+    private_redis.stop()
+    private_redis.start()  # an empty server: the held connection is dead, the script unknown
+    assert cache.user_reads("alice").seen == {}
 
 
 def test_every_live_key_is_under_the_prefix(cache, redis_client):
