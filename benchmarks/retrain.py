@@ -18,10 +18,15 @@ went to next, which neither learnt: :func:`ml.warm.progressive_metrics`), their 
 
 Usage, from the repository root::
 
-    .venv/bin/python -m benchmarks.retrain [--sizes default,large,xl] [--import-only] [--max-post-age-days 30]
+    .venv/bin/python -m benchmarks.retrain [--sizes default,large,xl] [--import-only] [--quick-start EPOCHS]
+        [--max-post-age-days 30]
         [--database-url postgresql://postgres@127.0.0.1:5432/recsvc_bench] [--redis-url redis://127.0.0.1:6379/0]
 
-``--import-only`` stops after the import and the reader (the xl size's full fits take far longer). The
+``--import-only`` stops after the import and the reader (the xl size's full fits take far longer).
+``--quick-start EPOCHS`` measures the warm cycle alone: the first run fits only ``EPOCHS`` epochs, a start for
+the warm run made quickly (its time and figures are not a production full run's), and the full run on the same
+data, the figures on the future and the ``MAX_POST_AGE_DAYS`` comparison are skipped (at xl a full run takes
+most of an hour). The
 database is created if missing and its tables are replaced; the Redis keys live under their own prefix and
 are deleted afterwards. LightFM hyperparameters come from the environment as for the service, and so does
 ``TRAIN_TIME_LIMIT_SECONDS``, four hours unless set (a run is measured to its end).
@@ -210,12 +215,16 @@ def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
     }
     _sql(args.database_url, HOLD_BACK)
     _delete_keys(args.redis_url)  # the prefix is the benchmark's own: a killed run's lock and lists go
+    cycles = [
+        ("full", env, False),
+        ("warm", env, True),
+        ("full, same data", {**env, "FULL_RETRAIN_INTERVAL_SECONDS": "0"}, False),
+    ]
+    if args.quick_start:
+        quick = {**env, "LIGHTFM_EPOCHS": str(args.quick_start)}
+        cycles = [(f"full, LIGHTFM_EPOCHS={args.quick_start} (a quick start)", quick, False), cycles[1]]
     try:
-        for label, cycle_env, arrive in (
-            ("full", env, False),
-            ("warm", env, True),
-            ("full, same data", {**env, "FULL_RETRAIN_INTERVAL_SECONDS": "0"}, False),
-        ):
+        for label, cycle_env, arrive in cycles:
             if arrive:
                 _sql(args.database_url, ARRIVE)
             cycle = _in_child(_cycle, cycle_env)
@@ -223,6 +232,8 @@ def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
             result["cycles"].append(cycle)
             log.info("%s %s: %.1f s from task start to published version: %s", name, label, cycle["total_s"],
                      json.dumps(cycle))  # fmt: skip
+        if args.quick_start:
+            return result
         _sql(args.database_url, FUTURE)
         result["future"] = _in_child(
             _future_figures, args.database_url, env["MODEL_DIR"], [c["version"] for c in result["cycles"][1:]]
@@ -331,6 +342,8 @@ def print_table(rows: list[dict]) -> None:
                 f"{cycle['mb_per_100k_users']:.1f}",
             ]
             out.write("| " + " | ".join(cells) + " |\n")
+    if not any(row.get("future") for row in rows):  # --import-only or --quick-start: nothing more was measured
+        return
     out.write("\nOn the future (the newest 5% of interactions, learnt by neither run; progressive protocol):\n\n")
     out.write(
         "| size | run | users | pairs | p@10 | recall@10 | ndcg@10 | popularity p@10 |\n"
@@ -365,12 +378,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--import-only", action="store_true", help="only generate, import and read")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/recsvc_bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--quick-start", type=int, metavar="EPOCHS", help="the warm cycle alone, after a first fit of EPOCHS epochs"
+    )
     parser.add_argument("--max-post-age-days", type=float, default=30.0, help="the MAX_POST_AGE_DAYS compared")
     args = parser.parse_args(argv)
     sizes = [size.strip() for size in args.sizes.split(",") if size.strip()]
     unknown = [size for size in sizes if size not in SIZES]
     if unknown:
         parser.error(f"unknown size {', '.join(unknown)}; choose from {', '.join(SIZES)}")
+    if args.quick_start is not None and args.quick_start < 1:
+        parser.error("--quick-start takes a number of epochs, at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ml.db.connection.create_database(args.database_url)
     load = os.getloadavg()
