@@ -27,7 +27,7 @@ import time
 import numpy as np
 import redis
 
-from common.recs_cache import RecsCache, pack_list
+from common.recs_cache import RecsCache
 from common.redis_clients import request_client
 from testing.processes import RedisServer
 
@@ -50,14 +50,9 @@ def process_cpu(pid: int) -> float:
 def fill(cache: RecsCache, users: int) -> None:
     """Every user's list of ``VERSION`` and its seen and shown posts."""
     rng = np.random.default_rng(7)
-    blob = pack_list(rng.permutation(2016)[:100].astype(np.int32), np.sort(rng.random(100, dtype=np.float32))[::-1])
-    pipe = cache.client.pipeline(transaction=False)
-    for user in range(users):
-        user_id = f"user-{user}"
-        pipe.hset(cache.recs_key(VERSION, user_id), user_id, blob)
-        if user % 1000 == 999:
-            pipe.execute()
-    pipe.execute()
+    items = np.tile(rng.permutation(2016)[:100].astype(np.int32), (users, 1))
+    scores = np.tile(np.sort(rng.random(100, dtype=np.float32))[::-1], (users, 1))
+    cache.write_user_lists(VERSION, [f"user-{user}" for user in range(users)], items, scores, ttl=3600)
     events = [(f"user-{u}", f"post-{p}", "view" if p < 10 else "impression") for u in range(users) for p in range(15)]
     for start in range(0, len(events), 1000):
         cache.record_events(events[start : start + 1000], cap=1000, ttl=3600)
