@@ -916,9 +916,9 @@ class RecsCache:
     def _reader(self) -> redis.Redis:
         """This thread's own client for :meth:`user_reads`, holding one connection of the client's pool.
 
-        A pooled call checks a connection out and back in on every command, an eighth of the client's time for
-        this hot-path read (docs/PERFORMANCE.md, "The Redis read"); a thread keeps one connection instead, as
-        the pool would lend it one anyway. Remade in a forked child: a connection is
+        A pooled call checks a connection out and back in on every command, an eighth to a fifth of the
+        client's time for this hot-path read (docs/PERFORMANCE.md, "The Redis read"); a thread keeps one
+        connection instead, as the pool would lend it one anyway. Remade in a forked child: a connection is
         never shared across a fork. Errors, retries and reconnects are redis-py's, as for any call.
         """
         held = getattr(self._readers, "held", None)
