@@ -6,8 +6,10 @@ evaluate, fit, artifact, similar, precompute, publish: the functions ``tasks.tra
 one chunk), each cycle in a process of its own so that its peak RSS is its own:
 
 1. ``full``: the first model, on the data without its newest 10% of interactions;
-2. ``warm``: the first half of those arrives and the next run continues the first one's fit (``ml.warm``),
-   gated progressively, reading only the interactions since the first run's data (``ml.incremental``);
+2. ``warm``: the first half of those arrives (or, with ``--arrival-minutes``, what a scheduled run finds: the
+   interactions of that many minutes after the first run's data) and the next run continues the first one's
+   fit (``ml.warm``), gated progressively, reading only the interactions since the first run's data
+   (``ml.incremental``);
 3. ``full, same data``: a full retrain on the warm run's data, reading everything;
 
 then the second half arrives, and both the warm and the full model are measured on it alike (the posts users
@@ -19,7 +21,7 @@ went to next, which neither learnt: :func:`ml.warm.progressive_metrics`), their 
 Usage, from the repository root::
 
     .venv/bin/python -m benchmarks.retrain [--sizes default,large,xl] [--import-only] [--quick-start EPOCHS]
-        [--max-post-age-days 30]
+        [--arrival-minutes MINUTES] [--max-post-age-days 30]
         [--database-url postgresql://postgres@127.0.0.1:5432/recsvc_bench] [--redis-url redis://127.0.0.1:6379/0]
 
 ``--import-only`` stops after the import and the reader (the xl size's full fits take far longer).
@@ -28,8 +30,8 @@ the warm run made quickly (its time and figures are not a production full run's)
 data, the figures on the future and the ``MAX_POST_AGE_DAYS`` comparison are skipped (at xl a full run takes
 most of an hour). The
 database is created if missing and its tables are replaced; the Redis keys live under their own prefix and
-are deleted afterwards. LightFM hyperparameters come from the environment as for the service, and so does
-``TRAIN_TIME_LIMIT_SECONDS``, four hours unless set (a run is measured to its end).
+are deleted afterwards. LightFM hyperparameters and ``MAX_POST_AGE_DAYS`` come from the environment as for the
+service, and so does ``TRAIN_TIME_LIMIT_SECONDS``, four hours unless set (a run is measured to its end).
 """
 
 from __future__ import annotations
@@ -80,6 +82,12 @@ DELETE FROM interactions WHERE created_at > (SELECT min(created_at) FROM bench_l
 ARRIVE = """
 INSERT INTO interactions (user_id, post_id, type, created_at) SELECT * FROM bench_later
     WHERE created_at <= (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY created_at) FROM bench_later);
+DELETE FROM bench_later WHERE created_at <= (SELECT max(created_at) FROM interactions);
+"""
+# ``--arrival-minutes``: a scheduled run's arrival instead, the interactions of the minutes after the first run's data.
+ARRIVE_MINUTES = """
+INSERT INTO interactions (user_id, post_id, type, created_at) SELECT * FROM bench_later
+    WHERE created_at < (SELECT min(created_at) FROM bench_later) + make_interval(secs => %(seconds)s);
 DELETE FROM bench_later WHERE created_at <= (SELECT max(created_at) FROM interactions);
 """
 FUTURE = """
@@ -161,6 +169,7 @@ def _cycle(env: dict[str, str]) -> dict:
         "recs_mb": (recs_bytes + meta_bytes) / 1e6,
         "mb_per_100k_users": recs_bytes / candidate.num_users * 100_000 / 1e6,
         "peak_mb": _peak_rss_mb(),
+        "max_post_age_days": settings.max_post_age_days,
     }
 
 
@@ -182,6 +191,8 @@ def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
     users, posts, interactions = SIZES[name]
     data_dir = work_dir / f"data-{name}"
     result: dict = {"size": name, "cycles": []}
+    minutes = args.arrival_minutes
+    result["arrival"] = "half the held-back tenth" if minutes is None else f"the {minutes:g} minutes after its data"
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "ml.demo", "--out", str(data_dir), "--users", str(users), "--posts", str(posts),
@@ -225,7 +236,9 @@ def run_size(name: str, args: argparse.Namespace, work_dir: Path) -> dict:
         cycles = [(f"full, LIGHTFM_EPOCHS={args.quick_start} (a quick start)", quick, False), cycles[1]]
     try:
         for label, cycle_env, arrive in cycles:
-            if arrive:
+            if arrive and args.arrival_minutes is not None:
+                _sql(args.database_url, ARRIVE_MINUTES, {"seconds": args.arrival_minutes * 60})
+            elif arrive:
                 _sql(args.database_url, ARRIVE)
             cycle = _in_child(_cycle, cycle_env)
             cycle["label"] = label
@@ -342,6 +355,13 @@ def print_table(rows: list[dict]) -> None:
                 f"{cycle['mb_per_100k_users']:.1f}",
             ]
             out.write("| " + " | ".join(cells) + " |\n")
+    for row in rows:
+        if row["cycles"]:
+            days = row["cycles"][0]["max_post_age_days"]
+            out.write(
+                f"\n{row['size']}: the warm run's arrival {row['arrival']}; MAX_POST_AGE_DAYS of the runs "
+                f"{f'{days:g}' if days else 'off (every post ranked)'}\n"
+            )
     if not any(row.get("future") for row in rows):  # --import-only or --quick-start: nothing more was measured
         return
     out.write("\nOn the future (the newest 5% of interactions, learnt by neither run; progressive protocol):\n\n")
@@ -382,6 +402,12 @@ def main(argv: list[str] | None = None) -> None:
         "--quick-start", type=int, metavar="EPOCHS", help="the warm cycle alone, after a first fit of EPOCHS epochs"
     )
     parser.add_argument("--max-post-age-days", type=float, default=30.0, help="the MAX_POST_AGE_DAYS compared")
+    parser.add_argument(
+        "--arrival-minutes",
+        type=float,
+        metavar="MINUTES",
+        help="the warm run's arrival: the MINUTES after the first run's data (default: half the held-back tenth)",
+    )
     args = parser.parse_args(argv)
     sizes = [size.strip() for size in args.sizes.split(",") if size.strip()]
     unknown = [size for size in sizes if size not in SIZES]
@@ -389,6 +415,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown size {', '.join(unknown)}; choose from {', '.join(SIZES)}")
     if args.quick_start is not None and args.quick_start < 1:
         parser.error("--quick-start takes a number of epochs, at least 1")
+    if args.arrival_minutes is not None and args.arrival_minutes <= 0:
+        parser.error("--arrival-minutes takes a positive number of minutes")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ml.db.connection.create_database(args.database_url)
     load = os.getloadavg()
