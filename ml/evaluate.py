@@ -59,6 +59,7 @@ import numpy as np
 import psycopg2
 import scipy.sparse as sp
 
+from ml import sets
 from ml.csv_files import read_dataset_dir
 from ml.dataset import Dataset
 from ml.db.connection import connect
@@ -123,7 +124,7 @@ def temporal_split(dataset: Dataset) -> Split:
 
     seen_in_train = np.bincount(pair_item[~is_test], minlength=num_items) > 0
     kept_test = is_test & seen_in_train[pair_item]
-    train_mask = np.isin(keys, pair_keys[~is_test])
+    train_mask = sets.isin(keys, pair_keys[~is_test])
     train = dataclasses.replace(
         dataset,
         inter_user=dataset.inter_user[train_mask],
@@ -150,8 +151,8 @@ def ranking_metrics(
         The relevant (user, item) pairs.
     """
     ranked = ranked[:, :k]
-    relevant = np.unique(test_user.astype(np.int64) * num_items + test_item)
-    hits = np.isin(users.astype(np.int64)[:, None] * num_items + ranked, relevant) & (ranked >= 0)
+    relevant = sets.unique(test_user.astype(np.int64) * num_items + test_item)
+    hits = sets.isin(users.astype(np.int64)[:, None] * num_items + ranked, relevant) & (ranked >= 0)
     num_relevant = np.bincount(test_user, minlength=int(users.max()) + 1)[users]
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     ideal = np.cumsum(discounts)[np.minimum(num_relevant, k) - 1]
@@ -197,7 +198,7 @@ def evaluate(
             f"no user has a test post: a holdout needs users with at least {MIN_USER_POSTS} distinct posts"
         )
     model = trainer(split.train) if trainer else train(split.train, params)
-    users = np.unique(split.test_user)
+    users = sets.unique(split.test_user)
     model_ranked, _ = model.top_k(users, k)
     popular_ranked = _popular_rankings(model, users, k)
     args = (users, split.test_user, split.test_item, dataset.num_items, k)
@@ -206,7 +207,7 @@ def evaluate(
         "users": int(len(users)),
         "test_pairs": int(len(split.test_user)),
         "train_pairs": int(
-            len(np.unique(split.train.inter_user.astype(np.int64) * dataset.num_items + split.train.inter_item))
+            len(sets.unique(split.train.inter_user.astype(np.int64) * dataset.num_items + split.train.inter_item))
         ),
         "seconds": round(time.perf_counter() - started, 3),
         "model": ranking_metrics(model_ranked, *args),
@@ -265,14 +266,14 @@ def evaluate_cold_posts(dataset: Dataset, params: TrainingSettings, k: int = 10)
     cold_position = np.full(dataset.num_items, -1, dtype=np.int64)
     cold_position[cold] = np.arange(len(cold))
     on_cold = cold_position[dataset.inter_item] >= 0
-    pairs = np.unique(
+    pairs = sets.unique(
         dataset.inter_user[on_cold].astype(np.int64) * len(cold) + cold_position[dataset.inter_item][on_cold]
     )
     test_user, test_item = (pairs // len(cold)).astype(np.int32), (pairs % len(cold)).astype(np.int32)
     if len(pairs) == 0:
         raise DatasetError(f"nobody interacted with the newest {COLD_PERCENT}% of posts: no cold-post test pairs")
     model = train(train_set, params)
-    users = np.unique(test_user)
+    users = sets.unique(test_user)
 
     embeddings, biases, known = model.item_representations(
         [dataset.item_tags[i] for i in cold], [dataset.community_ids[c] for c in dataset.item_community[cold]]
@@ -281,7 +282,7 @@ def evaluate_cold_posts(dataset: Dataset, params: TrainingSettings, k: int = 10)
 
     communities = dataset.item_community[cold]
     train_community = train_set.item_community[train_set.inter_item]
-    pair_keys = np.unique(train_set.inter_user.astype(np.int64) * len(dataset.community_ids) + train_community)
+    pair_keys = sets.unique(train_set.inter_user.astype(np.int64) * len(dataset.community_ids) + train_community)
     community_users = np.bincount(pair_keys % len(dataset.community_ids), minlength=len(dataset.community_ids))
     # Ties (one community, or equally popular ones) go to the newer post, as a feed of new posts would.
     recency = np.argsort(np.argsort(dataset.item_time[cold], kind="stable")) / max(len(cold), 1)
@@ -373,7 +374,7 @@ def evaluate_similar(dataset: Dataset, params: TrainingSettings, k: int = 10) ->
         )
     model = train(split.train, params)
     num_items, train_set = dataset.num_items, split.train
-    keys = np.unique(train_set.inter_user.astype(np.int64) * num_items + train_set.inter_item)
+    keys = sets.unique(train_set.inter_user.astype(np.int64) * num_items + train_set.inter_item)
     popularity = np.bincount(keys % num_items, minlength=num_items).astype(np.float64)
 
     # Each test user's previous post (its last train post by first interaction) and next one (first test post).
@@ -418,7 +419,7 @@ def evaluate_similar(dataset: Dataset, params: TrainingSettings, k: int = 10) ->
     num_communities = len(dataset.community_ids)
     per_user = np.zeros((dataset.num_users, num_communities), dtype=np.int64)
     np.add.at(per_user, (split.test_user, test_community), 1)
-    users = np.unique(split.test_user)
+    users = sets.unique(split.test_user)
     chosen = per_user[users].argmax(axis=1)
     in_chosen = test_community == chosen[np.searchsorted(users, split.test_user)]
     model_ranked = np.full((len(users), k), -1, dtype=np.int64)

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from lightfm import LightFM
 
+from ml import sets
 from ml.cpus import usable_cpus
 from ml.dataset import INTERACTION_TYPES, Dataset
 from ml.errors import TrainingError
@@ -340,7 +341,7 @@ def popularity(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     Distinct users rather than raw interaction counts, so that one user viewing a post a hundred times
     does not make it popular. Returns ``(items int32, scores float32)``, best first.
     """
-    pairs = np.unique(dataset.inter_user.astype(np.int64) * dataset.num_items + dataset.inter_item)
+    pairs = sets.unique(dataset.inter_user.astype(np.int64) * dataset.num_items + dataset.inter_item)
     counts = np.bincount(pairs % dataset.num_items, minlength=dataset.num_items)
     order = np.lexsort((-dataset.item_time, -counts))
     return order.astype(np.int32), counts[order].astype(np.float32)
@@ -364,10 +365,10 @@ def check_trainable(dataset: Dataset) -> None:
         )
     if dataset.num_interactions == 0:
         raise TrainingError("no interactions to learn from")
-    active_users = np.unique(dataset.inter_user).size
+    active_users = sets.unique(dataset.inter_user).size
     if active_users < 2:
         raise TrainingError(f"interactions come from {active_users} user; a model needs at least 2")
-    if np.unique(dataset.inter_item).size < 2:
+    if sets.unique(dataset.inter_item).size < 2:
         raise TrainingError("interactions touch only 1 post; a model needs at least 2")
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from lightfm import LightFM
 
 import ml.artifact
+from ml import sets
 from ml.dataset import Dataset
 from ml.errors import TrainingError
 from ml.evaluate import _popular_rankings, ranking_metrics
@@ -198,14 +199,14 @@ def progressive_metrics(model, learned: Dataset, newer: Dataset, k: int = 10, se
     """
     started = time.perf_counter()
     num_items = learned.num_items
-    known = np.unique(learned.inter_user.astype(np.int64) * num_items + learned.inter_item)
-    keys = np.unique(newer.inter_user.astype(np.int64) * num_items + newer.inter_item)
+    known = sets.unique(learned.inter_user.astype(np.int64) * num_items + learned.inter_item)
+    keys = sets.unique(newer.inter_user.astype(np.int64) * num_items + newer.inter_item)
     seen_items = np.bincount(learned.inter_item, minlength=num_items) > 0
-    keys = keys[~np.isin(keys, known) & seen_items[keys % num_items]]
+    keys = keys[~sets.isin(keys, known) & seen_items[keys % num_items]]
     if len(keys) == 0:
         return None
     test_user, test_item = (keys // num_items).astype(np.int32), (keys % num_items).astype(np.int32)
-    users = np.unique(test_user)
+    users = sets.unique(test_user)
     if len(users) > EVALUATION_USERS:
         users = np.sort(np.random.default_rng(seed).choice(users, EVALUATION_USERS, replace=False))
         sampled = np.isin(test_user, users)
