@@ -1,10 +1,11 @@
 """Sets of integer keys (user × post pairs, users) at the scale of tens of millions, by sorting.
 
 numpy 2.3's ``np.unique`` of values alone (no index, inverse or counts) uses a hash table, and ``np.isin``
-calls it on its second argument. With many distinct values that is dozens of times slower than sorting: on
-the 2-core benchmark machine, 18M distinct int64 pair keys took 26 s against 0.3 s (1M distinct values among
-18M: 1.3 s against 0.4 s; 100,000: about even). At a million users the warm start's evaluation and the
-popularity ranking spent most of their time there, so the training code takes its sets from here.
+calls it on its second argument. With many distinct values that is far slower than sorting: on the 2-core
+benchmark machine, 18M distinct int64 pair keys took 25.8 s against 0.31 s, and 18M user ids with 1M distinct
+values 1.1 s against 0.2 s (``benchmarks/sets.py``, docs/PERFORMANCE.md). At a million users the warm start's
+evaluation and the popularity ranking spent most of their time there, so the training code takes its sets from
+here.
 """
 
 from __future__ import annotations
