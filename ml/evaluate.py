@@ -152,7 +152,7 @@ def ranking_metrics(
     """
     ranked = ranked[:, :k]
     relevant = sets.unique(test_user.astype(np.int64) * num_items + test_item)
-    hits = sets.isin(users.astype(np.int64)[:, None] * num_items + ranked, relevant) & (ranked >= 0)
+    hits = sets.in_sorted(users.astype(np.int64)[:, None] * num_items + ranked, relevant) & (ranked >= 0)
     num_relevant = np.bincount(test_user, minlength=int(users.max()) + 1)[users]
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     ideal = np.cumsum(discounts)[np.minimum(num_relevant, k) - 1]

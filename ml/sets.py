@@ -26,8 +26,12 @@ def unique(values: np.ndarray) -> np.ndarray:
 
 def isin(values: np.ndarray, of: np.ndarray) -> np.ndarray:
     """Which of ``values`` (an integer array of any shape) are in ``of``: ``np.isin(values, of)``."""
+    return in_sorted(values, unique(of))
+
+
+def in_sorted(values: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """:func:`isin` for ``members`` already sorted and distinct (as :func:`unique` gives them): no second sort."""
     values = np.asarray(values)
-    members = unique(of)
     if not len(members):
         return np.zeros(values.shape, dtype=bool)
     at = np.minimum(np.searchsorted(members, values), len(members) - 1)

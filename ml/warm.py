@@ -202,14 +202,14 @@ def progressive_metrics(model, learned: Dataset, newer: Dataset, k: int = 10, se
     known = sets.unique(learned.inter_user.astype(np.int64) * num_items + learned.inter_item)
     keys = sets.unique(newer.inter_user.astype(np.int64) * num_items + newer.inter_item)
     seen_items = np.bincount(learned.inter_item, minlength=num_items) > 0
-    keys = keys[~sets.isin(keys, known) & seen_items[keys % num_items]]
+    keys = keys[~sets.in_sorted(keys, known) & seen_items[keys % num_items]]
     if len(keys) == 0:
         return None
     test_user, test_item = (keys // num_items).astype(np.int32), (keys % num_items).astype(np.int32)
     users = sets.unique(test_user)
     if len(users) > EVALUATION_USERS:
         users = np.sort(np.random.default_rng(seed).choice(users, EVALUATION_USERS, replace=False))
-        sampled = np.isin(test_user, users)
+        sampled = sets.in_sorted(test_user, users)
         test_user, test_item = test_user[sampled], test_item[sampled]
     model_ranked, _ = model.top_k(users, k)
     popular_ranked = _popular_rankings(model, users, k)

@@ -36,3 +36,12 @@ def test_isin_is_numpys_for_any_shape_and_mixed_widths(of_size):
 
     assert found.shape == values.shape and found.dtype == bool
     np.testing.assert_array_equal(found, np.isin(values, of))
+
+
+def test_in_sorted_takes_the_members_as_unique_gives_them():
+    rng = np.random.default_rng(5)
+    of = rng.integers(0, 5_000, 20_000).astype(np.int64)
+    values = rng.integers(-10, 5_010, (300, 7)).astype(np.int64)
+
+    np.testing.assert_array_equal(sets.in_sorted(values, sets.unique(of)), np.isin(values, of))
+    assert not sets.in_sorted(values, sets.unique(of[:0])).any()
