@@ -76,8 +76,11 @@ lint: venv
 
 test: SERVICES_ARGS = --database-url $${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} \
 	--redis-url $${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
+# The suite runs on PYTEST_WORKERS pytest-xdist workers (0: in one process), each with its own databases
+# (testing/environment.py). Its slow tests mostly wait on real processes, so two workers halve it on 2 cores.
+PYTEST_WORKERS ?= 2
 test: services test-tools docs-assets nestjs-client docker-checks lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The soak test for a whole minute (make test runs it for 15 s); it prints its figures and writes them to
 # SOAK_REPORT. docs/RELIABILITY.md reports a run of this target.
