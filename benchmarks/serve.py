@@ -17,6 +17,9 @@ In one run, with the same gunicorn settings (``gunicorn.conf.py``, ``API_WORKERS
 7. the hit rate of the workers' list memo (``app.list_memo``) over the measured runs: with the default
    500 users it is about 100 % (no request reaches Redis); ``--users 100000`` measures the Redis path.
 
+Every run also reports its workers' CPU per request: gunicorn's and the app's together (the app's alone, in
+process, is what ``benchmarks/page_cost.py`` measures). The row of 5 includes the loads of the new models.
+
 Impressions (issue #13): the ``/recommendations`` server above records every page in the ``served`` stream
 (the default); after the runs above it alternates, ``--rounds`` times, with a server that records none
 (``SERVED_STREAM_MAXLEN=0``), and the throughput with impressions is reported as a share of that without.
@@ -53,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.redis_read import process_cpu
 from common.config import load_settings
 from common.recs_cache import RecsCache
 from common.redis_clients import worker_client
@@ -170,9 +174,23 @@ def make_live(cache: RecsCache, model: RecModel, fresh_posts: int, seen_per_user
         cache.record_events(events[start : start + 1000], cap=1000, ttl=3600)
 
 
+def with_worker_cpu(server: GunicornServer, run) -> dict:
+    """``run()``'s wrk result, with the CPU its server's workers spent per request (``worker_cpu_us``).
+
+    The workers' CPU is gunicorn's and the app's together; ``benchmarks/page_cost.py`` measures the app's
+    alone, so the difference is what gunicorn costs a request.
+    """
+    pids = server.worker_pids()
+    before = sum(process_cpu(pid) for pid in pids)
+    result = run()
+    result["worker_cpu_us"] = 1e6 * (sum(process_cpu(pid) for pid in pids) - before) / max(result["requests"], 1)
+    return result
+
+
 def median_run(runs: list[dict]) -> dict:
     """Each figure's median over rounds; failed requests are added up."""
-    summary = {key: statistics.median(run[key] for run in runs) for key in ("rps", "p50_ms", "p99_ms", "max_ms")}
+    figures = ("rps", "p50_ms", "p99_ms", "max_ms", "worker_cpu_us")
+    summary = {key: statistics.median(run[key] for run in runs) for key in figures}
     summary["errors"] = sum(run["errors"] for run in runs)
     return summary
 
@@ -271,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def wrk_on(server, mode, duration=args.duration):
             sizes = (args.users, pages, args.items, args.communities)
-            return lambda: run_wrk(server.url, script, duration, args.connections, mode, *sizes)
+            return lambda: with_worker_cpu(
+                server, lambda: run_wrk(server.url, script, duration, args.connections, mode, *sizes)
+            )
 
         bare = GunicornServer(
             env, workers, work / "bare.log", app="benchmarks.bare_app:app", config=BARE_GUNICORN_CONFIG
@@ -323,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         "communities; "
         f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n"
     )
-    print("| run | requests/s | p50 ms | p99 ms | max ms | failed requests |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| run | requests/s | p50 ms | p99 ms | max ms | worker CPU per request, us | failed requests |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in (
         ("bare Flask endpoint (constant JSON)", baseline),
         (f"GET /recommendations (random known users, pages of {PAGE_LIMIT})", recs),
@@ -334,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         ("GET /recommendations while 3 versions are published", during_reload),
     ):
         print(
-            f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['errors']} |"
+            f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | "
+            f"{r['worker_cpu_us']:.0f} | {r['errors']} |"
         )
     print(f"\n/recommendations throughput: {100 * recs['rps'] / baseline['rps']:.0f}% of the bare endpoint")
     live_ratio = live_recs["rps"] / baseline["rps"]

@@ -25,6 +25,7 @@ def test_serve_benchmark_reports_throughput_latency_reloads_memory_and_memo_hits
     for run in runs:
         row = next(line for line in out.splitlines() if run in line)
         assert row.rstrip().endswith("| 0 |"), row  # no failed request
+        assert int(row.split("|")[-3]) > 0, row  # the workers' CPU per request
     assert re.search(r"/recommendations throughput: \d+% of the bare endpoint", out)
     assert re.search(r"live feed throughput: \d+% of the bare endpoint, \d+% of /recommendations without", out)
     assert re.search(r"new version held by every worker after: \d+ ms, \d+ ms, \d+ ms", out)
