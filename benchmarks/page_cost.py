@@ -27,7 +27,6 @@ Prints a markdown table (the figures of docs/PERFORMANCE.md, "Where a page's tim
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import random
 import shutil
@@ -37,6 +36,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 # prometheus_client picks how it keeps values when it is first imported (by the imports below): per-process
 # metric files, as gunicorn.conf.py sets them up for the web workers.
@@ -86,8 +86,7 @@ def measure(app, warm_up: list[dict], measured: list[dict], redis_pid: int) -> d
     for environ in warm_up:
         call(app, environ)
     time.sleep(0.2)  # the served log's background writes of the warm-up are done
-    reads = app.extensions["recsvc"].cache.user_reads if "recsvc" in app.extensions else None
-    reads_before, server = reads.calls if reads else 0, process_cpu(redis_pid)
+    reads, server = page_reads(app), process_cpu(redis_pid)
     started = time.process_time()
     for environ in measured:
         call(app, environ)
@@ -96,7 +95,7 @@ def measure(app, warm_up: list[dict], measured: list[dict], redis_pid: int) -> d
     n = len(measured)
     return {
         "cpu_us": 1e6 * cpu / n,
-        "reads": ((reads.calls if reads else 0) - reads_before) / n,
+        "reads": (page_reads(app) - reads) / n,
         "server_us": 1e6 * (process_cpu(redis_pid) - server) / n,
     }
 
@@ -113,15 +112,20 @@ class CountedCalls:
         return self._method(*args, **kwargs)
 
 
+def page_reads(app) -> int:
+    """How many times a recsvc app (made by :func:`worker_app`) has read Redis for a page; 0 for another app."""
+    runtime = app.extensions.get("recsvc")
+    return runtime.cache.user_reads.calls if runtime is not None else 0
+
+
 def worker_app(settings):
-    """The recsvc app of ``settings``, started as a gunicorn worker starts it (``post_worker_init``)."""
-    from app import create_app, reloader
+    """The recsvc app of ``settings``, started by gunicorn's ``post_worker_init`` hook as a worker starts it."""
+    from app import create_app, gunicorn_hooks
 
     app = create_app({"SETTINGS": settings})
     cache = app.extensions["recsvc"].cache
     cache.user_reads = CountedCalls(cache.user_reads)
-    reloader.start(app)
-    gc.freeze()
+    gunicorn_hooks.start_worker(SimpleNamespace(wsgi=app))
     return app
 
 
@@ -185,11 +189,10 @@ def main(argv: list[str] | None = None) -> int:
                         warm_up = every_page
                 results[name].append(measure(app, warm_up, measured, redis_server.pid))
     finally:
-        from app import reloader
+        from app import gunicorn_hooks
 
         for app in apps:
-            reloader.stop(app)
-            app.extensions["recsvc"].close()
+            gunicorn_hooks.stop_worker(None, SimpleNamespace(wsgi=app))
         redis_server.close()
         shutil.rmtree(work, ignore_errors=True)
         if _OWN_METRICS_DIR:
