@@ -15,6 +15,7 @@ against its trailing week). deploy/prometheus/alerts.yml alerts on them; deploy/
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -202,13 +203,33 @@ def _experiment_gauges(experiment: Mapping[str, Any]):
     yield from (impressions, ctr, diff, p_value)
 
 
+class _WorkersCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's collector of the workers' files, skipping a file that is not sized yet.
+
+    A worker creates its file empty and sizes it just after; the library's reader fails on an empty file,
+    which fails the whole scrape, and for good if the worker was killed in between (client_python#1199,
+    open in 0.26). An empty file holds no value yet, so leaving it out loses nothing.
+    """
+
+    def collect(self):
+        files = [path for path in glob.glob(os.path.join(self._path, "*.db")) if not _empty(path)]
+        return self.merge(files, accumulate=True)
+
+
+def _empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except FileNotFoundError:  # a dead worker's live gauge, removed meanwhile: the merge knows those
+        return False
+
+
 def render(
     model_created_at: Callable[[], float | None], state: Callable[[], ScrapeState] | None = None
 ) -> tuple[bytes, str]:
     """The Prometheus text exposition of every worker's metrics, and its content type."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         shared = CollectorRegistry()
-        multiprocess.MultiProcessCollector(shared)
+        _WorkersCollector(shared)
     else:
         shared = REGISTRY
     local = CollectorRegistry()

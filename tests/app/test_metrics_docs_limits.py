@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import metrics
@@ -32,6 +33,21 @@ def test_cached_labelled_children_are_the_metrics_own():
     child = metrics.labelled(metrics.PAGES, "popular", "model")
     assert child is metrics.PAGES.labels("popular", "model")
     assert metrics.labelled(metrics.PAGES, "popular", "model") is child
+
+
+def test_a_workers_metrics_file_not_sized_yet_costs_no_scrape(tmp_path, monkeypatch):
+    """prometheus_client creates a worker's file empty and sizes it after (client_python#1199): a scrape in
+    between, or after a worker killed in between, must still answer with every other worker's metrics."""
+    sized = MmapedDict(str(tmp_path / "counter_101.db"))
+    sized.write_value(mmap_key("recsvc_pages", "recsvc_pages_total", ["strategy"], ["popular"], "pages"), 3.0, 0.0)
+    sized.close()
+    (tmp_path / "counter_102.db").touch()  # a worker's file created, not yet sized
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    body, _ = metrics.render(lambda: None)
+    samples = [s for family in text_string_to_metric_families(body.decode()) for s in family.samples]
+    assert [(s.name, s.labels, s.value) for s in samples if s.name == "recsvc_pages_total"] == [
+        ("recsvc_pages_total", {"strategy": "popular"}, 3.0)
+    ]
 
 
 def test_metrics_count_requests_pages_and_the_model(client, cache, model_dir):
