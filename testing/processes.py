@@ -184,7 +184,12 @@ class GunicornServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        if not poll(self._ready, ready_timeout, 0.2):
+        try:
+            ready = poll(self._ready, ready_timeout, 0.2)
+        except BaseException:  # a readiness check that failed outright leaves no gunicorn behind either
+            self.stop()
+            raise
+        if not ready:
             self.stop()
             raise RuntimeError(f"gunicorn did not start {self.workers} workers:\n{self.log()}")
         return self
