@@ -30,7 +30,8 @@ demo data's default size (``ml.demo``) and the default number of components. Usa
 root::
 
     .venv/bin/python -m benchmarks.serve [--duration 10] [--connections 32] [--worker-class gthread|sync]
-        [--users 500] [--items 2016] [--communities 32] [--fresh-posts 1000] [--seen-per-user 10] [--cluster]
+        [--threads N] [--users 500] [--items 2016] [--communities 32] [--fresh-posts 1000] [--seen-per-user 10]
+        [--cluster]
 
 ``--cluster`` serves from a local Redis Cluster of three masters (:mod:`testing.cluster`) instead of one
 redis-server: the same figures, for the two round trips a cluster costs a first page.
@@ -240,12 +241,33 @@ def reload_under_load(server: GunicornServer, cache: RecsCache, model_dir: Path,
     return result, visible_after
 
 
-def main(argv: list[str] | None = None) -> int:
+def server_envs(redis_url: str, work: Path, live_prefix: str, args: argparse.Namespace) -> tuple[dict, dict]:
+    """The environments of the plain servers (bare, recommendations, unrecorded) and of the live one.
+
+    They differ only in the live server's key prefix and model directory: the gunicorn overrides
+    (``--worker-class``, ``--threads``) apply to every server, so that their figures stay comparable.
+    """
+    env = {"REDIS_URL": redis_url, "MODEL_DIR": str(work / "models"), "LOG_LEVEL": "warning"}
+    if args.cluster:  # Celery is never on the cluster (the web does not use it, but its settings are checked)
+        env["CELERY_BROKER_URL"] = env["CELERY_RESULT_BACKEND"] = "redis://127.0.0.1:6379/0"
+    overrides = []
+    if args.worker_class:
+        overrides.append(f"--worker-class {args.worker_class}")
+    if args.threads:
+        overrides.append(f"--threads {args.threads}")
+    if overrides:
+        env["GUNICORN_CMD_ARGS"] = " ".join(overrides)
+    return env, {**env, "REDIS_PREFIX": live_prefix, "MODEL_DIR": str(work / "models-live")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating bare/app runs; medians (default 3)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--worker-class", choices=["gthread", "sync"], help="override gunicorn.conf.py's")
+    parser.add_argument("--threads", type=int, help="override gunicorn.conf.py's threads per worker (gthread)")
     parser.add_argument("--users", type=int, default=DEFAULT_USERS, help=f"model users (default {DEFAULT_USERS})")
     parser.add_argument("--items", type=int, default=DEFAULT_POSTS, help=f"model posts (default {DEFAULT_POSTS})")
     parser.add_argument("--components", type=int, default=TrainingSettings().components)
@@ -255,9 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cluster", action="store_true", help="serve from a local Redis Cluster of three masters (testing.cluster)"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.connections < 2 or args.rounds < 1 or args.duration < 1:
-        parser.error("--connections must be at least 2 (wrk runs 2 threads), --rounds and --duration at least 1")
+    if args.connections < 2 or args.rounds < 1 or args.duration < 1 or (args.threads is not None and args.threads < 1):
+        parser.error(
+            "--connections must be at least 2 (wrk runs 2 threads), --rounds, --duration and --threads at least 1"
+        )
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
 
@@ -279,12 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         live_cache = RecsCache(client, live_prefix)
         publish(live_cache, work / "models-live", model)
         make_live(live_cache, model, args.fresh_posts, args.seen_per_user)
-        env = {"REDIS_URL": private_redis.url, "MODEL_DIR": str(work / "models"), "LOG_LEVEL": "warning"}
-        if args.cluster:  # Celery is never on the cluster (the web does not use it, but its settings are checked)
-            env["CELERY_BROKER_URL"] = env["CELERY_RESULT_BACKEND"] = "redis://127.0.0.1:6379/0"
-        live_env = {**env, "REDIS_PREFIX": live_prefix, "MODEL_DIR": str(work / "models-live")}
-        if args.worker_class:
-            env["GUNICORN_CMD_ARGS"] = f"--worker-class {args.worker_class}"
+        env, live_env = server_envs(private_redis.url, work, live_prefix, args)
         workers = settings.api_workers
 
         def wrk_on(server, mode, duration=args.duration):
@@ -336,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     worker_class = args.worker_class or "gthread (gunicorn.conf.py)"
+    threads = f"{args.threads} threads" if args.threads else "threads of gunicorn.conf.py"
     print(
-        f"\n{workers} workers, worker class {worker_class}, {args.connections} connections, "
+        f"\n{workers} workers, worker class {worker_class}, {threads}, {args.connections} connections, "
         f"median of {args.rounds} alternating runs of {args.duration:g} s, {os.cpu_count()} cores; "
         f"model {args.users} users x {args.items} posts x {args.components} components, {args.communities} "
         "communities; "

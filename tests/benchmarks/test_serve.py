@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from benchmarks import serve
 from testing.processes import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make test-tools)")
@@ -33,3 +34,19 @@ def test_serve_benchmark_reports_throughput_latency_reloads_memory_and_memo_hits
     assert re.search(r"memory of one web worker: \d+ MB RSS", out)
     hit_rate = re.search(r"list memo hit rate during the /recommendations runs: ([\d.]+) %", out)
     assert hit_rate and float(hit_rate.group(1)) > 50  # 500 users: after the warm-up nearly every page is a hit
+
+
+@pytest.mark.parametrize(
+    "options", [["--worker-class", "sync"], ["--threads", "1"], ["--worker-class", "gthread", "--threads", "4"]]
+)
+def test_gunicorn_overrides_reach_every_server_the_benchmark_compares(tmp_path, options):
+    args = serve.build_parser().parse_args(options)
+    env, live_env = serve.server_envs("redis://127.0.0.1:1/0", tmp_path, "live:", args)
+    assert env["GUNICORN_CMD_ARGS"] == " ".join(f"{k} {v}" for k, v in zip(options[::2], options[1::2], strict=True))
+    assert live_env["GUNICORN_CMD_ARGS"] == env["GUNICORN_CMD_ARGS"]
+    assert (live_env["REDIS_PREFIX"], live_env["MODEL_DIR"]) == ("live:", str(tmp_path / "models-live"))
+
+
+def test_without_overrides_the_servers_run_gunicorn_conf_as_it_is(tmp_path):
+    env, live_env = serve.server_envs("redis://127.0.0.1:1/0", tmp_path, "live:", serve.build_parser().parse_args([]))
+    assert "GUNICORN_CMD_ARGS" not in env and "GUNICORN_CMD_ARGS" not in live_env
