@@ -8,8 +8,6 @@ serving and runs a reloader thread; under Flask's test client or dev server the 
 
 from __future__ import annotations
 
-import functools
-import re
 import time
 import tomllib
 from pathlib import Path
@@ -75,7 +73,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.json = OrjsonProvider(app)
     app.json.sort_keys = False  # keep the documented field order, and skip sorting on every response
 
-    from app import limiter, request_id
+    from app import feed_shortcut, limiter, request_id
     from app.api import Api
     from app.runtime import build_runtime
     from app.schemas import PageLimitsPlugin
@@ -98,13 +96,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Browsers ask for /favicon.ico on every page they show (the docs, a JSON answer): "no icon" rather than
     # a 404 that the browser's console reports as an error.
     app.add_url_rule("/favicon.ico", "favicon", lambda: ("", 204))
+    feed_shortcut.install(app)  # plain feed pages answered before Flask's request machinery
     return app
-
-
-@functools.cache
-def _endpoint_label(rule: str) -> str:
-    """The URL rule without its converters (``/recommendations/<user_id>``): labels that routing details keep."""
-    return re.sub(r"<(?:[^:<>]+:)?([^:<>]+)>", r"<\1>", rule)
 
 
 def _record_request_metrics(app: Flask) -> None:
@@ -118,8 +111,7 @@ def _record_request_metrics(app: Flask) -> None:
     @app.after_request
     def _observe(response: Response) -> Response:
         started = g.get("request_started")
-        endpoint = _endpoint_label(request.url_rule.rule) if request.url_rule is not None else "<unmatched>"
-        metrics.labelled(metrics.REQUESTS, endpoint, request.method, str(response.status_code)).inc()
-        if started is not None:
-            metrics.labelled(metrics.LATENCY, endpoint).observe(time.perf_counter() - started)
+        rule = request.url_rule.rule if request.url_rule is not None else None
+        elapsed = time.perf_counter() - started if started is not None else None
+        metrics.observe_request(rule, request.method, response.status_code, elapsed)
         return response

@@ -31,10 +31,15 @@ class OrjsonProvider(DefaultJSONProvider):
     def response(self, *args: Any, **kwargs: Any) -> Response:
         """A JSON response of the arguments, as :meth:`DefaultJSONProvider.response` (a trailing newline,
         indented when ``compact`` is False or, by default, in debug mode)."""
+        return self._app.response_class(
+            self.response_body(self._prepare_response_obj(args, kwargs)), mimetype=self.mimetype
+        )
+
+    def response_body(self, obj: Any) -> bytes:
+        """The body :meth:`response` sends for ``obj`` (and the feed's shortcut, ``app.feed_shortcut``, sends)."""
         options = _BASE_OPTIONS | orjson.OPT_APPEND_NEWLINE
         if self.sort_keys:
             options |= orjson.OPT_SORT_KEYS
         if (self.compact is None and self._app.debug) or self.compact is False:
             options |= orjson.OPT_INDENT_2
-        body = orjson.dumps(self._prepare_response_obj(args, kwargs), default=self.default, option=options)
-        return self._app.response_class(body, mimetype=self.mimetype)
+        return orjson.dumps(obj, default=self.default, option=options)

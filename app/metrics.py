@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -87,6 +88,20 @@ def labelled(metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
     cache is bounded because the HTTP method comes from the client.
     """
     return metric.labels(*labels)
+
+
+@functools.cache
+def endpoint_label(rule: str) -> str:
+    """The URL rule without its converters (``/recommendations/<user_id>``): labels that routing details keep."""
+    return re.sub(r"<(?:[^:<>]+:)?([^:<>]+)>", r"<\1>", rule)
+
+
+def observe_request(rule: str | None, method: str, status: int, seconds: float | None) -> None:
+    """Count a request answered by the URL rule ``rule`` (None: no route matched), and time it if ``seconds``."""
+    endpoint = endpoint_label(rule) if rule is not None else "<unmatched>"
+    labelled(REQUESTS, endpoint, method, str(status)).inc()
+    if seconds is not None:
+        labelled(LATENCY, endpoint).observe(seconds)
 
 
 def record_model_swap(previous_version: str | None, version: str, created_at: float | None) -> None:

@@ -4,7 +4,9 @@ A made-up id is 32 random hex digits (128 bits, the shape of ``uuid4().hex``), m
 directly: building a ``UUID`` object on every request would only cost time.
 
 It is echoed in the response, attached to every log record written while the request is handled (see
-:class:`RequestIdFilter`), and gunicorn's access log prints it from the response header.
+:class:`RequestIdFilter`), and gunicorn's access log prints it from the response header. Requests that Flask
+handles keep it in ``g``; the feed's shortcut (:mod:`app.feed_shortcut`), which answers without Flask's
+request context, binds it to :data:`CURRENT` while it works.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from contextvars import ContextVar
 
 from flask import Flask, Response, g, has_request_context, request
 
@@ -20,8 +23,17 @@ HEADER = "X-Request-ID"
 _ACCEPTED = re.compile(r"^[A-Za-z0-9._:@+=/-]{1,128}$")
 
 
+#: The id of the request a thread is answering outside Flask's request context (None: see ``g``).
+CURRENT: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
 def _new_id() -> str:
     return os.urandom(16).hex()
+
+
+def resolve(supplied: str) -> str:
+    """The request's id: ``supplied`` (the caller's header) when well-formed, else a new one."""
+    return supplied if _ACCEPTED.match(supplied) else _new_id()
 
 
 def init_app(app: Flask) -> None:
@@ -29,8 +41,7 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def _assign_request_id() -> None:
-        supplied = request.headers.get(HEADER, "")
-        g.request_id = supplied if _ACCEPTED.match(supplied) else _new_id()
+        g.request_id = resolve(request.headers.get(HEADER, ""))
 
     @app.after_request
     def _echo_request_id(response: Response) -> Response:
@@ -43,5 +54,9 @@ class RequestIdFilter(logging.Filter):
     """Adds ``request_id`` to log records (``-`` outside a request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        bound = CURRENT.get()
+        if bound is not None:
+            record.request_id = bound
+        else:
+            record.request_id = g.get("request_id", "-") if has_request_context() else "-"
         return True

@@ -15,6 +15,7 @@ from flask import current_app
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
 from app.feed.pin import TOKEN_PATTERN
+from common.config import Settings
 from common.recs_cache import EVENT_TYPES
 from ml import artifact
 from ml.ids import MAX_ID_LENGTH, USER_ID_PATTERN, is_requestable_user_id
@@ -193,7 +194,7 @@ class QueryArgumentsSchema(Schema):
     def check_together(self, data: Mapping[str, Any]) -> None:
         """Rules over several arguments (raise ValidationError); none by default."""
 
-    def plain_load(self, args: Mapping[str, str]) -> dict[str, Any] | None:
+    def plain_load(self, args: Mapping[str, str], settings: Settings | None = None) -> dict[str, Any] | None:
         """What :meth:`load` returns for the query ``args`` when every argument is plainly valid, else None.
 
         The hot path's shortcut (``app.api.ArgumentsParser`` asks it first; webargs and marshmallow cost
@@ -202,11 +203,11 @@ class QueryArgumentsSchema(Schema):
         Anything else (signs, spaces, other digits, out of range, malformed) returns None, and the full load
         decides and words the error. An argument the schema does not take also returns None (the load
         refuses it); the first of a repeated argument counts, as webargs does for the query string. A test
-        checks that both agree.
+        checks that both agree. ``settings`` (the page limits) default to the current app's.
         """
         if self.absent is None or not self.argument_names.issuperset(args.keys()):
             return None
-        settings = current_app.config["SETTINGS"]
+        settings = settings or current_app.config["SETTINGS"]
         loaded = {**self.absent, "limit": settings.default_page_limit}
         try:
             for name, text in args.items():

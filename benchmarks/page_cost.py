@@ -7,7 +7,9 @@ request after another, and reads the process's CPU time per request (every threa
 model reloader's, the served log's). Side by side, alternating ``--rounds`` times, medians reported:
 
 1. the bare Flask endpoint (``benchmarks/bare_app.py``) for scale;
-2. ``GET /recommendations/<user>`` for random users of ``--users`` and random pages, as ``serve.py`` asks;
+2. ``GET /recommendations/<user>`` for random users of ``--users`` and random pages, as ``serve.py`` asks,
+   answered by the feed's shortcut (``app.feed_shortcut``), and the same through Flask's request machinery
+   (``API_FEED_SHORTCUT=0``);
 3. the same on the live feed (``--fresh-posts`` fresh posts, ``--seen-per-user`` views and half as many
    impressions per user, exclusions on), as ``serve.py``'s live server;
 4. ``/recommendations`` for ``--returning`` users only, so that every list and every user's exclusions
@@ -164,13 +166,15 @@ def main(argv: list[str] | None = None) -> int:
 
         recs = worker_app(settings)
         live = worker_app(live_settings)
-        apps = [recs, live]
+        through_flask = worker_app(replace(settings, api_feed_shortcut=False))
+        apps = [recs, live, through_flask]
         pages = settings.top_k // PAGE_LIMIT
         everyone = list(range(args.users))
         returning = random.Random(5).sample(everyone, args.returning)
         runs = {
             "bare Flask endpoint (constant JSON)": (bare, None),
             f"GET /recommendations (random users of {args.users}, pages of {PAGE_LIMIT})": (recs, everyone),
+            "the same through Flask (API_FEED_SHORTCUT=0)": (through_flask, everyone),
             f"GET /recommendations, live: {args.fresh_posts} fresh posts, exclusions on": (live, everyone),
             f"GET /recommendations, {args.returning} returning users (lists and exclusions held)": (recs, returning),
         }

@@ -10,7 +10,9 @@ In one run, with the same gunicorn settings (``gunicorn.conf.py``, ``API_WORKERS
    alternate, ``--rounds`` times, and the medians are reported;
 4. browsing (issue #12), on the server of 2: ``GET /posts/<post>/similar`` for random posts of the model and
    ``GET /recommendations/<user>?community=<c>`` for random users and one of ``--communities`` (32)
-   communities, random pages of each; they alternate with 1-3, and the medians are reported;
+   communities, random pages of each; and the requests of 2 to a server with ``API_FEED_SHORTCUT=0``, whose
+   pages all go through Flask's request machinery (``app.feed_shortcut``); they alternate with 1-3, and the
+   medians are reported;
 5. the load of 2 while three new model versions are published: failed requests, latency, and how long
    each version took to be held by every worker (read from the per-worker ``recsvc_model_info`` gauge);
 6. the memory of one web worker (RSS and PSS);
@@ -325,14 +327,24 @@ def main(argv: list[str] | None = None) -> int:
         servers.append(app)
         live = GunicornServer(live_env, workers, work / "live.log").start()
         servers.append(live)
+        through_flask = GunicornServer({**env, "API_FEED_SHORTCUT": "0"}, workers, work / "flask.log").start()
+        servers.append(through_flask)
         wrk_on(bare, "bare", WARM_UP_SECONDS)()  # every worker imported, connections made
         wrk_on(app, "recs", WARM_UP_SECONDS)()  # and each version's item metadata fetched once
         wrk_on(live, "recs", WARM_UP_SECONDS)()  # and the live pool read and represented once
+        wrk_on(through_flask, "recs", WARM_UP_SECONDS)()
         wrk_on(app, "similar", WARM_UP_SECONDS)()  # and the version's normalised embeddings made
         wrk_on(app, "community", WARM_UP_SECONDS)()  # and its community index
         memo_before = memo_lookups(app)
-        # Alternate the three so that all see the same background load (this machine may be shared).
-        modes = ((bare, "bare"), (app, "recs"), (live, "recs"), (app, "similar"), (app, "community"))
+        # Alternate the runs so that all see the same background load (this machine may be shared).
+        modes = (
+            (bare, "bare"),
+            (app, "recs"),
+            (live, "recs"),
+            (app, "similar"),
+            (app, "community"),
+            (through_flask, "recs"),
+        )
         rounds = [[wrk_on(server, mode)() for server, mode in modes] for _ in range(args.rounds)]
         memo = {k: v - memo_before.get(k, 0.0) for k, v in memo_lookups(app).items()}
         baseline = median_run([run[0] for run in rounds])
@@ -340,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         live_recs = median_run([run[2] for run in rounds])
         similar = median_run([run[3] for run in rounds])
         filtered = median_run([run[4] for run in rounds])
+        flask_recs = median_run([run[5] for run in rounds])
+        through_flask.stop()
         # Impressions: the recording server (the default) against one that records no page.
         unrecorded = GunicornServer({**env, "SERVED_STREAM_MAXLEN": "0"}, workers, work / "unrecorded.log").start()
         servers.append(unrecorded)
@@ -376,13 +390,17 @@ def main(argv: list[str] | None = None) -> int:
         (f"GET /recommendations, live: {args.fresh_posts} fresh posts, exclusions on", live_recs),
         ("GET /posts/<post>/similar (random posts and pages)", similar),
         ("GET /recommendations?community=<one of them> (random users, communities, pages)", filtered),
+        ("GET /recommendations through Flask (API_FEED_SHORTCUT=0)", flask_recs),
         ("GET /recommendations while 3 versions are published", during_reload),
     ):
         print(
             f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | "
             f"{r['worker_cpu_us']:.0f} | {r['errors']} |"
         )
-    print(f"\n/recommendations throughput: {100 * recs['rps'] / baseline['rps']:.0f}% of the bare endpoint")
+    print(
+        f"\n/recommendations throughput: {100 * recs['rps'] / baseline['rps']:.0f}% of the bare endpoint "
+        f"({100 * flask_recs['rps'] / baseline['rps']:.0f}% through Flask, API_FEED_SHORTCUT=0)"
+    )
     live_ratio = live_recs["rps"] / baseline["rps"]
     print(
         f"live feed throughput: {100 * live_ratio:.0f}% of the bare endpoint, "

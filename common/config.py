@@ -78,6 +78,7 @@ class Settings:
     api_workers: int = field(default_factory=usable_cpus)  # with two threads each (gunicorn.conf.py)
     api_list_memo_users: int = 10_000
     api_reuse_port: bool = True
+    api_feed_shortcut: bool = True  # plain feed pages answered before Flask (app.feed_shortcut)
     api_models_kept: int = 2  # older model versions a worker keeps loaded for pinned scrolls
     max_feed_posts: int = 1000
     live_max_posts: int = 2000
@@ -272,6 +273,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         api_workers=read_var(env, "API_WORKERS", int_in(1, 512), d.api_workers),
         api_list_memo_users=read_var(env, "API_LIST_MEMO_USERS", int_in(0, 10_000_000), d.api_list_memo_users),
         api_reuse_port=read_var(env, "API_REUSE_PORT", _bool, d.api_reuse_port),
+        api_feed_shortcut=read_var(env, "API_FEED_SHORTCUT", _bool, d.api_feed_shortcut),
         api_models_kept=read_var(env, "API_MODELS_KEPT", int_in(0, 16), d.api_models_kept),
         max_feed_posts=read_var(env, "MAX_FEED_POSTS", int_in(1, 100_000), d.max_feed_posts),
         live_max_posts=read_var(env, "LIVE_MAX_POSTS", int_in(0, 100_000), d.live_max_posts),

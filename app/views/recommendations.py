@@ -59,15 +59,16 @@ class Recommendations(MethodView):
             details = _path_error(exc)
             abort(400, invalid_arguments_message(details["fields"]), code="invalid_arguments", details=details)
         try:
-            page = get_runtime().feed.page(_feed_request(user_id, query))
+            page = get_runtime().feed.page(feed_request(user_id, query))
         except NoModel:
             abort(503, "no model is available yet: train one first", code="model_unavailable")
         # The page is built in exactly the documented shape (a test loads every answer with the schema), so
-        # it is sent as is: dumping it through marshmallow again would double the cost of this hot path.
+        # it is sent as is: dumping it through marshmallow again would double the cost of this hot path. Most
+        # pages do not even reach this view: app.feed_shortcut answers the plain ones before Flask does.
         return jsonify(page)
 
 
-def _feed_request(user_id: str, query: dict) -> FeedRequest:
+def feed_request(user_id: str, query: dict) -> FeedRequest:
     """The feed's request: ``token`` pins the whole scroll, ``version`` (earlier clients) only the model."""
     token, version = query["token"], query["version"]
     pin = Pin.parse(token) if token is not None else Pin(version=version)

@@ -22,12 +22,18 @@ def test_serve_benchmark_reports_throughput_latency_reloads_memory_and_memo_hits
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    runs = ("bare Flask endpoint", "GET /recommendations (random known users", "live: 1000 fresh posts", "published")
+    runs = (
+        "bare Flask endpoint",
+        "GET /recommendations (random known users",
+        "live: 1000 fresh posts",
+        "through Flask (API_FEED_SHORTCUT=0)",
+        "published",
+    )
     for run in runs:
         row = next(line for line in out.splitlines() if run in line)
         assert row.rstrip().endswith("| 0 |"), row  # no failed request
         assert int(row.split("|")[-3]) > 0, row  # the workers' CPU per request
-    assert re.search(r"/recommendations throughput: \d+% of the bare endpoint", out)
+    assert re.search(r"/recommendations throughput: \d+% of the bare endpoint \(\d+% through Flask", out)
     assert re.search(r"live feed throughput: \d+% of the bare endpoint, \d+% of /recommendations without", out)
     assert re.search(r"new version held by every worker after: \d+ ms, \d+ ms, \d+ ms", out)
     assert re.search(r"impressions recorded: /recommendations at \d+% of the throughput without them", out)

@@ -34,9 +34,11 @@ def test_values_are_parsed():
             "LOG_LEVEL": "debug",
             "SQL_POSTS": "SELECT 1",
             "API_REUSE_PORT": " Off ",
+            "API_FEED_SHORTCUT": "0",
         }
     )
     assert s.api_reuse_port is False
+    assert s.api_feed_shortcut is False
     assert s.redis_url == s.celery_broker_url == "redis://cache:6380/2"  # broker follows REDIS_URL
     assert s.top_k == 200
     assert s.cors_origins == ("https://a.example", "https://b.example")
@@ -65,6 +67,7 @@ def test_database_url_from_parts():
         ("API_WORKERS", "0"),
         ("API_LIST_MEMO_USERS", "-1"),
         ("API_REUSE_PORT", "sometimes"),
+        ("API_FEED_SHORTCUT", "fast"),
         ("RATE_LIMIT", "lots"),
         ("CORS_ORIGINS", " , "),
         ("LIGHTFM_LOSS", "mse"),
