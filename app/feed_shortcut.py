@@ -1,28 +1,30 @@
-"""The feed's shortcut: plain ``GET /recommendations/<user_id>`` pages answered in front of Flask.
+"""The feed's shortcut: plain feed and similar-post pages answered in front of Flask.
 
-A feed page is the service's hot path, and Flask's request machinery (request context, routing, the view's
+Feed pages are the service's hot path, and Flask's request machinery (request context, routing, the view's
 decorators, the before and after hooks, the response object) costs a worker as much again as the bare
 endpoint does under load: ``benchmarks/serve.py`` measured the feed at about a third more requests per
 second without it (docs/PERFORMANCE.md, "The feed's shortcut"). This WSGI middleware wraps the Flask app's
 ``wsgi_app`` and answers the requests whose answer it can give exactly as the view would:
 
-- ``GET /recommendations/<user_id>`` with a valid user id and query arguments that the schema's
-  ``plain_load`` reads (``limit``, ``offset``, ``token``, ``exclude``, ...: each valid as written);
+- ``GET /recommendations/<user_id>`` with a valid user id, and ``GET /posts/<post_id>/similar``, with query
+  arguments that the view's schema reads through ``plain_load`` (each valid as written);
 - without an ``Origin`` header (CORS headers are Flask's to add);
 - and only while rate limiting is off (flask-limiter counts requests in Flask's hooks): with ``RATE_LIMIT``
   set, as with ``API_FEED_SHORTCUT=0``, :func:`install` leaves the app as it is.
 
 It gives those pages what Flask's hooks give every request: the request id (:mod:`app.request_id`, also on
 the log records written meanwhile), the request metrics (:func:`app.metrics.observe_request`) and the JSON
-of the app's provider. Everything else goes to Flask untouched: other paths and methods, arguments that are
-not plainly valid (the view words their 400), and a page that raised (no model yet, a bug), which Flask then
-asks for again and answers as usual (a 503, a logged 500). A test holds the two answers equal.
+of the app's provider; the answer itself is the view's own function's. Everything else goes to Flask
+untouched: other paths and methods, arguments that are not plainly valid (the view words their 400), and a
+page that raised (no model yet, an unknown post, a bug), which Flask then asks for again and answers as usual
+(a 503, a 404, a logged 500). A test holds the two answers equal.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -31,14 +33,55 @@ from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
 from app import metrics, request_id
-from app.feed import FeedRequest
-from app.schemas import RecommendationsQuerySchema, check_user_id
-from app.views.recommendations import feed_request
-
-PREFIX = "/recommendations/"
-RULE = "/recommendations/<rest:user_id>"  # the view's URL rule: the requests' metrics label
+from app.feed import FeedService
+from app.schemas import (
+    QueryArgumentsSchema,
+    RecommendationsQuerySchema,
+    SimilarQuerySchema,
+    check_user_id,
+)
+from app.views.recommendations import feed_page
+from app.views.similar import similar_page
+from ml.ids import MAX_ID_LENGTH
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _check_post_path(post_id: str) -> None:
+    """A post id the similar view answers as is (its ``string`` converter: no ``/``; longer ones are its 404)."""
+    if not 1 <= len(post_id) <= MAX_ID_LENGTH or "/" in post_id:
+        raise ValidationError("not a plain post id")
+
+
+@dataclass(frozen=True)
+class Route:
+    """A view the shortcut answers for: its path ``prefix<id>suffix``, its query schema and its answer."""
+
+    rule: str  # the view's URL rule: the requests' metrics label
+    prefix: str
+    suffix: str
+    check: Callable[[str], None]  # raises ValidationError for a path id the view would not answer as is
+    query: QueryArgumentsSchema
+    answer: Callable[[FeedService, str, dict], dict]  # the view's own function: (feed, path id, query) -> body
+
+    def path_id(self, path: str) -> str | None:
+        """The id in ``path`` if it is this route's path, else None."""
+        if not path.startswith(self.prefix) or not path.endswith(self.suffix):
+            return None
+        return path[len(self.prefix) : len(path) - len(self.suffix)]
+
+
+ROUTES = (
+    Route(
+        "/recommendations/<rest:user_id>",
+        "/recommendations/",
+        "",
+        check_user_id,
+        RecommendationsQuerySchema(),
+        feed_page,
+    ),
+    Route("/posts/<post_id>/similar", "/posts/", "/similar", _check_post_path, SimilarQuerySchema(), similar_page),
+)
 
 
 def install(app: Flask) -> None:
@@ -49,52 +92,55 @@ def install(app: Flask) -> None:
 
 
 class FeedShortcut:
-    """A WSGI app answering plain feed pages itself and passing every other request to ``flask_wsgi``."""
+    """A WSGI app answering plain pages of :data:`ROUTES` itself and passing every other request to ``flask_wsgi``."""
 
     def __init__(self, app: Flask, flask_wsgi: WsgiApp):
         self.flask_wsgi = flask_wsgi
         self._feed = app.extensions["recsvc"].feed
         self._settings = app.config["SETTINGS"]
-        self._query = RecommendationsQuerySchema()
         self._body = app.json.response_body  # type: ignore[attr-defined]  (app.json_provider.OrjsonProvider)
         self._content_type = app.json.mimetype  # type: ignore[attr-defined]
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.perf_counter()
-        request = self.plain_request(environ)
-        if request is None:
+        found = self.plain_request(environ)
+        if found is None:
             return self.flask_wsgi(environ, start_response)
+        route, path_id, query = found
         rid = request_id.resolve(environ.get("HTTP_X_REQUEST_ID", ""))
         bound = request_id.CURRENT.set(rid)
         try:
-            body = self._body(self._feed.page(request))
-        except Exception:  # no model yet, or a bug: Flask asks again and answers it, as for any request
+            body = self._body(route.answer(self._feed, path_id, query))
+        except Exception:  # no model yet, an unknown post, a bug: Flask asks again and answers it
             body = None
         finally:
             request_id.CURRENT.reset(bound)
         if body is None:
             return self.flask_wsgi(environ, start_response)
-        metrics.observe_request(RULE, "GET", 200, time.perf_counter() - started)
+        metrics.observe_request(route.rule, "GET", 200, time.perf_counter() - started)
         headers = [("Content-Type", self._content_type), ("Content-Length", str(len(body))), (request_id.HEADER, rid)]
         start_response("200 OK", headers)
         return [body]
 
-    def plain_request(self, environ: dict[str, Any]) -> FeedRequest | None:
-        """The feed request of ``environ`` if the shortcut answers it, else None (Flask does)."""
+    def plain_request(self, environ: dict[str, Any]) -> tuple[Route, str, dict] | None:
+        """The route, path id and loaded query of ``environ`` if the shortcut answers it, else None (Flask does)."""
         if environ.get("REQUEST_METHOD") != "GET" or "HTTP_ORIGIN" in environ:
             return None
-        path = environ.get("PATH_INFO", "")
-        if not path.startswith(PREFIX):
+        # WSGI passes the path and query as latin-1 strings of their bytes; Werkzeug reads them as UTF-8 (the
+        # path with U+FFFD for bytes that are not).
+        path = environ.get("PATH_INFO", "").encode("latin-1").decode(errors="replace")
+        for route in ROUTES:
+            path_id = route.path_id(path)
+            if path_id is not None:
+                break
+        else:
             return None
         try:
-            # WSGI passes the path and query as latin-1 strings of their bytes; Werkzeug reads them as UTF-8,
-            # the path with U+FFFD for bytes that are not.
-            user_id = path[len(PREFIX) :].encode("latin-1").decode(errors="replace")
-            check_user_id(user_id)
+            route.check(path_id)
             query = environ.get("QUERY_STRING", "").encode("latin-1").decode()
         except (UnicodeError, ValidationError):
             return None
         # As Werkzeug's ``request.args``: blank values kept, undecodable escapes left as they are.
         args = MultiDict(parse_qsl(query, keep_blank_values=True, errors="werkzeug.url_quote"))
-        loaded = self._query.plain_load(args, self._settings)
-        return feed_request(user_id, loaded) if loaded is not None else None
+        loaded = route.query.plain_load(args, self._settings)
+        return (route, path_id, loaded) if loaded is not None else None

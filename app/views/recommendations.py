@@ -8,7 +8,7 @@ from marshmallow import ValidationError
 from werkzeug.routing import PathConverter
 
 from app.api import Blueprint, abort, invalid_arguments_message
-from app.feed import FeedRequest, NoModel, Pin
+from app.feed import FeedRequest, FeedService, NoModel, Pin
 from app.runtime import get_runtime
 from app.schemas import RecommendationsQuerySchema, RecommendationsSchema, check_user_id
 from ml.ids import MAX_ID_LENGTH, USER_ID_PATTERN
@@ -59,7 +59,7 @@ class Recommendations(MethodView):
             details = _path_error(exc)
             abort(400, invalid_arguments_message(details["fields"]), code="invalid_arguments", details=details)
         try:
-            page = get_runtime().feed.page(feed_request(user_id, query))
+            page = feed_page(get_runtime().feed, user_id, query)
         except NoModel:
             abort(503, "no model is available yet: train one first", code="model_unavailable")
         # The page is built in exactly the documented shape (a test loads every answer with the schema), so
@@ -68,12 +68,15 @@ class Recommendations(MethodView):
         return jsonify(page)
 
 
-def feed_request(user_id: str, query: dict) -> FeedRequest:
-    """The feed's request: ``token`` pins the whole scroll, ``version`` (earlier clients) only the model."""
+def feed_page(feed: FeedService, user_id: str, query: dict) -> dict:
+    """The answer of a feed page (also sent by ``app.feed_shortcut``). Raises NoModel.
+
+    ``token`` pins the whole scroll, ``version`` (earlier clients) only the model.
+    """
     token, version = query["token"], query["version"]
     pin = Pin.parse(token) if token is not None else Pin(version=version)
-    return FeedRequest(
-        user_id, query["limit"], query["offset"], pin, query["exclude"], query["community"], query["tag"]
+    return feed.page(
+        FeedRequest(user_id, query["limit"], query["offset"], pin, query["exclude"], query["community"], query["tag"])
     )
 
 

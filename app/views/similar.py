@@ -6,7 +6,7 @@ from flask import jsonify
 from flask.views import MethodView
 
 from app.api import Blueprint, abort
-from app.feed import FeedRequest, NoModel, Pin
+from app.feed import FeedRequest, FeedService, NoModel, Pin
 from app.feed.pin import UNPINNED
 from app.feed.similar import ANONYMOUS, UnknownPost
 from app.runtime import get_runtime
@@ -44,13 +44,18 @@ class SimilarPosts(MethodView):
         """
         if len(post_id) > MAX_ID_LENGTH:
             abort(404, f"no post {post_id[:MAX_ID_LENGTH]!r}...", code="post_not_found")
-        user_id = query["user_id"]
-        pin = Pin.parse(query["token"]) if query["token"] is not None else UNPINNED
-        request = FeedRequest(user_id or ANONYMOUS, query["limit"], query["offset"], pin, similar_to=post_id)
         try:
-            page = get_runtime().feed.similar(request)
+            page = similar_page(get_runtime().feed, post_id, query)
         except NoModel:
             abort(503, "no model is available yet: train one first", code="model_unavailable")
         except UnknownPost:
             abort(404, f"no post {post_id!r} in the model or among the fresh posts", code="post_not_found")
-        return jsonify({"post_id": post_id, "user_id": user_id, **{key: page[key] for key in _PAGE_KEYS}})
+        return jsonify(page)
+
+
+def similar_page(feed: FeedService, post_id: str, query: dict) -> dict:
+    """The answer of a similar-posts page (also sent by ``app.feed_shortcut``). Raises NoModel, UnknownPost."""
+    user_id = query["user_id"]
+    pin = Pin.parse(query["token"]) if query["token"] is not None else UNPINNED
+    page = feed.similar(FeedRequest(user_id or ANONYMOUS, query["limit"], query["offset"], pin, similar_to=post_id))
+    return {"post_id": post_id, "user_id": user_id, **{key: page[key] for key in _PAGE_KEYS}}

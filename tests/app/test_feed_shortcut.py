@@ -53,6 +53,8 @@ PLAIN = [
     "/recommendations/user-3?limit=5&version=20200101T000000Z-00000000",  # gone: a fresh scroll
     "/recommendations/stranger?limit=3",
     "/recommendations/us%C3%A9r-3",  # a UTF-8 id, percent-encoded
+    "/posts/post-1/similar",
+    "/posts/post-1/similar?limit=3&offset=2&user_id=user-3",
 ]
 
 
@@ -99,7 +101,12 @@ def test_a_made_up_request_id_is_new_for_every_page(app, version):
         ("/recommendations/user-3", {"Origin": "https://app.example"}, "GET", 200),  # CORS is Flask's
         ("/recommendations/user-3", {}, "HEAD", 200),
         ("/recommendations/user-3", {}, "POST", 405),
-        ("/posts/post-1/similar", {}, "GET", 200),
+        ("/posts/post-999/similar", {}, "GET", 404),  # unknown: the shortcut tried, Flask answers
+        ("/posts/post-1/similar?limit=0", {}, "GET", 400),
+        ("/posts/post-1/similar?user_id=a%2Fb", {}, "GET", 400),
+        (f"/posts/{'p' * 129}/similar", {}, "GET", 404),  # longer than an id: the view's 404
+        ("/posts/post-1/similar/", {}, "GET", 404),
+        ("/posts/post-1", {}, "GET", 404),
     ],
 )
 def test_other_requests_go_to_flask(app, version, flask_runs, url, headers, method, status):
@@ -120,8 +127,8 @@ def test_other_requests_go_to_flask(app, version, flask_runs, url, headers, meth
     ],
 )
 def test_the_path_and_query_are_read_as_werkzeug_reads_them(app, path, query, user_id):
-    request = app.wsgi_app.plain_request({"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query})
-    assert (request.user_id if request is not None else None) == user_id
+    found = app.wsgi_app.plain_request({"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query})
+    assert (found[1] if found is not None else None) == user_id
 
 
 def test_without_a_model_flask_answers_the_503(app, flask_runs):
