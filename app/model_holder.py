@@ -106,6 +106,13 @@ class ModelHolder:
     variant_dirs : mapping, optional
         The experiment's model variants: lineage -> artifact directory
         (:func:`common.experiments.model_variant_dirs`).
+
+    Attributes
+    ----------
+    prepare : callable or None
+        Called with each loaded production version before it is swapped in (the feed builds what its pages
+        need: ``FeedService.prepare``), so that requests keep the old version until the new one is ready
+        rather than wait for it; an exception refuses the version, as a damaged artifact is refused.
     """
 
     # After a failed load of an older version, how long :meth:`at` answers None without trying the disk.
@@ -128,6 +135,7 @@ class ModelHolder:
         self._older: OrderedDict[str, LoadedModel] = OrderedDict()
         self._failed: dict[str, float] = {}  # version -> monotonic time of its failed load
         self._older_lock = threading.Lock()
+        self.prepare: Callable[[LoadedModel], None] | None = None
         self.variant_dirs = dict(variant_dirs or {})
         self._variants: dict[str, LoadedModel] = {}  # lineage -> its published model, replaced whole on a swap
         self._variant_lock = threading.Lock()
@@ -166,6 +174,9 @@ class ModelHolder:
                 if previous is not None and previous.version == target:
                     return ReloadOutcome(True, False, f"version {target} is already loaded", previous, previous)
                 model, metadata = artifact.load(self._model_dir, target)
+                loaded = LoadedModel(target, model, metadata, time.time(), artifact.created_timestamp(target, metadata))
+                if self.prepare is not None:
+                    self.prepare(loaded)
             except Exception as exc:  # any failure must leave the worker serving its old model
                 # An ArtifactError names the file and the reason; anything else is unexpected: keep its traceback.
                 log.error(
@@ -179,7 +190,6 @@ class ModelHolder:
                 metrics.MODEL_LOADS.labels("failed").inc()
                 reason = f"loading version {target} failed: {exc}; still serving {_name(previous)}"
                 return ReloadOutcome(False, False, reason, previous, previous)
-            loaded = LoadedModel(target, model, metadata, time.time(), artifact.created_timestamp(target, metadata))
             self._current = loaded  # the swap: one assignment
             if previous is not None:
                 self._keep(previous)

@@ -56,7 +56,8 @@ class ModelReloader(threading.Thread):
     retry_failed_after : float
         Seconds before a version that failed to load is tried again.
     on_loaded : callable, optional
-        Called with each version swapped in (the feed prefetches its item metadata).
+        Called with each version swapped in (the feed drops what belonged to the replaced version; it prepared
+        the new one before the swap, ``ModelHolder.prepare``).
     live : LiveMirror, optional
         The feed's mirror of the live state, kept up to date from the live channels.
     """

@@ -70,23 +70,25 @@ def build_runtime(settings: Settings) -> Runtime:
         variant_dirs=model_variant_dirs(settings.experiment, settings.model_dir),
     )
     served_log = ServedLog(cache, settings.served_stream_maxlen) if settings.served_stream_maxlen else None
+    feed = FeedService(
+        holder,
+        cache,
+        guard,
+        ListMemo(settings.api_list_memo_users),
+        LiveMirror(settings.api_list_memo_users),
+        top_k=settings.top_k,
+        max_feed_posts=settings.max_feed_posts,
+        impressions=settings.impressions,
+        experiment=settings.experiment,
+        served_log=served_log,
+    )
+    holder.prepare = feed.prepare  # a version's pages are made ready before it is swapped in
     return Runtime(
         settings=settings,
         cache=cache,
         guard=guard,
         holder=holder,
-        feed=FeedService(
-            holder,
-            cache,
-            guard,
-            ListMemo(settings.api_list_memo_users),
-            LiveMirror(settings.api_list_memo_users),
-            top_k=settings.top_k,
-            max_feed_posts=settings.max_feed_posts,
-            impressions=settings.impressions,
-            experiment=settings.experiment,
-            served_log=served_log,
-        ),
+        feed=feed,
         redis_probe=CachedProbe(partial(guard.call, client.ping), ttl=1.0),
         postgres_probe=CachedProbe(postgres_check(settings.database_url), ttl=10.0),
         served_log=served_log,

@@ -193,20 +193,30 @@ class FeedService:
         metrics.labelled(metrics.PAGES, feed.strategy, feed.source).inc()
         return self._page(feed, rendered)
 
+    def prepare(self, loaded: LoadedModel) -> None:
+        """Before a version is swapped in (``ModelHolder.prepare``): build what its pages need.
+
+        Its item entries, each community's rows and the similar-post view (the table the training run wrote
+        mapped): about a second at 200,000 posts. Built here, the worker's requests keep the old version
+        meanwhile; built on the first requests after the swap, every request of the new version waited.
+        """
+        self._view(loaded)
+        self._catalogues.get_or_make(loaded.version, lambda: CatalogueIndex.of(loaded.model))
+        self.unit_items(loaded)
+
     def prefetch(self, version: str) -> None:
-        """After a swap (the reloader calls this): build the new version's entries now, not on a request.
+        """After a swap (the reloader calls this): drop what belonged to the replaced version.
 
         Kept feeds and rankings are dropped: they belong to the replaced version (a scroll pinned to it
-        recomputes its next page), and would otherwise keep its model in memory.
+        recomputes its next page), and would otherwise keep its model in memory. What the new version's pages
+        need was built before the swap (:meth:`prepare`); it is built now if it was not.
         """
         loaded = self._holder.current
         if loaded is not None and loaded.version == version:
-            self._view(loaded)
+            self.prepare(loaded)
             self._feeds.clear()
             self._rankings.clear()
             self._filter.clear()
-            self._catalogues.put(version, CatalogueIndex.of(loaded.model))  # each community's rows contiguous
-            self._units.put(version, self._made_units(loaded))
 
     def unit_items(self, loaded: LoadedModel) -> UnitItems:
         """Similar posts' view of a version, made once: at the swap for the held version (``prefetch``), on a

@@ -137,7 +137,7 @@ def swapped_in(app, version):
 
 
 def test_a_model_posts_first_hundred_are_read_from_the_versions_table_and_are_the_computed_ones(
-    app, client, cache, model_dir, monkeypatch
+    app, client, cache, model_dir, monkeypatch, make_app, settings_env
 ):
     monkeypatch.setattr(ml.similar, "EXACT_ITEMS", 100)  # 400 posts is "large": through a cell index
     monkeypatch.setattr(ml.similar, "CELL_ITEMS", 16)
@@ -147,13 +147,15 @@ def test_a_model_posts_first_hundred_are_read_from_the_versions_table_and_are_th
     swapped_in(app, version)  # no table yet (an artifact from before them): computed per page
     computed = [scroll(similar, client, post, limit=25)[1] for post in ("post-3", "post-250")]
     ml.similar.save_neighbours(model_dir, version, big)  # as the training run does before it publishes
-    swapped_in(app, version)
+    with_table = make_app(settings_env)  # a worker that loads the version with its table
+    swapped_in(with_table, version)
 
     def computed_again(*args, **kwargs):
         raise AssertionError("a model post's first neighbours are the table's row")
 
     monkeypatch.setattr(ml.similar.UnitItems, "nearest", computed_again)
-    assert [scroll(similar, client, post, limit=25)[1] for post in ("post-3", "post-250")] == computed
+    read = [scroll(similar, with_table.test_client(), post, limit=25)[1] for post in ("post-3", "post-250")]
+    assert read == computed
     assert len(computed[0]) == 399 > RERANK_DEPTH  # past the table's head: the exact continuation, as before
 
 
@@ -426,3 +428,19 @@ def test_the_query_shortcuts_agree_with_the_full_parse(app, schema, query, plain
         if plain:
             assert parse(FlaskParser) == ("ok", shortcut)
         assert parse(ArgumentsParser) == parse(FlaskParser)
+
+
+def test_a_version_reloaded_in_a_worker_has_its_pages_ready_before_any_request(app, cache, model_dir):
+    """The feed prepares a version before the holder swaps it in: the first requests of the new version find its
+    item entries, community index and similar-post view built, rather than building them (a second each at
+    200,000 posts, while the worker's other requests wait)."""
+    runtime = app.extensions["recsvc"]
+    publish(cache, model_dir, random_model(num_users=5, num_items=30, seed=1))
+    runtime.holder.get()
+    new_version = publish(cache, model_dir, random_model(num_users=5, num_items=40, seed=2))
+    assert runtime.holder.reload().current.version == new_version
+    loaded = runtime.holder.current
+    feed = runtime.feed
+    assert len(feed._views.get(new_version).entries) == 40
+    assert feed._catalogues.get(new_version) is not None and feed._units.get(new_version) is not None
+    assert feed.unit_items(loaded) is feed._units.get(new_version)

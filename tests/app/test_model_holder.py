@@ -67,3 +67,29 @@ def test_mapped_models_swap_whole_and_a_bad_artifact_is_refused(model_dir):
     assert not outcome.success and "checksum mismatch" in outcome.reason
     assert holder.current.version == second
     np.testing.assert_array_equal(holder.current.model.user_embeddings, big[1].user_embeddings)
+
+
+def test_a_version_is_prepared_before_it_is_swapped_in(model_dir):
+    """Requests keep the old version until the new one's pages are ready (the feed's prepare), not after."""
+    first = save(model_dir, 0)
+    holder = ModelHolder(str(model_dir), lambda: None)
+    assert holder.get().version == first
+    seen = []
+    holder.prepare = lambda loaded: seen.append((loaded.version, holder.current.version))
+    second = save(model_dir, 1)
+    assert holder.reload(second).reloaded
+    assert seen == [(second, first)] and holder.current.version == second
+
+
+def test_a_version_whose_preparation_fails_is_refused(model_dir):
+    first = save(model_dir, 0)
+    holder = ModelHolder(str(model_dir), lambda: None)
+    holder.get()
+
+    def fail(loaded):
+        raise ValueError("neighbour table unreadable")
+
+    holder.prepare = fail
+    outcome = holder.reload(save(model_dir, 1))
+    assert not outcome.success and "neighbour table unreadable" in outcome.reason
+    assert holder.current.version == first and "neighbour table unreadable" in holder.last_error["error"]
