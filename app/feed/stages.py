@@ -66,7 +66,7 @@ class Scope:
 
     def entry(self, feed_id: int) -> ItemEntry:
         offset = self.pool.offset
-        return self.view.entries[feed_id] if feed_id < offset else self.pool.entries[feed_id - offset]
+        return self.view.entry(feed_id) if feed_id < offset else self.pool.entries[feed_id - offset]
 
     def feed_id(self, post_id: str) -> int | None:
         index = self.view.item_index.get(post_id)
@@ -252,7 +252,7 @@ def _render(feed: Feed, rendered: Rendered, start: int, want: int) -> list[dict[
     scope = feed.scope
     offset = scope.pool.offset
     # Entries without fresh posts (the most) are looked up in the version's list directly.
-    entry = scope.view.entries.__getitem__ if not ids or max(ids) < offset else scope.entry
+    entry = scope.view.entry if not ids or max(ids) < offset else scope.entry
     page = [
         {"post_id": post_id, "score": round(score, 6), "rank": rank, "fresh": feed_id >= offset, "metadata": meta}
         for rank, feed_id, (post_id, meta), score in zip(

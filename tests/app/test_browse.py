@@ -441,6 +441,6 @@ def test_a_version_reloaded_in_a_worker_has_its_pages_ready_before_any_request(a
     assert runtime.holder.reload().current.version == new_version
     loaded = runtime.holder.current
     feed = runtime.feed
-    assert len(feed._views.get(new_version).entries) == 40
+    assert len(feed._views.get(new_version).metadata) == 40
     assert feed._catalogues.get(new_version) is not None and feed._units.get(new_version) is not None
     assert feed.unit_items(loaded) is feed._units.get(new_version)

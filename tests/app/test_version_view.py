@@ -1,0 +1,21 @@
+"""VersionView: what pages show of a version's items, built once per version and cheap to keep."""
+
+from __future__ import annotations
+
+import gc
+
+from app.feed.version_view import VersionView
+from testing.factories import random_model
+
+
+def test_a_versions_view_leaves_the_garbage_collector_nothing_per_item():
+    """A worker builds a version's view after its start, so the view is not frozen with the heap: whatever it
+    keeps tracked per item, every full collection scans again (about 100 ms at 200,000 posts, measured)."""
+    model = random_model(num_items=2000, seed=1)
+    gc.collect()
+    before = len(gc.get_objects())
+    view = VersionView.of(model)
+    gc.collect()
+    assert len(gc.get_objects()) - before < 50
+    assert view.entry(7) == ("post-7", {"tags": ("tag0",), "communityId": "community-1"})
+    assert view.item_index["post-7"] == 7
