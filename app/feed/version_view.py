@@ -43,9 +43,8 @@ class VersionView:
 
     @classmethod
     def of(cls, model: RecModel) -> VersionView:
-        post_ids = list(model.item_ids)
         metadata = [
             item_metadata(tags, community)
             for tags, community in zip(model.item_tags, model.item_community_ids, strict=True)
         ]
-        return cls(post_ids, metadata, {post_id: index for index, post_id in enumerate(post_ids)})
+        return cls(model.item_ids, metadata, {post_id: index for index, post_id in enumerate(model.item_ids)})
