@@ -181,13 +181,11 @@ def _close_quietly(pubsub: redis.client.PubSub) -> None:
 def start(app: Flask) -> ModelReloader:
     """Load the model and the model variants' now (before the worker serves) and start the reloader thread."""
     runtime: Runtime = app.extensions["recsvc"]
-    outcome = runtime.holder.reload()
-    if outcome.current is not None:
-        runtime.feed.prefetch(outcome.current.version)
+    runtime.holder.reload()  # the version's pages are prepared before it is held (ModelHolder.prepare)
     reloader = ModelReloader(
         runtime.holder,
         RecsCache(subscriber_client(runtime.settings.redis_url), runtime.settings.redis_prefix),
-        on_loaded=runtime.feed.prefetch,
+        on_loaded=runtime.feed.after_swap,
         live=runtime.feed.mirror,
     )
     runtime.reloader = reloader

@@ -10,7 +10,7 @@ the feed pages as deep as the matching catalogue goes, bounded by ``MAX_FEED_POS
 community or tag matches nothing: an empty feed. Stages do no I/O; this one only computes.
 
 Per worker it keeps, per model version, the item indices of every community and tag and each community's
-embeddings and biases contiguous (:class:`CatalogueIndex`, built at the swap by ``FeedService.prefetch``),
+embeddings and biases contiguous (:class:`CatalogueIndex`, built before the swap by ``FeedService.prepare``),
 so a page of one community scores a slice instead of gathering its rows; and the matches of recent filters.
 """
 

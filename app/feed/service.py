@@ -204,23 +204,22 @@ class FeedService:
         self._catalogues.get_or_make(loaded.version, lambda: CatalogueIndex.of(loaded.model))
         self.unit_items(loaded)
 
-    def prefetch(self, version: str) -> None:
-        """After a swap (the reloader calls this): drop what belonged to the replaced version.
+    def after_swap(self, version: str) -> None:
+        """After ``version`` was swapped in (the reloader calls this): drop what belonged to the replaced one.
 
-        Kept feeds and rankings are dropped: they belong to the replaced version (a scroll pinned to it
-        recomputes its next page), and would otherwise keep its model in memory. What the new version's pages
-        need was built before the swap (:meth:`prepare`); it is built now if it was not.
+        Kept feeds and rankings belong to the replaced version (a scroll pinned to it recomputes its next
+        page), and would otherwise keep its model in memory. What the new version's pages need was built
+        before the swap (:meth:`prepare`, through ``ModelHolder.prepare``).
         """
         loaded = self._holder.current
         if loaded is not None and loaded.version == version:
-            self.prepare(loaded)
             self._feeds.clear()
             self._rankings.clear()
             self._filter.clear()
 
     def unit_items(self, loaded: LoadedModel) -> UnitItems:
-        """Similar posts' view of a version, made once: at the swap for the held version (``prefetch``), on a
-        first similar page for an older, pinned one."""
+        """Similar posts' view of a version, made once: before the swap for the held version (:meth:`prepare`),
+        on a first similar page for an older, pinned one."""
         return self._units.get_or_make(loaded.version, lambda: self._made_units(loaded))
 
     def _made_units(self, loaded: LoadedModel) -> UnitItems:

@@ -130,10 +130,10 @@ def test_a_large_catalogue_answers_its_first_hundred_from_the_cell_index_and_the
 
 
 def swapped_in(app, version):
-    """What a web worker does at a swap: the version loaded, then its per-version entries built (the table mapped)."""
+    """What a web worker does at a swap: the version loaded with its per-version entries (the table mapped)."""
     runtime = app.extensions["recsvc"]
     assert runtime.holder.reload().current.version == version
-    runtime.feed.prefetch(version)
+    runtime.feed.after_swap(version)
 
 
 def test_a_model_posts_first_hundred_are_read_from_the_versions_table_and_are_the_computed_ones(
