@@ -76,6 +76,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 import numpy as np
 import redis
 from redis.cluster import RedisCluster
@@ -894,9 +895,11 @@ class RecsCache:
         if asked[3]:
             keys.append(self.meta_key(check_version))
         args = [user_id, *("1" if flag else "0" for flag in asked)]
-        client = self.client if self.cluster else self._reader()
-        try:  # EVALSHA itself: redis-py's Script call adds a third to the client's cost of this hot-path command
-            reply = client.execute_command("EVALSHA", self._user_reads.sha, len(keys), *keys, *args)
+        try:
+            if self.cluster:
+                reply = self.client.execute_command("EVALSHA", self._user_reads.sha, len(keys), *keys, *args)
+            else:
+                reply = self._read_on_own_connection(("EVALSHA", self._user_reads.sha, len(keys), *keys, *args))
         except redis.exceptions.NoScriptError:  # a restarted or flushed server: the Script loads it again
             reply = self._user_reads(keys=keys, args=args)
         seconds, micros, seen, shown, blob, generation, record, complete = reply
@@ -913,20 +916,30 @@ class RecsCache:
             shown=_cut(zip(shown[::2], shown[1::2], strict=True), now),
         )
 
-    def _reader(self) -> redis.Redis:
-        """This thread's own client for :meth:`user_reads`, holding one connection of the client's pool.
+    def _read_on_own_connection(self, command: tuple[str | int, ...]) -> Any:
+        """``command``'s reply, on this thread's own connection of the client's pool (a single server only).
 
         A pooled call checks a connection out and back in on every command, an eighth to a fifth of the
         client's time for this hot-path read (docs/PERFORMANCE.md, "The Redis read"); a thread keeps one
-        connection instead, as the pool would lend it one anyway. Remade in a forked child: a connection is
-        never shared across a fork. Errors, retries and reconnects are redis-py's, as for any call.
+        connection instead, as the pool would lend it one anyway. The command is packed by hiredis and sent
+        and read through the connection's own methods under its own ``Retry``: redis-py's command dispatch
+        (observability hooks, per-command checks, the serializer's argument pass) cost more than the send and
+        the read. Errors, retries and reconnects stay redis-py's: a failed attempt disconnects, the next
+        reconnects. Remade in a forked child: a connection is never shared across a fork. Only for commands
+        that are safe to send twice (a retry after a lost reply repeats it).
         """
         held = getattr(self._readers, "held", None)
         if held is None or held[0] != os.getpid():
-            pool = self.client.connection_pool
-            held = (os.getpid(), redis.Redis(connection_pool=pool, single_connection_client=True))
+            held = (os.getpid(), self.client.connection_pool.get_connection())
             self._readers.held = held
-        return held[1]
+        connection = held[1]
+        packed = [hiredis.pack_command(command)]
+
+        def once() -> Any:
+            connection.send_packed_command(packed)
+            return connection.read_response()
+
+        return connection.retry.call_with_retry(once, lambda _error: connection.disconnect())
 
     def _global_reads(self, user_id: str, live_user: bool, check_version: str | None) -> tuple[Any, Any, Any]:
         """On a cluster, the {ctl} part of :meth:`user_reads`: one pipelined call to that slot's shard."""

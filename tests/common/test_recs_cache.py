@@ -7,6 +7,7 @@ every script must touch one slot only.
 
 import json
 import os
+import signal
 import threading
 import time
 
@@ -28,7 +29,7 @@ from common.recs_cache import (
     unpack_list,
     user_bucket,
 )
-from common.redis_clients import request_client, worker_client
+from common.redis_clients import REQUEST_TIMEOUT, request_client, worker_client
 from testing.environment import REDIS_PREFIX
 from testing.service import listed, popular_listed, version_items
 
@@ -404,30 +405,53 @@ def test_user_reads_loads_its_script_again_on_a_server_that_lost_it(private_redi
     assert cache.user_reads("alice").seen == {"p0": arrival}
 
 
+def connection_id(cache: RecsCache) -> int:
+    """The Redis client id of the connection this thread's hot-path reads go through."""
+    return cache._read_on_own_connection(("CLIENT", "ID"))
+
+
 def test_user_reads_keeps_a_connection_per_thread_and_per_process(private_redis):
     """The hot path's read holds one connection per thread (no pool checkout per call), never shared with
     another thread or with a forked child, and it reconnects to a restarted server."""
     cache = RecsCache(request_client(private_redis.url), REDIS_PREFIX)
     arrival = cache.record_events([("alice", "p0", "view")], cap=10, ttl=60)
     assert cache.user_reads("alice").seen == {"p0": arrival}
-    main_id = cache._reader().client_id()
-    assert cache._reader().client_id() == main_id  # kept, not checked out again
+    main_id = connection_id(cache)
+    assert connection_id(cache) == main_id  # kept, not checked out again
     in_thread = []
-    worker = threading.Thread(
-        target=lambda: in_thread.append((cache.user_reads("alice").seen, cache._reader().client_id()))
-    )
+    worker = threading.Thread(target=lambda: in_thread.append((cache.user_reads("alice").seen, connection_id(cache))))
     worker.start()
     worker.join()
     assert in_thread[0][0] == {"p0": arrival} and in_thread[0][1] != main_id
     child = os.fork()
     if child == 0:  # the child must read through a connection of its own
-        ok = cache.user_reads("alice").seen == {"p0": arrival} and cache._reader().client_id() != main_id
+        ok = cache.user_reads("alice").seen == {"p0": arrival} and connection_id(cache) != main_id
         os._exit(0 if ok else 1)
     assert os.waitpid(child, 0)[1] == 0
-    assert cache.user_reads("alice").seen == {"p0": arrival} and cache._reader().client_id() == main_id
+    assert cache.user_reads("alice").seen == {"p0": arrival} and connection_id(cache) == main_id
     private_redis.stop()
     private_redis.start()  # an empty server: the held connection is dead, the script unknown
     assert cache.user_reads("alice").seen == {}
+
+
+def test_user_reads_on_a_server_that_stops_answering_times_out_then_recovers(private_redis):
+    """The hot path's read keeps redis-py's timeout and its one retry: a hung server costs a page two request
+    timeouts and a redis-py TimeoutError (the circuit breaker's signal), and the next read after it answers
+    again goes through a new connection."""
+    cache = RecsCache(request_client(private_redis.url), REDIS_PREFIX)
+    arrival = cache.record_events([("alice", "p0", "view")], cap=10, ttl=60)
+    first = connection_id(cache)
+    os.kill(private_redis.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.TimeoutError):
+            cache.user_reads("alice")
+        waited = time.monotonic() - started
+    finally:
+        os.kill(private_redis.pid, signal.SIGCONT)
+    assert 2 * REQUEST_TIMEOUT <= waited < 2 * REQUEST_TIMEOUT + 0.5  # two attempts, each cut at the timeout
+    assert cache.user_reads("alice").seen == {"p0": arrival}
+    assert connection_id(cache) != first
 
 
 def test_every_live_key_is_under_the_prefix(cache, redis_client):
