@@ -248,13 +248,14 @@ class Page:
 def _render(feed: Feed, rendered: Rendered, start: int, want: int) -> list[dict[str, Any]]:
     """The response entries of positions ``start + 1 .. want`` (fewer if the feed is shorter), kept in ``rendered``."""
     ids, scores = feed.ranking.take(want)
-    ids, scores = ids[start:].tolist(), scores[start:].tolist()
+    # Scores to 6 decimals in one vectorised call: Python's round() per entry was half of a page's rendering.
+    ids, scores = ids[start:].tolist(), np.round(scores[start:].astype(np.float64), 6).tolist()
     scope = feed.scope
     offset = scope.pool.offset
     # Entries without fresh posts (the most) are looked up in the version's list directly.
     entry = scope.view.entry if not ids or max(ids) < offset else scope.entry
     page = [
-        {"post_id": post_id, "score": round(score, 6), "rank": rank, "fresh": feed_id >= offset, "metadata": meta}
+        {"post_id": post_id, "score": score, "rank": rank, "fresh": feed_id >= offset, "metadata": meta}
         for rank, feed_id, (post_id, meta), score in zip(
             range(start + 1, start + len(ids) + 1), ids, map(entry, ids), scores, strict=True
         )
