@@ -5,7 +5,7 @@
 - Prometheus's per-process metric files start empty, a dead worker's live gauges go, and a directory the
   master made goes with it;
 - a recsvc worker loads its model and starts its reloader after the fork (:mod:`app.reloader`), stops it at
-  exit, and freezes its heap.
+  exit, and settles its garbage collector (the loaded app frozen, collections rare).
 
 The app's modules are imported inside the hooks: the master, which serves nothing, never loads them.
 """
@@ -90,19 +90,28 @@ def remove_metrics_dir(server) -> None:
 
 def start_worker(worker) -> None:
     """``post_worker_init``, in each recsvc worker after the fork: load the model, start the reloader thread,
-    then freeze the heap (:func:`freeze_heap`)."""
+    then settle the garbage collector (:func:`settle_collector`)."""
     from app import reloader
 
     reloader.start(worker.wsgi)
-    freeze_heap(worker)
+    settle_collector(worker)
 
 
-def freeze_heap(worker) -> None:
-    """Move the objects of the loaded app out of the collector's reach (``gc.freeze()``).
+def settle_collector(worker) -> None:
+    """Move the loaded app out of the collector's reach (``gc.freeze()``) and make its collections rare.
 
-    A full collection then no longer walks them (tens of thousands of objects) in the middle of requests.
+    A full collection then no longer walks the app's objects (tens of thousands) in the middle of requests.
+    What requests leave behind is freed by reference counting (pages make next to no reference cycles), but
+    the worker's bounded memories (kept feeds, lists, exclusions: tens of thousands of objects) fill and turn
+    over, and Python's collector, run every 700 objects made and not yet freed, walked all of them each time:
+    pauses of tens of milliseconds in the middle of pages (docs/PERFORMANCE.md, "The garbage collector"). A
+    collection waits for ``API_GC_THRESHOLD`` (50,000) such objects instead, which bounds the cyclic garbage
+    that may wait for it (a few megabytes).
     """
+    from common.config import load_settings  # checked by the master already (gunicorn.conf.py)
+
     gc.freeze()
+    gc.set_threshold(load_settings().api_gc_threshold)
 
 
 def stop_worker(server, worker) -> None:

@@ -26,6 +26,10 @@ Impressions (issue #13): the ``/recommendations`` server above records every pag
 (the default); after the runs above it alternates, ``--rounds`` times, with a server that records none
 (``SERVED_STREAM_MAXLEN=0``), and the throughput with impressions is reported as a share of that without.
 
+The garbage collector: two more ``/recommendations`` servers started together, one as configured
+(``API_GC_THRESHOLD``, 50,000) and one with Python's own threshold (700), each warmed up alike, then
+alternating ``--rounds`` times: throughput, p99 and the slowest request of each.
+
 It starts its own redis-server on a free port and writes the model to a temporary directory, so it
 touches no other data. The model is random (serving cost does not depend on what it learnt) with the
 demo data's default size (``ml.demo``) and the default number of components. Usage, from the repository
@@ -362,6 +366,18 @@ def main(argv: list[str] | None = None) -> int:
         recorded = median_run([pair[0] for pair in pairs])
         not_recorded = median_run([pair[1] for pair in pairs])
         unrecorded.stop()
+        # The garbage collector: two servers started now, as configured and with Python's own threshold.
+        tuned = GunicornServer(env, workers, work / "gc-tuned.log").start()
+        servers.append(tuned)
+        python_gc = GunicornServer({**env, "API_GC_THRESHOLD": "700"}, workers, work / "gc-python.log").start()
+        servers.append(python_gc)
+        wrk_on(tuned, "recs", WARM_UP_SECONDS)()
+        wrk_on(python_gc, "recs", WARM_UP_SECONDS)()
+        pairs = [(wrk_on(tuned, "recs")(), wrk_on(python_gc, "recs")()) for _ in range(args.rounds)]
+        gc_tuned = median_run([pair[0] for pair in pairs])
+        gc_python = median_run([pair[1] for pair in pairs])
+        tuned.stop()
+        python_gc.stop()
         bare.stop()
         live.stop()
         during_reload, visible_after = reload_under_load(app, cache, work / "models", args, wrk_on(app, "recs"))
@@ -416,6 +432,12 @@ def main(argv: list[str] | None = None) -> int:
         f"impressions recorded: /recommendations at {100 * recorded['rps'] / not_recorded['rps']:.0f}% of the "
         f"throughput without them (target 95%): {recorded['rps']:.0f} against {not_recorded['rps']:.0f} requests/s, "
         f"p99 {recorded['p99_ms']:.2f} against {not_recorded['p99_ms']:.2f} ms"
+    )
+    print(
+        f"garbage collector: /recommendations at {100 * gc_tuned['rps'] / gc_python['rps']:.0f}% of the throughput "
+        f"with Python's threshold (API_GC_THRESHOLD={settings.api_gc_threshold} against 700, two servers started "
+        f"together): {gc_tuned['rps']:.0f} against {gc_python['rps']:.0f} requests/s, p99 {gc_tuned['p99_ms']:.2f} "
+        f"against {gc_python['p99_ms']:.2f} ms, max {gc_tuned['max_ms']:.1f} against {gc_python['max_ms']:.1f} ms"
     )
     print("new version held by every worker after: " + ", ".join(f"{1000 * s:.0f} ms" for s in visible_after))
     rss = max(m[0] for m in memory)

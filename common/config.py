@@ -79,6 +79,8 @@ class Settings:
     api_list_memo_users: int = 10_000
     api_reuse_port: bool = True
     api_feed_shortcut: bool = True  # plain feed pages answered before Flask (app.feed_shortcut)
+    # A web worker's garbage collector runs when this many more objects were made than freed (Python's: 700).
+    api_gc_threshold: int = 50_000
     api_models_kept: int = 2  # older model versions a worker keeps loaded for pinned scrolls
     max_feed_posts: int = 1000
     live_max_posts: int = 2000
@@ -274,6 +276,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         api_list_memo_users=read_var(env, "API_LIST_MEMO_USERS", int_in(0, 10_000_000), d.api_list_memo_users),
         api_reuse_port=read_var(env, "API_REUSE_PORT", _bool, d.api_reuse_port),
         api_feed_shortcut=read_var(env, "API_FEED_SHORTCUT", _bool, d.api_feed_shortcut),
+        api_gc_threshold=read_var(env, "API_GC_THRESHOLD", int_in(100, 10_000_000), d.api_gc_threshold),
         api_models_kept=read_var(env, "API_MODELS_KEPT", int_in(0, 16), d.api_models_kept),
         max_feed_posts=read_var(env, "MAX_FEED_POSTS", int_in(1, 100_000), d.max_feed_posts),
         live_max_posts=read_var(env, "LIVE_MAX_POSTS", int_in(0, 100_000), d.live_max_posts),

@@ -37,6 +37,7 @@ def test_serve_benchmark_reports_throughput_latency_reloads_memory_and_memo_hits
     assert re.search(r"live feed throughput: \d+% of the bare endpoint, \d+% of /recommendations without", out)
     assert re.search(r"new version held by every worker after: \d+ ms, \d+ ms, \d+ ms", out)
     assert re.search(r"impressions recorded: /recommendations at \d+% of the throughput without them", out)
+    assert re.search(r"garbage collector: /recommendations at \d+% of the throughput with Python's threshold", out)
     assert re.search(r"memory of one web worker: \d+ MB RSS", out)
     hit_rate = re.search(r"list memo hit rate during the /recommendations runs: ([\d.]+) %", out)
     assert hit_rate and float(hit_rate.group(1)) > 50  # 500 users: after the warm-up nearly every page is a hit

@@ -15,6 +15,7 @@ def test_defaults_match_the_design():
     assert s.recs_retain_seconds == 1800
     assert s.admin_token is None and s.rate_limit is None and s.cors_origins == ("*",)
     assert (s.api_host, s.api_port, s.api_reuse_port) == ("127.0.0.1", 8000, True)  # this host only
+    assert s.api_gc_threshold == 50_000
     assert (s.flower_address, s.flower_port, s.flower_basic_auth) == ("127.0.0.1", 5555, None)
     assert s.redis_prefix == "recsvc:"
     assert (s.full_retrain_interval_seconds, s.max_post_age_days) == (86400, 0)  # daily full retrain; every post
@@ -35,8 +36,10 @@ def test_values_are_parsed():
             "SQL_POSTS": "SELECT 1",
             "API_REUSE_PORT": " Off ",
             "API_FEED_SHORTCUT": "0",
+            "API_GC_THRESHOLD": "700",
         }
     )
+    assert s.api_gc_threshold == 700
     assert s.api_reuse_port is False
     assert s.api_feed_shortcut is False
     assert s.redis_url == s.celery_broker_url == "redis://cache:6380/2"  # broker follows REDIS_URL
@@ -68,6 +71,8 @@ def test_database_url_from_parts():
         ("API_LIST_MEMO_USERS", "-1"),
         ("API_REUSE_PORT", "sometimes"),
         ("API_FEED_SHORTCUT", "fast"),
+        ("API_GC_THRESHOLD", "0"),
+        ("API_GC_THRESHOLD", "often"),
         ("RATE_LIMIT", "lots"),
         ("CORS_ORIGINS", " , "),
         ("LIGHTFM_LOSS", "mse"),

@@ -232,18 +232,20 @@ def test_without_reuse_port_the_workers_share_a_socket_and_usr2_upgrades_in_plac
     assert len(answered) > before_retiring > 0
 
 
-def test_workers_freeze_the_loaded_app_out_of_the_collectors_reach(redis_url, tmp_path):
-    """post_worker_init calls gc.freeze(): full collections then skip the app's objects during requests."""
-    probe = GunicornServer(
-        server_env(redis_url, tmp_path / "models"),
-        workers=1,
-        app="tests.e2e.freeze_probe_app:app",
-        config=BARE_GUNICORN_CONFIG,
-    ).start()
+@pytest.mark.parametrize(("threshold", "expected"), [(None, 50_000), ("1234", 1234)])
+def test_workers_freeze_the_loaded_app_and_make_collections_rare(redis_url, tmp_path, threshold, expected):
+    """post_worker_init calls gc.freeze() (full collections then skip the app's objects during requests) and
+    sets the collector's threshold to API_GC_THRESHOLD."""
+    env = server_env(redis_url, tmp_path / "models")
+    if threshold is not None:
+        env["API_GC_THRESHOLD"] = threshold
+    probe = GunicornServer(env, workers=1, app="tests.e2e.collector_probe_app:app", config=BARE_GUNICORN_CONFIG).start()
     try:
-        assert int(requests.get(probe.url, timeout=5).text) > 1000
+        answer = requests.get(probe.url, timeout=5).json()
     finally:
         assert probe.stop() == 0, probe.log()
+    assert answer["frozen"] > 1000
+    assert answer["threshold"] == expected
 
 
 def test_a_second_server_on_a_taken_port_is_refused(server):
