@@ -105,8 +105,8 @@ def settle_collector(worker) -> None:
     the worker's bounded memories (kept feeds, lists, exclusions: tens of thousands of objects) fill and turn
     over, and Python's collector, run every 700 objects made and not yet freed, walked all of them each time:
     pauses of tens of milliseconds in the middle of pages (docs/PERFORMANCE.md, "The garbage collector"). A
-    collection waits for ``API_GC_THRESHOLD`` (50,000) such objects instead, which bounds the cyclic garbage
-    that may wait for it (a few megabytes).
+    collection waits for ``API_GC_THRESHOLD`` (50,000) such objects instead; what waits for it meanwhile is
+    the little cyclic garbage a worker makes (an error's traceback, say): about that many objects at most.
     """
     from common.config import load_settings  # checked by the master already (gunicorn.conf.py)
 
