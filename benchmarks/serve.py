@@ -22,13 +22,12 @@ In one run, with the same gunicorn settings (``gunicorn.conf.py``, ``API_WORKERS
 Every run also reports its workers' CPU per request: gunicorn's and the app's together (the app's alone, in
 process, is what ``benchmarks/page_cost.py`` measures). The row of 5 includes the loads of the new models.
 
-Impressions (issue #13): the ``/recommendations`` server above records every page in the ``served`` stream
-(the default); after the runs above it alternates, ``--rounds`` times, with a server that records none
-(``SERVED_STREAM_MAXLEN=0``), and the throughput with impressions is reported as a share of that without.
-
-The garbage collector: two more ``/recommendations`` servers started together, one as configured
-(``API_GC_THRESHOLD``, 50,000) and one with Python's own threshold (700), each warmed up alike, then
-alternating ``--rounds`` times: throughput, p99 and the slowest request of each.
+Impressions (issue #13) and the garbage collector: after the runs above, three more ``/recommendations``
+servers start together and are warmed up alike: one as configured (every page recorded in the ``served``
+stream, ``API_GC_THRESHOLD``'s collector), one that records no page (``SERVED_STREAM_MAXLEN=0``) and one with
+Python's own collector threshold (``API_GC_THRESHOLD=700``). They alternate ``--rounds`` times, and the first
+is reported as a share of each of the others (throughput, p99 and the slowest request). Until 2026-11-30 the
+server of the runs above was compared with a new one, which mixed the two servers' ages into the ratio.
 
 It starts its own redis-server on a free port and writes the model to a temporary directory, so it
 touches no other data. The model is random (serving cost does not depend on what it learnt) with the
@@ -359,25 +358,24 @@ def main(argv: list[str] | None = None) -> int:
         flask_recs = median_run([run[5] for run in rounds])
         through_flask.stop()
         # Impressions: the recording server (the default) against one that records no page.
-        unrecorded = GunicornServer({**env, "SERVED_STREAM_MAXLEN": "0"}, workers, work / "unrecorded.log").start()
-        servers.append(unrecorded)
-        wrk_on(unrecorded, "recs", WARM_UP_SECONDS)()
-        pairs = [(wrk_on(app, "recs")(), wrk_on(unrecorded, "recs")()) for _ in range(args.rounds)]
-        recorded = median_run([pair[0] for pair in pairs])
-        not_recorded = median_run([pair[1] for pair in pairs])
-        unrecorded.stop()
-        # The garbage collector: two servers started now, as configured and with Python's own threshold.
-        tuned = GunicornServer(env, workers, work / "gc-tuned.log").start()
-        servers.append(tuned)
-        python_gc = GunicornServer({**env, "API_GC_THRESHOLD": "700"}, workers, work / "gc-python.log").start()
-        servers.append(python_gc)
-        wrk_on(tuned, "recs", WARM_UP_SECONDS)()
-        wrk_on(python_gc, "recs", WARM_UP_SECONDS)()
-        pairs = [(wrk_on(tuned, "recs")(), wrk_on(python_gc, "recs")()) for _ in range(args.rounds)]
-        gc_tuned = median_run([pair[0] for pair in pairs])
-        gc_python = median_run([pair[1] for pair in pairs])
-        tuned.stop()
-        python_gc.stop()
+        # Impressions and the garbage collector: three servers started together and warmed alike (a server that
+        # has served the runs above is not compared with a new one): as configured (every page recorded,
+        # API_GC_THRESHOLD's collector), one that records no page, and one with Python's own threshold.
+        variants = [
+            GunicornServer({**env, **overrides}, workers, work / f"{name}.log").start()
+            for name, overrides in (
+                ("configured", {}),
+                ("unrecorded", {"SERVED_STREAM_MAXLEN": "0"}),
+                ("python-gc", {"API_GC_THRESHOLD": "700"}),
+            )
+        ]
+        servers.extend(variants)
+        for server in variants:
+            wrk_on(server, "recs", WARM_UP_SECONDS)()
+        triples = [[wrk_on(server, "recs")() for server in variants] for _ in range(args.rounds)]
+        configured, not_recorded, gc_python = (median_run([run[i] for run in triples]) for i in range(3))
+        for server in variants:
+            server.stop()
         bare.stop()
         live.stop()
         during_reload, visible_after = reload_under_load(app, cache, work / "models", args, wrk_on(app, "recs"))
@@ -429,15 +427,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{100 * filtered['rps'] / recs['rps']:.0f}% (target 50%), p99 {filtered['p99_ms'] / recs['p99_ms']:.2f}x"
     )
     print(
-        f"impressions recorded: /recommendations at {100 * recorded['rps'] / not_recorded['rps']:.0f}% of the "
-        f"throughput without them (target 95%): {recorded['rps']:.0f} against {not_recorded['rps']:.0f} requests/s, "
-        f"p99 {recorded['p99_ms']:.2f} against {not_recorded['p99_ms']:.2f} ms"
+        f"impressions recorded: /recommendations at {100 * configured['rps'] / not_recorded['rps']:.0f}% of the "
+        f"throughput without them (target 95%): {configured['rps']:.0f} against {not_recorded['rps']:.0f} "
+        f"requests/s, p99 {configured['p99_ms']:.2f} against {not_recorded['p99_ms']:.2f} ms"
     )
     print(
-        f"garbage collector: /recommendations at {100 * gc_tuned['rps'] / gc_python['rps']:.0f}% of the throughput "
-        f"with Python's threshold (API_GC_THRESHOLD={settings.api_gc_threshold} against 700, two servers started "
-        f"together): {gc_tuned['rps']:.0f} against {gc_python['rps']:.0f} requests/s, p99 {gc_tuned['p99_ms']:.2f} "
-        f"against {gc_python['p99_ms']:.2f} ms, max {gc_tuned['max_ms']:.1f} against {gc_python['max_ms']:.1f} ms"
+        f"garbage collector: /recommendations at {100 * configured['rps'] / gc_python['rps']:.0f}% of the throughput "
+        f"with Python's threshold (API_GC_THRESHOLD={settings.api_gc_threshold} against 700, servers started "
+        f"together): {configured['rps']:.0f} against {gc_python['rps']:.0f} requests/s, p99 {configured['p99_ms']:.2f} "
+        f"against {gc_python['p99_ms']:.2f} ms, max {configured['max_ms']:.1f} against {gc_python['max_ms']:.1f} ms"
     )
     print("new version held by every worker after: " + ", ".join(f"{1000 * s:.0f} ms" for s in visible_after))
     rss = max(m[0] for m in memory)
