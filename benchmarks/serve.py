@@ -357,7 +357,6 @@ def main(argv: list[str] | None = None) -> int:
         filtered = median_run([run[4] for run in rounds])
         flask_recs = median_run([run[5] for run in rounds])
         through_flask.stop()
-        # Impressions: the recording server (the default) against one that records no page.
         # Impressions and the garbage collector: three servers started together and warmed alike (a server that
         # has served the runs above is not compared with a new one): as configured (every page recorded,
         # API_GC_THRESHOLD's collector), one that records no page, and one with Python's own threshold.

@@ -895,11 +895,9 @@ class RecsCache:
         if asked[3]:
             keys.append(self.meta_key(check_version))
         args = [user_id, *("1" if flag else "0" for flag in asked)]
+        command = ("EVALSHA", self._user_reads.sha, len(keys), *keys, *args)
         try:
-            if self.cluster:
-                reply = self.client.execute_command("EVALSHA", self._user_reads.sha, len(keys), *keys, *args)
-            else:
-                reply = self._read_on_own_connection(("EVALSHA", self._user_reads.sha, len(keys), *keys, *args))
+            reply = self.client.execute_command(*command) if self.cluster else self._read_on_own_connection(command)
         except redis.exceptions.NoScriptError:  # a restarted or flushed server: the Script loads it again
             reply = self._user_reads(keys=keys, args=args)
         seconds, micros, seen, shown, blob, generation, record, complete = reply

@@ -48,6 +48,11 @@ class CatalogueIndex:
     blocks: Mapping[str, tuple[np.ndarray, np.ndarray]]  # community -> (embeddings (n, d), biases (n,))
 
     @classmethod
+    def kept(cls, indexes: Lru, version: str, model: RecModel) -> CatalogueIndex:
+        """The index of ``version`` in a worker's ``indexes`` (version -> index), made there on first use."""
+        return indexes.get_or_make(version, lambda: cls.of(model))
+
+    @classmethod
     def of(cls, model: RecModel) -> CatalogueIndex:
         names, codes = np.unique(np.asarray(model.item_community_ids, dtype=str), return_inverse=True)
         order = np.argsort(codes, kind="stable").astype(np.int64)  # by community, ascending items within one
@@ -112,12 +117,12 @@ class CommunityTagFilter:
         model, version = scope.loaded.model, scope.loaded.version
         items = self._matches.get_or_make(
             (version, request.communities, request.tags),
-            lambda: self._index(version, model).matching(request.communities, request.tags),
+            lambda: CatalogueIndex.kept(self._indexes, version, model).matching(request.communities, request.tags),
         )
         pool = _restricted(scope.pool, request.communities, request.tags)
         # One community and no tag (a community's page): its contiguous block, already in ``items`` order.
         block = (
-            self._index(version, model).blocks.get(next(iter(request.communities)))
+            CatalogueIndex.kept(self._indexes, version, model).blocks.get(next(iter(request.communities)))
             if (len(request.communities) == 1 and not request.tags)
             else None
         )
@@ -143,9 +148,6 @@ class CommunityTagFilter:
             ranking = Extended(rank(min(depth, HEAD_POSTS)), rank, depth, size, universe)
         source = "model" if feed.vector is not None else feed.source
         return replace(feed, scope=replace(scope, pool=pool), ranking=ranking, source=source)
-
-    def _index(self, version: str, model: RecModel) -> CatalogueIndex:
-        return self._indexes.get_or_make(version, lambda: CatalogueIndex.of(model))
 
 
 def _restricted(pool: LivePool, communities: Collection[str], tags: Collection[str]) -> LivePool:

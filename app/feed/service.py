@@ -201,7 +201,7 @@ class FeedService:
         meanwhile; built on the first requests after the swap, every request of the new version waited.
         """
         self._view(loaded)
-        self._catalogues.get_or_make(loaded.version, lambda: CatalogueIndex.of(loaded.model))
+        CatalogueIndex.kept(self._catalogues, loaded.version, loaded.model)
         self.unit_items(loaded)
 
     def after_swap(self, version: str) -> None:

@@ -110,7 +110,7 @@ class Neighbours:
         scope = feed.scope
         model, pool = scope.loaded.model, scope.pool
         community = scope.entry(post)[1]["communityId"]
-        catalogue = self._catalogues.get_or_make(scope.loaded.version, lambda: CatalogueIndex.of(model))
+        catalogue = CatalogueIndex.kept(self._catalogues, scope.loaded.version, model)
         members = np.zeros(model.num_items, dtype=bool)
         members[catalogue.matching((community,), ())] = True
         if post < model.num_items:
