@@ -79,7 +79,8 @@ from typing import Any
 import hiredis
 import numpy as np
 import redis
-from redis.cluster import RedisCluster
+from redis.client import Pipeline
+from redis.cluster import ClusterPipeline, RedisCluster
 
 import ml.artifact
 
@@ -219,6 +220,16 @@ end
 return t
 """
 
+# A hash's fields written and its expiry set in one command, so a writer that dies between the two (a worker
+# killed mid-pipeline) cannot leave a staged key that never expires. KEYS: the hash. ARGV: ttl, then field,
+# value pairs (unpacked in slices well under Lua's stack limit).
+_HSET_EXPIRING_SCRIPT = """
+for i = 2, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return redis.call('EXPIRE', KEYS[1], ARGV[1])
+"""
+
 # Served pages appended to the ``served`` stream, one entry each, in one command: packing one command's
 # arguments costs the web worker's flush thread about a quarter of a pipeline of one XADD per page.
 # KEYS: served. ARGV: the stream's bound (MAXLEN ~), then per page its 8 fields' values in this order.
@@ -318,6 +329,17 @@ def live_user_at(raw: bytes | None, generation: int) -> dict[str, Any] | None:
     return None
 
 
+def _hset_expiring(pipe: Pipeline | ClusterPipeline, key: str, mapping: Mapping[str, Any], ttl: int) -> None:
+    """Queue on ``pipe`` the writing of ``mapping`` into the hash ``key`` together with its expiry after ``ttl`` s.
+
+    EVAL rather than EVALSHA: a cluster's pipeline neither loads scripts nor accepts EVALSHA, and the script's
+    text is small beside the lists it carries. Sent as a plain command: redis-py's cluster pipeline has no
+    ``eval`` method, but routes an EVAL by its key.
+    """
+    pairs = (part for pair in mapping.items() for part in pair)
+    pipe.execute_command("EVAL", _HSET_EXPIRING_SCRIPT, 1, key, int(ttl), *pairs)
+
+
 def renew_lock(lock: Lock) -> bool:
     """Restart the TTL of a lock the caller holds; False if it no longer holds it (it expired, or was taken over)."""
     try:
@@ -385,7 +407,7 @@ class RecsCache:
         self._record_events = client.register_script(_RECORD_EVENTS_SCRIPT)
         self._user_reads = client.register_script(_USER_READS_SCRIPT)
         self._record_served = client.register_script(_RECORD_SERVED_SCRIPT)
-        self._readers = threading.local()  # see _reader
+        self._readers = threading.local()  # see _read_on_own_connection
 
     # --- key names: the only place they are spelled ---
 
@@ -468,8 +490,7 @@ class RecsCache:
         pipe = self.client.pipeline(transaction=False)  # nobody reads a staged version: no need for atomicity
         for key in self.recs_keys(version):
             pipe.delete(key)
-        pipe.hset(self.meta_key(version), mapping=fields)
-        pipe.expire(self.meta_key(version), ttl)
+        _hset_expiring(pipe, self.meta_key(version), fields, ttl)
         pipe.execute()
 
     def write_user_lists(
@@ -495,8 +516,7 @@ class RecsCache:
                     user_ids[row]: pack_list(items[row, : lengths[row]], scores[row, : lengths[row]])
                     for row in rows[start : start + _WRITE_BATCH]
                 }
-                pipe.hset(key, mapping=mapping)
-                pipe.expire(key, ttl)
+                _hset_expiring(pipe, key, mapping, ttl)
                 pending += len(mapping)
                 if pending >= _WRITE_BATCH:
                     pipe.execute()

@@ -7,14 +7,18 @@ every script must touch one slot only.
 
 import json
 import os
+import select
 import signal
+import socket
 import threading
 import time
 
 import numpy as np
 import pytest
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from common.recs_cache import (
     LIVE_USER_HISTORY,
@@ -113,6 +117,71 @@ def test_staged_version_is_invisible_and_expires_until_published(cache, redis_cl
     assert redis_client.ttl(cache.recs_key("v1", "alice")) == -1  # persisted
     assert redis_client.ttl(cache.recs_key("v1", "bob")) == -1
     assert redis_client.ttl(cache.meta_key("v1")) == -1
+
+
+def forward_until_cut(listener: socket.socket, server_port: int, limit: int) -> tuple[str, int]:
+    """Proxy one client of ``listener`` to the Redis server, forwarding only the first ``limit`` bytes the client
+    sends (replies pass freely), then close both sides: a writer that died at that byte. Returns the address
+    the server saw the connection come from."""
+    client, _ = listener.accept()
+    listener.close()  # a reconnecting client is refused: the writer is dead
+    upstream = socket.create_connection(("127.0.0.1", server_port))
+    host, port = upstream.getsockname()
+    address = f"{host}:{port}"
+    forwarded = 0
+    with client, upstream:
+        while forwarded < limit:
+            readable, _, _ = select.select([client, upstream], [], [], 10)
+            data = readable and readable[0].recv(65536)
+            if not data:
+                break
+            if readable[0] is upstream:
+                client.sendall(data)
+            else:
+                upstream.sendall(data[: limit - forwarded])
+                forwarded += len(data)
+    return address, forwarded
+
+
+def write_through_cut(server: redis.Redis, server_port: int, limit: int) -> int:
+    """Stage a version and write its lists through a connection cut after ``limit`` bytes; wait until the server
+    has run what reached it. Returns how many bytes the writer sent in all."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = redis.Redis(port=listener.getsockname()[1], retry=Retry(NoBackoff(), 0))
+    outcome = {}
+    proxy = threading.Thread(target=lambda: outcome.update(cut=forward_until_cut(listener, server_port, limit)))
+    proxy.start()
+    try:
+        stage(RecsCache(client, REDIS_PREFIX), "v1", ttl=60)
+    except redis.exceptions.ConnectionError:
+        pass
+    finally:
+        client.close()
+        proxy.join()
+    address, forwarded = outcome["cut"]
+    deadline = time.monotonic() + 5
+    while any(entry["addr"] == address for entry in server.client_list()):  # gone once it ran what it received
+        assert time.monotonic() < deadline, "the server kept the cut connection"
+        time.sleep(0.005)
+    return forwarded
+
+
+def test_a_writer_dying_at_any_byte_leaves_no_key_that_never_expires(private_redis):
+    """A training worker killed half-way through staging a version must leave nothing behind for good: every key
+    it wrote carries the staging TTL, whichever byte of the pipeline the connection was cut at."""
+    server = redis.Redis.from_url(private_redis.url)
+    total = write_through_cut(server, private_redis.port, limit=1 << 30)
+    complete = len(server.keys("*"))  # the metadata and the users' buckets
+    assert complete >= 2
+    written_at = set()
+    for limit in [*range(0, total, 7), total]:  # an EXPIRE command is longer than 7 bytes
+        server.flushall()
+        write_through_cut(server, private_redis.port, limit)
+        keys = server.keys("*")
+        assert all(0 < server.ttl(key) <= 60 for key in keys), (limit, {k: server.ttl(k) for k in keys})
+        written_at.add(len(keys))
+    assert {0, complete} <= written_at  # cut before anything landed, and once everything had
+    server.close()
 
 
 def test_lists_round_trip_without_padding(cache):
