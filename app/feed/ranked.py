@@ -266,9 +266,9 @@ class Filtered(_Remembered):
 
     def __init__(self, base: Ranked, removed: Collection[int], demoted: Sequence[int]):
         self._base = base
-        self._removed = np.array(sorted(set(removed)), dtype=np.int64)
-        demoted_ids = np.asarray(demoted, dtype=np.int64)
-        self._demoted = demoted_ids[~isin(demoted_ids, self._removed)]
+        removed = set(removed)
+        self._removed = np.array(sorted(removed), dtype=np.int64)
+        self._demoted = np.array([i for i in demoted if i not in removed], dtype=np.int64)  # a page's few: no numpy
         self._dropped = np.concatenate([self._removed, self._demoted])
         self.size_floor = max(0, base.size_floor - len(self._removed))
         self._size: int | None = None
