@@ -90,26 +90,32 @@ def remove_metrics_dir(server) -> None:
 
 def start_worker(worker) -> None:
     """``post_worker_init``, in each recsvc worker after the fork: load the model, start the reloader thread,
-    then settle the garbage collector (:func:`settle_collector`)."""
+    then settle the worker (:func:`settle_worker`)."""
     from app import reloader
 
     reloader.start(worker.wsgi)
-    settle_collector(worker)
+    settle_worker(worker)
 
 
-def settle_collector(worker) -> None:
-    """Move the loaded app out of the collector's reach (``gc.freeze()``) and make its collections rare.
+def settle_worker(worker) -> None:
+    """Set up the process for serving once the app is loaded: BLAS on one thread, a frozen heap, a rare collector.
 
-    A full collection then no longer walks the app's objects (tens of thousands) in the middle of requests.
-    What requests leave behind is freed by reference counting (pages make next to no reference cycles), but
-    the worker's bounded memories (kept feeds, lists, exclusions: tens of thousands of objects) fill and turn
-    over, and Python's collector, run every 700 objects made and not yet freed, walked all of them each time:
-    pauses of tens of milliseconds in the middle of pages (docs/PERFORMANCE.md, "The garbage collector"). A
-    collection waits for ``API_GC_THRESHOLD`` (50,000) such objects instead; what waits for it meanwhile is
-    the little cyclic garbage a worker makes (an error's traceback, say): about that many objects at most.
+    BLAS runs single-threaded for good (:func:`ml.model.pin_blas_to_one_thread`), as every ranking of a page
+    asks: the per-call limit it no longer needs cost a fifth of a page's continuation ranking.
+
+    The loaded app moves out of the collector's reach (``gc.freeze()``), so a full collection no longer walks
+    its objects (tens of thousands) in the middle of requests. What requests leave behind is freed by
+    reference counting (pages make next to no reference cycles), but the worker's bounded memories (kept
+    feeds, lists, exclusions: tens of thousands of objects) fill and turn over, and Python's collector, run
+    every 700 objects made and not yet freed, walked all of them each time: pauses of tens of milliseconds in
+    the middle of pages (docs/PERFORMANCE.md, "The garbage collector"). A collection waits for
+    ``API_GC_THRESHOLD`` (50,000) such objects instead; what waits for it meanwhile is the little cyclic
+    garbage a worker makes (an error's traceback, say): about that many objects at most.
     """
     from common.config import load_settings  # checked by the master already (gunicorn.conf.py)
+    from ml.model import pin_blas_to_one_thread
 
+    pin_blas_to_one_thread()
     gc.freeze()
     gc.set_threshold(load_settings().api_gc_threshold)
 

@@ -17,6 +17,7 @@ were read gets a representation from its features alone (:meth:`RecModel.item_re
 
 from __future__ import annotations
 
+import contextlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,9 +41,23 @@ _THREADPOOLS = ThreadpoolController()
 LOOKUPS_KEPT = 4096
 
 
+_blas_pinned = False  # see pin_blas_to_one_thread
+
+
 def _one_blas_thread():
     """A context in which BLAS runs single-threaded (see :meth:`RecModel.top_k`'s notes)."""
-    return _THREADPOOLS.limit(limits=1, user_api="blas")
+    return contextlib.nullcontext() if _blas_pinned else _THREADPOOLS.limit(limits=1, user_api="blas")
+
+
+def pin_blas_to_one_thread() -> None:
+    """Run BLAS single-threaded for the rest of this process, as every ranking here asks (a web worker).
+
+    The per-call limit then costs nothing: entering and leaving it sets every loaded BLAS's threads twice,
+    about a fifth of what ranking a page's continuation costs a web worker (docs/PERFORMANCE.md).
+    """
+    global _blas_pinned
+    _THREADPOOLS.limit(limits=1, user_api="blas")  # kept: never restored
+    _blas_pinned = True
 
 
 class PackedStrings(Sequence[str]):

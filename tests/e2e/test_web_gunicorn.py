@@ -233,19 +233,20 @@ def test_without_reuse_port_the_workers_share_a_socket_and_usr2_upgrades_in_plac
 
 
 @pytest.mark.parametrize(("threshold", "expected"), [(None, 50_000), ("1234", 1234)])
-def test_workers_freeze_the_loaded_app_and_make_collections_rare(redis_url, tmp_path, threshold, expected):
-    """post_worker_init calls gc.freeze() (full collections then skip the app's objects during requests) and
-    sets the collector's threshold to API_GC_THRESHOLD."""
+def test_workers_pin_blas_freeze_the_loaded_app_and_make_collections_rare(redis_url, tmp_path, threshold, expected):
+    """post_worker_init pins BLAS to one thread, calls gc.freeze() (full collections then skip the app's objects
+    during requests) and sets the collector's threshold to API_GC_THRESHOLD."""
     env = server_env(redis_url, tmp_path / "models")
     if threshold is not None:
         env["API_GC_THRESHOLD"] = threshold
-    probe = GunicornServer(env, workers=1, app="tests.e2e.collector_probe_app:app", config=BARE_GUNICORN_CONFIG).start()
+    probe = GunicornServer(env, workers=1, app="tests.e2e.worker_probe_app:app", config=BARE_GUNICORN_CONFIG).start()
     try:
         answer = requests.get(probe.url, timeout=5).json()
     finally:
         assert probe.stop() == 0, probe.log()
     assert answer["frozen"] > 1000
     assert answer["threshold"] == expected
+    assert answer["blas"] and set(answer["blas"]) == {1}  # on every BLAS loaded (numpy's, scipy's)
 
 
 def test_a_second_server_on_a_taken_port_is_refused(server):
