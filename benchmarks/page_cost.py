@@ -11,7 +11,8 @@ model reloader's, the served log's). Side by side, alternating ``--rounds`` time
    answered by the feed's shortcut (``app.feed_shortcut``), and the same through Flask's request machinery
    (``API_FEED_SHORTCUT=0``);
 3. the same on the live feed (``--fresh-posts`` fresh posts, ``--seen-per-user`` views and half as many
-   impressions per user, exclusions on), as ``serve.py``'s live server;
+   impressions per user, exclusions on), as ``serve.py``'s live server, and with the fresh posts only (what
+   the exclusions cost);
 4. ``/recommendations`` for ``--returning`` users only, so that every list and every user's exclusions
    are in the worker's memories (``app.list_memo``, ``app.feed.mirror``): the page without a Redis round trip.
 
@@ -161,13 +162,20 @@ def main(argv: list[str] | None = None) -> int:
         live_cache = RecsCache(client, live_settings.redis_prefix)
         publish(live_cache, live_settings.model_dir, model)
         make_live(live_cache, model, args.fresh_posts, args.seen_per_user)
+        unexcluded_settings = replace(
+            settings, redis_prefix=settings.redis_prefix.rstrip(":") + "-fresh:", model_dir=str(work / "models-fresh")
+        )
+        unexcluded_cache = RecsCache(client, unexcluded_settings.redis_prefix)
+        publish(unexcluded_cache, unexcluded_settings.model_dir, model)
+        make_live(unexcluded_cache, model, args.fresh_posts, seen_per_user=0)
 
         from benchmarks.bare_app import app as bare
 
         recs = worker_app(settings)
         live = worker_app(live_settings)
+        unexcluded = worker_app(unexcluded_settings)
         through_flask = worker_app(replace(settings, api_feed_shortcut=False))
-        apps = [recs, live, through_flask]
+        apps = [recs, live, unexcluded, through_flask]
         pages = settings.top_k // PAGE_LIMIT
         everyone = list(range(args.users))
         returning = random.Random(5).sample(everyone, args.returning)
@@ -176,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             f"GET /recommendations (random users of {args.users}, pages of {PAGE_LIMIT})": (recs, everyone),
             "the same through Flask (API_FEED_SHORTCUT=0)": (through_flask, everyone),
             f"GET /recommendations, live: {args.fresh_posts} fresh posts, exclusions on": (live, everyone),
+            f"the same without exclusions ({args.fresh_posts} fresh posts only)": (unexcluded, everyone),
             f"GET /recommendations, {args.returning} returning users (lists and exclusions held)": (recs, returning),
         }
         # The returning users' every page once first, so that the worker holds all they need.

@@ -1,4 +1,4 @@
-"""The page-cost benchmark runs end to end: its four runs, and a returning user's page without a Redis read."""
+"""The page-cost benchmark runs end to end: its six runs, and a returning user's page without a Redis read."""
 
 from __future__ import annotations
 
@@ -22,11 +22,13 @@ def test_page_cost_benchmark_reports_each_runs_cpu_and_redis_reads():
         "GET /recommendations",
         "the same through Flask",
         "GET /recommendations",
+        "the same without exclusions",
         "GET /recommendations",
     ], done.stdout
-    (_, bare_us, bare_x, bare_reads, _), (_, recs_us, _, recs_reads, _), flask, live, returning = rows
+    (_, bare_us, bare_x, bare_reads, _), (_, recs_us, _, recs_reads, _), flask, live, unexcluded, returning = rows
     assert int(bare_us) > 0 and bare_x == "1.0" and bare_reads == "0.00"
     assert int(recs_us) > int(bare_us) and float(recs_reads) > 0  # most users are new to the worker
     assert int(flask[1]) > 0 and float(flask[3]) > 0
     assert int(live[1]) > 0 and float(live[3]) > 0
+    assert int(unexcluded[1]) > 0 and float(unexcluded[3]) > 0
     assert returning[3] == "0.00", "a returning user's page should need no Redis read"
