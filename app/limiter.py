@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 from flask import Flask, request
 from flask_limiter import Limiter
@@ -30,20 +31,36 @@ def _exempt() -> bool:
     return request.blueprint in _EXEMPT_BLUEPRINTS or request.endpoint == "static"
 
 
+def storage(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """The ``limits`` storage URI and options of ``REDIS_URL``, under the limiter's key prefix.
+
+    ``limits`` spells two of the schemes ``REDIS_URL`` accepts its own way: a Unix socket is its
+    ``redis+unix://``, and a cluster over TLS its ``redis+cluster://`` with ``ssl``.
+    """
+    scheme, _, rest = settings.redis_url.strip().partition("://")
+    options: dict[str, Any] = {
+        "key_prefix": rate_limit_prefix(settings.redis_prefix),
+        "socket_timeout": REQUEST_TIMEOUT,
+        "socket_connect_timeout": REQUEST_TIMEOUT,
+    }
+    if scheme == "unix":
+        return f"redis+unix://{rest}", options
+    if scheme == "rediss+cluster":
+        return f"redis+cluster://{rest}", {**options, "ssl": True}
+    return settings.redis_url, options
+
+
 def init_app(app: Flask, settings: Settings) -> Limiter | None:
     """Install the limiter if ``RATE_LIMIT`` is set; return it (None when rate limiting is off)."""
     if not settings.rate_limit:
         return None
+    uri, options = storage(settings)
     limiter = Limiter(
         get_remote_address,
         default_limits=[settings.rate_limit],
         default_limits_exempt_when=_exempt,
-        storage_uri=settings.redis_url,
-        storage_options={
-            "key_prefix": rate_limit_prefix(settings.redis_prefix),
-            "socket_timeout": REQUEST_TIMEOUT,
-            "socket_connect_timeout": REQUEST_TIMEOUT,
-        },
+        storage_uri=uri,
+        storage_options=options,
         strategy="fixed-window",
         headers_enabled=True,
         swallow_errors=True,
@@ -66,13 +83,8 @@ class EndpointLimit:
         self._limit = limit
         self._items = parse_many(limit)
         self._name = name
-        storage = storage_from_string(
-            settings.redis_url,
-            key_prefix=rate_limit_prefix(settings.redis_prefix),
-            socket_timeout=REQUEST_TIMEOUT,
-            socket_connect_timeout=REQUEST_TIMEOUT,
-        )
-        self._counters = FixedWindowRateLimiter(storage)
+        uri, options = storage(settings)
+        self._counters = FixedWindowRateLimiter(storage_from_string(uri, **options))
         self._fallback = FixedWindowRateLimiter(MemoryStorage())
 
     def check(self) -> None:

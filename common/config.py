@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from common.experiments import Experiment, parse_experiment
 from common.redis_clients import CLUSTER_SCHEMES, cluster_nodes, is_cluster_url
@@ -195,12 +195,26 @@ def _experiment(env: Mapping[str, str]) -> Experiment | None:
     return read_var(env, "EXPERIMENT", parse, None) or read_var(env, "EXPERIMENT_FILE", read_file, None)
 
 
+# How Celery names a Redis server: over TCP, TLS, or a Unix socket.
+_CELERY_REDIS_SCHEMES = ("redis", "rediss", "redis+socket")
+
+
 def _redis_url(raw: str) -> str:
     """One Redis server (redis, rediss, unix) or a Redis Cluster (redis+cluster://host:port,host:port...)."""
     url = url_with("redis", "rediss", "unix", *CLUSTER_SCHEMES)(raw)
     if is_cluster_url(url):
         cluster_nodes(url)
     return url
+
+
+def _celery_default(redis_url: str) -> str:
+    """What Celery's broker and result backend default to: ``REDIS_URL``, in Celery's spelling of a Unix socket
+    (``redis+socket:///path?virtual_host=<db>`` for ``unix:///path?db=<db>``)."""
+    parts = urlsplit(redis_url)
+    if parts.scheme != "unix":
+        return redis_url
+    db = parse_qs(parts.query).get("db", ["0"])[0]
+    return f"redis+socket://{parts.netloc}{parts.path}?virtual_host={db}"
 
 
 def _celery_url(name: str, url: str, redis_url: str) -> None:
@@ -238,8 +252,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         sql_queries=sql_queries_from(env),
         redis_url=redis_url,
         redis_prefix=read_var(env, "REDIS_PREFIX", nonempty, d.redis_prefix),
-        celery_broker_url=read_var(env, "CELERY_BROKER_URL", url_with("redis", "rediss", "amqp", "pyamqp"), redis_url),
-        celery_result_backend=read_var(env, "CELERY_RESULT_BACKEND", url_with("redis", "rediss"), redis_url),
+        celery_broker_url=read_var(
+            env, "CELERY_BROKER_URL", url_with(*_CELERY_REDIS_SCHEMES, "amqp", "pyamqp"), _celery_default(redis_url)
+        ),
+        celery_result_backend=read_var(
+            env, "CELERY_RESULT_BACKEND", url_with(*_CELERY_REDIS_SCHEMES), _celery_default(redis_url)
+        ),
         model_dir=read_var(env, "MODEL_DIR", nonempty, d.model_dir),
         model_backups=read_var(env, "MODEL_BACKUPS", int_in(0, 1000), d.model_backups),
         train_interval_seconds=read_var(

@@ -78,14 +78,18 @@ def request_client(url: str) -> Client:
 
 
 def subscriber_client(url: str) -> Client:
-    """For a pub/sub subscriber that reconnects itself, with its own backoff (redis-py does not retry)."""
+    """For a pub/sub subscriber that reconnects itself, with its own backoff (redis-py does not retry).
+
+    TCP keepalive where there is TCP (a Unix socket has none, and redis-py refuses the option for it).
+    """
+    keepalive = {} if urlsplit(url.strip()).scheme == "unix" else {"socket_keepalive": True}
     return _client(
         url,
         socket_timeout=SUBSCRIBER_TIMEOUT,
         socket_connect_timeout=SUBSCRIBER_TIMEOUT,
-        socket_keepalive=True,
         health_check_interval=SUBSCRIBER_HEALTH_CHECK_INTERVAL,
         retry=Retry(NoBackoff(), 0),
+        **keepalive,
     )
 
 

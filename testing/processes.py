@@ -86,23 +86,29 @@ def listening_addresses(pid: int) -> dict[int, tuple[str, int]]:
 
 
 class RedisServer:
-    """A throwaway redis-server without persistence, which a test may stop and start again on the same port."""
+    """A throwaway redis-server without persistence, which a test may stop and start again on the same port.
 
-    def __init__(self):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+    With ``unix_socket`` it listens on a Unix socket only (no TCP port), and ``url`` is ``unix://...``.
+    """
+
+    def __init__(self, unix_socket: bool = False):
         self._dir = tempfile.mkdtemp(prefix="recsvc-redis-")
+        self.port = 0 if unix_socket else free_port()
+        self._socket = f"{self._dir}/redis.sock" if unix_socket else None
+        self.url = f"unix://{self._socket}?db=0" if unix_socket else f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen | None = None
 
     def start(self) -> RedisServer:
         command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        if self._socket is not None:
+            command += ["--unixsocket", self._socket, "--unixsocketperm", "700"]
         self._process = subprocess.Popen(
             [*command, "--dir", self._dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         client = redis.Redis.from_url(self.url)
         try:
             if not poll(client.ping, 10):
-                raise RuntimeError(f"redis-server on port {self.port} did not start")
+                raise RuntimeError(f"redis-server at {self.url} did not start")
         finally:
             client.close()
         return self

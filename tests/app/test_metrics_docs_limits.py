@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import redis
+from limits.storage import SCHEMES
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import metrics
 from app.cache_guard import CacheGuard, CacheUnavailable
+from app.limiter import storage
+from common.config import Settings
 from common.recs_cache import rate_limit_prefix
 from testing.environment import REDIS_PREFIX
 from testing.factories import random_model
@@ -150,6 +154,24 @@ def test_rate_limit_answers_429_in_the_error_shape_and_spares_health(make_app, s
     assert all(client.get("/health").status_code in (200, 503) for _ in range(5))
     keys = redis.Redis.from_url(redis_url).keys("*")
     assert keys and all(k.decode().startswith(rate_limit_prefix(REDIS_PREFIX)) for k in keys)
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "uri", "ssl"),
+    [
+        ("redis://h:6379/2", "redis://h:6379/2", None),
+        ("unix:///run/redis.sock?db=2", "redis+unix:///run/redis.sock?db=2", None),
+        ("redis+cluster://h:7000,h:7001", "redis+cluster://h:7000,h:7001", None),
+        ("rediss+cluster://h:7000,h:7001", "redis+cluster://h:7000,h:7001", True),
+    ],
+)
+def test_the_rate_limits_storage_is_redis_url_in_the_limits_librarys_spelling(redis_url, uri, ssl):
+    """limits knows a Unix socket as redis+unix:// and a cluster over TLS as redis+cluster:// with ssl; the
+    counters stay under the limiter's prefix."""
+    got_uri, options = storage(replace(Settings(), redis_url=redis_url, redis_prefix=REDIS_PREFIX))
+    assert got_uri == uri and options.get("ssl") is ssl
+    assert options["key_prefix"] == rate_limit_prefix(REDIS_PREFIX)
+    assert got_uri.partition("://")[0] in SCHEMES
 
 
 def test_rate_limit_keeps_serving_when_redis_is_down(make_app, settings_env, dead_redis_url):

@@ -6,6 +6,7 @@ from redis.cluster import RedisCluster
 
 from common.config import ConfigError, load_settings
 from common.redis_clients import cluster_nodes, is_cluster_url, request_client, subscriber_client, worker_client
+from testing.processes import RedisServer
 
 PLAIN = {"CELERY_BROKER_URL": "redis://10.0.0.9:6379/0", "CELERY_RESULT_BACKEND": "redis://10.0.0.9:6379/1"}
 
@@ -70,3 +71,32 @@ def test_celery_is_refused_the_cluster(env, variable):
 def test_a_bad_cluster_url_is_refused_naming_redis_url(url, reason):
     with pytest.raises(ConfigError, match=f"^REDIS_URL=.*{reason}"):
         load_settings({"REDIS_URL": url, **PLAIN}, dotenv=False)
+
+
+def test_a_unix_socket_redis_url_gives_celery_its_own_spelling_of_the_socket():
+    settings = load_settings({"REDIS_URL": "unix:///run/redis/redis.sock?db=3"}, dotenv=False)
+    assert settings.redis_url == "unix:///run/redis/redis.sock?db=3"
+    socket = "redis+socket:///run/redis/redis.sock?virtual_host=3"
+    assert settings.celery_broker_url == settings.celery_result_backend == socket
+    assert load_settings({"REDIS_URL": "unix:///r.sock"}, dotenv=False).celery_broker_url.endswith("?virtual_host=0")
+    explicit = {"CELERY_BROKER_URL": "redis+socket:///q.sock", "CELERY_RESULT_BACKEND": "redis+socket:///q.sock"}
+    assert load_settings({"REDIS_URL": "unix:///r.sock", **explicit}, dotenv=False).celery_broker_url == (
+        "redis+socket:///q.sock"
+    )
+
+
+def test_every_client_kind_talks_over_a_unix_socket():
+    server = RedisServer(unix_socket=True).start()
+    try:
+        for build in (request_client, subscriber_client, worker_client):
+            client = build(server.url)
+            try:
+                assert client.ping()
+                pubsub = client.pubsub()
+                pubsub.subscribe("recsvc-test-channel")
+                assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+                pubsub.close()
+            finally:
+                client.close()
+    finally:
+        server.close()
