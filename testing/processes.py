@@ -88,20 +88,39 @@ def listening_addresses(pid: int) -> dict[int, tuple[str, int]]:
 class RedisServer:
     """A throwaway redis-server without persistence, which a test may stop and start again on the same port.
 
-    With ``unix_socket`` it listens on a Unix socket only (no TCP port), and ``url`` is ``unix://...``.
+    ``transport`` ``unix``: it listens on a Unix socket only (no TCP port), and ``url`` is ``unix://...``;
+    ``tls``: on TLS only, with a self-signed certificate made by ``openssl`` (``url`` is ``rediss://...``
+    with the certificate as the CA to check it against).
     """
 
-    def __init__(self, unix_socket: bool = False):
+    def __init__(self, transport: str = "tcp"):
         self._dir = tempfile.mkdtemp(prefix="recsvc-redis-")
-        self.port = 0 if unix_socket else free_port()
-        self._socket = f"{self._dir}/redis.sock" if unix_socket else None
-        self.url = f"unix://{self._socket}?db=0" if unix_socket else f"redis://127.0.0.1:{self.port}/0"
+        self.port = 0 if transport == "unix" else free_port()
+        self._transport = transport
+        self.url = {
+            "tcp": f"redis://127.0.0.1:{self.port}/0",
+            "unix": f"unix://{self._dir}/redis.sock?db=0",
+            "tls": f"rediss://127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={self._dir}/cert.pem",
+        }[transport]
         self._process: subprocess.Popen | None = None
 
+    def _listening(self) -> list[str]:
+        if self._transport == "unix":
+            return ["--port", "0", "--unixsocket", f"{self._dir}/redis.sock", "--unixsocketperm", "700"]
+        if self._transport == "tls":
+            cert, key = f"{self._dir}/cert.pem", f"{self._dir}/key.pem"
+            if not os.path.exists(cert):
+                subprocess.run(
+                    ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                     "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                    check=True, capture_output=True,
+                )  # fmt: skip
+            return ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert, "--tls-key-file", key,
+                    "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]  # fmt: skip
+        return ["--port", str(self.port)]
+
     def start(self) -> RedisServer:
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        if self._socket is not None:
-            command += ["--unixsocket", self._socket, "--unixsocketperm", "700"]
+        command = ["redis-server", *self._listening(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         self._process = subprocess.Popen(
             [*command, "--dir", self._dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -86,7 +86,7 @@ def test_a_unix_socket_redis_url_gives_celery_its_own_spelling_of_the_socket():
 
 
 def test_every_client_kind_talks_over_a_unix_socket():
-    server = RedisServer(unix_socket=True).start()
+    server = RedisServer("unix").start()
     try:
         for build in (request_client, subscriber_client, worker_client):
             client = build(server.url)

@@ -1,6 +1,6 @@
-"""End to end on a Redis that listens on a Unix socket only (``REDIS_URL=unix://...``, no TCP port): Celery's
-broker and results (derived from REDIS_URL), the training run, gunicorn's workers and their reloaders, and the
-rate limits all reach it through the socket.
+"""End to end on a Redis reached the other ways REDIS_URL allows: a Unix socket only (``unix://``, no TCP port)
+and TLS only (``rediss://``). Celery's broker and results (derived from REDIS_URL), the training run,
+gunicorn's workers and their reloaders, and the rate limits all reach it that way.
 """
 
 from __future__ import annotations
@@ -24,22 +24,22 @@ def known_user(conn) -> str:
         return cur.fetchone()[0]
 
 
-@pytest.fixture
-def socket_redis():
-    server = RedisServer(unix_socket=True).start()
+@pytest.fixture(params=["unix", "tls"])
+def other_redis(request):
+    server = RedisServer(request.param).start()
     yield server
     server.close()
 
 
-def test_the_service_runs_on_a_redis_reached_over_its_unix_socket(
-    loaded_db, service_env, socket_redis, services, tmp_path
+def test_the_service_runs_on_a_redis_reached_over_a_unix_socket_or_tls(
+    loaded_db, service_env, other_redis, services, tmp_path
 ):
     env = {key: value for key, value in service_env.items() if not key.startswith("CELERY_")}  # from REDIS_URL
-    env.update(REDIS_URL=socket_redis.url, ADMIN_TOKEN=ADMIN_TOKEN, RATE_LIMIT="1000/second")
+    env.update(REDIS_URL=other_redis.url, ADMIN_TOKEN=ADMIN_TOKEN, RATE_LIMIT="1000/second")
     settings = load_settings(env, dotenv=False)
     client = Celery("unix-client", broker=settings.celery_broker_url, backend=settings.celery_result_backend)
     client.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
-    cache = RecsCache(worker_client(socket_redis.url), REDIS_PREFIX)
+    cache = RecsCache(worker_client(other_redis.url), REDIS_PREFIX)
     start_worker(services, env)
     server = None
     try:
@@ -65,7 +65,7 @@ def test_the_service_runs_on_a_redis_reached_over_its_unix_socket(
 
         second = run_train(client)
         assert second["status"] == "published", second
-        # The reloaders' subscription on the socket: every worker follows the announcement at once.
+        # The reloaders' subscription: every worker follows the announcement at once.
         assert poll(lambda: set(server.worker_versions().values()) == {second["version"]}, 1.5, 0.02), (
             server.worker_versions()
         )
