@@ -101,7 +101,7 @@ def settle_worker(worker) -> None:
     """Set up the process for serving once the app is loaded: BLAS on one thread, a frozen heap, a rare collector.
 
     BLAS runs single-threaded for good (:func:`ml.model.pin_blas_to_one_thread`), as every ranking of a page
-    asks: the per-call limit it no longer needs cost a fifth of a page's continuation ranking.
+    asks anyway, so the per-call limit costs nothing.
 
     The loaded app moves out of the collector's reach (``gc.freeze()``), so a full collection no longer walks
     its objects (tens of thousands) in the middle of requests. What requests leave behind is freed by

@@ -52,8 +52,8 @@ def _one_blas_thread():
 def pin_blas_to_one_thread() -> None:
     """Run BLAS single-threaded for the rest of this process, as every ranking here asks (a web worker).
 
-    The per-call limit then costs nothing: entering and leaving it sets every loaded BLAS's threads twice,
-    about a fifth of what ranking a page's continuation costs a web worker (docs/PERFORMANCE.md).
+    The per-call limit then costs nothing: entering and leaving it set every loaded BLAS's threads twice on
+    every page that ranked past its precomputed list.
     """
     global _blas_pinned
     _THREADPOOLS.limit(limits=1, user_api="blas")  # kept: never restored
