@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, request
 from flask_limiter import Limiter
@@ -22,7 +23,7 @@ from limits.strategies import FixedWindowRateLimiter
 from app.api import abort
 from common.config import Settings
 from common.recs_cache import rate_limit_prefix
-from common.redis_clients import REQUEST_TIMEOUT
+from common.redis_clients import CLUSTER_SCHEMES, REQUEST_TIMEOUT, cluster_tls
 
 _EXEMPT_BLUEPRINTS = frozenset({"health", "metrics", "api-docs"})
 
@@ -35,7 +36,8 @@ def storage(settings: Settings) -> tuple[str, dict[str, Any]]:
     """The ``limits`` storage URI and options of ``REDIS_URL``, under the limiter's key prefix.
 
     ``limits`` spells two of the schemes ``REDIS_URL`` accepts its own way: a Unix socket is its
-    ``redis+unix://``, and a cluster over TLS its ``redis+cluster://`` with ``ssl``.
+    ``redis+unix://``, and a cluster over TLS its ``redis+cluster://`` with the TLS options
+    (:func:`common.redis_clients.cluster_tls`).
     """
     scheme, _, rest = settings.redis_url.strip().partition("://")
     options: dict[str, Any] = {
@@ -45,8 +47,11 @@ def storage(settings: Settings) -> tuple[str, dict[str, Any]]:
     }
     if scheme == "unix":
         return f"redis+unix://{rest}", options
-    if scheme == "rediss+cluster":
-        return f"redis+cluster://{rest}", {**options, "ssl": True}
+    if scheme in CLUSTER_SCHEMES:
+        return f"redis+cluster://{urlsplit(settings.redis_url.strip()).netloc}", {
+            **options,
+            **cluster_tls(settings.redis_url),
+        }
     return settings.redis_url, options
 
 

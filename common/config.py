@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 from common.experiments import Experiment, parse_experiment
-from common.redis_clients import CLUSTER_SCHEMES, cluster_nodes, is_cluster_url
+from common.redis_clients import CLUSTER_SCHEMES, cluster_nodes, cluster_tls, is_cluster_url
 from ml.cpus import usable_cpus
 from ml.settings import (
     DEFAULT_DATABASE_URL,
@@ -204,6 +204,7 @@ def _redis_url(raw: str) -> str:
     url = url_with("redis", "rediss", "unix", *CLUSTER_SCHEMES)(raw)
     if is_cluster_url(url):
         cluster_nodes(url)
+        cluster_tls(url)
     return url
 
 

@@ -1,11 +1,11 @@
 """The Redis clients of the service's processes, built in one place: one kind per way a process uses Redis.
 
 ``REDIS_URL`` names either one Redis server (``redis://``, ``rediss://``, ``unix://``: a ``redis.Redis``) or
-a Redis Cluster, ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` with TLS; a
-``redis.cluster.RedisCluster`` started from those nodes, which discovers the rest). The cluster form is a
-URL scheme rather than a separate setting so that one variable says everything, and it is the form the
-rate limiter's storage (the ``limits`` library) already reads for a cluster, so ``REDIS_URL`` is handed to it
-unchanged. A cluster has only database 0.
+a Redis Cluster, ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` with TLS, its
+certificate settings as query parameters like a ``rediss://`` URL's; a ``redis.cluster.RedisCluster``
+started from those nodes, which discovers the rest). The cluster form is a URL scheme rather than a separate
+setting so that one variable says everything, as the rate limiter's storage (the ``limits`` library) also
+names a cluster (``app.limiter.storage`` spells the rest its way). A cluster has only database 0.
 
 redis-py connects lazily, reconnects on its own and resets its pool in a forked child, so a client may be
 built before a fork (a Celery worker's children) as long as it is first used after it.
@@ -14,7 +14,7 @@ built before a fork (a Celery worker's children) as long as it is first used aft
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -29,6 +29,8 @@ SUBSCRIBER_TIMEOUT = 5.0
 SUBSCRIBER_HEALTH_CHECK_INTERVAL = 10
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+# What a rediss+cluster:// URL may carry as query parameters: redis-py's TLS options, as a rediss:// URL's.
+CLUSTER_TLS_PARAMETERS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 
 Client = redis.Redis | RedisCluster
 
@@ -54,6 +56,25 @@ def cluster_nodes(url: str) -> list[tuple[str, int]]:
     return nodes
 
 
+def cluster_tls(url: str) -> dict[str, Any]:
+    """The TLS options of a cluster URL: ``ssl`` for ``rediss+cluster://``, with its query's TLS parameters.
+
+    Raises ValueError naming a parameter that is not one of :data:`CLUSTER_TLS_PARAMETERS`, or any parameter
+    on a cluster without TLS.
+    """
+    parts = urlsplit(url.strip())
+    query = parse_qs(parts.query, keep_blank_values=True)
+    for name in query:
+        if name not in CLUSTER_TLS_PARAMETERS:
+            allowed = ", ".join(CLUSTER_TLS_PARAMETERS)
+            raise ValueError(f"unknown parameter {name!r}: a cluster URL takes only {allowed}")
+    if parts.scheme != "rediss+cluster":
+        if query:
+            raise ValueError("TLS parameters need a rediss+cluster:// URL")
+        return {}
+    return {"ssl": True, **{name: values[-1] for name, values in query.items()}}
+
+
 def _client(url: str, **options: Any) -> Client:
     if not is_cluster_url(url):
         return redis.Redis.from_url(url, **options)
@@ -64,7 +85,7 @@ def _client(url: str, **options: Any) -> Client:
         startup_nodes=[ClusterNode(host, port) for host, port in cluster_nodes(url)],
         username=unquote(username) or None,
         password=unquote(password) or None,
-        ssl=parts.scheme == "rediss+cluster",
+        **cluster_tls(url),
         require_full_coverage=False,  # a shard that is away costs its own keys only, not the others'
         **options,
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 import redis
 
 from testing.polling import poll, wait_until
-from testing.processes import free_port
+from testing.processes import free_port, tls_server_options
 
 # A failed node is declared failed after this (the default, 15 s, would make a restart test slow).
 NODE_TIMEOUT_MS = 2000
@@ -46,13 +46,25 @@ def free_node_port() -> int:
 
 
 class RedisClusterNodes:
-    """Three cluster-enabled redis-servers joined into one cluster; ``url`` is its ``redis+cluster://`` URL."""
+    """Three cluster-enabled redis-servers joined into one cluster; ``url`` is its ``redis+cluster://`` URL.
 
-    def __init__(self, masters: int = 3):
+    With ``tls`` the nodes speak TLS only, to clients and to each other (a self-signed certificate), and
+    ``url`` is ``rediss+cluster://...?ssl_ca_certs=<the certificate>``.
+    """
+
+    def __init__(self, masters: int = 3, tls: bool = False):
         self.ports = [free_node_port() for _ in range(masters)]
-        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
         self.dir = Path(tempfile.mkdtemp(prefix="recsvc-cluster-"))
+        self.tls = tls
+        nodes = ",".join(f"127.0.0.1:{port}" for port in self.ports)
+        self.url = f"rediss+cluster://{nodes}?ssl_ca_certs={self.dir}/cert.pem" if tls else f"redis+cluster://{nodes}"
         self._processes: dict[int, subprocess.Popen] = {}
+
+    def _node(self, port: int) -> redis.Redis:
+        """A client of the node on ``port`` alone."""
+        if self.tls:
+            return redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(self.dir / "cert.pem"))
+        return redis.Redis(port=port)
 
     def start(self) -> RedisClusterNodes:
         """Start every node, create the cluster, and wait until every node says it is ``ok``.
@@ -63,8 +75,9 @@ class RedisClusterNodes:
             for port in self.ports:
                 self.start_node(port)
             addresses = [f"127.0.0.1:{port}" for port in self.ports]
+            tls = ["--tls", "--cacert", str(self.dir / "cert.pem")] if self.tls else []
             subprocess.run(
-                ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                ["redis-cli", *tls, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
                 check=True,
                 stdout=subprocess.DEVNULL,
                 timeout=60,
@@ -77,14 +90,16 @@ class RedisClusterNodes:
 
     def start_node(self, port: int) -> None:
         """Start (or start again) the node on ``port``; it rejoins the cluster from its nodes file."""
+        listening = ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", *tls_server_options(self.dir)]
         command = [
-            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+            "redis-server", *(listening if self.tls else ["--port", str(port)]), "--bind", "127.0.0.1",
+            "--cluster-enabled", "yes",
             "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
             "--cluster-require-full-coverage", "no", "--save", "", "--appendonly", "no", "--dir", str(self.dir),
         ]  # fmt: skip
         with (self.dir / f"{port}.log").open("ab") as log:
             self._processes[port] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        node = redis.Redis(port=port)
+        node = self._node(port)
         try:
             if not poll(node.ping, 10):
                 raise RuntimeError(f"cluster node on port {port} did not start:\n{self.log(port)}")
@@ -109,7 +124,7 @@ class RedisClusterNodes:
 
         def ok() -> bool:
             for port in self.ports:
-                node = redis.Redis(port=port)
+                node = self._node(port)
                 try:
                     info = node.cluster("info")
                     if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) != len(self.ports):
@@ -127,7 +142,7 @@ class RedisClusterNodes:
     def flush(self) -> None:
         """Empty every node (each holds only its own slots' keys)."""
         for port in self.ports:
-            node = redis.Redis(port=port)
+            node = self._node(port)
             try:
                 node.flushall()
             finally:

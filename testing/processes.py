@@ -85,6 +85,19 @@ def listening_addresses(pid: int) -> dict[int, tuple[str, int]]:
     return listening
 
 
+def tls_server_options(directory: str | Path) -> list[str]:
+    """redis-server's TLS options with a self-signed certificate for 127.0.0.1 in ``directory`` (``cert.pem``,
+    made by ``openssl`` unless there), which clients check the server against; no client certificates."""
+    cert, key = f"{directory}/cert.pem", f"{directory}/key.pem"
+    if not os.path.exists(cert):
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    return ["--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]
+
+
 class RedisServer:
     """A throwaway redis-server without persistence, which a test may stop and start again on the same port.
 
@@ -108,15 +121,7 @@ class RedisServer:
         if self._transport == "unix":
             return ["--port", "0", "--unixsocket", f"{self._dir}/redis.sock", "--unixsocketperm", "700"]
         if self._transport == "tls":
-            cert, key = f"{self._dir}/cert.pem", f"{self._dir}/key.pem"
-            if not os.path.exists(cert):
-                subprocess.run(
-                    ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-                     "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                    check=True, capture_output=True,
-                )  # fmt: skip
-            return ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert, "--tls-key-file", key,
-                    "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]  # fmt: skip
+            return ["--port", "0", "--tls-port", str(self.port), *tls_server_options(self._dir)]
         return ["--port", str(self.port)]
 
     def start(self) -> RedisServer:

@@ -110,6 +110,14 @@ def redis_cluster():
     cluster.close()
 
 
+@pytest.fixture(scope="session")
+def redis_tls_cluster():
+    """A local Redis Cluster of three masters speaking TLS only, for the session; tests flush it."""
+    cluster = RedisClusterNodes(tls=True).start()
+    yield cluster
+    cluster.close()
+
+
 @pytest.fixture
 def celery_redis_url():
     """The Redis database for the Celery broker and results of tests that start real workers."""

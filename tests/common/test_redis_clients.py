@@ -1,11 +1,26 @@
 """The Redis client factory and REDIS_URL: one server by default, a Redis Cluster for ``redis+cluster://``."""
 
+from dataclasses import replace
+
 import pytest
 import redis
+from limits import parse
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
 from redis.cluster import RedisCluster
 
-from common.config import ConfigError, load_settings
-from common.redis_clients import cluster_nodes, is_cluster_url, request_client, subscriber_client, worker_client
+from app.limiter import storage
+from common.config import ConfigError, Settings, load_settings
+from common.recs_cache import RecsCache
+from common.redis_clients import (
+    cluster_nodes,
+    cluster_tls,
+    is_cluster_url,
+    request_client,
+    subscriber_client,
+    worker_client,
+)
+from testing.environment import REDIS_PREFIX
 from testing.processes import RedisServer
 
 PLAIN = {"CELERY_BROKER_URL": "redis://10.0.0.9:6379/0", "CELERY_RESULT_BACKEND": "redis://10.0.0.9:6379/1"}
@@ -100,3 +115,36 @@ def test_every_client_kind_talks_over_a_unix_socket():
                 client.close()
     finally:
         server.close()
+
+
+def test_a_tls_cluster_url_carries_its_certificate_settings_and_nothing_else():
+    url = "rediss+cluster://10.0.0.1:7000,10.0.0.2:7000?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=required"
+    assert cluster_tls(url) == {"ssl": True, "ssl_ca_certs": "/etc/ca.pem", "ssl_cert_reqs": "required"}
+    assert cluster_tls("rediss+cluster://10.0.0.1:7000") == {"ssl": True}
+    assert cluster_tls("redis+cluster://10.0.0.1:7000") == {}
+    assert load_settings({"REDIS_URL": url, **PLAIN}, dotenv=False).redis_url == url
+    with pytest.raises(ConfigError, match="^REDIS_URL=.*unknown parameter 'db'"):
+        load_settings({"REDIS_URL": "rediss+cluster://10.0.0.1:7000?db=1", **PLAIN}, dotenv=False)
+    with pytest.raises(ConfigError, match="^REDIS_URL=.*need a rediss\\+cluster://"):
+        load_settings({"REDIS_URL": "redis+cluster://10.0.0.1:7000?ssl_ca_certs=/ca.pem", **PLAIN}, dotenv=False)
+
+
+def test_every_client_kind_the_cache_and_the_rate_limits_work_on_a_tls_cluster(redis_tls_cluster):
+    """rediss+cluster:// with the cluster's own CA in the URL: every client checks the nodes against it."""
+    redis_tls_cluster.flush()
+    for build in (request_client, subscriber_client, worker_client):
+        client = build(redis_tls_cluster.url)
+        try:
+            assert isinstance(client, RedisCluster) and len(client.get_primaries()) == 3
+            client.set("recsvc-test-factory", "1")
+            assert client.get("recsvc-test-factory") == b"1"
+        finally:
+            client.close()
+    cache = RecsCache(worker_client(redis_tls_cluster.url), REDIS_PREFIX)
+    arrival = cache.record_events([("alice", "p0", "view")], cap=10, ttl=60)
+    assert cache.user_reads("alice").seen == {"p0": arrival}
+    uri, options = storage(replace(Settings(), redis_url=redis_tls_cluster.url, redis_prefix=REDIS_PREFIX))
+    limiter = FixedWindowRateLimiter(storage_from_string(uri, **options))
+    assert [limiter.hit(parse("2/minute"), "test", "client") for _ in range(3)] == [True, True, False]
+    cache.client.close()
+    redis_tls_cluster.flush()
