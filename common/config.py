@@ -209,13 +209,19 @@ def _redis_url(raw: str) -> str:
 
 
 def _celery_default(redis_url: str) -> str:
-    """What Celery's broker and result backend default to: ``REDIS_URL``, in Celery's spelling of a Unix socket
-    (``redis+socket:///path?virtual_host=<db>`` for ``unix:///path?db=<db>``)."""
+    """What Celery's broker and result backend default to: ``REDIS_URL``, as Celery reads it.
+
+    A Unix socket is Celery's ``redis+socket:///path?virtual_host=<db>`` (for ``unix:///path?db=<db>``), and a
+    ``rediss://`` URL must name ``ssl_cert_reqs`` for Celery: ``required`` when it does not, as redis-py
+    checks the server's certificate for the service's own clients.
+    """
     parts = urlsplit(redis_url)
-    if parts.scheme != "unix":
-        return redis_url
-    db = parse_qs(parts.query).get("db", ["0"])[0]
-    return f"redis+socket://{parts.netloc}{parts.path}?virtual_host={db}"
+    query = parse_qs(parts.query)
+    if parts.scheme == "unix":
+        return f"redis+socket://{parts.netloc}{parts.path}?virtual_host={query.get('db', ['0'])[0]}"
+    if parts.scheme == "rediss" and "ssl_cert_reqs" not in query:
+        return f"{redis_url}{'&' if parts.query else '?'}ssl_cert_reqs=required"
+    return redis_url
 
 
 def _celery_url(name: str, url: str, redis_url: str) -> None:

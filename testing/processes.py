@@ -113,7 +113,7 @@ class RedisServer:
         self.url = {
             "tcp": f"redis://127.0.0.1:{self.port}/0",
             "unix": f"unix://{self._dir}/redis.sock?db=0",
-            "tls": f"rediss://127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={self._dir}/cert.pem",
+            "tls": f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self._dir}/cert.pem",
         }[transport]
         self._process: subprocess.Popen | None = None
 

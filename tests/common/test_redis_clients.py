@@ -100,6 +100,15 @@ def test_a_unix_socket_redis_url_gives_celery_its_own_spelling_of_the_socket():
     )
 
 
+def test_a_tls_redis_url_gives_celery_the_certificate_check_it_requires():
+    derived = load_settings({"REDIS_URL": "rediss://r:6380/1"}, dotenv=False)
+    assert derived.celery_broker_url == derived.celery_result_backend == "rediss://r:6380/1?ssl_cert_reqs=required"
+    with_ca = load_settings({"REDIS_URL": "rediss://r:6380/1?ssl_ca_certs=/ca.pem"}, dotenv=False)
+    assert with_ca.celery_broker_url == "rediss://r:6380/1?ssl_ca_certs=/ca.pem&ssl_cert_reqs=required"
+    chosen = load_settings({"REDIS_URL": "rediss://r:6380/1?ssl_cert_reqs=none"}, dotenv=False)
+    assert chosen.celery_result_backend == "rediss://r:6380/1?ssl_cert_reqs=none"
+
+
 def test_every_client_kind_talks_over_a_unix_socket():
     server = RedisServer("unix").start()
     try:
