@@ -44,6 +44,7 @@ import ml.demo
 from common.recs_cache import RecsCache
 from testing.polling import poll
 from testing.processes import CeleryProcess, GunicornServer, RedisServer
+from testing.service import favourite_taste, most_active_users
 
 PAGE = 100
 PREFIX = "recsvc-bench-freshness:"
@@ -51,23 +52,7 @@ PREFIX = "recsvc-bench-freshness:"
 
 def active_users(conn, count: int) -> list[tuple[str, str, list[str]]]:
     """The ``count`` most active users, each with its favourite community and its two favourite tags there."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT user_id FROM interactions GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT %s", (count,)
-        )
-        users = [row[0] for row in cur.fetchall()]
-        tastes = []
-        for user in users:
-            cur.execute(
-                "SELECT p.community_id, p.tags FROM interactions i JOIN posts p ON p.id = i.post_id"
-                " WHERE i.user_id = %s",
-                (user,),
-            )
-            rows = cur.fetchall()
-            community = Counter(c for c, _ in rows).most_common(1)[0][0]
-            tags = Counter(t for c, tags in rows if c == community for t in tags)
-            tastes.append((user, community, [t for t, _ in tags.most_common(2)]))
-    return tastes
+    return [(user, *favourite_taste(conn, user)) for user in most_active_users(conn, count)]
 
 
 class Trials:

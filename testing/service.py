@@ -1,6 +1,7 @@
 """The service's own paths, driven the way the tests and benchmarks need: publish a given model, run the
 training pipeline once in-process, send ``tasks.train`` by name, read the next announced update, write demo
-data. Each calls the service's code rather than copying it, so the tests exercise what production runs.
+data, find its most active users and their tastes. Each calls the service's code rather than copying it, so
+the tests exercise what production runs.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,6 +42,28 @@ def write_demo(out_dir: Path, users: int, posts: int, interactions: int, seed: i
         cwd=REPO, check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     return out_dir
+
+
+def most_active_users(conn, count: int) -> list[str]:
+    """The ``count`` users with the most interactions in PostgreSQL (``conn``), most first, ties by id."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT user_id FROM interactions GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT %s", (count,)
+        )
+        return [row[0] for row in cur.fetchall()]
+
+
+def favourite_taste(conn, user_id: str) -> tuple[str, list[str]]:
+    """The community ``user_id`` interacts with most, and its two favourite tags there."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT p.community_id, p.tags FROM interactions i JOIN posts p ON p.id = i.post_id WHERE i.user_id = %s",
+            (user_id,),
+        )
+        rows = cur.fetchall()
+    community = Counter(c for c, _ in rows).most_common(1)[0][0]
+    tags = Counter(t for c, tags in rows if c == community for t in tags)
+    return community, [t for t, _ in tags.most_common(2)]
 
 
 def publish(

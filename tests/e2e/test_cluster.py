@@ -16,7 +16,7 @@ from common.redis_clients import worker_client
 from testing.environment import ADMIN_TOKEN, REDIS_PREFIX
 from testing.polling import poll, wait_until
 from testing.processes import GunicornServer, start_worker
-from testing.service import run_train
+from testing.service import most_active_users, run_train
 
 
 @pytest.fixture
@@ -32,14 +32,6 @@ def cluster_cache(redis_cluster):
     client = worker_client(redis_cluster.url)
     yield RecsCache(client, REDIS_PREFIX)
     client.close()
-
-
-def known_users(conn, count: int) -> list[str]:
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT user_id FROM interactions GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT %s", (count,)
-        )
-        return [row[0] for row in cur.fetchall()]
 
 
 def subscribers(cache: RecsCache) -> int:
@@ -69,7 +61,7 @@ def test_celery_publishes_into_the_cluster_and_every_gunicorn_worker_serves_and_
     try:
         assert set(server.worker_versions().values()) == {first["version"]}
         assert subscribers(cluster_cache) == 3  # one reloader per worker, each on some node
-        users = known_users(loaded_db, 20)
+        users = most_active_users(loaded_db, 20)
         pages = [requests.get(f"{server.url}/recommendations/{user}", params={"limit": 10}).json() for user in users]
         assert {(p["model_version"], p["source"]) for p in pages} == {(first["version"], "cache")}
 
@@ -103,7 +95,7 @@ def test_a_shard_restart_during_serving_costs_no_request_and_the_workers_recover
     first = run_train(celery_client)
     assert first["status"] == "published", first
     server = GunicornServer(cluster_env, workers=2, log_path=tmp_path / "gunicorn.log").start()
-    users = known_users(loaded_db, 50)
+    users = most_active_users(loaded_db, 50)
     statuses: list[int] = []
     sources: list[str] = []
     stop = threading.Event()

@@ -13,7 +13,7 @@ import requests
 
 from testing.polling import wait_until
 from testing.processes import GunicornServer, start_worker
-from testing.service import run_train
+from testing.service import favourite_taste, most_active_users, run_train
 
 INTERVAL = 2  # REFRESH_INTERVAL_SECONDS of this test
 BOUND = INTERVAL + 5  # the issue's bound
@@ -21,17 +21,9 @@ BOUND = INTERVAL + 5  # the issue's bound
 
 def fan_and_taste(conn) -> tuple[str, str, list[str]]:
     """The most active user, the community it interacts with most, and its two favourite tags there."""
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT user_id FROM interactions GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1")
-        user = cur.fetchone()[0]
-        cur.execute(
-            "SELECT p.community_id, p.tags FROM interactions i JOIN posts p ON p.id = i.post_id WHERE i.user_id = %s",
-            (user,),
-        )
-        rows = cur.fetchall()
-    community = Counter(c for c, _ in rows).most_common(1)[0][0]
-    tags = Counter(t for c, tags in rows if c == community for t in tags)
-    return user, community, [t for t, _ in tags.most_common(2)]
+    with conn:  # the reads' transaction ends here
+        user = most_active_users(conn, 1)[0]
+        return (user, *favourite_taste(conn, user))
 
 
 def feed(server, user: str, limit: int = 100) -> dict:

@@ -15,13 +15,7 @@ from common.redis_clients import worker_client
 from testing.environment import ADMIN_TOKEN, REDIS_PREFIX
 from testing.polling import poll
 from testing.processes import GunicornServer, RedisServer, start_worker
-from testing.service import run_train
-
-
-def known_user(conn) -> str:
-    with conn.cursor() as cur:
-        cur.execute("SELECT user_id FROM interactions GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1")
-        return cur.fetchone()[0]
+from testing.service import most_active_users, run_train
 
 
 @pytest.fixture(params=["unix", "tls"])
@@ -48,7 +42,7 @@ def test_the_service_runs_on_a_redis_reached_over_a_unix_socket_or_tls(
         assert cache.current_version() == first["version"]
         server = GunicornServer(env, workers=2, log_path=tmp_path / "gunicorn.log").start()
         assert set(server.worker_versions().values()) == {first["version"]}
-        user = known_user(loaded_db)
+        user = most_active_users(loaded_db, 1)[0]
         page = requests.get(f"{server.url}/recommendations/{user}", params={"limit": 10}, timeout=10)
         assert page.status_code == 200, page.text
         assert page.json()["model_version"] == first["version"] and "X-RateLimit-Limit" in page.headers

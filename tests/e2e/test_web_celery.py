@@ -12,13 +12,7 @@ import requests
 
 from testing.polling import poll
 from testing.processes import GunicornServer, start_worker
-from testing.service import run_train
-
-
-def known_user(conn) -> str:
-    with conn.cursor() as cur:
-        cur.execute("SELECT user_id FROM interactions GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1")
-        return cur.fetchone()[0]
+from testing.service import most_active_users, run_train
 
 
 def test_versions_trained_by_celery_reach_every_gunicorn_worker(
@@ -30,7 +24,7 @@ def test_versions_trained_by_celery_reach_every_gunicorn_worker(
     server = GunicornServer(service_env, workers=3, log_path=tmp_path / "gunicorn.log").start()
     try:
         assert set(server.worker_versions().values()) == {first["version"]}
-        user = known_user(loaded_db)
+        user = most_active_users(loaded_db, 1)[0]
         page = requests.get(f"{server.url}/recommendations/{user}", params={"limit": 10}).json()
         assert (page["model_version"], page["strategy"], page["source"]) == (first["version"], "personalized", "cache")
 
