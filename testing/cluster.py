@@ -90,10 +90,12 @@ class RedisClusterNodes:
 
     def start_node(self, port: int) -> None:
         """Start (or start again) the node on ``port``; it rejoins the cluster from its nodes file."""
-        listening = ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", *tls_server_options(self.dir)]
+        if self.tls:
+            listening = ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", *tls_server_options(self.dir)]
+        else:
+            listening = ["--port", str(port)]
         command = [
-            "redis-server", *(listening if self.tls else ["--port", str(port)]), "--bind", "127.0.0.1",
-            "--cluster-enabled", "yes",
+            "redis-server", *listening, "--bind", "127.0.0.1", "--cluster-enabled", "yes",
             "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
             "--cluster-require-full-coverage", "no", "--save", "", "--appendonly", "no", "--dir", str(self.dir),
         ]  # fmt: skip
