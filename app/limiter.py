@@ -39,20 +39,18 @@ def storage(settings: Settings) -> tuple[str, dict[str, Any]]:
     ``redis+unix://``, and a cluster over TLS its ``redis+cluster://`` with the TLS options
     (:func:`common.redis_clients.cluster_tls`).
     """
-    scheme, _, rest = settings.redis_url.strip().partition("://")
+    url = settings.redis_url.strip()
+    parts = urlsplit(url)
     options: dict[str, Any] = {
         "key_prefix": rate_limit_prefix(settings.redis_prefix),
         "socket_timeout": REQUEST_TIMEOUT,
         "socket_connect_timeout": REQUEST_TIMEOUT,
     }
-    if scheme == "unix":
-        return f"redis+unix://{rest}", options
-    if scheme in CLUSTER_SCHEMES:
-        return f"redis+cluster://{urlsplit(settings.redis_url.strip()).netloc}", {
-            **options,
-            **cluster_tls(settings.redis_url),
-        }
-    return settings.redis_url, options
+    if parts.scheme == "unix":
+        return f"redis+{url}", options
+    if parts.scheme in CLUSTER_SCHEMES:
+        return f"redis+cluster://{parts.netloc}", {**options, **cluster_tls(url)}
+    return url, options
 
 
 def init_app(app: Flask, settings: Settings) -> Limiter | None:
