@@ -5,7 +5,7 @@
 - Prometheus's per-process metric files start empty, a dead worker's live gauges go, and a directory the
   master made goes with it;
 - a recsvc worker loads its model and starts its reloader after the fork (:mod:`app.reloader`), stops it at
-  exit, and settles its garbage collector (the loaded app frozen, collections rare).
+  exit, and settles (BLAS on one thread, the loaded app frozen, collections rare).
 
 The app's modules are imported inside the hooks: the master, which serves nothing, never loads them.
 """
