@@ -302,13 +302,14 @@ class UserReads:
     """Everything a page needs from Redis about one user, read at one instant (:meth:`RecsCache.user_reads`).
 
     ``now`` is Redis's clock in microseconds; ``seen``/``shown`` map post ids to arrival times (those that
-    arrived by ``now``). ``list_blob`` is the user's packed list (None when not asked for or absent),
-    ``live_user`` its ``live:users`` value (see :func:`live_user_at`), ``published`` whether the version
-    asked about is still published (None when not asked).
+    arrived by ``now``). ``generation`` is the live generation (None when not asked for), ``list_blob`` the
+    user's packed list (None when not asked for or absent), ``live_user`` its ``live:users`` value (see
+    :func:`live_user_at`), ``published`` whether the version asked about is still published (None when not
+    asked).
     """
 
     now: int
-    generation: int
+    generation: int | None
     list_blob: bytes | None
     live_user: bytes | None
     published: bool | None
@@ -882,7 +883,7 @@ class RecsCache:
 
     def exclusions(self, user_id: str, cutoff: int | None = None) -> tuple[dict[str, int], dict[str, int]]:
         """The user's ``seen`` and ``shown`` posts (post id -> arrival, microseconds) up to ``cutoff``."""
-        reads = self.user_reads(user_id)
+        reads = self.user_reads(user_id, generation=False)
         limit = reads.now if cutoff is None else cutoff
         return cut_exclusions(reads.seen, limit), cut_exclusions(reads.shown, limit)
 
@@ -891,21 +892,28 @@ class RecsCache:
         user_id: str,
         *,
         list_version: str | None = None,
+        generation: bool = True,
         live_user: bool = False,
         check_version: str | None = None,
     ) -> UserReads:
-        """One command (a read-only script) of what a page needs: Redis's clock, the generation, the exclusions.
+        """One command (a read-only script) of what a page needs: Redis's clock and the user's exclusions.
 
-        Optionally also the user's list of ``list_version``, its ``live:users`` value (``live_user``), and
-        whether ``check_version`` is still published. The exclusions are those that arrived by the clock
-        read first (``now``; see :func:`cut_exclusions` for a pinned scroll's earlier cutoff). One script
-        rather than a pipeline of up to seven commands: it is the hot path's one round trip. On a cluster the
-        script reads the user's slot only (clock, exclusions, list) and one pipelined call reads the ``{ctl}``
-        slot (generation, live-user record, published flag): two round trips.
+        Also the live generation unless ``generation`` is False (a web worker whose mirror knows it), and
+        optionally the user's list of ``list_version``, its ``live:users`` value (``live_user``), and whether
+        ``check_version`` is still published. The exclusions are those that arrived by the clock read first
+        (``now``; see :func:`cut_exclusions` for a pinned scroll's earlier cutoff). One script rather than a
+        pipeline of up to seven commands: it is the hot path's one round trip. On a cluster the script reads
+        the user's slot only (clock, exclusions, list) and, when any of them is asked for, one pipelined call
+        reads the ``{ctl}`` slot (generation, live-user record, published flag): a second round trip.
         """
         keys = [self.seen_key(user_id), self.shown_key(user_id)]
         local = not self.cluster  # the {ctl} keys too, in the same script
-        asked = (list_version is not None, local, live_user and local, check_version is not None and local)
+        asked = (
+            list_version is not None,
+            generation and local,
+            live_user and local,
+            check_version is not None and local,
+        )
         if asked[0]:
             keys.append(self.recs_key(list_version, user_id))
         if asked[1]:
@@ -920,13 +928,13 @@ class RecsCache:
             reply = self.client.execute_command(*command) if self.cluster else self._read_on_own_connection(command)
         except redis.exceptions.NoScriptError:  # a restarted or flushed server: the Script loads it again
             reply = self._user_reads(keys=keys, args=args)
-        seconds, micros, seen, shown, blob, generation, record, complete = reply
-        if self.cluster:
-            generation, record, complete = self._global_reads(user_id, live_user, check_version)
+        seconds, micros, seen, shown, blob, current, record, complete = reply
+        if self.cluster and (generation or live_user or check_version is not None):
+            current, record, complete = self._global_reads(user_id, generation, live_user, check_version)
         now = int(seconds) * 1_000_000 + int(micros)
         return UserReads(
             now=now,
-            generation=int(generation or 0),
+            generation=int(current or 0) if generation else None,
             list_blob=blob,
             live_user=record,
             published=complete == b"1" if check_version is not None else None,
@@ -959,19 +967,22 @@ class RecsCache:
 
         return connection.retry.call_with_retry(once, lambda _error: connection.disconnect())
 
-    def _global_reads(self, user_id: str, live_user: bool, check_version: str | None) -> tuple[Any, Any, Any]:
+    def _global_reads(
+        self, user_id: str, generation: bool, live_user: bool, check_version: str | None
+    ) -> tuple[Any, Any, Any]:
         """On a cluster, the {ctl} part of :meth:`user_reads`: one pipelined call to that slot's shard."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.hget(self.live_state_key, "generation")
+        if generation:
+            pipe.hget(self.live_state_key, "generation")
         if live_user:
             pipe.hget(self.live_users_key, user_id)
         if check_version is not None:
             pipe.hget(self.meta_key(check_version), "complete")
         replies = iter(pipe.execute())
-        generation = next(replies)
+        current = next(replies) if generation else None
         record = next(replies) if live_user else None
         complete = next(replies) if check_version is not None else None
-        return generation, record, complete
+        return current, record, complete
 
     # --- served pages (impressions) and the online report ---
 

@@ -4,8 +4,9 @@ Resolving is the only part that does I/O. It picks the model version (the held o
 kept in memory or loaded from disk by ``ModelHolder.at``), then takes what the worker already knows (the
 user's list from :class:`app.list_memo.ListMemo`, the live generation, the user's exclusions and live-user
 record from :class:`app.feed.mirror.LiveMirror`) and reads what it lacks in one Redis round trip (the clock,
-the generation, the exclusions and, as needed, the list, the live-user record and whether a pinned
-version is still published), then the live pool of the generation (once per generation and version per
+the exclusions and, as needed, the generation (when the mirror does not know it), the list, the live-user
+record and whether a pinned version is still published; on a cluster the last three cost a second round
+trip to the ``{ctl}`` slot), then the live pool of the generation (once per generation and version per
 worker). A page of a known user of the held version whose exclusions the mirror holds costs no round trip.
 A pin that cannot be honoured (its version or pool expired) gives a fresh scroll from the current state,
 and the response says ``version_fallback: true``. A new scroll of a user in an experiment's ``model`` variant
@@ -272,6 +273,7 @@ class FeedService:
                         self._cache.user_reads,
                         user_id,
                         list_version=loaded.version if known and cached is None else None,
+                        generation=generation is None,
                         live_user=not known,
                         check_version=None if is_held else loaded.version,
                     )
@@ -280,7 +282,9 @@ class FeedService:
                 return self._without_redis(user_id, loaded, pin)
             if reads.published is False:
                 return None  # the pinned version expired (RECS_RETAIN_SECONDS)
-            generation, record = reads.generation, reads.live_user
+            if reads.generation is not None:  # the mirror did not know it
+                generation = reads.generation
+            record = reads.live_user
             exclusions = KnownExclusions(reads.now, reads.seen, reads.shown)
             self.mirror.remember(epoch, user_id, exclusions, (not known, record))
             if known and cached is None:

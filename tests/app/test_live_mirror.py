@@ -7,6 +7,7 @@ page Redis would have given.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -135,3 +136,18 @@ def test_a_pin_that_cannot_be_honoured_says_so_even_when_the_current_feed_is_kep
     assert fallback["version_fallback"] and fallback["token"] == first["token"]
     assert fallback["recommendations"] == first["recommendations"]
     assert client.get("/recommendations/user-1?limit=5").get_json() == first
+
+
+def test_a_first_page_takes_the_generation_from_the_mirror_without_reading_it(app, client, cache, model_dir, follow):
+    """While the mirror listens it knows the generation, so a page's read leaves it out (on a cluster that
+    spares a round trip): a generation written behind the mirror's back is not served until it is announced."""
+    publish(cache, model_dir, random_model(num_users=10, num_items=40, seed=2), top_k=20)
+    runtime = app.extensions["recsvc"]
+    runtime.holder.reload()
+    follow(runtime.feed.mirror, runtime.holder)
+    cache.client.set(cache.live_pool_key(7), json.dumps([["fresh-1", ["music"], "c0", time.time()]]))
+    cache.client.hset(cache.live_state_key, "generation", 7)  # no announcement
+    page = client.get("/recommendations/user-1?limit=5").get_json()
+    assert page["token"].split(".")[1] == "0" and runtime.feed.mirror.exclusions("user-1") is not None
+    cache.publish_live([], {}, "v", {}, retain_seconds=60, max_posts=10, max_users=10)  # generation 8, announced
+    assert poll(lambda: client.get("/recommendations/user-2?limit=5").get_json()["token"].split(".")[1] == "8", 1.0)

@@ -465,6 +465,37 @@ def test_user_reads_is_one_consistent_snapshot(cache):
     assert live_user_at(bare.live_user, bare.generation) == {"role": None, "follows": ["c0"]}
 
 
+def hget_calls(client) -> int:
+    """HGET commands served so far (scripts' included), over every node of a cluster."""
+    nodes = [client]
+    if isinstance(client, RedisCluster):
+        nodes = [client.get_redis_connection(node) for node in client.get_nodes()]
+    return sum(node.info("commandstats").get("cmdstat_hget", {}).get("calls", 0) for node in nodes)
+
+
+@pytest.mark.parametrize("where", ["single", "cluster"])
+def test_user_reads_leave_the_generation_to_a_worker_that_knows_it(where, request):
+    """A web worker's live mirror knows the generation: its reads skip it, and on a cluster the {ctl} slot's
+    round trip with it. The test's own servers: the command counts are not shared with other tests."""
+    server = request.getfixturevalue("private_redis" if where == "single" else "redis_cluster")
+    client = worker_client(server.url)
+    cache = RecsCache(client, REDIS_PREFIX)
+    try:
+        stage(cache, "v1")
+        cache.publish_version("v1", message("v1"), retain_seconds=30)
+        publish_live(cache, users={})
+        before = hget_calls(client)
+        reads = cache.user_reads("alice", list_version="v1", generation=False)
+        assert reads.generation is None and unpack_list(reads.list_blob)[0].tolist() == [1, 2]
+        assert hget_calls(client) - before == 1  # the list alone
+        assert cache.user_reads("alice", list_version="v1").generation == 1
+        assert hget_calls(client) - before == 3  # the list again, and the generation
+    finally:
+        if where == "cluster":
+            server.flush()
+        client.close()
+
+
 def test_user_reads_loads_its_script_again_on_a_server_that_lost_it(private_redis):
     """The hot path sends EVALSHA itself: a restarted or flushed server (NOSCRIPT) must still answer."""
     cache = RecsCache(redis.Redis.from_url(private_redis.url), REDIS_PREFIX)
