@@ -13,8 +13,9 @@ In one run, with the same gunicorn settings (``gunicorn.conf.py``, ``API_WORKERS
    communities, random pages of each; and the requests of 2 to a server with ``API_FEED_SHORTCUT=0``, whose
    pages all go through Flask's request machinery (``app.feed_shortcut``); they alternate with 1-3, and the
    medians are reported;
-5. the load of 2 while three new model versions are published: failed requests, latency, and how long
-   each version took to be held by every worker (read from the per-worker ``recsvc_model_info`` gauge);
+5. the load of 2 while three new model versions are published, ``--rounds`` times (medians, as for every
+   other run; until 2026-11-30 a single run): failed requests, latency, and how long each version took to
+   be held by every worker (read from the per-worker ``recsvc_model_info`` gauge);
 6. the memory of one web worker (RSS and PSS);
 7. the hit rate of the workers' list memo (``app.list_memo``) over the measured runs: with the default
    500 users it is about 100 % (no request reaches Redis); ``--users 100000`` measures the Redis path.
@@ -39,7 +40,8 @@ root::
         [--cluster]
 
 ``--cluster`` serves from a local Redis Cluster of three masters (:mod:`testing.cluster`) instead of one
-redis-server: the same figures, for the two round trips a cluster costs a first page.
+redis-server: the same figures, with a first page read from the user's shard (and, for what only the shard
+of the global state holds, from that one too).
 
 Needs ``wrk`` (Debian package ``wrk``). Prints a markdown table (the figures of docs/PERFORMANCE.md).
 """
@@ -377,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         bare.stop()
         live.stop()
-        during_reload, visible_after = reload_under_load(app, cache, work / "models", args, wrk_on(app, "recs"))
+        load = wrk_on(app, "recs")
+        reloads = [reload_under_load(app, cache, work / "models", args, load) for _ in range(args.rounds)]
+        during_reload = median_run([result for result, _ in reloads])
+        visible_after = [seconds for _, times in reloads for seconds in times]
         memory = [memory_mb(pid) for pid in app.worker_pids()]
         app.stop()
     finally:
