@@ -15,7 +15,10 @@ In one run, with the same gunicorn settings (``gunicorn.conf.py``, ``API_WORKERS
    medians are reported;
 5. the load of 2 while three new model versions are published, ``--rounds`` times (medians, as for every
    other run; until 2026-11-30 a single run): failed requests, latency, and how long each version took to
-   be held by every worker (read from the per-worker ``recsvc_model_info`` gauge);
+   be held by every worker (read from the per-worker ``recsvc_model_info`` gauge). A forked process makes,
+   ranks, writes and publishes each version, as a Celery worker on this host would; alternating with it, the
+   same at niceness ``--publisher-nice`` (10; 0 skips it), as a worker started under ``nice`` would, so that
+   what the web tier's CPU priority over the worker buys is measured;
 6. the memory of one web worker (RSS and PSS);
 7. the hit rate of the workers' list memo (``app.list_memo``) over the measured runs: with the default
    500 users it is about 100 % (no request reaches Redis); ``--users 100000`` measures the Redis path.
@@ -37,7 +40,7 @@ root::
 
     .venv/bin/python -m benchmarks.serve [--duration 10] [--connections 32] [--worker-class gthread|sync]
         [--threads N] [--users 500] [--items 2016] [--communities 32] [--fresh-posts 1000] [--seen-per-user 10]
-        [--cluster]
+        [--cluster] [--publisher-nice 10]
 
 ``--cluster`` serves from a local Redis Cluster of three masters (:mod:`testing.cluster`) instead of one
 redis-server: the same figures, with a first page read from the user's shard (and, for what only the shard
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -224,16 +228,18 @@ def memo_lookups(server: GunicornServer) -> dict[str, float]:
     }
 
 
-def reload_under_load(server: GunicornServer, cache: RecsCache, model_dir: Path, args, wrk) -> tuple[dict, list]:
-    """wrk load while three versions are published; returns wrk's result and each version's visibility time."""
+def reload_under_load(
+    server: GunicornServer, redis_url: str, prefix: str, model_dir: Path, args, wrk, niceness: int
+) -> tuple[dict, list]:
+    """wrk load while three versions are published by a process at ``niceness``; returns wrk's result and each
+    version's visibility time."""
     visible_after: list[float] = []
     result: dict = {}
     load = threading.Thread(target=lambda: result.update(wrk()))
     load.start()
     time.sleep(args.duration / 5)
     for seed in (11, 12, 13):
-        model = random_model(args.users, args.items, args.components, seed=seed)
-        version = publish(cache, model_dir, model)
+        version = publish_from_child(redis_url, prefix, model_dir, args, seed, niceness)
         published = time.monotonic()
         everywhere = poll(
             lambda v=version: (
@@ -246,6 +252,33 @@ def reload_under_load(server: GunicornServer, cache: RecsCache, model_dir: Path,
         time.sleep(args.duration / 5)
     load.join()
     return result, visible_after
+
+
+def publish_from_child(redis_url: str, prefix: str, model_dir: Path, args, seed: int, niceness: int) -> str:
+    """Publish a random model of the benchmark's size from a forked process at ``niceness``; return its version.
+
+    The process trains nothing: it makes the model, then saves, ranks, writes and publishes it through the
+    pipeline's stages (``testing.service.publish``), as a Celery worker sharing this host would, at the CPU
+    priority a ``nice -n <niceness>`` in front of the worker's command would give it (its BLAS threads too).
+    """
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+    child = context.Process(target=_publish_child, args=(writer, redis_url, prefix, model_dir, args, seed, niceness))
+    child.start()
+    writer.close()
+    try:
+        if not reader.poll(300):
+            raise RuntimeError("the publishing process gave no version within 300 s")
+        return reader.recv()
+    finally:
+        child.join(30)
+
+
+def _publish_child(writer, url: str, prefix: str, model_dir: Path, args, seed: int, niceness: int) -> None:
+    os.nice(niceness)
+    cache = RecsCache(worker_client(url), prefix)  # connections of its own: none is shared across the fork
+    model = random_model(args.users, args.items, args.components, seed=seed)
+    writer.send(publish(cache, model_dir, model))
 
 
 def server_envs(redis_url: str, work: Path, live_prefix: str, args: argparse.Namespace) -> tuple[dict, dict]:
@@ -284,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cluster", action="store_true", help="serve from a local Redis Cluster of three masters (testing.cluster)"
     )
+    parser.add_argument(
+        "--publisher-nice",
+        type=int,
+        default=10,
+        help="also publish from a process at this niceness, as a worker under nice on this host (default 10; 0: not)",
+    )
     return parser
 
 
@@ -294,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "--connections must be at least 2 (wrk runs 2 threads), --rounds, --duration and --threads at least 1"
         )
+    if not 0 <= args.publisher_nice <= 19:
+        parser.error("--publisher-nice must be 0 to 19")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
 
@@ -379,10 +420,19 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         bare.stop()
         live.stop()
+        # Alternating: the publisher at the web's own priority, then (--publisher-nice) at a lower one.
         load = wrk_on(app, "recs")
-        reloads = [reload_under_load(app, cache, work / "models", args, load) for _ in range(args.rounds)]
-        during_reload = median_run([result for result, _ in reloads])
-        visible_after = [seconds for _, times in reloads for seconds in times]
+        nicenesses = (0, args.publisher_nice) if args.publisher_nice else (0,)
+        reloads = [
+            [
+                reload_under_load(app, private_redis.url, cache.prefix, work / "models", args, load, n)
+                for n in nicenesses
+            ]
+            for _ in range(args.rounds)
+        ]
+        during_reload = median_run([run[0][0] for run in reloads])
+        during_niced = median_run([run[-1][0] for run in reloads]) if args.publisher_nice else None
+        visible_after = [seconds for run in reloads for _, times in run for seconds in times]
         memory = [memory_mb(pid) for pid in app.worker_pids()]
         app.stop()
     finally:
@@ -410,6 +460,11 @@ def main(argv: list[str] | None = None) -> int:
         ("GET /recommendations?community=<one of them> (random users, communities, pages)", filtered),
         ("GET /recommendations through Flask (API_FEED_SHORTCUT=0)", flask_recs),
         ("GET /recommendations while 3 versions are published", during_reload),
+        *(
+            [(f"the same, published by a process at niceness {args.publisher_nice}", during_niced)]
+            if during_niced is not None
+            else []
+        ),
     ):
         print(
             f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | "
@@ -441,6 +496,14 @@ def main(argv: list[str] | None = None) -> int:
         f"together): {configured['rps']:.0f} against {gc_python['rps']:.0f} requests/s, p99 {configured['p99_ms']:.2f} "
         f"against {gc_python['p99_ms']:.2f} ms, max {configured['max_ms']:.1f} against {gc_python['max_ms']:.1f} ms"
     )
+    publishing = (
+        f"p99 while 3 versions are published: {during_reload['p99_ms'] / baseline['p99_ms']:.2f}x the bare endpoint's"
+    )
+    if during_niced is not None:
+        publishing += (
+            f" ({during_niced['p99_ms'] / baseline['p99_ms']:.2f}x by a process at niceness {args.publisher_nice})"
+        )
+    print(publishing + " (target 2x)")
     print("new version held by every worker after: " + ", ".join(f"{1000 * s:.0f} ms" for s in visible_after))
     rss = max(m[0] for m in memory)
     pss = max(m[1] for m in memory)
