@@ -903,8 +903,9 @@ class RecsCache:
         ``check_version`` is still published. The exclusions are those that arrived by the clock read first
         (``now``; see :func:`cut_exclusions` for a pinned scroll's earlier cutoff). One script rather than a
         pipeline of up to seven commands: it is the hot path's one round trip. On a cluster the script reads
-        the user's slot only (clock, exclusions, list) and, when any of them is asked for, one pipelined call
-        reads the ``{ctl}`` slot (generation, live-user record, published flag): a second round trip.
+        the user's slot only (clock, exclusions, list); what is asked of the ``{ctl}`` slot (the generation,
+        the live-user record, the published flag), if anything, costs one pipelined call there: a second
+        round trip.
         """
         keys = [self.seen_key(user_id), self.shown_key(user_id)]
         local = not self.cluster  # the {ctl} keys too, in the same script
