@@ -55,13 +55,18 @@ def redis_client(request, redis_url):
         cluster.flush()
 
 
+def node_clients(client) -> list[redis.Redis]:
+    """A client of each node of a cluster (each answers for itself only), or ``client`` itself on one server."""
+    if not isinstance(client, RedisCluster):
+        return [client]
+    return [client.get_redis_connection(node) for node in client.get_nodes()]
+
+
 def subscribers(client, *channels):
     """channel -> subscribers, over every node (a cluster node counts only its own connections)."""
-    if not isinstance(client, RedisCluster):
-        return dict(client.pubsub_numsub(*channels))
     counts = dict.fromkeys((channel.encode() for channel in channels), 0)
-    for node in client.get_nodes():
-        for channel, count in client.get_redis_connection(node).pubsub_numsub(*channels):
+    for node in node_clients(client):
+        for channel, count in node.pubsub_numsub(*channels):
             counts[channel] += count
     return counts
 
@@ -467,10 +472,7 @@ def test_user_reads_is_one_consistent_snapshot(cache):
 
 def hget_calls(client) -> int:
     """HGET commands served so far (scripts' included), over every node of a cluster."""
-    nodes = [client]
-    if isinstance(client, RedisCluster):
-        nodes = [client.get_redis_connection(node) for node in client.get_nodes()]
-    return sum(node.info("commandstats").get("cmdstat_hget", {}).get("calls", 0) for node in nodes)
+    return sum(node.info("commandstats").get("cmdstat_hget", {}).get("calls", 0) for node in node_clients(client))
 
 
 @pytest.mark.parametrize("where", ["single", "cluster"])
@@ -637,8 +639,7 @@ def test_an_event_batch_of_many_users_lands_in_each_users_slot(cache):
 
 
 def test_a_publish_reaches_a_subscriber_on_every_node(cache, redis_client):
-    nodes = redis_client.get_primaries() if isinstance(redis_client, RedisCluster) else [None]
-    clients = [redis_client if node is None else redis_client.get_redis_connection(node) for node in nodes]
+    clients = node_clients(redis_client)
     pubsubs = []
     for client in clients:
         pubsub = client.pubsub()
@@ -648,7 +649,7 @@ def test_a_publish_reaches_a_subscriber_on_every_node(cache, redis_client):
     stage(cache, "v1")
     cache.publish_version("v1", message("v1"), retain_seconds=30)
     try:
-        assert [RecsCache.parse_update(p.get_message(timeout=2)) for p in pubsubs] == [message("v1")] * len(nodes)
+        assert [RecsCache.parse_update(p.get_message(timeout=2)) for p in pubsubs] == [message("v1")] * len(clients)
     finally:
         for pubsub in pubsubs:
             pubsub.close()
