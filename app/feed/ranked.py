@@ -54,6 +54,13 @@ class Ranked(Protocol):
         """Which of ``feed_ids`` (int64) are in the sequence, as a bool array."""
 
 
+class Sorted(Ranked, Protocol):
+    """A ranking sorted by score, best first: what :class:`Merged` merges into another."""
+
+    def take_from(self, n: int, floor: float) -> Entries:
+        """The first ``min(n, size)`` entries without those scoring below ``floor`` (a prefix: they are sorted)."""
+
+
 def _entries(ids: np.ndarray, scores: np.ndarray) -> Entries:
     return np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float32)
 
@@ -74,6 +81,12 @@ class Fixed:
 
     def take(self, n: int) -> Entries:
         return self._ids[:n], self._scores[:n]
+
+    def take_from(self, n: int, floor: float) -> Entries:
+        """As :meth:`Sorted.take_from`, for a Fixed ranking sorted by score."""
+        ids, scores = self.take(n)
+        above = int(np.count_nonzero(scores >= floor))
+        return ids[:above], scores[:above]
 
     def contains(self, feed_ids: np.ndarray) -> np.ndarray:
         return self._universe(feed_ids) if self._universe is not None else isin(feed_ids, self._ids)
@@ -99,6 +112,14 @@ class Scored:
             self._order = order[:n]
         picks = self._order[:n]
         return self._ids[picks], self._scores[picks]
+
+    def take_from(self, n: int, floor: float) -> Entries:
+        """As :meth:`Sorted.take_from`. The entries scoring at least ``floor`` are the order's first ones; when
+        fewer than ``n``, only they are sorted (a merge into a precomputed list lets few fresh posts through)."""
+        above = np.flatnonzero(self._scores >= floor)
+        if len(self._order) < len(above) < min(n, self.size):
+            self._order = above[np.lexsort((self._ids[above], -self._scores[above]))]
+        return self.take(min(n, len(above)))
 
     def contains(self, feed_ids: np.ndarray) -> np.ndarray:
         return self._universe(feed_ids) if self._universe is not None else isin(feed_ids, self._ids)
@@ -178,23 +199,31 @@ class _Remembered:
 class Merged(_Remembered):
     """Two disjoint rankings merged by score, each keeping its own order; ties go to the first.
 
-    The second must be sorted by score (the first need not be: a precomputed head continued by the model
-    may order near-ties differently at the seam). The first is taken only as deep as it holds
-    (:attr:`Ranked.held`: a precomputed list, not its continuation) unless the merge gets through all of it.
+    The second is sorted by score (the first need not be: a precomputed head continued by the model may
+    order near-ties differently at the seam), and only its entries that can reach the page are taken. The
+    first is taken only as deep as it holds (:attr:`Ranked.held`: a precomputed list, not its continuation)
+    unless the merge gets through all of it.
     """
 
-    def __init__(self, first: Ranked, second: Ranked):
+    def __init__(self, first: Ranked, second: Sorted):
         self._first, self._second = first, second
         self.size = first.size + second.size
         self.size_floor = first.size_floor + second.size_floor
 
     def _take(self, n: int) -> Entries:
-        b_ids, b_scores = self._second.take(n)
         held = min(n, self._first.held)
-        ids, scores, from_first = _merge(*self._first.take(held), b_ids, b_scores, n)
+        ids, scores, from_first = self._merged(*self._first.take(held), n)
         if from_first == held < min(n, self._first.size):  # its next entry might come before some of the second's
-            ids, scores, _ = _merge(*self._first.take(n), b_ids, b_scores, n)
+            ids, scores, _ = self._merged(*self._first.take(n), n)
         return ids, scores
+
+    def _merged(self, a_ids: np.ndarray, a_scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+        if 0 < n <= len(a_ids):
+            # The walk takes all of a's first n before any entry of the second scoring below every one of them.
+            b_ids, b_scores = self._second.take_from(n, a_scores[:n].min())
+        else:
+            b_ids, b_scores = self._second.take(n)
+        return _merge(a_ids, a_scores, b_ids, b_scores, n)
 
     def contains(self, feed_ids: np.ndarray) -> np.ndarray:
         return self._first.contains(feed_ids) | self._second.contains(feed_ids)
@@ -213,17 +242,12 @@ def _merge(
     if not len(a_ids):
         return b_ids[:n], b_scores[:n], 0
     if len(a_scores) < 2 or bool((a_scores[1:] <= a_scores[:-1]).all()):
-        # ``a`` is sorted: each entry of ``b`` goes after a's entries scoring at least as much.
         if len(a_ids) >= n and b_scores[0] < a_scores[n - 1]:
             return a_ids[:n], a_scores[:n], n  # nothing of ``b`` reaches the first n
-        before = np.searchsorted(-a_scores, -b_scores, side="right")
-        at = before + np.arange(len(b_ids))
-        ids = np.empty(len(a_ids) + len(b_ids), dtype=np.int64)
-        scores = np.empty(len(ids), dtype=np.float32)
-        rest = np.ones(len(ids), dtype=bool)
-        rest[at] = False
-        ids[at], scores[at], ids[rest], scores[rest] = b_ids, b_scores, a_ids, a_scores
-        return ids[:n], scores[:n], int(rest[:n].sum())
+        # Both sorted: a stable sort by score is the walk (each keeps its order, a's entries first on ties).
+        ids, scores = np.concatenate([a_ids, b_ids]), np.concatenate([a_scores, b_scores])
+        picks = np.argsort(-scores, kind="stable")[:n]
+        return ids[picks], scores[picks], int(np.count_nonzero(picks < len(a_ids)))
     a, b = a_scores.tolist(), b_scores.tolist()  # near-ties out of order (a head continued): merge one by one
     order, i, j = [], 0, 0
     while len(order) < n and (i < len(a) or j < len(b)):

@@ -84,6 +84,34 @@ def test_scored_sorts_only_what_is_taken_and_breaks_ties_by_id():
     assert has(scored, 13, 16) == [True, False]
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_take_from_is_the_taken_entries_scoring_at_least_the_floor(seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 8, 40).astype(np.float32)
+    ids = rng.permutation(40) + 100
+    for n in (0, 1, 5, 39, 40, 45):
+        for floor in (-1.0, 0.0, 3.0, 7.0, 8.0):
+            expected_ids, expected_scores = Scored(ids, scores).take(n)
+            keep = expected_scores >= floor
+            for ranked in (Scored(ids, scores), Fixed(expected_ids, expected_scores)):
+                got_ids, got_scores = ranked.take_from(n, floor)
+                assert got_ids.tolist() == expected_ids[keep].tolist()
+                assert got_scores.tolist() == expected_scores[keep].tolist()
+
+
+def test_a_merge_sorts_only_the_entries_of_the_second_that_can_reach_the_page():
+    """Fresh posts merged into a precomputed list: those scoring below all of the page's list entries stay unsorted."""
+    scores = np.full(1000, 0.5, dtype=np.float32)
+    scores[[7, 300]] = [9.5, 1.0]
+    second = Scored(np.arange(100, 1100), scores)
+    merged = Merged(fixed(list(range(10)), np.linspace(10, 1, 10)), second)
+    assert merged.take(5)[0].tolist() == [0, 107, 1, 2, 3]
+    assert len(second._order) == 1  # the page's floor is 6.0: only post 107 reaches it
+    assert merged.take(12)[0].tolist() == [0, 107, 1, 2, 3, 4, 5, 6, 7, 8, 9, 400]
+    fresh = Merged(fixed(list(range(10)), np.linspace(10, 1, 10)), Scored(np.arange(100, 1100), scores))
+    assert check_prefixes(fresh)[:13] == [0, 107, 1, 2, 3, 4, 5, 6, 7, 8, 9, 400, 100]
+
+
 def test_merged_agrees_with_a_merge_one_by_one_whether_or_not_the_first_is_sorted():
     rng = np.random.default_rng(3)
     for _ in range(50):
