@@ -18,7 +18,7 @@ were read gets a representation from its features alone (:meth:`RecModel.item_re
 from __future__ import annotations
 
 import contextlib
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +39,9 @@ BLOCK_ELEMENTS = 1 << 21
 _THREADPOOLS = ThreadpoolController()
 # Lookups of ids by value each PackedStrings keeps (PackedStrings.index_of): about 100 bytes each.
 LOOKUPS_KEPT = 4096
+# Every FENCE_STRIDE-th string in sorted order is held as a bytes object (PackedStrings): a lookup bisects that
+# list in C, then probes at most log2(FENCE_STRIDE) strings in the arrays. About 4 MB per million strings.
+FENCE_STRIDE = 16
 
 
 _blas_pinned = False  # see pin_blas_to_one_thread
@@ -65,8 +68,9 @@ class PackedStrings(Sequence[str]):
 
     ``blob`` holds the UTF-8 strings separated by NUL; string ``i`` is ``blob[offsets[i] : offsets[i + 1] - 1]``
     (so ``offsets`` has ``n + 1`` entries and ends at ``len(blob) + 1``); ``order`` lists the indices by
-    ascending UTF-8 bytes, and :meth:`index_of` is a binary search over it (about 20 probes at a million; the
-    last :data:`LOOKUPS_KEPT` answers are kept).
+    ascending UTF-8 bytes, and :meth:`index_of` is a binary search over it: over a list of every
+    :data:`FENCE_STRIDE`-th string first, then over at most that many strings of the arrays (the last
+    :data:`LOOKUPS_KEPT` answers are kept).
     The arrays may be memory-mapped from the model artifact (:mod:`ml.artifact`): a web worker then holds no
     private copy of a million user ids and no dict over them (together about 130 MB per worker at 1M users).
     Build one with :func:`pack_strings`, which also checks that the strings are distinct.
@@ -78,10 +82,11 @@ class PackedStrings(Sequence[str]):
         self._view = memoryview(np.ascontiguousarray(blob)).cast("B")
         self._starts = memoryview(np.ascontiguousarray(offsets, dtype=np.int64)).cast("B").cast("q")
         self._order = memoryview(np.ascontiguousarray(order, dtype=np.int32)).cast("B").cast("i")
+        fence = [_string_at(self._view, self._starts, self._order[i]) for i in range(0, len(self._order), FENCE_STRIDE)]
         # A page looks its user up several times (resolving it, ranking it, filtering for it): the last lookups
         # are kept (functools' C LRU, thread-safe), so only the first costs a binary search. The search holds
         # the views, not this object, so a dropped model is freed at once (no reference cycle).
-        self.index_of = lru_cache(maxsize=LOOKUPS_KEPT)(partial(_search, self._view, self._starts, self._order))
+        self.index_of = lru_cache(maxsize=LOOKUPS_KEPT)(partial(_search, self._view, self._starts, self._order, fence))
 
     def __len__(self) -> int:
         return len(self._order)
@@ -119,10 +124,15 @@ def _string_at(view: memoryview, starts: memoryview, index: int) -> bytes:
     return view[starts[index] : starts[index + 1] - 1].tobytes()
 
 
-def _search(view: memoryview, starts: memoryview, order: memoryview, value: str) -> int | None:
-    """:meth:`PackedStrings.index_of` without its memory: the index of ``value``, or None when it is not held."""
+def _search(view: memoryview, starts: memoryview, order: memoryview, fence: list[bytes], value: str) -> int | None:
+    """:meth:`PackedStrings.index_of` without its memory: the index of ``value``, or None when it is not held.
+
+    ``fence`` holds the strings at every :data:`FENCE_STRIDE`-th position of ``order``.
+    """
     target = value.encode("utf-8", "surrogatepass")
-    position = bisect_left(order, target, key=partial(_string_at, view, starts))
+    low = max(0, bisect_right(fence, target) - 1) * FENCE_STRIDE  # the last fence string at most target, or 0
+    high = min(low + FENCE_STRIDE, len(order))
+    position = bisect_left(order, target, low, high, key=partial(_string_at, view, starts))
     if position < len(order):
         found = order[position]
         if _string_at(view, starts, found) == target:

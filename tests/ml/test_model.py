@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ml.model
-from ml.model import RecModel, pack_strings
+from ml.model import FENCE_STRIDE, RecModel, pack_strings
 from testing.factories import brute_force_top_k, random_model
 
 FLOAT32_ROUNDING = 1e-6  # a few float32 ulps, relative
@@ -195,6 +195,17 @@ def test_packed_strings_find_every_string_and_refuse_duplicates():
     with pytest.raises(ValueError, match="duplicates"):
         pack_strings(["x", "y", "x"])
     assert len(pack_strings([])) == 0 and pack_strings([]).index_of("x") is None
+
+
+def test_packed_strings_find_every_string_of_a_long_list_and_nothing_between_them():
+    """Many fence blocks (FENCE_STRIDE): every string is found, a string between two neighbours is not."""
+    rng = np.random.default_rng(4)
+    values = list(dict.fromkeys(f"{rng.integers(0, 10**6)}-유저" for _ in range(3000)))
+    packed = pack_strings(values)
+    assert [packed.index_of(v) for v in values] == list(range(len(values)))
+    ordered = sorted(values, key=lambda v: v.encode())
+    probes = ["", "\x01", ordered[0][:-1], "\uffff", *(v + "\x01" for v in ordered[:: FENCE_STRIDE - 1])]
+    assert [packed.index_of(p) for p in probes] == [None] * len(probes)
 
 
 def test_packed_strings_keep_their_recent_lookups_without_keeping_themselves_alive():
