@@ -17,6 +17,7 @@ from collections import OrderedDict
 import numpy as np
 
 from app import metrics
+from app.teardown import release_gradually
 
 RankedList = tuple[np.ndarray, np.ndarray]  # (item indices, scores), as RecsCache.user_list returns them
 
@@ -45,14 +46,16 @@ class ListMemo:
         """Remember a list read from Redis; a new ``version`` replaces everything held."""
         if not self.capacity:
             return
+        dropped: OrderedDict[str, RankedList] = OrderedDict()
         with self._lock:
             if version != self._version:
-                self._lists.clear()
+                dropped, self._lists = self._lists, OrderedDict()
                 self._version = version
             self._lists[user_id] = ranked
             self._lists.move_to_end(user_id)
             if len(self._lists) > self.capacity:
                 self._lists.popitem(last=False)
+        release_gradually(dropped)  # the former version's lists, freed in the background
 
     def __len__(self) -> int:
         return len(self._lists)

@@ -7,6 +7,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from app.teardown import release_gradually
+
 
 class Lru:
     """Up to ``capacity`` values, the least recently used dropped first. Values are never None."""
@@ -31,8 +33,10 @@ class Lru:
                 self._values.popitem(last=False)
 
     def clear(self) -> None:
+        """Drop every value at once for the callers; they are freed in the background (:mod:`app.teardown`)."""
         with self._lock:
-            self._values.clear()
+            dropped, self._values = self._values, OrderedDict()
+        release_gradually(dropped)
 
     def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """The value of ``key``, made (outside the lock) and kept if missing."""
