@@ -2,9 +2,9 @@
 
 At a model swap a worker drops what belonged to the replaced version: up to a thousand kept feeds (their
 rankings and rendered entries) and ten thousand memoised lists. Cleared in one call, they are freed in one go
-while the call holds the GIL, and every request of the worker waits: about 17 ms for the kept feeds and 7 ms
-for the list memo at 100,000 users (an ad hoc measurement), once per worker and version, which is the tail of
-a publish (docs/PERFORMANCE.md). Handed to :func:`release_gradually` instead, they are freed by a background
+while the call holds the GIL, and every request of the worker waits for it: tens of milliseconds with full
+memories at 100,000 users (the commit that added this module gives the ad hoc measurement), once per worker
+and published version. Handed to :func:`release_gradually` instead, they are freed by a background
 thread in slices of :data:`SLICE_SECONDS`, each followed by a pause in which the requests run.
 """
 
