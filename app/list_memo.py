@@ -46,7 +46,7 @@ class ListMemo:
         """Remember a list read from Redis; a new ``version`` replaces everything held."""
         if not self.capacity:
             return
-        dropped: OrderedDict[str, RankedList] = OrderedDict()
+        dropped: OrderedDict[str, RankedList] | None = None
         with self._lock:
             if version != self._version:
                 dropped, self._lists = self._lists, OrderedDict()
@@ -55,7 +55,8 @@ class ListMemo:
             self._lists.move_to_end(user_id)
             if len(self._lists) > self.capacity:
                 self._lists.popitem(last=False)
-        release_gradually(dropped)  # the former version's lists, freed in the background
+        if dropped is not None:
+            release_gradually(dropped)  # the former version's lists, freed in the background
 
     def __len__(self) -> int:
         return len(self._lists)
