@@ -4,7 +4,7 @@ Resolving is the only part that does I/O. It picks the model version (the held o
 kept in memory or loaded from disk by ``ModelHolder.at``), then takes what the worker already knows (the
 user's list from :class:`app.list_memo.ListMemo`, the live generation, the user's exclusions and live-user
 record from :class:`app.feed.mirror.LiveMirror`) and reads what it lacks in one Redis round trip (the clock,
-the exclusions and, as needed, the generation (when the mirror does not know it), the list, the live-user
+the exclusions and, as needed, the list, the generation (when the mirror does not know it), the live-user
 record and whether a pinned version is still published; on a cluster the last three cost a second round
 trip to the ``{ctl}`` slot), then the live pool of the generation (once per generation and version per
 worker). A page of a known user of the held version whose exclusions the mirror holds costs no round trip.
