@@ -83,7 +83,7 @@ class PackedStrings(Sequence[str]):
         self._view = memoryview(np.ascontiguousarray(blob)).cast("B")
         self._starts = memoryview(np.ascontiguousarray(offsets, dtype=np.int64)).cast("B").cast("q")
         self._order = memoryview(np.ascontiguousarray(order, dtype=np.int32)).cast("B").cast("i")
-        fence = [_string_at(self._view, self._starts, self._order[i]) for i in range(0, len(self._order), FENCE_STRIDE)]
+        fence = [self._bytes(self._order[i]) for i in range(0, len(self._order), FENCE_STRIDE)]
         # A page looks its user up several times (resolving it, ranking it, filtering for it): the last lookups
         # are kept (functools' C LRU, thread-safe), so only the first costs a binary search. The search holds
         # the views, not this object, so a dropped model is freed at once (no reference cycle).
