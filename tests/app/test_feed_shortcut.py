@@ -7,9 +7,9 @@ import logging
 
 import pytest
 from werkzeug.test import Client
-from werkzeug.wrappers import Response
+from werkzeug.wrappers import Request, Response
 
-from app.feed_shortcut import FeedShortcut
+from app.feed_shortcut import FeedShortcut, query_arguments
 from app.request_id import HEADER, RequestIdFilter
 from testing.factories import random_model
 from testing.service import publish
@@ -129,6 +129,29 @@ def test_other_requests_go_to_flask(app, version, flask_runs, url, headers, meth
 def test_the_path_and_query_are_read_as_werkzeug_reads_them(app, path, query, user_id):
     found = app.wsgi_app.plain_request({"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query})
     assert (found[1] if found is not None else None) == user_id
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "limit=20&offset=40",
+        "token=v1.2.1700000000000000&exclude=post-1,post-2",
+        "limit=5&limit=7&offset",  # the first of a repeated argument; a name without '=' is blank
+        "&&limit=3&",  # empty fields are skipped
+        "=3&a=b=c&~x=-_.:",
+        "exclude=post%2C1&limit=2",  # escapes: Werkzeug's own reading
+        "community=a+b&tag=%FF",  # '+' is a space; an undecodable escape is kept as written
+        "tag=caf\xc3\xa9",  # UTF-8 bytes, as a WSGI server passes them
+    ],
+)
+def test_query_arguments_are_those_werkzeug_reads(query):
+    werkzeug_args = Request({"REQUEST_METHOD": "GET", "QUERY_STRING": query}).args
+    assert dict(query_arguments(query).items()) == dict(werkzeug_args.items())
+
+
+def test_a_query_that_is_not_utf8_is_left_to_flask():
+    assert query_arguments("limit=\xff") is None
 
 
 def test_without_a_model_flask_answers_the_503(app, flask_runs):
