@@ -127,7 +127,7 @@ class CommunityTagFilter:
             else None
         )
         kept = None  # which of ``items`` stay (None: all)
-        user = model.user_index(request.user_id) if feed.strategy == "personalized" else None
+        user = feed.scope.user if feed.strategy == "personalized" else None
         if user is not None:
             excluded = model.excluded_items(user)
             if len(excluded):

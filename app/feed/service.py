@@ -260,7 +260,8 @@ class FeedService:
         if loaded is None:
             return None
         is_held = loaded is held
-        known = loaded.model.user_index(user_id) is not None  # its recent answers are kept (PackedStrings)
+        user = loaded.model.user_index(user_id)
+        known = user is not None
         cached = self._memo.get(loaded.version, user_id) if known and is_held else None
         epoch = self.mirror.epoch  # before anything is read: a change after it keeps the read out of the mirror
         generation = self.mirror.generation
@@ -297,6 +298,7 @@ class FeedService:
             return None  # the pinned generation's pool expired
         return Scope(
             loaded=loaded,
+            user=user,
             view=self._view(loaded),
             pin=Pin(loaded.version, generation, cutoff),
             pool=pool,
@@ -313,10 +315,11 @@ class FeedService:
         """The scope when Redis cannot be reached: the model alone, and what the worker already holds."""
         generation = 0 if pin.generation is None else pin.generation
         pool = self._pools.get((loaded.version, generation)) or empty_pool(loaded.model, generation)
-        known = loaded.model.user_index(user_id) is not None
-        cached = self._memo.get(loaded.version, user_id) if known else None
+        user = loaded.model.user_index(user_id)
+        cached = self._memo.get(loaded.version, user_id) if user is not None else None
         return Scope(
             loaded=loaded,
+            user=user,
             view=self._view(loaded),
             pin=Pin(loaded.version, generation, 0 if pin.cutoff is None else pin.cutoff),
             pool=pool,

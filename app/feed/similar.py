@@ -70,7 +70,7 @@ class Neighbours:
         # Deep enough for ForUser's re-ordering and every later drop: the live exclusions, and the model's of
         # a user it knows.
         reader = feed.request.user_id
-        user = model.user_index(reader) if reader != ANONYMOUS else None  # a lookup is a binary search
+        user = scope.user if reader != ANONYMOUS else None
         excluded = len(model.excluded_items(user)) if user is not None else 0
         depth = max(self._max_feed_posts, RERANK_DEPTH) + len(scope.seen) + len(scope.shown) + excluded
         usable = units.usable
@@ -134,7 +134,7 @@ class ForUser:
             return feed
         model = scope.loaded.model
         ranking = feed.ranking
-        user = model.user_index(request.user_id)
+        user = scope.user
         if user is not None:
             vector = (model.user_embeddings[user], float(model.user_biases[user]))
             excluded = model.excluded_items(user)

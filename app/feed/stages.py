@@ -54,6 +54,7 @@ class Scope:
     """What a page is computed against: its resolved pin and everything read for it."""
 
     loaded: LoadedModel  # the model of pin.version
+    user: int | None  # the user's row in that model (None: it does not know the user), looked up once per page
     view: VersionView
     pin: Pin  # fully resolved: the response's token
     pool: LivePool  # the fresh posts of pin.generation unknown to the model
@@ -98,7 +99,7 @@ class Candidates:
         scope = feed.scope
         model = scope.loaded.model
         depth = min(model.num_items, self._max_feed_posts + len(scope.seen) + len(scope.shown))
-        user = model.user_index(feed.request.user_id)
+        user = scope.user
         if user is not None:
             return self._personalized(feed, user, depth)
         features = scope.live_user

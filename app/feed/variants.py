@@ -32,7 +32,7 @@ class VariantRanking:
         if variant.ranking != "popular":
             return feed
         model = feed.scope.loaded.model
-        user = model.user_index(feed.request.user_id)
+        user = feed.scope.user
         ids, scores = model.popular_items, model.popular_scores
         excluded = model.excluded_items(user) if user is not None else ()
         if len(excluded):
