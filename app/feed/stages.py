@@ -131,10 +131,9 @@ class Candidates:
             key = ("user", feed.scope.loaded.version, user, k)
             return self._rankings.get_or_make(key, lambda: compute(k))
 
-        cached = feed.scope.cached_list
+        cached = feed.scope.cached_list  # valid post indices only (the service checked them)
         if cached is not None:
-            valid = cached[0] >= 0  # lists shorter than K are padded with -1
-            head, source = (cached[0][valid], cached[1][valid]), "cache"
+            head, source = cached, "cache"
         else:
             head, source = compute(self._top_k), "model"
         excluded = model.excluded_items(user)

@@ -77,6 +77,18 @@ def test_a_fresh_post_that_fits_the_user_leads_its_first_page_and_says_it_is_fre
     assert [p for p in feed if not p.startswith("new-")] == model_feed(model, FAN)
 
 
+def test_a_user_with_fewer_candidates_than_top_k_gets_fresh_posts_around_them(client, cache, model_dir):
+    # FAN may be recommended 10 posts: its precomputed list holds 10 (the writer stores no padding), and the
+    # merge runs through all of it, so fresh posts fit on both sides of the model's last post.
+    short = with_features(random_model(num_users=20, num_items=NUM_ITEMS, seed=3, exclude={1: range(10, 60)}), FAN)
+    version = publish(cache, model_dir, short, top_k=TOP_K)
+    publish_live(cache, version, [("new-hot", ["x"], "hot"), ("new-cold", [], "cold")])
+    first, feed = whole_feed(client, FAN, limit=5)
+    assert (first["source"], first["recommendations"][0]["post_id"]) == ("cache", "new-hot")
+    assert first["pagination"]["total"] == 12
+    assert feed == ["new-hot", *model_feed(short, FAN), "new-cold"]
+
+
 def test_fresh_posts_the_model_cannot_score_come_after_its_ranking_newest_first(client, cache, model, version):
     publish_live(cache, version, [("newest", ["unknown"], "elsewhere"), ("older", [], "nowhere")])
     _, feed = whole_feed(client, FAN)

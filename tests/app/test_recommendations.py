@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
 from app.schemas import RecommendationsSchema
+from common.recs_cache import pack_list
 from testing.factories import random_model
 from testing.service import publish
 
@@ -94,6 +97,23 @@ def test_paging_through_the_feed_shows_every_post_once(client, model, version):
         seen += [r["post_id"] for r in body["recommendations"]]
         offset = body["pagination"]["next_offset"]
     assert seen == expected_posts(model, "user-7")
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"\x00" * 12,  # not a whole number of entries
+        pack_list(np.array([4, -1, 7]), np.array([0.9, 0.8, 0.7])),  # a negative post index
+        pack_list(np.array([4, NUM_ITEMS]), np.array([0.9, 0.8])),  # past the model's posts
+    ],
+)
+def test_an_unreadable_list_is_logged_and_the_page_computed_from_the_model(client, cache, model, version, blob, caplog):
+    cache.client.hset(cache.recs_key(version, "user-3"), "user-3", blob)
+    with caplog.at_level(logging.ERROR, logger="app.feed.service"):
+        body = get_page(client, "user-3", limit=10)
+    assert (body["strategy"], body["source"]) == ("personalized", "model")
+    assert [r["post_id"] for r in body["recommendations"]] == expected_posts(model, "user-3")[:10]
+    assert any("unreadable cached list of user 'user-3'" in r.getMessage() for r in caplog.records)
 
 
 def test_unknown_user_gets_the_popularity_feed(client, model, version):
