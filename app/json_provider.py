@@ -22,7 +22,7 @@ from flask import Response
 from flask.json.provider import DefaultJSONProvider
 
 # Dates and dataclasses go to Flask's ``default`` (orjson would write dates in ISO 8601 instead).
-_BASE_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_BASE_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 class OrjsonProvider(DefaultJSONProvider):
@@ -42,4 +42,10 @@ class OrjsonProvider(DefaultJSONProvider):
             options |= orjson.OPT_SORT_KEYS
         if (self.compact is None and self._app.debug) or self.compact is False:
             options |= orjson.OPT_INDENT_2
-        return orjson.dumps(obj, default=self.default, option=options)
+        try:
+            return orjson.dumps(obj, default=self.default, option=options)
+        except orjson.JSONEncodeError:
+            # A dict key that is not a str (an int, a str subclass) needs OPT_NON_STR_KEYS, which makes orjson
+            # check every key and doubles the cost of a feed page's encoding: it is asked for only then (a value
+            # nothing can encode fails again).
+            return orjson.dumps(obj, default=self.default, option=options | orjson.OPT_NON_STR_KEYS)

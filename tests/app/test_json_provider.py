@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import decimal
+import enum
 import json
 import uuid
 
@@ -20,6 +21,10 @@ class Point:
     y: float
 
 
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
 NON_STRING_KEYS = {3: "int key", 2.5: "float key", True: "bool key", None: "null key"}
 PAYLOADS = [
     {"user_id": "user-1", "recommendations": [{"post_id": "p", "score": 0.123457, "rank": 1}], "next": None},
@@ -28,6 +33,7 @@ PAYLOADS = [
     {"when": datetime.datetime(2026, 11, 26, 10, 15, tzinfo=datetime.UTC), "day": datetime.date(2026, 11, 26)},
     {"amount": decimal.Decimal("1.50"), "id": uuid.UUID(int=7), "point": Point(1, 2.5)},
     ["a", 1, 2.0],
+    {"by_day": {20261130: 4, 20261201: 5}, "colour": {Colour.RED: 1}},  # keys that are not str, nested
 ]
 
 
