@@ -93,6 +93,7 @@ ItemMeta = tuple[str, tuple[str, ...], str]  # (post_id, tags, community_id)
 
 # Little-endian int32 item indices followed by float32 scores of the same length.
 _INDEX_DTYPE = np.dtype("<i4")
+_INDEX_AS_UNSIGNED = np.dtype("<u4")  # the same bytes read as unsigned (unpack_list's bounds check)
 _SCORE_DTYPE = np.dtype("<f4")
 _ENTRY_BYTES = _INDEX_DTYPE.itemsize + _SCORE_DTYPE.itemsize
 
@@ -374,12 +375,17 @@ def pack_list(items: np.ndarray, scores: np.ndarray) -> bytes:
     return np.asarray(items, dtype=_INDEX_DTYPE).tobytes() + np.asarray(scores, dtype=_SCORE_DTYPE).tobytes()
 
 
-def unpack_list(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`pack_list`. Raises ValueError on a blob of the wrong size."""
+def unpack_list(blob: bytes, num_items: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_list`. Raises ValueError on a blob of the wrong size and, given the model's
+    ``num_items``, on an index outside ``0 .. num_items - 1`` (the writer stores no padding: such a list is
+    not of that model)."""
     if len(blob) % _ENTRY_BYTES:
         raise ValueError(f"packed list of {len(blob)} bytes is not a multiple of {_ENTRY_BYTES}")
     n = len(blob) // _ENTRY_BYTES
     items = np.frombuffer(blob, dtype=_INDEX_DTYPE, count=n)
+    # One reduction checks both bounds: read as unsigned, a negative index is larger than any post's.
+    if num_items is not None and n and items.view(_INDEX_AS_UNSIGNED).max() >= num_items:
+        raise ValueError(f"packed list holds post indices outside 0..{num_items - 1}")
     scores = np.frombuffer(blob, dtype=_SCORE_DTYPE, count=n, offset=n * _INDEX_DTYPE.itemsize)
     return items, scores
 

@@ -336,10 +336,7 @@ class FeedService:
             log.warning("no cached list for known user %r in version %s; computing it", user_id, loaded.version)
             return None
         try:
-            found = unpack_list(reads.list_blob)
-            # The writer stores valid indices only (no padding); anything else is not this version's list.
-            if len(found[0]) and not (found[0].min() >= 0 and found[0].max() < loaded.num_items):
-                raise ValueError(f"post indices outside 0..{loaded.num_items - 1}")
+            found = unpack_list(reads.list_blob, loaded.num_items)
         except ValueError as exc:  # a corrupt list: the model can still answer
             log.error("unreadable cached list of user %r in version %s: %s", user_id, loaded.version, exc)
             return None

@@ -100,6 +100,23 @@ def test_pack_round_trip_and_size():
         unpack_list(blob[:-1])
 
 
+@pytest.mark.parametrize(("items", "num_items", "valid"), [
+    ([0, 5, 99], 100, True),
+    ([], 1, True),
+    ([0, 100], 100, False),  # past the model's posts
+    ([3, -1], 100, False),  # padding, which the writer never stores
+    ([-(2**31)], 2**31 - 1, False),
+])  # fmt: skip
+def test_unpack_checks_the_indices_against_the_models_posts(items, num_items, valid):
+    blob = pack_list(np.array(items, dtype=np.int32), np.zeros(len(items), dtype=np.float32))
+    assert unpack_list(blob)[0].tolist() == items  # without num_items, as stored
+    if valid:
+        assert unpack_list(blob, num_items)[0].tolist() == items
+    else:
+        with pytest.raises(ValueError, match=f"outside 0..{num_items - 1}"):
+            unpack_list(blob, num_items)
+
+
 def test_every_key_is_under_the_prefix(cache, redis_client):
     stage(cache, "v1")
     cache.publish_version("v1", message("v1"), retain_seconds=30)
