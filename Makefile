@@ -115,6 +115,7 @@ bench: services test-tools docs-assets
 	$(PY) -m benchmarks.retrain --sizes default,large --database-url $(BENCH_DATABASE_URL) --redis-url $(BENCH_REDIS_URL)
 	$(PY) -m benchmarks.serve
 	$(PY) -m benchmarks.page_cost
+	$(PY) -m benchmarks.page_split
 
 # The whole system on demo data: database and schema, demo data if the database has no interactions, then
 # web, worker, beat and flower under honcho. Beat's line first makes sure a model is served (the Procfile).
