@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         pages = settings.top_k // PAGE_LIMIT
         users = list(range(args.users))
         chunk = -(-args.requests // args.rounds)
-        for n, (name, app) in enumerate(runs.items()):
+        for n, app in enumerate(apps):
             timers.run = "warm-up"
             for environ in requests_for(users, pages, WARM_UP_REQUESTS, seed=n):
                 call(app, environ)

@@ -40,7 +40,7 @@ def test_page_split_benchmark_times_each_part_of_both_feeds():
         "encoding the response (orjson)",
         "queueing the page for the served stream (impressions)",
     ], done.stdout
-    for part, (plain_us, live_us, live_calls) in rows.items():
+    for part, (_, live_us, live_calls) in rows.items():
         assert live_calls > 0 and live_us > 0, part  # every part ran and was timed on the live feed
     # Most users are new to the worker: a page reads Redis; one part runs inside the other.
     read = rows["the Redis read (RecsCache.user_reads: one round trip)"]
