@@ -132,14 +132,46 @@ def worker_app(settings):
     return app
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def clean_up(apps: list, redis_server: RedisServer, work: Path) -> None:
+    """Stop the apps as gunicorn stops a worker, then the redis-server, and remove the run's files."""
+    from app import gunicorn_hooks
+
+    for app in apps:
+        gunicorn_hooks.stop_worker(None, SimpleNamespace(wsgi=app))
+    redis_server.close()
+    shutil.rmtree(work, ignore_errors=True)
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def add_feed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model's and the live state's command-line arguments (this benchmark's and ``page_split.py``'s)."""
     parser.add_argument("--users", type=int, default=100_000, help="model users (default 100000)")
     parser.add_argument("--items", type=int, default=DEFAULT_POSTS, help=f"model posts (default {DEFAULT_POSTS})")
     parser.add_argument("--components", type=int, default=TrainingSettings().components)
     parser.add_argument("--communities", type=int, default=32, help="communities of the posts (default 32)")
     parser.add_argument("--fresh-posts", type=int, default=1000, help="posts in the live pool (default 1000)")
     parser.add_argument("--seen-per-user", type=int, default=10, help="reported views per user (default 10)")
+
+
+def publish_feeds(client, redis_url: str, work: Path, args: argparse.Namespace):
+    """The model of ``args`` published twice on ``redis_url``: as is, and with live state as ``serve.py``'s live
+    server has it. Returns (model, settings, live settings): the two apps' settings, keys and model directories."""
+    settings = replace(load_settings(), redis_url=redis_url, model_dir=str(work / "models"))
+    live_settings = replace(
+        settings, redis_prefix=settings.redis_prefix.rstrip(":") + "-live:", model_dir=str(work / "models-live")
+    )
+    model = featured_model(args.users, args.items, args.components, seed=1, communities=args.communities)
+    publish(RecsCache(client, settings.redis_prefix), settings.model_dir, model)
+    live_cache = RecsCache(client, live_settings.redis_prefix)
+    publish(live_cache, live_settings.model_dir, model)
+    make_live(live_cache, model, args.fresh_posts, args.seen_per_user)
+    return model, settings, live_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_feed_arguments(parser)
     parser.add_argument("--returning", type=int, default=500, help="users of run 4 (default 500)")
     parser.add_argument("--requests", type=int, default=3000, help="measured requests per run (default 3000)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs; medians (default 3)")
@@ -153,15 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     apps = []
     try:
         client = worker_client(redis_server.url)
-        settings = replace(load_settings(), redis_url=redis_server.url, model_dir=str(work / "models"))
-        live_settings = replace(
-            settings, redis_prefix=settings.redis_prefix.rstrip(":") + "-live:", model_dir=str(work / "models-live")
-        )
-        model = featured_model(args.users, args.items, args.components, seed=1, communities=args.communities)
-        publish(RecsCache(client, settings.redis_prefix), settings.model_dir, model)
-        live_cache = RecsCache(client, live_settings.redis_prefix)
-        publish(live_cache, live_settings.model_dir, model)
-        make_live(live_cache, model, args.fresh_posts, args.seen_per_user)
+        model, settings, live_settings = publish_feeds(client, redis_server.url, work, args)
         unexcluded_settings = replace(
             settings, redis_prefix=settings.redis_prefix.rstrip(":") + "-fresh:", model_dir=str(work / "models-fresh")
         )
@@ -202,14 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                         warm_up = every_page
                 results[name].append(measure(app, warm_up, measured, redis_server.pid))
     finally:
-        from app import gunicorn_hooks
-
-        for app in apps:
-            gunicorn_hooks.stop_worker(None, SimpleNamespace(wsgi=app))
-        redis_server.close()
-        shutil.rmtree(work, ignore_errors=True)
-        if _OWN_METRICS_DIR:
-            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        clean_up(apps, redis_server, work)
 
     medians = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in results.items()}
     bare_us = next(iter(medians.values()))["cpu_us"]

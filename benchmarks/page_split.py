@@ -20,25 +20,25 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from benchmarks.page_cost import _OWN_METRICS_DIR, call, requests_for, worker_app  # sets up the metric files first
-from benchmarks.serve import PAGE_LIMIT, featured_model, make_live
-from common.config import load_settings
-from common.recs_cache import RecsCache
+# page_cost sets up Prometheus' per-process metric files before anything imports prometheus_client.
+from benchmarks.page_cost import (
+    add_feed_arguments,
+    call,
+    clean_up,
+    publish_feeds,
+    requests_for,
+    worker_app,
+)
+from benchmarks.serve import PAGE_LIMIT
 from common.redis_clients import worker_client
-from ml.demo import DEFAULT_POSTS
-from ml.settings import TrainingSettings
 from testing.processes import RedisServer
-from testing.service import publish
 
 WARM_UP_REQUESTS = 2000
 
@@ -103,11 +103,7 @@ def instrument(timers: Timers, apps: list) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=100_000, help="model users (default 100000)")
-    parser.add_argument("--items", type=int, default=DEFAULT_POSTS, help=f"model posts (default {DEFAULT_POSTS})")
-    parser.add_argument("--components", type=int, default=TrainingSettings().components)
-    parser.add_argument("--fresh-posts", type=int, default=1000, help="posts in the live pool (default 1000)")
-    parser.add_argument("--seen-per-user", type=int, default=10, help="reported views per user (default 10)")
+    add_feed_arguments(parser)
     parser.add_argument("--requests", type=int, default=20_000, help="measured requests per app (default 20000)")
     parser.add_argument("--rounds", type=int, default=4, help="alternating chunks per app (default 4)")
     args = parser.parse_args(argv)
@@ -122,16 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu: dict[str, float] = {}
     wall: dict[str, float] = {}
     try:
-        client = worker_client(redis_server.url)
-        settings = replace(load_settings(), redis_url=redis_server.url, model_dir=str(work / "models"))
-        live_settings = replace(
-            settings, redis_prefix=settings.redis_prefix.rstrip(":") + "-live:", model_dir=str(work / "models-live")
-        )
-        model = featured_model(args.users, args.items, args.components, seed=1, communities=32)
-        publish(RecsCache(client, settings.redis_prefix), settings.model_dir, model)
-        live_cache = RecsCache(client, live_settings.redis_prefix)
-        publish(live_cache, live_settings.model_dir, model)
-        make_live(live_cache, model, args.fresh_posts, args.seen_per_user)
+        _, settings, live_settings = publish_feeds(worker_client(redis_server.url), redis_server.url, work, args)
         runs = {"/recommendations": worker_app(settings), "live feed": worker_app(live_settings)}
         apps = list(runs.values())
         order = instrument(timers, apps)
@@ -152,14 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpu[name] = cpu.get(name, 0.0) + time.process_time() - cpu_started
                 wall[name] = wall.get(name, 0.0) + time.perf_counter() - wall_started
     finally:
-        from app import gunicorn_hooks
-
-        for app in apps:
-            gunicorn_hooks.stop_worker(None, SimpleNamespace(wsgi=app))
-        redis_server.close()
-        shutil.rmtree(work, ignore_errors=True)
-        if _OWN_METRICS_DIR:
-            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        clean_up(apps, redis_server, work)
 
     count = chunk * args.rounds
     names = list(cpu)
