@@ -44,6 +44,7 @@ class ServedLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one flush at a time: see flush
 
     def record(self, entry: ServedEntry) -> None:
         """Queue one served page (called on the request path: no I/O)."""
@@ -55,22 +56,24 @@ class ServedLog:
             self._start()
 
     def flush(self) -> int:
-        """Write every queued page now; returns how many were written (0 when the write failed)."""
-        batch = []
-        while self._queue:
-            try:
+        """Write every queued page now; returns how many this call wrote (0 when the write failed).
+
+        Flushes take turns: when this returns, every page queued before the call is in the stream (or counted
+        lost), including a batch the thread was writing meanwhile. The request path never waits for it.
+        """
+        with self._flush_lock:
+            batch = []
+            while self._queue:
                 batch.append(self._queue.popleft())
-            except IndexError:  # another flush took the last one
-                break
-        if not batch:
-            return 0
-        try:
-            self._cache.record_served_pages(batch, self._maxlen)
-        except redis.RedisError as exc:
-            metrics.SERVED_PAGES_LOST.inc(len(batch))
-            log.warning("could not record %d served pages in Redis: %s", len(batch), exc)
-            return 0
-        return len(batch)
+            if not batch:
+                return 0
+            try:
+                self._cache.record_served_pages(batch, self._maxlen)
+            except redis.RedisError as exc:
+                metrics.SERVED_PAGES_LOST.inc(len(batch))
+                log.warning("could not record %d served pages in Redis: %s", len(batch), exc)
+                return 0
+            return len(batch)
 
     def close(self) -> None:
         """Stop the thread after a last flush (at worker exit, and in tests)."""

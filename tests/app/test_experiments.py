@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -184,6 +185,35 @@ def test_served_pages_are_written_by_the_workers_thread_in_batches(redis_client)
         log.record(_entry(i))
     assert poll(lambda: cache.served_backlog() == 50, timeout=5)
     assert [p.user_id for p in cache.read_served_pages(100)] == [f"user-{i}" for i in range(50)]
+    log.close()
+
+
+def test_a_flush_returns_once_every_page_queued_before_it_is_written(redis_client):
+    """A flush while the log's thread is writing a batch waits for that batch (the race a test of the stream's
+    bound lost under load: its own flush returned with the thread's batch still on its way)."""
+    cache = RecsCache(redis_client, REDIS_PREFIX)
+    writing, release = threading.Event(), threading.Event()
+    write = cache.record_served_pages
+
+    def slow_write(entries, maxlen):  # the first write (the thread's) is held until released
+        if not writing.is_set():
+            writing.set()
+            release.wait(5)
+        write(entries, maxlen)
+
+    cache.record_served_pages = slow_write  # type: ignore[method-assign]
+    log = ServedLog(cache, maxlen=1000, flush_seconds=0.01)
+    for i in range(50):
+        log.record(_entry(i))
+    assert writing.wait(5)  # the thread took the 50 pages and is writing them
+    log.record(_entry(50))
+    flushed = threading.Thread(target=log.flush)
+    flushed.start()
+    flushed.join(0.3)
+    assert flushed.is_alive()  # it waits for the batch in flight
+    release.set()
+    flushed.join(5)
+    assert cache.served_backlog() == 51
     log.close()
 
 
