@@ -67,6 +67,13 @@ class Timers:
         setattr(owner, attribute, timed)
 
 
+class PerApp:
+    """A part whose object is each app's own (``getter(app)``), not a class or module shared by them."""
+
+    def __init__(self, getter: Callable[[Any], Any]):
+        self.getter = getter
+
+
 def instrument(timers: Timers, apps: list) -> list[str]:
     """Wrap the feed path's parts (of every app in ``apps``); returns the parts in the order to print them."""
     from app import feed_shortcut, metrics
@@ -75,30 +82,29 @@ def instrument(timers: Timers, apps: list) -> list[str]:
     from app.list_memo import ListMemo
     from app.served_log import ServedLog
 
+    feed = apps[0].extensions["recsvc"].feed
     parts: list[tuple[Any, str, str]] = [
         (feed_shortcut.FeedShortcut, "plain_request", "the shortcut reads the request (path, query arguments)"),
         (service.FeedService, "_resolve", "resolving the scope (FeedService._resolve)"),
+        # What page_cost.worker_app counts: each app's cache holds its own counting wrapper.
+        (PerApp(lambda app: app.extensions["recsvc"].cache), "user_reads",
+         "  the Redis read (RecsCache.user_reads: one round trip)"),
         (service.FeedService, "_unpack", "  unpacking and checking the list, keeping it in the memo"),
         (ListMemo, "get", "  looking the list up in the worker's memo"),
         (LiveMirror, "remember", "  keeping the user's exclusions in the live mirror"),
-    ]
-    feed = apps[0].extensions["recsvc"].feed
-    parts += [(type(stage), "__call__", f"stage {type(stage).__name__}") for stage in feed.stages]
-    parts += [
+        *[(type(stage), "__call__", f"stage {type(stage).__name__}") for stage in feed.stages],
         (stages.Page, "__call__", "the page (Page: cutting the response out of the feed)"),
         (stages, "_render", "  rendering positions no page showed yet (the rankings compute here)"),
         (lru.Lru, "put", "keeping the feed, the list and rankings (Lru.put, dropping the oldest)"),
         (metrics, "observe_request", "the request's metrics (count and latency)"),
+        # The encoder each app's shortcut bound when it was made.
+        (PerApp(lambda app: app.wsgi_app), "_body", "encoding the response (orjson)"),
         (ServedLog, "record", "queueing the page for the served stream (impressions)"),
-    ]
+    ]  # fmt: skip
     for owner, attribute, part in parts:
-        timers.wrap(owner, attribute, part)
-    read, encode = "  the Redis read (RecsCache.user_reads: one round trip)", "encoding the response (orjson)"
-    for app in apps:  # what page_cost.worker_app counts, and the encoder the shortcut bound when it was made
-        timers.wrap(app.extensions["recsvc"].cache, "user_reads", read)
-        timers.wrap(app.wsgi_app, "_body", encode)
-    order = [part for _, _, part in parts]
-    return [*order[:2], read, *order[2:-1], encode, order[-1]]
+        for target in [owner.getter(app) for app in apps] if isinstance(owner, PerApp) else [owner]:
+            timers.wrap(target, attribute, part)
+    return [part for _, _, part in parts]
 
 
 def main(argv: list[str] | None = None) -> int:
