@@ -22,7 +22,7 @@ from app.served_log import ServedLog
 from common.config import Settings
 from common.experiments import model_variant_dirs
 from common.recs_cache import RecsCache
-from common.redis_clients import request_client
+from common.redis_clients import request_client, write_once_client
 
 if TYPE_CHECKING:  # app.reloader imports this module
     from app.reloader import ModelReloader
@@ -69,7 +69,10 @@ def build_runtime(settings: Settings) -> Runtime:
         kept=settings.api_models_kept,
         variant_dirs=model_variant_dirs(settings.experiment, settings.model_dir),
     )
-    served_log = ServedLog(cache, settings.served_stream_maxlen) if settings.served_stream_maxlen else None
+    served_log = None
+    if settings.served_stream_maxlen:  # its own client: a batch is never retried (app.served_log)
+        log_cache = RecsCache(write_once_client(settings.redis_url), settings.redis_prefix)
+        served_log = ServedLog(log_cache, settings.served_stream_maxlen)
     feed = FeedService(
         holder,
         cache,

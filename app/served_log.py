@@ -5,7 +5,9 @@ A request only appends the page to an in-memory queue (bounded: ``QUEUE_PAGES``)
 ``FLUSH_SECONDS``, in one command (:meth:`common.recs_cache.RecsCache.record_served_pages`). A
 page then costs the request a few microseconds instead of a Redis round trip. What can be lost, each counted
 in ``recsvc_served_pages_lost_total``: pages queued beyond ``QUEUE_PAGES`` (Redis slower than the traffic),
-a batch whose write failed (Redis unreachable), and at most ``FLUSH_SECONDS`` of pages when a worker dies.
+a batch whose write failed (Redis unreachable, or its reply later than the request timeout: a batch is written
+at most once, on a client that never retries, since a retry would repeat pages Redis may have written), and at
+most ``FLUSH_SECONDS`` of pages when a worker dies.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ class ServedLog:
     Parameters
     ----------
     cache : RecsCache
-        Where the stream lives (a client with short timeouts: a failed write drops its batch).
+        Where the stream lives (a client with short timeouts and no retry: a failed write drops its batch).
     maxlen : int
         The stream's bound (``SERVED_STREAM_MAXLEN``).
+
+    The log owns ``cache``'s client (a :func:`common.redis_clients.write_once_client`) and closes it.
     """
 
     def __init__(self, cache: RecsCache, maxlen: int, flush_seconds: float = FLUSH_SECONDS):
@@ -76,11 +80,12 @@ class ServedLog:
             return len(batch)
 
     def close(self) -> None:
-        """Stop the thread after a last flush (at worker exit, and in tests)."""
+        """Stop the thread after a last flush and release the connections (at worker exit, and in tests)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.flush()
+        self._cache.client.close()
 
     def _start(self) -> None:
         with self._start_lock:

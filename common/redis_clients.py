@@ -98,6 +98,14 @@ def request_client(url: str) -> Client:
     )
 
 
+def write_once_client(url: str) -> Client:
+    """For writes off the request path that must not run twice (the served log's batches): the request client's
+    timeouts and no retry, since a retry after a reply that came too late repeats a command Redis ran."""
+    return _client(
+        url, socket_timeout=REQUEST_TIMEOUT, socket_connect_timeout=REQUEST_TIMEOUT, retry=Retry(NoBackoff(), 0)
+    )
+
+
 def subscriber_client(url: str) -> Client:
     """For a pub/sub subscriber that reconnects itself, with its own backoff (redis-py does not retry).
 

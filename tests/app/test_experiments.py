@@ -8,9 +8,12 @@ import threading
 import time
 
 import pytest
+import redis
 
 from app import metrics
+from app.runtime import build_runtime
 from app.served_log import QUEUE_PAGES, ServedLog
+from common.config import load_settings
 from common.experiments import parse_experiment
 from common.recs_cache import RecsCache, ServedEntry
 from testing.environment import REDIS_PREFIX
@@ -217,9 +220,43 @@ def test_a_flush_returns_once_every_page_queued_before_it_is_written(redis_clien
     log.close()
 
 
-def test_served_pages_lost_when_redis_is_down_or_the_queue_is_full(dead_redis_url):
-    import redis
+# Holds redis-server busy (a script runs alone) for 0.35 s: longer than a request's timeout (0.2 s), shorter than
+# two after the 0.05 s the test waits before it flushes.
+_BUSY_SCRIPT = """
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat
+  t = redis.call('TIME')
+until t[1] * 1000000 + t[2] - start > 350000
+return 1
+"""
 
+
+def test_a_batch_whose_reply_comes_late_is_not_written_twice(private_redis, tmp_path):
+    """A batch is written at most once: a retry after a reply that came too late repeats pages Redis has.
+
+    The app's served log, its Redis client as the app makes it. redis-server, busy for 0.35 s, runs the batch
+    once it is free, after the client gave up waiting (0.2 s); a retry sent meanwhile would run it again.
+    """
+    env = {"REDIS_URL": private_redis.url, "REDIS_PREFIX": REDIS_PREFIX, "MODEL_DIR": str(tmp_path)}
+    runtime = build_runtime(load_settings(env, dotenv=False))
+    log, cache = runtime.served_log, RecsCache(redis.Redis.from_url(private_redis.url), REDIS_PREFIX)
+    log.record(_entry(0))
+    log.flush()  # connected, and the script that writes a batch is loaded: the next batch is sent at once
+    for i in range(1, 51):
+        log.record(_entry(i))
+    busy = threading.Thread(target=lambda: redis.Redis.from_url(private_redis.url).eval(_BUSY_SCRIPT, 0))
+    busy.start()
+    time.sleep(0.05)
+    assert log.flush() == 0  # no reply in time: counted lost, though Redis will run it
+    busy.join()
+    assert poll(lambda: cache.served_backlog() == 51, timeout=5)  # redis-server ran the batch, late
+    time.sleep(0.3)  # and would have run a retry's copy by now
+    assert cache.served_backlog() == 51
+    runtime.close()
+
+
+def test_served_pages_lost_when_redis_is_down_or_the_queue_is_full(dead_redis_url):
     lost = metrics.SERVED_PAGES_LOST._value.get()
     log = ServedLog(RecsCache(redis.Redis.from_url(dead_redis_url), REDIS_PREFIX), maxlen=1000, flush_seconds=60)
     # Its thread would flush after 60 s: this test flushes itself.
