@@ -410,13 +410,13 @@ class RecModel:
         return items, scores
 
     def _rank_one(self, user: int, kept: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``kept`` best items of one user (padded with -1 / nan), as :meth:`top_k` ranks them."""
+        """The ``kept`` best items of one user (padded with -1 / nan), as :meth:`top_k` ranks them; ties in index
+        order (:func:`best_first`), so the first ``k`` are the same whatever ``kept``."""
         with _one_blas_thread():
             row = self.item_embeddings @ self.user_embeddings[user]
         row += self.item_biases
         row[self.excluded_items(user)] = -np.inf
-        best = np.argpartition(-row, kept - 1)[:kept] if kept < len(row) else np.arange(len(row))
-        best = best[np.argsort(-row[best], kind="stable")]
+        best = best_first(row, kept)
         best_scores = row[best] + self.user_biases[user]
         missing = np.isneginf(best_scores)
         return np.where(missing, -1, best).astype(np.int32), np.where(missing, np.nan, best_scores).astype(np.float32)
@@ -541,10 +541,23 @@ class RecModel:
         kept = min(k, self.num_items)
         if kept == 0:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
-        best = np.argpartition(-scores, kept - 1)[:kept]
-        best = best[np.argsort(-scores[best], kind="stable")]
+        best = best_first(scores, kept)
         best = best[np.isfinite(scores[best])]
         return best.astype(np.int32), (scores[best] + np.float32(bias)).astype(np.float32)
+
+
+def best_first(scores: np.ndarray, k: int) -> np.ndarray:
+    """The indices of the ``k`` highest ``scores`` (1-D), best first, ties in index order.
+
+    The first ``k`` of one total order, whatever ``k``: a ranking made deeper later extends the one made
+    before, so a feed's continuation can be ranked only as deep as its pages have gone so far.
+    """
+    n = len(scores)
+    if k < n:  # the k best and every score tied with the k-th (a partition alone would cut ties arbitrarily)
+        candidates = np.flatnonzero(scores >= np.partition(scores, n - k)[n - k])
+    else:
+        candidates = np.arange(n)
+    return candidates[np.argsort(-scores[candidates], kind="stable")][:k]
 
 
 def _combine(

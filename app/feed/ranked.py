@@ -131,11 +131,13 @@ EMPTY = Fixed(_NO_IDS, _NO_SCORES)
 class Extended:
     """A known head (a precomputed list) continued by a ranking computed only when a page goes past it.
 
-    ``rest(depth)`` ranks the whole universe (``size`` entries, vectorised membership ``universe``) to ``depth``
-    entries (the model's ``top_k``); the head's entries are dropped from it, so the head stays a prefix
-    even where the two rankings order near-ties differently, and nothing appears twice. ``depth`` is
-    fixed per ranking, not per page, so every page of a scroll sees the same continuation; it must cover
-    the deepest page (``MAX_FEED_POSTS`` plus what later stages may drop).
+    ``rest(k)`` ranks the whole universe (``size`` entries, vectorised membership ``universe``) to ``k``
+    entries (the model's ``top_k``), and must be prefix-consistent: ``rest(m)[:k] == rest(k)`` for ``m >= k``
+    (ties broken by index, :func:`ml.model.best_first`). It is asked for twice what the page needs, up to
+    ``depth`` (the deepest page: ``MAX_FEED_POSTS`` plus what later stages may drop), and deeper only when a
+    later page goes further: most pages past the head need a few dozen more entries, not ``depth``. The
+    head's entries are dropped from it, so the head stays a prefix even where the two rankings order
+    near-ties differently, and nothing appears twice.
     """
 
     def __init__(
@@ -152,6 +154,7 @@ class Extended:
         self.size = self.size_floor = size
         self._universe = universe
         self._full: Entries | None = None
+        self._ranked = 0  # how deep rest was asked for; the continuation holds all there is once it is depth
 
     @property
     def held(self) -> int:
@@ -160,14 +163,16 @@ class Extended:
     def take(self, n: int) -> Entries:
         if n <= len(self._head_ids):
             return self._head_ids[:n], self._head_scores[:n]
-        if self._full is None:
-            ids, scores = _entries(*self._rest(self._depth))
+        if self.held < n and self._ranked < self._depth:
+            self._ranked = min(self._depth, 2 * n)
+            ids, scores = _entries(*self._rest(self._ranked))
             beyond = ~isin(ids, self._head_ids)
             self._full = (
                 np.concatenate([self._head_ids, ids[beyond]]),
                 np.concatenate([self._head_scores, scores[beyond]]),
             )
-        return self._full[0][:n], self._full[1][:n]
+        full = self._full if self._full is not None else (self._head_ids, self._head_scores)
+        return full[0][:n], full[1][:n]
 
     def contains(self, feed_ids: np.ndarray) -> np.ndarray:
         return self._universe(feed_ids)

@@ -59,6 +59,32 @@ def test_extended_continues_its_head_once_and_without_repeating_it():
     assert has(ranked, 7, 6) == [False, True]
 
 
+def test_extended_ranks_its_continuation_only_as_deep_as_the_pages_go():
+    """A page just past the head ranks twice its depth, not the whole feed's; a deeper page ranks deeper, and
+    every page agrees with a continuation ranked to the full depth at once."""
+    order = np.random.default_rng(3).permutation(5000)
+    scores = np.linspace(1, 0, 5000).astype(np.float32)
+    calls = []
+
+    def rest(k):
+        calls.append(k)
+        return order[:k], scores[:k]
+
+    def extended():
+        head = (order[[0, 1, 2, 4, 3]], scores[:5])  # a head that orders a near-tie differently
+        return Extended(head, rest, 1015, 5000, lambda ids: (ids >= 0) & (ids < 5000))
+
+    whole = extended().take(1015)
+    calls.clear()
+    ranked = extended()
+    assert ranked.take(5)[0].tolist() == whole[0][:5].tolist() and calls == []
+    assert ranked.take(35)[0].tolist() == whole[0][:35].tolist() and calls == [70]
+    assert ranked.take(70)[0].tolist() == whole[0][:70].tolist() and calls == [70]  # held: nothing ranked
+    assert ranked.take(300)[0].tolist() == whole[0][:300].tolist() and calls == [70, 600]
+    assert ranked.take(2000)[0].tolist() == whole[0].tolist() and calls == [70, 600, 1015]  # the depth bounds it
+    assert ranked.take(1015)[1].tolist() == whole[1].tolist() and calls == [70, 600, 1015]
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_filtered_removes_and_demotes_over_any_combination(seed):
     rng = np.random.default_rng(seed)

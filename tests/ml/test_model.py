@@ -76,6 +76,27 @@ def test_top_k_with_every_score_tied():
         np.testing.assert_allclose(scores[row], scores[row, 0], rtol=1e-6)
 
 
+def test_one_users_ranking_breaks_ties_by_index_so_a_deeper_one_extends_it():
+    """A page's continuation may be ranked deeper later (app.feed.ranked.Extended): its first k must not
+    change with how deep it was ranked, ties included."""
+    model = random_model(num_users=2, num_items=3000, exclude={1: [5, 6, 7]})
+    tied = dataclasses.replace(  # every score tied but for a few
+        model,
+        item_embeddings=np.ones_like(model.item_embeddings),
+        item_biases=np.where(np.arange(3000) % 500 == 3, 1.0, 0.0).astype(np.float32),
+    )
+    for user in (0, 1):
+        deep, _ = tied.top_k([user], 1000)
+        allowed = [i for i in range(3000) if i not in tied.excluded_items(user)]
+        expected = [i for i in allowed if i % 500 == 3] + [i for i in allowed if i % 500 != 3]
+        assert deep[0].tolist() == expected[:1000]
+        for k in (1, 6, 7, 60, 999):
+            assert tied.top_k([user], k)[0][0].tolist() == expected[:k]
+    embedding = np.ones(tied.num_components, dtype=np.float32)
+    items, _ = tied.rank_representation(embedding, 60, exclude=np.array([3, 4]))
+    assert items.tolist() == [503, 1003, 1503, 2003, 2503] + [i for i in range(3000) if i % 500 != 3 and i != 4][:55]
+
+
 def test_top_k_is_the_same_in_small_blocks(monkeypatch):
     model = random_model(num_users=50, num_items=3000, dim=8, seed=4, exclude={7: [1, 2, 3], 49: [0]})
     whole_items, whole_scores = model.top_k(np.arange(50), 20)
