@@ -3,10 +3,10 @@
 Side by side in one run, alternating ``--rounds`` times, on a redis-server of its own holding ``--users``
 users' lists (a real packed list of 100 posts each) and, per user, 10 reported views and 5 impressions:
 
-1. the read as a web worker makes it: the script packed by hiredis and sent and read on the connection its
-   thread holds, by the connection's own methods;
-2. the same script sent through redis-py's command call (``execute_command``) on that held connection, as the
-   hot path did before (its dispatch: observability hooks, per-command checks, the serializer's pass);
+1. the read as a web worker makes it: ``MULTI``, the commands and ``EXEC`` packed by hiredis and sent and read
+   on the connection its thread holds, by the connection's own methods;
+2. the same reads as one Lua script, as a cluster's shard is read (and, until 2026-11-30, one server too),
+   through redis-py's ``Script`` and pool;
 3. a plain ``HGET`` of the user's list through the pool, the whole read of the feed before issue #11, for scale.
 
 CPU is read from ``/proc`` for this process (the client) and for redis-server; the figures are medians over
@@ -24,7 +24,6 @@ import os
 import statistics
 import sys
 import time
-from typing import Any
 
 import numpy as np
 import redis
@@ -36,16 +35,12 @@ from testing.processes import RedisServer
 VERSION = "20261129T000000Z-00000001"
 
 
-class DispatchedReads(RecsCache):
-    """``RecsCache`` whose hot-path read goes through redis-py's command call on a held connection (the former way)."""
+class ScriptedReads(RecsCache):
+    """``RecsCache`` reading a page's user as on a cluster: one script on the user's slot (redis-py's ``Script``)."""
 
-    def _read_on_own_connection(self, command: tuple[str | int, ...]) -> Any:
-        held = getattr(self._readers, "client", None)
-        if held is None:
-            held = self._readers.client = redis.Redis(
-                connection_pool=self.client.connection_pool, single_connection_client=True
-            )
-        return held.execute_command(*command)
+    def __init__(self, client: redis.Redis, prefix: str):
+        super().__init__(client, prefix)
+        self.cluster = True  # only user_reads asks: what the benchmark reads is on this one server
 
 
 def process_cpu(pid: int) -> float:
@@ -91,16 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     server = RedisServer().start()
     try:
         client = request_client(server.url)  # the web's own client: short timeouts, one retry
-        held, dispatched = RecsCache(client, "bench:"), DispatchedReads(client, "bench:")
+        held, scripted = RecsCache(client, "bench:"), ScriptedReads(client, "bench:")
         fill(held, args.users)
         redis_pid = server.pid
         rng = np.random.default_rng(11)
         variants = {
-            "`user_reads`, sent by the held connection's methods (now)": lambda u: held.user_reads(
-                u, list_version=VERSION
+            "`user_reads`, one transaction on the held connection (now)": lambda u: held.user_reads(
+                u, list_version=VERSION, generation=False
             ),
-            "`user_reads`, through `execute_command` on the held connection (before)": lambda u: dispatched.user_reads(
-                u, list_version=VERSION
+            "`user_reads`, one script through redis-py (a cluster's shard; before)": lambda u: scripted.user_reads(
+                u, list_version=VERSION, generation=False
             ),
             "`HGET` of the list through the pool (the feed before #11)": lambda u: client.hget(
                 held.recs_key(VERSION, u), u

@@ -243,22 +243,17 @@ end
 return (#ARGV - 1) / 8
 """
 
-# What a page needs from Redis, in one command: the clock first, the user's seen and shown zsets, then (as
-# ARGV[2..5] say) its list, the live generation, its live-user record, whether a version is published.
-# KEYS: seen:<u>, shown:<u>, then the keys of what is asked, in that order: the user's bucket of recs:<v>,
-# live:state, live:users, meta:<v>. ARGV: user id, four flags. On one server everything is asked at once;
-# on a cluster only the user's slot (seen, shown, list), and the {ctl} keys are read by a second call.
+# What a page needs from Redis on a cluster, in one command on the user's slot: the clock first, the user's
+# seen and shown zsets, then its list if ARGV[2] is '1'. KEYS: seen:<u>, shown:<u>, then the user's bucket of
+# recs:<v> if asked. ARGV: user id, the flag. The cluster client routes a script by its keys; what the {ctl}
+# slot holds is read by a second call there. On one server the same commands and the {ctl} reads are one
+# transaction (RecsCache.user_reads), which costs redis-server a third to a half less than a script.
 _USER_READS_SCRIPT = """
 local t = redis.call('TIME')
 local out = {t[1], t[2], redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'),
-  redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'), false, false, false, false}
-local fields = {ARGV[1], 'generation', ARGV[1], 'complete'}
-local k = 3
-for i = 1, 4 do
-  if ARGV[i + 1] == '1' then
-    out[i + 4] = redis.call('HGET', KEYS[k], fields[i])
-    k = k + 1
-  end
+  redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'), false}
+if ARGV[2] == '1' then
+  out[5] = redis.call('HGET', KEYS[3], ARGV[1])
 end
 return out
 """
@@ -414,7 +409,7 @@ class RecsCache:
         self._record_events = client.register_script(_RECORD_EVENTS_SCRIPT)
         self._user_reads = client.register_script(_USER_READS_SCRIPT)
         self._record_served = client.register_script(_RECORD_SERVED_SCRIPT)
-        self._readers = threading.local()  # see _read_on_own_connection
+        self._readers = threading.local()  # see _transaction_on_own_connection
 
     # --- key names: the only place they are spelled ---
 
@@ -902,75 +897,105 @@ class RecsCache:
         live_user: bool = False,
         check_version: str | None = None,
     ) -> UserReads:
-        """One command (a read-only script) of what a page needs: Redis's clock and the user's exclusions.
+        """One round trip for what a page needs: Redis's clock and the user's exclusions, read at one instant.
 
         Also the live generation unless ``generation`` is False (a web worker whose mirror knows it), and
         optionally the user's list of ``list_version``, its ``live:users`` value (``live_user``), and whether
         ``check_version`` is still published. The exclusions are those that arrived by the clock read first
-        (``now``; see :func:`cut_exclusions` for a pinned scroll's earlier cutoff). One script rather than a
-        pipeline of up to seven commands: it is the hot path's one round trip. On a cluster the script reads
-        the user's slot only (clock, exclusions, list); what is asked of the ``{ctl}`` slot (the generation,
-        the live-user record, the published flag), if anything, costs one pipelined call there: a second
-        round trip.
+        (``now``; see :func:`cut_exclusions` for a pinned scroll's earlier cutoff). On one server the commands
+        are one transaction (``MULTI`` ... ``EXEC``, see :meth:`_transaction_on_own_connection`). On a cluster
+        a script reads the user's slot (clock, exclusions, list); what is asked of the ``{ctl}`` slot (the
+        generation, the live-user record, the published flag), if anything, costs one pipelined call there: a
+        second round trip.
         """
-        keys = [self.seen_key(user_id), self.shown_key(user_id)]
-        local = not self.cluster  # the {ctl} keys too, in the same script
-        asked = (
-            list_version is not None,
-            generation and local,
-            live_user and local,
-            check_version is not None and local,
-        )
-        if asked[0]:
-            keys.append(self.recs_key(list_version, user_id))
-        if asked[1]:
-            keys.append(self.live_state_key)
-        if asked[2]:
-            keys.append(self.live_users_key)
-        if asked[3]:
-            keys.append(self.meta_key(check_version))
-        args = [user_id, *("1" if flag else "0" for flag in asked)]
-        command = ("EVALSHA", self._user_reads.sha, len(keys), *keys, *args)
-        try:
-            reply = self.client.execute_command(*command) if self.cluster else self._read_on_own_connection(command)
-        except redis.exceptions.NoScriptError:  # a restarted or flushed server: the Script loads it again
-            reply = self._user_reads(keys=keys, args=args)
-        seconds, micros, seen, shown, blob, current, record, complete = reply
-        if self.cluster and (generation or live_user or check_version is not None):
-            current, record, complete = self._global_reads(user_id, generation, live_user, check_version)
-        now = int(seconds) * 1_000_000 + int(micros)
-        return UserReads(
-            now=now,
-            generation=int(current or 0) if generation else None,
-            list_blob=blob,
-            live_user=record,
-            published=complete == b"1" if check_version is not None else None,
-            seen=_cut(zip(seen[::2], seen[1::2], strict=True), now),
-            shown=_cut(zip(shown[::2], shown[1::2], strict=True), now),
+        if self.cluster:
+            return self._user_reads_on_a_cluster(user_id, list_version, generation, live_user, check_version)
+        commands: list[tuple[str | int, ...]] = [
+            ("TIME",),
+            ("ZRANGE", self.seen_key(user_id), 0, -1, "WITHSCORES"),
+            ("ZRANGE", self.shown_key(user_id), 0, -1, "WITHSCORES"),
+        ]
+        if list_version is not None:
+            commands.append(("HGET", self.recs_key(list_version, user_id), user_id))
+        if generation:
+            commands.append(("HGET", self.live_state_key, "generation"))
+        if live_user:
+            commands.append(("HGET", self.live_users_key, user_id))
+        if check_version is not None:
+            commands.append(("HGET", self.meta_key(check_version), "complete"))
+        (seconds, micros), seen, shown, *asked = self._transaction_on_own_connection(commands)
+        answers = iter(asked)
+        return _as_user_reads(
+            int(seconds) * 1_000_000 + int(micros),
+            seen,
+            shown,
+            blob=next(answers) if list_version is not None else None,
+            current=next(answers) if generation else None,
+            record=next(answers) if live_user else None,
+            published=next(answers) == b"1" if check_version is not None else None,
+            generation=generation,
         )
 
-    def _read_on_own_connection(self, command: tuple[str | int, ...]) -> Any:
-        """``command``'s reply, on this thread's own connection of the client's pool (a single server only).
+    def _user_reads_on_a_cluster(
+        self, user_id: str, list_version: str | None, generation: bool, live_user: bool, check_version: str | None
+    ) -> UserReads:
+        """:meth:`user_reads` on a cluster: the script on the user's slot, then what the {ctl} slot holds."""
+        keys = [self.seen_key(user_id), self.shown_key(user_id)]
+        if list_version is not None:
+            keys.append(self.recs_key(list_version, user_id))
+        seconds, micros, seen, shown, blob = self._user_reads(
+            keys=keys, args=[user_id, "1" if list_version is not None else "0"]
+        )
+        current = record = complete = None
+        if generation or live_user or check_version is not None:
+            current, record, complete = self._global_reads(user_id, generation, live_user, check_version)
+        return _as_user_reads(
+            int(seconds) * 1_000_000 + int(micros),
+            seen,
+            shown,
+            blob=blob,
+            current=current,
+            record=record,
+            published=complete == b"1" if check_version is not None else None,
+            generation=generation,
+        )
+
+    def _transaction_on_own_connection(self, commands: Sequence[tuple[str | int, ...]]) -> list[Any]:
+        """The replies of ``commands`` run as one transaction, on this thread's own connection (one server only).
 
         A pooled call checks a connection out and back in on every command, an eighth to a fifth of the
         client's time for this hot-path read (docs/PERFORMANCE.md, "The Redis read"); a thread keeps one
-        connection instead, as the pool would lend it one anyway. The command is packed by hiredis and sent
-        and read through the connection's own methods under its own ``Retry``: redis-py's command dispatch
-        (observability hooks, per-command checks, the serializer's argument pass) cost more than the send and
-        the read. Errors, retries and reconnects stay redis-py's: a failed attempt disconnects, the next
+        connection instead, as the pool would lend it one anyway. ``MULTI``, the commands and ``EXEC`` are
+        packed by hiredis, sent at once and read through the connection's own methods under its own ``Retry``:
+        redis-py's command dispatch (observability hooks, per-command checks, the serializer's argument pass)
+        cost more than the send and the read, and a transaction costs redis-server less than a script of the
+        same commands. Errors, retries and reconnects stay redis-py's: a failed attempt disconnects, the next
         reconnects. Remade in a forked child: a connection is never shared across a fork. Only for commands
-        that are safe to send twice (a retry after a lost reply repeats it).
+        that are safe to send twice (a retry after a lost reply repeats them).
         """
         held = getattr(self._readers, "held", None)
         if held is None or held[0] != os.getpid():
             held = (os.getpid(), self.client.connection_pool.get_connection())
             self._readers.held = held
         connection = held[1]
-        packed = [hiredis.pack_command(command)]
+        packed = [b"".join(hiredis.pack_command(command) for command in (("MULTI",), *commands, ("EXEC",)))]
 
-        def once() -> Any:
+        def once() -> list[Any]:
             connection.send_packed_command(packed)
-            return connection.read_response()
+            refused = None
+            for _ in range(len(commands) + 1):  # +OK, then +QUEUED or the error of a command Redis refused
+                try:
+                    connection.read_response()
+                except redis.ResponseError as exc:  # every reply is read before raising: none is left unread
+                    refused = refused or exc
+            try:
+                replies = connection.read_response()
+            except redis.ResponseError as exc:  # EXECABORT: the refusal above says why
+                raise refused or exc from None
+            failed = next((reply for reply in replies if isinstance(reply, redis.ResponseError)), None)
+            if failed is not None:  # a command that failed as it ran (a key of the wrong type)
+                raise failed
+            return replies
 
         return connection.retry.call_with_retry(once, lambda _error: connection.disconnect())
 
@@ -1096,7 +1121,38 @@ def _microseconds(arrival: bytes | str) -> int:
     return int(seconds) * 1_000_000 + int(micros or 0)
 
 
-def _cut(entries: Iterable[tuple[bytes, bytes]], cutoff: int) -> dict[str, int]:
+def _as_user_reads(
+    now: int,
+    seen: list[Any],
+    shown: list[Any],
+    *,
+    blob: bytes | None,
+    current: bytes | None,
+    record: bytes | None,
+    published: bool | None,
+    generation: bool,
+) -> UserReads:
+    """The :class:`UserReads` of the replies."""
+    return UserReads(
+        now=now,
+        generation=int(current or 0) if generation else None,
+        list_blob=blob,
+        live_user=record,
+        published=published,
+        seen=_cut(_zset_entries(seen), now),
+        shown=_cut(_zset_entries(shown), now),
+    )
+
+
+def _zset_entries(reply: list[Any]) -> Iterable[tuple[bytes, Any]]:
+    """(member, score) pairs of a ``ZRANGE ... WITHSCORES`` reply: RESP3's pairs, or RESP2's (and a script's)
+    flat list of members and scores."""
+    if reply and isinstance(reply[0], list):
+        return reply
+    return zip(reply[::2], reply[1::2], strict=True)
+
+
+def _cut(entries: Iterable[tuple[bytes, Any]], cutoff: int) -> dict[str, int]:
     """zset entries (member, seconds as Redis prints them) as post id -> microseconds, none after ``cutoff``."""
     found = {}
     for member, score in entries:

@@ -471,7 +471,21 @@ def test_an_event_batch_with_an_unknown_type_records_nothing(cache, redis_client
     assert redis_client.exists(cache.seen_key("u1")) == 0
 
 
-def test_user_reads_is_one_consistent_snapshot(cache):
+@pytest.mark.parametrize("where", ["single", "single, RESP2", "cluster"])
+def test_user_reads_is_one_consistent_snapshot(where, request):
+    """The same reads on one server (a transaction, in either protocol's replies) and on a cluster (a script on
+    the user's slot, then the {ctl} slot)."""
+    server = request.getfixturevalue("redis_cluster" if where == "cluster" else "private_redis")
+    client = worker_client(server.url + ("?protocol=2" if "RESP2" in where else ""))
+    try:
+        check_one_consistent_snapshot(RecsCache(client, REDIS_PREFIX))
+    finally:
+        if where == "cluster":
+            server.flush()
+        client.close()
+
+
+def check_one_consistent_snapshot(cache: RecsCache) -> None:
     stage(cache, "v1")
     cache.publish_version("v1", message("v1"), retain_seconds=30)
     publish_live(cache, users={"new": {"role": None, "follows": ["c0"]}})
@@ -515,18 +529,31 @@ def test_user_reads_leave_the_generation_to_a_worker_that_knows_it(where, reques
         client.close()
 
 
-def test_user_reads_loads_its_script_again_on_a_server_that_lost_it(private_redis):
-    """The hot path sends EVALSHA itself: a restarted or flushed server (NOSCRIPT) must still answer."""
+def test_a_read_redis_refuses_or_fails_raises_and_leaves_the_connection_in_step(private_redis):
+    """Every reply of the hot path's transaction is read, whatever fails: a command refused when queued (here
+    an ACL without ZRANGE: EXECABORT) and one failing as it runs (a key of the wrong type) raise Redis's error,
+    and the next read on the same connection gets its own replies, not those left over."""
+    admin = redis.Redis.from_url(private_redis.url)
+    everything = {"keys": ["*"], "channels": ["*"]}
+    admin.acl_setuser("reader", enabled=True, passwords=["+pw"], commands=["+@all", "-zrange"], **everything)
+    limited_client = redis.Redis(host="127.0.0.1", port=private_redis.port, username="reader", password="pw")
+    limited = RecsCache(limited_client, REDIS_PREFIX)
+    with pytest.raises(redis.ResponseError, match="NOPERM|zrange"):
+        limited.user_reads("alice")
+    admin.acl_setuser("reader", enabled=True, commands=["+zrange"])
+    arrival = limited.record_events([("alice", "p0", "view")], cap=10, ttl=60)
+    assert limited.user_reads("alice").seen == {"p0": arrival}
     cache = RecsCache(redis.Redis.from_url(private_redis.url), REDIS_PREFIX)
-    arrival = cache.record_events([("alice", "p0", "view")], cap=10, ttl=60)
-    assert cache.user_reads("alice").seen == {"p0": arrival}
-    cache.client.script_flush()
-    assert cache.user_reads("alice").seen == {"p0": arrival}
+    admin.set(cache.shown_key("bob"), "not a zset")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        cache.user_reads("bob")
+    before = connection_id(cache)
+    assert cache.user_reads("alice").seen == {"p0": arrival} and connection_id(cache) == before
 
 
 def connection_id(cache: RecsCache) -> int:
     """The Redis client id of the connection this thread's hot-path reads go through."""
-    return cache._read_on_own_connection(("CLIENT", "ID"))
+    return cache._transaction_on_own_connection([("CLIENT", "ID")])[0]
 
 
 def test_user_reads_keeps_a_connection_per_thread_and_per_process(private_redis):
@@ -549,7 +576,7 @@ def test_user_reads_keeps_a_connection_per_thread_and_per_process(private_redis)
     assert os.waitpid(child, 0)[1] == 0
     assert cache.user_reads("alice").seen == {"p0": arrival} and connection_id(cache) == main_id
     private_redis.stop()
-    private_redis.start()  # an empty server: the held connection is dead, the script unknown
+    private_redis.start()  # an empty server: the held connection is dead
     assert cache.user_reads("alice").seen == {}
 
 
