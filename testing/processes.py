@@ -179,7 +179,11 @@ BARE_GUNICORN_CONFIG = "benchmarks/bare.gunicorn.conf.py"
 
 
 class GunicornServer:
-    """gunicorn on a free port: ``wsgi:app`` with the repository's gunicorn.conf.py, or ``app`` with ``config``."""
+    """gunicorn on a free port: ``wsgi:app`` with the repository's gunicorn.conf.py, or ``app`` with ``config``.
+
+    ``repo`` is the checkout it runs from (its code and its gunicorn.conf.py; this one's virtualenv): another
+    checkout lets a benchmark serve two trees side by side.
+    """
 
     def __init__(
         self,
@@ -188,12 +192,14 @@ class GunicornServer:
         log_path: Path | None = None,
         app: str = "wsgi:app",
         config: str = "gunicorn.conf.py",
+        repo: Path = REPO,
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         self.app = app
         self.config = config
+        self.repo = repo
         self._env = {
             **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
             **env,
@@ -209,7 +215,7 @@ class GunicornServer:
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
                 [str(GUNICORN), "-c", self.config, self.app],
-                cwd=REPO,
+                cwd=self.repo,
                 env=self._env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

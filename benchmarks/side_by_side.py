@@ -1,0 +1,138 @@
+"""Benchmark two checkouts' feeds side by side under gunicorn, alternating, against the bare endpoint.
+
+Runs of ``benchmarks/serve.py`` a few minutes apart differ by up to a sixth on a shared machine, more than most
+single changes move. This serves ``/recommendations`` from this checkout and from ``--other`` (a checkout of a
+nearby commit, e.g. ``git worktree add /tmp/before HEAD~3``, which must read the same model artifact and Redis
+keys; it runs with this checkout's virtualenv) at once, with the bare endpoint of ``benchmarks/bare_app.py``,
+and alternates wrk runs over the three ``--rounds`` times, the two feeds' order swapped every round. Each
+round gives each feed's share of the bare endpoint's throughput; the medians over the rounds are reported,
+with the workers' CPU per request (gunicorn's and the app's) and p99. ``--live`` gives both feeds the live
+state of ``serve.py``'s live run (1,000 fresh posts, 10 views and 5 impressions per user). Usage, from the
+repository root::
+
+    .venv/bin/python -m benchmarks.side_by_side --other /tmp/before [--users 100000] [--live] [--rounds 8]
+        [--duration 8] [--connections 32]
+
+Prints a markdown table. Needs ``wrk`` (Debian package ``wrk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.serve import PAGE_LIMIT, WRK_SCRIPT, featured_model, make_live, run_wrk, with_worker_cpu
+from common.config import load_settings
+from common.recs_cache import RecsCache
+from common.redis_clients import worker_client
+from ml.settings import TrainingSettings
+from testing.processes import BARE_GUNICORN_CONFIG, REPO, GunicornServer, RedisServer
+from testing.service import publish
+
+WARM_UP_SECONDS = 3
+
+
+def commit(checkout: Path) -> str:
+    """The checkout's commit, short, with ``+`` when its work tree has changes (``?`` outside git)."""
+    try:
+        head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head + ("+" if dirty else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--other", type=Path, required=True, help="the checkout to compare this one with")
+    parser.add_argument("--users", type=int, default=100_000, help="model users (default 100000)")
+    parser.add_argument("--live", action="store_true", help="both feeds with live state (fresh posts, exclusions)")
+    parser.add_argument("--rounds", type=int, default=8, help="alternating rounds; medians (default 8)")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
+    args = parser.parse_args(argv)
+    if not (args.other / "wsgi.py").is_file():
+        parser.error(f"--other {args.other} is not a checkout of this project (no wsgi.py)")
+    if args.users < 1 or args.rounds < 1 or args.duration < 1 or args.connections < 2:
+        parser.error("--users, --rounds and --duration must be at least 1, --connections at least 2")
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed (apt-get install wrk)")
+
+    settings = load_settings()
+    load_before = os.getloadavg()[0]
+    work = Path(tempfile.mkdtemp(prefix="recsvc-side-by-side-"))
+    script = work / "load.lua"
+    script.write_text(WRK_SCRIPT)
+    redis_server = RedisServer().start()
+    servers: list[GunicornServer] = []
+    names = {
+        "bare": "bare Flask endpoint (constant JSON)",
+        "other": f"`/recommendations`, {args.other} ({commit(args.other)})",
+        "this": f"`/recommendations`, this checkout ({commit(REPO)})",
+    }
+    try:
+        cache = RecsCache(worker_client(redis_server.url), settings.redis_prefix)
+        model = featured_model(args.users, 2016, TrainingSettings().components, seed=1)
+        publish(cache, work / "models", model)
+        if args.live:
+            make_live(cache, model, fresh_posts=1000, seen_per_user=10)
+        env = {"REDIS_URL": redis_server.url, "MODEL_DIR": str(work / "models"), "LOG_LEVEL": "warning"}
+        workers = settings.api_workers
+        bare = GunicornServer(
+            env, workers, work / "bare.log", app="benchmarks.bare_app:app", config=BARE_GUNICORN_CONFIG
+        )
+        other = GunicornServer(env, workers, work / "other.log", repo=args.other.resolve())
+        this = GunicornServer(env, workers, work / "this.log")
+        for server in (bare, other, this):
+            servers.append(server.start())
+        pages = settings.top_k // PAGE_LIMIT
+
+        def run(server: GunicornServer, mode: str, duration: float = args.duration) -> dict:
+            wrk = (server.url, script, duration, args.connections, mode, args.users, pages)
+            return with_worker_cpu(server, lambda: run_wrk(*wrk))
+
+        run(bare, "bare", WARM_UP_SECONDS)
+        run(other, "recs", WARM_UP_SECONDS)
+        run(this, "recs", WARM_UP_SECONDS)
+        results: dict[str, list[dict]] = {name: [] for name in names}
+        for round_ in range(args.rounds):
+            feeds = [("other", other), ("this", this)]
+            for name, server in [("bare", bare), *(feeds if round_ % 2 == 0 else feeds[::-1])]:
+                results[name].append(run(server, "bare" if name == "bare" else "recs"))
+    finally:
+        for server in servers:
+            server.stop()
+        redis_server.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+    feed = "live feed (1000 fresh posts, exclusions)" if args.live else "feed"
+    print(
+        f"\n{workers} workers per server, {args.connections} connections, {args.rounds} alternating rounds of "
+        f"{args.duration} s, {os.cpu_count()} cores; {feed}, model {args.users} users x 2016 posts; load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n"
+    )
+    print("| server | requests/s | % of bare (per round) | p99 ms | worker CPU per request, us |")
+    print("|---|---:|---:|---:|---:|")
+    for name, runs in results.items():
+        shares = [run["rps"] / base["rps"] for run, base in zip(runs, results["bare"], strict=True)]
+        share = f"{100 * statistics.median(shares):.0f} % ({', '.join(f'{100 * s:.0f}' for s in shares)})"
+        print(
+            f"| {names[name]} | {statistics.median(r['rps'] for r in runs):.0f} | {share} | "
+            f"{statistics.median(r['p99_ms'] for r in runs):.2f} | "
+            f"{statistics.median(r['worker_cpu_us'] for r in runs):.0f} |"
+        )
+    failed = sum(run["errors"] for runs in results.values() for run in runs)
+    print(f"\nfailed requests: {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

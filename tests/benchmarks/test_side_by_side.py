@@ -1,0 +1,40 @@
+"""The side-by-side benchmark serves two checkouts at once and reports each one's share of the bare endpoint."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from testing.processes import REPO
+
+pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make test-tools)")
+
+
+def side_by_side(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.side_by_side", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_side_by_side_serves_both_checkouts_and_reports_their_shares_of_bare(tmp_path):
+    done = side_by_side("--other", str(REPO), "--users", "300", "--rounds", "2", "--duration", "1", "--live")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = re.findall(
+        r"^\| (.+?) \| (\d+) \| (\d+) % \((\d+), (\d+)\) \| [\d.]+ \| (\d+) \|$", done.stdout, re.MULTILINE
+    )
+    assert [row[0].split(",")[0] for row in rows] == [
+        "bare Flask endpoint (constant JSON)",
+        *["`/recommendations`"] * 2,
+    ]
+    assert all(int(row[1]) > 0 and int(row[5]) > 0 for row in rows), done.stdout
+    assert "live feed (1000 fresh posts, exclusions)" in done.stdout and "failed requests: 0" in done.stdout
+
+
+def test_side_by_side_refuses_a_directory_that_is_not_a_checkout(tmp_path):
+    done = side_by_side("--other", str(tmp_path))
+    assert done.returncode == 2 and "is not a checkout of this project" in done.stderr
