@@ -153,25 +153,29 @@ class Extended:
         self._depth = depth
         self.size = self.size_floor = size
         self._universe = universe
-        self._full: Entries | None = None
-        self._ranked = 0  # how deep rest was asked for; the continuation holds all there is once it is depth
+        # What take() gives, and how deep rest was asked for to make it (0: the head alone). One attribute,
+        # replaced whole: kept feeds are shared by a worker's threads, which may take from one at once.
+        self._full: tuple[np.ndarray, np.ndarray, int] = (self._head_ids, self._head_scores, 0)
 
     @property
     def held(self) -> int:
-        return len(self._head_ids) if self._full is None else len(self._full[0])
+        return len(self._full[0])
 
     def take(self, n: int) -> Entries:
-        if n <= len(self._head_ids):
-            return self._head_ids[:n], self._head_scores[:n]
-        if self.held < n and self._ranked < self._depth:
-            self._ranked = min(self._depth, 2 * n)
-            ids, scores = _entries(*self._rest(self._ranked))
+        full = self._full
+        if len(full[0]) < n and full[2] < self._depth:
+            ranked = min(self._depth, 2 * n)
+            ids, scores = _entries(*self._rest(ranked))
+            if len(ids) < ranked:  # the universe ran out: nothing deeper to rank
+                ranked = self._depth
             beyond = ~isin(ids, self._head_ids)
-            self._full = (
+            full = (
                 np.concatenate([self._head_ids, ids[beyond]]),
                 np.concatenate([self._head_scores, scores[beyond]]),
+                ranked,
             )
-        full = self._full if self._full is not None else (self._head_ids, self._head_scores)
+            if ranked > self._full[2]:  # another thread may have ranked deeper meanwhile
+                self._full = full
         return full[0][:n], full[1][:n]
 
     def contains(self, feed_ids: np.ndarray) -> np.ndarray:

@@ -85,6 +85,38 @@ def test_extended_ranks_its_continuation_only_as_deep_as_the_pages_go():
     assert ranked.take(1015)[1].tolist() == whole[1].tolist() and calls == [70, 600, 1015]
 
 
+def test_extended_gives_a_whole_page_while_another_thread_ranks_it():
+    """Kept feeds are shared by a worker's threads: a page taken while another thread's ranking is under way
+    (here, from inside that ranking) still gets all its entries, and a shallower ranking made meanwhile does
+    not replace the deeper one."""
+    order = np.random.default_rng(4).permutation(5000)
+    scores = np.linspace(1, 0, 5000).astype(np.float32)
+    calls, meanwhile = [], []
+
+    def rest(k):
+        calls.append(k)
+        if len(calls) == 1:
+            meanwhile.append(ranked.take(150)[0])  # another thread's page, while this ranking runs
+        return order[:k], scores[:k]
+
+    ranked = Extended((order[:5], scores[:5]), rest, 1015, 5000, lambda ids: (ids >= 0) & (ids < 5000))
+    ids = ranked.take(600)[0]
+    assert calls == [1015, 300] and meanwhile[0].tolist() == ids[:150].tolist() == order[:150].tolist()
+    assert ranked.held == 1015 and ranked.take(1015)[0].tolist() == order[:1015].tolist() and len(calls) == 2
+
+
+def test_extended_ranks_a_universe_it_has_run_through_only_once():
+    calls = []
+
+    def rest(k):
+        calls.append(k)
+        return np.arange(min(k, 30)), np.linspace(1, 0, min(k, 30)).astype(np.float32)
+
+    ranked = Extended((np.arange(5), np.linspace(1, 0.9, 5).astype(np.float32)), rest, 1015, 30, lambda ids: ids < 30)
+    assert ranked.take(40)[0].tolist() == list(range(30)) and ranked.take(60)[0].tolist() == list(range(30))
+    assert calls == [80]  # 30 posts were all there was: the deeper page ranks nothing again
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_filtered_removes_and_demotes_over_any_combination(seed):
     rng = np.random.default_rng(seed)
