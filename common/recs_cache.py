@@ -247,7 +247,8 @@ return (#ARGV - 1) / 8
 # seen and shown zsets, then its list if ARGV[2] is '1'. KEYS: seen:<u>, shown:<u>, then the user's bucket of
 # recs:<v> if asked. ARGV: user id, the flag. The cluster client routes a script by its keys; what the {ctl}
 # slot holds is read by a second call there. On one server the same commands and the {ctl} reads are one
-# transaction (RecsCache.user_reads), which costs redis-server a third to a half less than a script.
+# transaction (RecsCache.user_reads), which cost redis-server a quarter to a half less than the script
+# (docs/PERFORMANCE.md, "The Redis read").
 _USER_READS_SCRIPT = """
 local t = redis.call('TIME')
 local out = {t[1], t[2], redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES'),
