@@ -100,6 +100,9 @@ function request()
   if mode == "bare" then
     return wrk.format("GET", "/bare")
   end
+  if mode == "floor" then
+    return wrk.format("GET", string.format("/bare/user-%d", math.random(0, users - 1)))
+  end
   local offset = math.random(0, pages - 1) * LIMIT
   if mode == "similar" then
     return wrk.format("GET", string.format("/posts/post-%d/similar?limit=%d&offset=%d",

@@ -4,14 +4,25 @@ Runs of ``benchmarks/serve.py`` a few minutes apart differ by up to a sixth on a
 single changes move. This serves ``/recommendations`` from this checkout and from ``--other`` (a checkout of a
 nearby commit, e.g. ``git worktree add /tmp/before HEAD~3``, which must read the same model artifact and Redis
 keys; it runs with this checkout's virtualenv) at once, with the bare endpoint of ``benchmarks/bare_app.py``,
-and alternates wrk runs over the three ``--rounds`` times, the two feeds' order swapped every round. Each
+and alternates wrk runs over them ``--rounds`` times, the two feeds' order swapped every round. Each
 round gives each feed's share of the bare endpoint's throughput; the medians over the rounds are reported,
-with the workers' CPU per request (gunicorn's and the app's) and p99. ``--live`` gives both feeds the live
-state of ``serve.py``'s live run (1,000 fresh posts, 10 views and 5 impressions per user). Usage, from the
-repository root::
+with the workers' CPU per request (gunicorn's and the app's) and p99. Each round also measures the floor of
+any feed that reads Redis once per page: the bare app's ``/bare/<user>``, its constant answer after the
+feed's own Redis read for a random user (``RecsCache.user_reads``, the list unpacked), so that what the
+round trip costs and what the feed's own work costs can be told apart. ``--live`` gives both feeds the live
+state of ``serve.py``'s live run (1,000 fresh posts, 10 views and 5 impressions per user).
 
-    .venv/bin/python -m benchmarks.side_by_side --other /tmp/before [--users 100000] [--live] [--rounds 8]
-        [--duration 8] [--connections 32]
+``--other-publishes`` is for a checkout whose Redis layout or artifact differs from this one's (e.g. the tree
+before the live feed, which read a version's lists from one hash): the other checkout then publishes a random
+model of the same size with its own code (its test helpers ``publish`` and ``random_model``), under a key
+prefix and model directory of its own, and is served from them; ``--live`` then gives only this checkout's
+feed the live state. That is how the live feed is compared with the feed before it (issue 11).
+``--other-env NAME=VALUE`` (repeatable) adds to the other server's environment only, so that ``--other .``
+compares settings, e.g. ``--other-env API_WORKERS=4 --other-env "GUNICORN_CMD_ARGS=--threads 1"`` (the bare
+endpoint keeps this checkout's settings). Usage, from the repository root::
+
+    .venv/bin/python -m benchmarks.side_by_side --other /tmp/before [--other-publishes] [--other-env NAME=VALUE]
+        [--users 100000] [--live] [--rounds 8] [--duration 8] [--connections 32]
 
 Prints a markdown table. Needs ``wrk`` (Debian package ``wrk``).
 """
@@ -36,6 +47,28 @@ from testing.processes import BARE_GUNICORN_CONFIG, REPO, GunicornServer, RedisS
 from testing.service import publish
 
 WARM_UP_SECONDS = 3
+OTHER_PREFIX = "recsvc-other:"
+# Run in the other checkout (--other-publishes): its own code publishes a random model of the given size. The
+# test helpers moved from tests/ to testing/ on 2026-11-29; older trees have them where they were.
+OTHER_PUBLISH = """
+import sys
+from pathlib import Path
+
+import redis
+
+from common.recs_cache import RecsCache
+
+try:
+    from testing.factories import random_model
+    from testing.service import publish
+except ImportError:
+    from tests.app.helpers import publish
+    from tests.ml.factories import random_model
+
+users, items, components, url, prefix, model_dir = sys.argv[1:]
+cache = RecsCache(redis.Redis.from_url(url), prefix)
+publish(cache, Path(model_dir), random_model(int(users), int(items), int(components), seed=1))
+"""
 
 
 def commit(checkout: Path) -> str:
@@ -53,8 +86,20 @@ def commit(checkout: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--other", type=Path, required=True, help="the checkout to compare this one with")
+    parser.add_argument(
+        "--other-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment of the other checkout's server only (repeatable), e.g. API_WORKERS=4",
+    )
     parser.add_argument("--users", type=int, default=100_000, help="model users (default 100000)")
     parser.add_argument("--live", action="store_true", help="both feeds with live state (fresh posts, exclusions)")
+    parser.add_argument(
+        "--other-publishes",
+        action="store_true",
+        help="the other checkout publishes its own model under its own keys (a tree of another Redis layout)",
+    )
     parser.add_argument("--rounds", type=int, default=8, help="alternating rounds; medians (default 8)")
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
@@ -63,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--other {args.other} is not a checkout of this project (no wsgi.py)")
     if args.users < 1 or args.rounds < 1 or args.duration < 1 or args.connections < 2:
         parser.error("--users, --rounds and --duration must be at least 1, --connections at least 2")
+    if any("=" not in setting for setting in args.other_env):
+        parser.error("--other-env takes NAME=VALUE")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
 
@@ -75,21 +122,35 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[GunicornServer] = []
     names = {
         "bare": "bare Flask endpoint (constant JSON)",
-        "other": f"`/recommendations`, {args.other} ({commit(args.other)})",
+        "floor": "the same after the page's one Redis read (`/bare/<user>`: the floor)",
+        "other": f"`/recommendations`, {args.other} ({commit(args.other)})"
+        + (", its own model and keys" if args.other_publishes else "")
+        + "".join(f", {setting}" for setting in args.other_env),
         "this": f"`/recommendations`, this checkout ({commit(REPO)})",
     }
     try:
         cache = RecsCache(worker_client(redis_server.url), settings.redis_prefix)
-        model = featured_model(args.users, 2016, TrainingSettings().components, seed=1)
+        components = TrainingSettings().components
+        model = featured_model(args.users, 2016, components, seed=1)
         publish(cache, work / "models", model)
         if args.live:
             make_live(cache, model, fresh_posts=1000, seen_per_user=10)
         env = {"REDIS_URL": redis_server.url, "MODEL_DIR": str(work / "models"), "LOG_LEVEL": "warning"}
+        other_env = env
+        if args.other_publishes:
+            other_env = {**env, "REDIS_PREFIX": OTHER_PREFIX, "MODEL_DIR": str(work / "models-other")}
+            sizes = [str(args.users), "2016", str(components)]
+            subprocess.run(
+                [sys.executable, "-c", OTHER_PUBLISH, *sizes, redis_server.url, OTHER_PREFIX, other_env["MODEL_DIR"]],
+                cwd=args.other, env={**os.environ, "PYTHONPATH": str(args.other.resolve())}, check=True,
+            )  # fmt: skip
+        other_env = {**other_env, **dict(setting.split("=", 1) for setting in args.other_env)}
         workers = settings.api_workers
         bare = GunicornServer(
             env, workers, work / "bare.log", app="benchmarks.bare_app:app", config=BARE_GUNICORN_CONFIG
         )
-        other = GunicornServer(env, workers, work / "other.log", repo=args.other.resolve())
+        other_workers = int(other_env.get("API_WORKERS", workers))
+        other = GunicornServer(other_env, other_workers, work / "other.log", repo=args.other.resolve())
         this = GunicornServer(env, workers, work / "this.log")
         for server in (bare, other, this):
             servers.append(server.start())
@@ -100,13 +161,14 @@ def main(argv: list[str] | None = None) -> int:
             return with_worker_cpu(server, lambda: run_wrk(*wrk))
 
         run(bare, "bare", WARM_UP_SECONDS)
+        run(bare, "floor", WARM_UP_SECONDS)
         run(other, "recs", WARM_UP_SECONDS)
         run(this, "recs", WARM_UP_SECONDS)
         results: dict[str, list[dict]] = {name: [] for name in names}
         for round_ in range(args.rounds):
             feeds = [("other", other), ("this", this)]
-            for name, server in [("bare", bare), *(feeds if round_ % 2 == 0 else feeds[::-1])]:
-                results[name].append(run(server, "bare" if name == "bare" else "recs"))
+            for name, server in [("bare", bare), ("floor", bare), *(feeds if round_ % 2 == 0 else feeds[::-1])]:
+                results[name].append(run(server, {"bare": "bare", "floor": "floor"}.get(name, "recs")))
     finally:
         for server in servers:
             server.stop()
@@ -114,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     feed = "live feed (1000 fresh posts, exclusions)" if args.live else "feed"
+    if args.live and args.other_publishes:
+        feed += " in this checkout, the other's feed without live state"
     print(
-        f"\n{workers} workers per server, {args.connections} connections, {args.rounds} alternating rounds of "
+        f"\n{workers} workers per server{' (the other: its row says)' if args.other_env else ''}, "
+        f"{args.connections} connections, {args.rounds} alternating rounds of "
         f"{args.duration} s, {os.cpu_count()} cores; {feed}, model {args.users} users x 2016 posts; load average "
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n"
     )

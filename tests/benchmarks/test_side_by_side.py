@@ -22,15 +22,21 @@ def side_by_side(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_side_by_side_serves_both_checkouts_and_reports_their_shares_of_bare(tmp_path):
-    done = side_by_side("--other", str(REPO), "--users", "300", "--rounds", "2", "--duration", "1", "--live")
+    # Every run's requests are answered (no failed one), the floor's Redis read of a published list included.
+    # --other-publishes: the other checkout (this one again) publishes its own model under keys of its own.
+    done = side_by_side(
+        "--other", str(REPO), "--other-publishes", "--users", "300", "--rounds", "2", "--duration", "1", "--live"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     rows = re.findall(
         r"^\| (.+?) \| (\d+) \| (\d+) % \((\d+), (\d+)\) \| [\d.]+ \| (\d+) \|$", done.stdout, re.MULTILINE
     )
     assert [row[0].split(",")[0] for row in rows] == [
         "bare Flask endpoint (constant JSON)",
+        "the same after the page's one Redis read (`/bare/<user>`: the floor)",
         *["`/recommendations`"] * 2,
     ]
+    assert rows[2][0].endswith("its own model and keys"), done.stdout
     assert all(int(row[1]) > 0 and int(row[5]) > 0 for row in rows), done.stdout
     assert "live feed (1000 fresh posts, exclusions)" in done.stdout and "failed requests: 0" in done.stdout
 
