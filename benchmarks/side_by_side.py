@@ -194,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{statistics.median(r['p99_ms'] for r in runs):.2f} | "
             f"{statistics.median(r['worker_cpu_us'] for r in runs):.0f} |"
         )
-    failed = sum(run["errors"] for runs in results.values() for run in runs)
-    print(f"\nfailed requests: {failed}")
-    return 1 if failed else 0
+    failed = {name: sum(run["errors"] for run in runs) for name, runs in results.items()}
+    where = ", ".join(f"{names[name]}: {count}" for name, count in failed.items() if count)
+    print(f"\nfailed requests: {sum(failed.values())}" + (f" ({where})" if where else ""))
+    return 1 if any(failed.values()) else 0
 
 
 if __name__ == "__main__":
