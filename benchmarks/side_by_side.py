@@ -160,15 +160,14 @@ def main(argv: list[str] | None = None) -> int:
             wrk = (server.url, script, duration, args.connections, mode, args.users, pages)
             return with_worker_cpu(server, lambda: run_wrk(*wrk))
 
-        run(bare, "bare", WARM_UP_SECONDS)
-        run(bare, "floor", WARM_UP_SECONDS)
-        run(other, "recs", WARM_UP_SECONDS)
-        run(this, "recs", WARM_UP_SECONDS)
+        # Each row's server and wrk mode, in the order of names (the floor is the bare app's other endpoint).
+        measured = {"bare": (bare, "bare"), "floor": (bare, "floor"), "other": (other, "recs"), "this": (this, "recs")}
+        for server, mode in measured.values():
+            run(server, mode, WARM_UP_SECONDS)
         results: dict[str, list[dict]] = {name: [] for name in names}
         for round_ in range(args.rounds):
-            feeds = [("other", other), ("this", this)]
-            for name, server in [("bare", bare), ("floor", bare), *(feeds if round_ % 2 == 0 else feeds[::-1])]:
-                results[name].append(run(server, {"bare": "bare", "floor": "floor"}.get(name, "recs")))
+            for name in ["bare", "floor", *(("other", "this") if round_ % 2 == 0 else ("this", "other"))]:
+                results[name].append(run(*measured[name]))
     finally:
         for server in servers:
             server.stop()
