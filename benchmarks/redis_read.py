@@ -43,10 +43,16 @@ class ScriptedReads(RecsCache):
         self.cluster = True  # only user_reads asks: what the benchmark reads is on this one server
 
 
+def process_cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far: its own code's, and the kernel's on its behalf."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
 def process_cpu(pid: int) -> float:
     """User plus system CPU seconds of a process so far."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(process_cpu_times(pid))
 
 
 def fill(cache: RecsCache, users: int) -> None:

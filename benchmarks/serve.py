@@ -68,7 +68,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.redis_read import process_cpu
+from benchmarks.redis_read import process_cpu, process_cpu_times
 from common.config import load_settings
 from common.recs_cache import RecsCache
 from common.redis_clients import worker_client
@@ -189,16 +189,26 @@ def make_live(cache: RecsCache, model: RecModel, fresh_posts: int, seen_per_user
         cache.record_events(events[start : start + 1000], cap=1000, ttl=3600)
 
 
-def with_worker_cpu(server: GunicornServer, run) -> dict:
-    """``run()``'s wrk result, with the CPU its server's workers spent per request (``worker_cpu_us``).
+def with_worker_cpu(server: GunicornServer, run, redis_pid: int | None = None) -> dict:
+    """``run()``'s wrk result, with the CPU its server's workers spent per request (``worker_cpu_us``), the part
+    of it the kernel spent on their behalf (``worker_system_us``) and, given ``redis_pid``, redis-server's CPU
+    per request (``redis_cpu_us``).
 
     The workers' CPU is gunicorn's and the app's together; ``benchmarks/page_cost.py`` measures the app's
-    alone, so the difference is what gunicorn costs a request.
+    alone, so the difference is what gunicorn costs a request. The kernel's part is where a round trip's
+    sending, waiting and waking show.
     """
     pids = server.worker_pids()
-    before = sum(process_cpu(pid) for pid in pids)
+    before = [process_cpu_times(pid) for pid in pids]
+    redis_before = process_cpu(redis_pid) if redis_pid is not None else 0.0
     result = run()
-    result["worker_cpu_us"] = 1e6 * (sum(process_cpu(pid) for pid in pids) - before) / max(result["requests"], 1)
+    after = [process_cpu_times(pid) for pid in pids]
+    requests = max(result["requests"], 1)
+    user, system = (sum(times[i] for times in after) - sum(times[i] for times in before) for i in (0, 1))
+    result["worker_cpu_us"] = 1e6 * (user + system) / requests
+    result["worker_system_us"] = 1e6 * system / requests
+    if redis_pid is not None:
+        result["redis_cpu_us"] = 1e6 * (process_cpu(redis_pid) - redis_before) / requests
     return result
 
 

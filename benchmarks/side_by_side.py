@@ -6,7 +6,8 @@ nearby commit, e.g. ``git worktree add /tmp/before HEAD~3``, which must read the
 keys; it runs with this checkout's virtualenv) at once, with the bare endpoint of ``benchmarks/bare_app.py``,
 and alternates wrk runs over them ``--rounds`` times, the two feeds' order swapped every round. Each
 round gives each feed's share of the bare endpoint's throughput; the medians over the rounds are reported,
-with the workers' CPU per request (gunicorn's and the app's) and p99. Each round also measures the floor of
+with p99, the workers' CPU per request (gunicorn's and the app's), the kernel's part of it (where a Redis round
+trip's sending, waiting and waking show) and redis-server's CPU per request. Each round also measures the floor of
 any feed that reads Redis once per page: the bare app's ``/bare/<user>``, its constant answer after the
 feed's own Redis read for a random user (``RecsCache.user_reads``, the list unpacked), so that what the
 round trip costs and what the feed's own work costs can be told apart. ``--live`` gives both feeds the live
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def run(server: GunicornServer, mode: str, duration: float = args.duration) -> dict:
             wrk = (server.url, script, duration, args.connections, mode, args.users, pages)
-            return with_worker_cpu(server, lambda: run_wrk(*wrk))
+            return with_worker_cpu(server, lambda: run_wrk(*wrk), redis_server.pid)
 
         # Each row's server and wrk mode, in the order of names (the floor is the bare app's other endpoint).
         measured = {"bare": (bare, "bare"), "floor": (bare, "floor"), "other": (other, "recs"), "this": (this, "recs")}
@@ -183,15 +184,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.duration} s, {os.cpu_count()} cores; {feed}, model {args.users} users x 2016 posts; load average "
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n"
     )
-    print("| server | requests/s | % of bare (per round) | p99 ms | worker CPU per request, us |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| server | requests/s | % of bare (per round) | p99 ms | worker CPU per request, us | of it the kernel's, us "
+        "| redis-server CPU per request, us |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, runs in results.items():
         shares = [run["rps"] / base["rps"] for run, base in zip(runs, results["bare"], strict=True)]
         share = f"{100 * statistics.median(shares):.0f} % ({', '.join(f'{100 * s:.0f}' for s in shares)})"
         print(
             f"| {names[name]} | {statistics.median(r['rps'] for r in runs):.0f} | {share} | "
             f"{statistics.median(r['p99_ms'] for r in runs):.2f} | "
-            f"{statistics.median(r['worker_cpu_us'] for r in runs):.0f} |"
+            f"{statistics.median(r['worker_cpu_us'] for r in runs):.0f} | "
+            f"{statistics.median(r['worker_system_us'] for r in runs):.0f} | "
+            f"{statistics.median(r['redis_cpu_us'] for r in runs):.0f} |"
         )
     failed = {name: sum(run["errors"] for run in runs) for name, runs in results.items()}
     where = ", ".join(f"{names[name]}: {count}" for name, count in failed.items() if count)
