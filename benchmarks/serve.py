@@ -195,8 +195,8 @@ def with_worker_cpu(server: GunicornServer, run, redis_pid: int | None = None) -
     per request (``redis_cpu_us``).
 
     The workers' CPU is gunicorn's and the app's together; ``benchmarks/page_cost.py`` measures the app's
-    alone, so the difference is what gunicorn costs a request. The kernel's part is where a round trip's
-    sending, waiting and waking show.
+    alone, so the difference is what gunicorn costs a request. The kernel's part tells system calls (a Redis
+    round trip's sending, waiting and waking among them) from the interpreter's own work.
     """
     pids = server.worker_pids()
     before = [process_cpu_times(pid) for pid in pids]
@@ -204,7 +204,8 @@ def with_worker_cpu(server: GunicornServer, run, redis_pid: int | None = None) -
     result = run()
     after = [process_cpu_times(pid) for pid in pids]
     requests = max(result["requests"], 1)
-    user, system = (sum(times[i] for times in after) - sum(times[i] for times in before) for i in (0, 1))
+    user = sum(end[0] - start[0] for start, end in zip(before, after, strict=True))
+    system = sum(end[1] - start[1] for start, end in zip(before, after, strict=True))
     result["worker_cpu_us"] = 1e6 * (user + system) / requests
     result["worker_system_us"] = 1e6 * system / requests
     if redis_pid is not None:

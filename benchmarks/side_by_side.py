@@ -6,8 +6,8 @@ nearby commit, e.g. ``git worktree add /tmp/before HEAD~3``, which must read the
 keys; it runs with this checkout's virtualenv) at once, with the bare endpoint of ``benchmarks/bare_app.py``,
 and alternates wrk runs over them ``--rounds`` times, the two feeds' order swapped every round. Each
 round gives each feed's share of the bare endpoint's throughput; the medians over the rounds are reported,
-with p99, the workers' CPU per request (gunicorn's and the app's), the kernel's part of it (where a Redis round
-trip's sending, waiting and waking show) and redis-server's CPU per request. Each round also measures the floor of
+with p99, the workers' CPU per request (gunicorn's and the app's), the kernel's part of it (system calls, a
+Redis round trip's among them) and redis-server's CPU per request. Each round also measures the floor of
 any feed that reads Redis once per page: the bare app's ``/bare/<user>``, its constant answer after the
 feed's own Redis read for a random user (``RecsCache.user_reads``, the list unpacked), so that what the
 round trip costs and what the feed's own work costs can be told apart. ``--live`` gives both feeds the live
