@@ -20,10 +20,13 @@ prefix and model directory of its own, and is served from them; ``--live`` then 
 feed the live state. That is how the live feed is compared with the feed before it (issue 11).
 ``--other-env NAME=VALUE`` (repeatable) adds to the other server's environment only, so that ``--other .``
 compares settings, e.g. ``--other-env API_WORKERS=4 --other-env "GUNICORN_CMD_ARGS=--threads 1"`` (the bare
-endpoint keeps this checkout's settings). Usage, from the repository root::
+endpoint keeps this checkout's settings). ``--other-redis unix`` has the other server read the same
+redis-server over its Unix socket instead of TCP loopback (the bare endpoint and this checkout keep TCP): what
+the transport costs a page; the table's header counts the clients redis-server saw on the socket. Usage, from
+the repository root::
 
     .venv/bin/python -m benchmarks.side_by_side --other /tmp/before [--other-publishes] [--other-env NAME=VALUE]
-        [--users 100000] [--live] [--rounds 8] [--duration 8] [--connections 32]
+        [--other-redis unix] [--users 100000] [--live] [--rounds 8] [--duration 8] [--connections 32]
 
 Prints a markdown table. Needs ``wrk`` (Debian package ``wrk``).
 """
@@ -84,6 +87,11 @@ def commit(checkout: Path) -> str:
     return head + ("+" if dirty else "")
 
 
+def clients_on_unix_socket(cache: RecsCache) -> int:
+    """How many clients redis-server has on a Unix socket now (CLIENT LIST gives them the socket's path as addr)."""
+    return sum(1 for client in cache.client.client_list() if client["addr"].startswith("/"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--other", type=Path, required=True, help="the checkout to compare this one with")
@@ -93,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="NAME=VALUE",
         help="environment of the other checkout's server only (repeatable), e.g. API_WORKERS=4",
+    )
+    parser.add_argument(
+        "--other-redis",
+        choices=("tcp", "unix"),
+        default="tcp",
+        help="how the other checkout's server reaches redis-server: TCP as this one (default), or its Unix socket",
     )
     parser.add_argument("--users", type=int, default=100_000, help="model users (default 100000)")
     parser.add_argument("--live", action="store_true", help="both feeds with live state (fresh posts, exclusions)")
@@ -119,14 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="recsvc-side-by-side-"))
     script = work / "load.lua"
     script.write_text(WRK_SCRIPT)
-    redis_server = RedisServer().start()
+    redis_server = RedisServer("tcp+unix" if args.other_redis == "unix" else "tcp").start()
+    unix_clients = 0  # the most clients seen on the Unix socket after a round: the other server's, if any
     servers: list[GunicornServer] = []
     names = {
         "bare": "bare Flask endpoint (constant JSON)",
         "floor": "the same after the page's one Redis read (`/bare/<user>`: the floor)",
         "other": f"`/recommendations`, {args.other} ({commit(args.other)})"
         + (", its own model and keys" if args.other_publishes else "")
-        + "".join(f", {setting}" for setting in args.other_env),
+        + "".join(f", {setting}" for setting in args.other_env)
+        + (", Redis over a Unix socket" if args.other_redis == "unix" else ""),
         "this": f"`/recommendations`, this checkout ({commit(REPO)})",
     }
     try:
@@ -146,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 cwd=args.other, env={**os.environ, "PYTHONPATH": str(args.other.resolve())}, check=True,
             )  # fmt: skip
         other_env = {**other_env, **dict(setting.split("=", 1) for setting in args.other_env)}
+        if redis_server.unix_url is not None:
+            other_env["REDIS_URL"] = redis_server.unix_url
         workers = settings.api_workers
         bare = GunicornServer(
             env, workers, work / "bare.log", app="benchmarks.bare_app:app", config=BARE_GUNICORN_CONFIG
@@ -169,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             for name in ["bare", "floor", *(("other", "this") if round_ % 2 == 0 else ("this", "other"))]:
                 results[name].append(run(*measured[name]))
+            unix_clients = max(unix_clients, clients_on_unix_socket(cache))
     finally:
         for server in servers:
             server.stop()
@@ -184,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.duration} s, {os.cpu_count()} cores; {feed}, model {args.users} users x 2016 posts; load average "
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n"
     )
+    if args.other_redis == "unix":
+        print(f"The other server over redis-server's Unix socket: {unix_clients} clients on it.\n")
     print(
         "| server | requests/s | % of bare (per round) | p99 ms | worker CPU per request, us | of it the kernel's, us "
         "| redis-server CPU per request, us |"

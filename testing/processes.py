@@ -103,26 +103,28 @@ class RedisServer:
 
     ``transport`` ``unix``: it listens on a Unix socket only (no TCP port), and ``url`` is ``unix://...``;
     ``tls``: on TLS only, with a self-signed certificate made by ``openssl`` (``url`` is ``rediss://...``
-    with the certificate as the CA to check it against).
+    with the certificate as the CA to check it against); ``tcp+unix``: on TCP (``url``) and on a Unix socket
+    (``unix_url``), so that two clients of the same data can be told apart by transport.
     """
 
     def __init__(self, transport: str = "tcp"):
         self._dir = tempfile.mkdtemp(prefix="recsvc-redis-")
         self.port = 0 if transport == "unix" else free_port()
         self._transport = transport
+        self.unix_url = f"unix://{self._dir}/redis.sock?db=0" if "unix" in transport else None
         self.url = {
             "tcp": f"redis://127.0.0.1:{self.port}/0",
-            "unix": f"unix://{self._dir}/redis.sock?db=0",
+            "tcp+unix": f"redis://127.0.0.1:{self.port}/0",
+            "unix": self.unix_url,
             "tls": f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self._dir}/cert.pem",
         }[transport]
         self._process: subprocess.Popen | None = None
 
     def _listening(self) -> list[str]:
-        if self._transport == "unix":
-            return ["--port", "0", "--unixsocket", f"{self._dir}/redis.sock", "--unixsocketperm", "700"]
+        unix = ["--unixsocket", f"{self._dir}/redis.sock", "--unixsocketperm", "700"] if self.unix_url else []
         if self._transport == "tls":
             return ["--port", "0", "--tls-port", str(self.port), *tls_server_options(self._dir)]
-        return ["--port", str(self.port)]
+        return ["--port", str(self.port), *unix]
 
     def start(self) -> RedisServer:
         command = ["redis-server", *self._listening(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]

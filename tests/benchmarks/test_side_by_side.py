@@ -23,10 +23,12 @@ def side_by_side(*args: str) -> subprocess.CompletedProcess:
 
 def test_side_by_side_serves_both_checkouts_and_reports_their_shares_of_bare(tmp_path):
     # Every run's requests are answered (no failed one), the floor's Redis read of a published list included.
-    # --other-publishes: the other checkout (this one again) publishes its own model under keys of its own.
+    # --other-publishes: the other checkout (this one again) publishes its own model under keys of its own;
+    # --other-redis unix: its server reads that redis-server over its Unix socket.
     done = side_by_side(
-        "--other", str(REPO), "--other-publishes", "--users", "300", "--rounds", "2", "--duration", "1", "--live"
-    )
+        "--other", str(REPO), "--other-publishes", "--other-redis", "unix",
+        "--users", "300", "--rounds", "2", "--duration", "1", "--live",
+    )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     rows = re.findall(
         r"^\| (.+?) \| (\d+) \| (\d+) % \((\d+), (\d+)\) \| [\d.]+ \| (\d+) \| (\d+) \| (\d+) \|$",
@@ -38,7 +40,9 @@ def test_side_by_side_serves_both_checkouts_and_reports_their_shares_of_bare(tmp
         "the same after the page's one Redis read (`/bare/<user>`: the floor)",
         *["`/recommendations`"] * 2,
     ]
-    assert rows[2][0].endswith("its own model and keys"), done.stdout
+    assert rows[2][0].endswith("its own model and keys, Redis over a Unix socket"), done.stdout
+    on_socket = re.search(r"The other server over redis-server's Unix socket: (\d+) clients on it", done.stdout)
+    assert on_socket and int(on_socket.group(1)) > 0, done.stdout
     assert all(int(row[1]) > 0 and int(row[5]) > 0 for row in rows), done.stdout
     assert all(int(row[5]) >= int(row[6]) for row in rows), done.stdout  # the kernel's part of the workers' CPU
     bare, floor = rows[0], rows[1]
