@@ -16,9 +16,9 @@ In one run, with the same gunicorn settings (``gunicorn.conf.py``, ``API_WORKERS
 5. the load of 2 while three new model versions are published, ``--rounds`` times (medians, as for every
    other run; until 2026-11-30 a single run): failed requests, latency, and how long each version took to
    be held by every worker (read from the per-worker ``recsvc_model_info`` gauge). A forked process makes,
-   ranks, writes and publishes each version, as a Celery worker on this host would; alternating with it, the
-   same at niceness ``--publisher-nice`` (10; 0 skips it), as a worker started under ``nice`` would, so that
-   what the web tier's CPU priority over the worker buys is measured;
+   ranks, writes and publishes each version, as a Celery worker on this host would, its precompute at the
+   configured ``PRECOMPUTE_NICENESS`` (:mod:`tasks.priority`); alternating with it (unless that is 0), the same
+   with ``PRECOMPUTE_NICENESS=0``, at the web's own priority, so that what the setting buys is measured;
 6. the memory of one web worker (RSS and PSS);
 7. the hit rate of the workers' list memo (``app.list_memo``) over the measured runs: with the default
    500 users it is about 100 % (no request reaches Redis); ``--users 100000`` measures the Redis path.
@@ -40,7 +40,7 @@ root::
 
     .venv/bin/python -m benchmarks.serve [--duration 10] [--connections 32] [--worker-class gthread|sync]
         [--threads N] [--users 500] [--items 2016] [--communities 32] [--fresh-posts 1000] [--seen-per-user 10]
-        [--cluster] [--publisher-nice 10]
+        [--cluster]
 
 ``--cluster`` serves from a local Redis Cluster of three masters (:mod:`testing.cluster`) instead of one
 redis-server: the same figures, with a first page read from the user's shard (and, for what only the shard
@@ -243,17 +243,17 @@ def memo_lookups(server: GunicornServer) -> dict[str, float]:
 
 
 def reload_under_load(
-    server: GunicornServer, redis_url: str, prefix: str, model_dir: Path, args, wrk, niceness: int
+    server: GunicornServer, redis_url: str, prefix: str, model_dir: Path, args, wrk, precompute_niceness: int
 ) -> tuple[dict, list]:
-    """wrk load while three versions are published by a process at ``niceness``; returns wrk's result and each
-    version's visibility time."""
+    """wrk load while three versions are published, their precompute at ``precompute_niceness``; returns wrk's
+    result and each version's visibility time."""
     visible_after: list[float] = []
     result: dict = {}
     load = threading.Thread(target=lambda: result.update(wrk()))
     load.start()
     time.sleep(args.duration / 5)
     for seed in (11, 12, 13):
-        version = publish_from_child(redis_url, prefix, model_dir, args, seed, niceness)
+        version = publish_from_child(redis_url, prefix, model_dir, args, seed, precompute_niceness)
         published = time.monotonic()
         everywhere = poll(
             lambda v=version: (
@@ -268,16 +268,18 @@ def reload_under_load(
     return result, visible_after
 
 
-def publish_from_child(redis_url: str, prefix: str, model_dir: Path, args, seed: int, niceness: int) -> str:
-    """Publish a random model of the benchmark's size from a forked process at ``niceness``; return its version.
+def publish_from_child(redis_url: str, prefix: str, model_dir: Path, args, seed: int, precompute_niceness: int) -> str:
+    """Publish a random model of the benchmark's size from a forked process; return its version.
 
     The process trains nothing: it makes the model, then saves, ranks, writes and publishes it through the
-    pipeline's stages (``testing.service.publish``), as a Celery worker sharing this host would, at the CPU
-    priority a ``nice -n <niceness>`` in front of the worker's command would give it (its BLAS threads too).
+    pipeline's stages (``testing.service.publish``), as a Celery worker sharing this host would, the ranking
+    and the writes at ``precompute_niceness`` (``PRECOMPUTE_NICENESS``).
     """
     context = multiprocessing.get_context("fork")
     reader, writer = context.Pipe(duplex=False)
-    child = context.Process(target=_publish_child, args=(writer, redis_url, prefix, model_dir, args, seed, niceness))
+    child = context.Process(
+        target=_publish_child, args=(writer, redis_url, prefix, model_dir, args, seed, precompute_niceness)
+    )
     child.start()
     writer.close()
     try:
@@ -288,11 +290,10 @@ def publish_from_child(redis_url: str, prefix: str, model_dir: Path, args, seed:
         child.join(30)
 
 
-def _publish_child(writer, url: str, prefix: str, model_dir: Path, args, seed: int, niceness: int) -> None:
-    os.nice(niceness)
+def _publish_child(writer, url: str, prefix: str, model_dir: Path, args, seed: int, precompute_niceness: int) -> None:
     cache = RecsCache(worker_client(url), prefix)  # connections of its own: none is shared across the fork
     model = random_model(args.users, args.items, args.components, seed=seed)
-    writer.send(publish(cache, model_dir, model))
+    writer.send(publish(cache, model_dir, model, precompute_niceness=precompute_niceness))
 
 
 def server_envs(redis_url: str, work: Path, live_prefix: str, args: argparse.Namespace) -> tuple[dict, dict]:
@@ -331,12 +332,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cluster", action="store_true", help="serve from a local Redis Cluster of three masters (testing.cluster)"
     )
-    parser.add_argument(
-        "--publisher-nice",
-        type=int,
-        default=10,
-        help="also publish from a process at this niceness, as a worker under nice on this host (default 10; 0: not)",
-    )
     return parser
 
 
@@ -347,8 +342,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "--connections must be at least 2 (wrk runs 2 threads), --rounds, --duration and --threads at least 1"
         )
-    if not 0 <= args.publisher_nice <= 19:
-        parser.error("--publisher-nice must be 0 to 19")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
 
@@ -434,9 +427,9 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         bare.stop()
         live.stop()
-        # Alternating: the publisher at the web's own priority, then (--publisher-nice) at a lower one.
+        # Alternating: the precompute at the configured niceness, then (unless that is 0) at the web's priority.
         load = wrk_on(app, "recs")
-        nicenesses = (0, args.publisher_nice) if args.publisher_nice else (0,)
+        nicenesses = (settings.precompute_niceness, 0) if settings.precompute_niceness else (0,)
         reloads = [
             [
                 reload_under_load(app, private_redis.url, cache.prefix, work / "models", args, load, n)
@@ -445,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.rounds)
         ]
         during_reload = median_run([run[0][0] for run in reloads])
-        during_niced = median_run([run[-1][0] for run in reloads]) if args.publisher_nice else None
+        during_unlowered = median_run([run[-1][0] for run in reloads]) if len(nicenesses) > 1 else None
         visible_after = [seconds for run in reloads for _, times in run for seconds in times]
         memory = [memory_mb(pid) for pid in app.worker_pids()]
         app.stop()
@@ -473,10 +466,13 @@ def main(argv: list[str] | None = None) -> int:
         ("GET /posts/<post>/similar (random posts and pages)", similar),
         ("GET /recommendations?community=<one of them> (random users, communities, pages)", filtered),
         ("GET /recommendations through Flask (API_FEED_SHORTCUT=0)", flask_recs),
-        ("GET /recommendations while 3 versions are published", during_reload),
+        (
+            f"GET /recommendations while 3 versions are published (PRECOMPUTE_NICENESS={settings.precompute_niceness})",
+            during_reload,
+        ),
         *(
-            [(f"the same, published by a process at niceness {args.publisher_nice}", during_niced)]
-            if during_niced is not None
+            [("the same, precompute at the publisher's own priority (PRECOMPUTE_NICENESS=0)", during_unlowered)]
+            if during_unlowered is not None
             else []
         ),
     ):
@@ -513,10 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     publishing = (
         f"p99 while 3 versions are published: {during_reload['p99_ms'] / baseline['p99_ms']:.2f}x the bare endpoint's"
     )
-    if during_niced is not None:
-        publishing += (
-            f" ({during_niced['p99_ms'] / baseline['p99_ms']:.2f}x by a process at niceness {args.publisher_nice})"
-        )
+    if during_unlowered is not None:
+        publishing += f" ({during_unlowered['p99_ms'] / baseline['p99_ms']:.2f}x with PRECOMPUTE_NICENESS=0)"
     print(publishing + " (target 2x)")
     print("new version held by every worker after: " + ", ".join(f"{1000 * s:.0f} ms" for s in visible_after))
     rss = max(m[0] for m in memory)

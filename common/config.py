@@ -66,6 +66,9 @@ class Settings:
     precompute_chunk_users: int = 50_000
     # Users' lists written per second by one precompute process (0: unpaced): the writes share Redis with serving.
     publish_write_rate: int = 50_000
+    # How far below the worker's own CPU priority the precompute ranks and writes (tasks.priority): on a host
+    # that also serves, the web workers then get the cores first while a version is written; 0: the same.
+    precompute_niceness: int = 10
     top_k: int = 100
     default_page_limit: int = 20
     max_page_limit: int = 100
@@ -288,6 +291,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
             env, "PRECOMPUTE_CHUNK_USERS", int_in(100, 10_000_000), d.precompute_chunk_users
         ),
         publish_write_rate=read_var(env, "PUBLISH_WRITE_RATE", int_in(0, 100_000_000), d.publish_write_rate),
+        precompute_niceness=read_var(env, "PRECOMPUTE_NICENESS", int_in(0, 19), d.precompute_niceness),
         top_k=read_var(env, "TOP_K_RECOMMENDATIONS", int_in(1, 10_000), d.top_k),
         default_page_limit=read_var(env, "DEFAULT_PAGE_LIMIT", int_in(1, 10_000), d.default_page_limit),
         max_page_limit=read_var(env, "MAX_PAGE_LIMIT", int_in(1, 10_000), d.max_page_limit),

@@ -43,7 +43,7 @@ from common.recs_cache import Lock, RecsCache, renew_lock, served_version
 from ml.dataset import Dataset
 from ml.errors import DatasetError, TrainingError
 from ml.model import RecModel
-from tasks import limits
+from tasks import limits, priority
 from tasks.data_checks import (
     data_fingerprint,
     data_snapshot,
@@ -362,20 +362,25 @@ def stage_version(settings: Settings, cache: RecsCache, candidate: Candidate, mo
 def precompute_users(settings: Settings, cache: RecsCache, version: str, model: RecModel, start: int, stop: int) -> int:
     """Rank and write the top-K lists of users ``start..stop-1`` (indices into ``model.user_ids``).
 
-    Returns the number of users written. Lists keep the staging TTL until the version is published. The
-    writes are paced to at most ``PUBLISH_WRITE_RATE`` users per second (per process; 0: unpaced), a pause
-    after each block of :data:`PRECOMPUTE_BLOCK_USERS`, so that serving keeps its latency while a version
-    is written.
+    Returns the number of users written. Lists keep the staging TTL until the version is published. So that
+    serving keeps its latency while a version is written, each block of :data:`PRECOMPUTE_BLOCK_USERS` is ranked
+    and written at a lower CPU priority (``PRECOMPUTE_NICENESS``, :mod:`tasks.priority`), and the writes are
+    paced to at most ``PUBLISH_WRITE_RATE`` users per second (per process; 0: unpaced), a pause after each block.
     """
     ttl = limits.lock_ttl(settings)
     rate = settings.publish_write_rate
-    started = time.monotonic()
-    for block in range(start, stop, PRECOMPUTE_BLOCK_USERS):
-        block_stop = min(block + PRECOMPUTE_BLOCK_USERS, stop)
+
+    def rank_and_write(block: int, block_stop: int) -> None:
         items, scores = model.top_k(np.arange(block, block_stop, dtype=np.int32), settings.top_k)
         cache.write_user_lists(version, model.user_ids[block:block_stop], items, scores, ttl=ttl)
-        if rate:  # paced: the writes share Redis with the web workers' reads (PUBLISH_WRITE_RATE)
-            time.sleep(max(0.0, started + (block_stop - start) / rate - time.monotonic()))
+
+    started = time.monotonic()
+    with priority.lowered(settings.precompute_niceness) as run:
+        for block in range(start, stop, PRECOMPUTE_BLOCK_USERS):
+            block_stop = min(block + PRECOMPUTE_BLOCK_USERS, stop)
+            run(rank_and_write, block, block_stop)
+            if rate:  # paced: the writes share Redis with the web workers' reads (PUBLISH_WRITE_RATE)
+                time.sleep(max(0.0, started + (block_stop - start) / rate - time.monotonic()))
     return stop - start
 
 

@@ -75,15 +75,22 @@ def publish(
     skip_users: tuple[str, ...] = (),
     before_publish: Callable[[str], None] | None = None,
     metadata: dict | None = None,
+    precompute_niceness: int = Settings.precompute_niceness,
 ) -> str:
     """Publish an already-fitted ``model`` through the training pipeline's own stages; return its version.
 
-    Saves the artifact, stages the version, writes every user's list, then flips the Redis pointer and the
-    on-disk one (:func:`tasks.pipeline.publish`, under the training lock). ``skip_users`` are left without a
-    list (as if a write had been lost); ``before_publish`` is called with the version once its artifact is
-    saved (e.g. to damage it); ``metadata`` is added to the artifact's (e.g. the model family).
+    Saves the artifact, stages the version, writes every user's list (at ``precompute_niceness``, as
+    ``PRECOMPUTE_NICENESS``), then flips the Redis pointer and the on-disk one (:func:`tasks.pipeline.publish`,
+    under the training lock). ``skip_users`` are left without a list (as if a write had been lost);
+    ``before_publish`` is called with the version once its artifact is saved (e.g. to damage it); ``metadata``
+    is added to the artifact's (e.g. the model family).
     """
-    settings = Settings(model_dir=str(model_dir), top_k=top_k, recs_retain_seconds=retain_seconds)
+    settings = Settings(
+        model_dir=str(model_dir),
+        top_k=top_k,
+        recs_retain_seconds=retain_seconds,
+        precompute_niceness=precompute_niceness,
+    )
     version = ml.artifact.save(model, model_dir, {"metrics": {"ndcg@10": 0.25}, **(metadata or {})}, make_current=False)
     created_at = ml.artifact.read_metadata(model_dir, version)["created_at"]
     if before_publish is not None:

@@ -84,6 +84,8 @@ def test_database_url_from_parts():
         ("MAX_POST_AGE_DAYS", "-1"),
         ("MAX_POST_AGE_DAYS", "a month"),
         ("FULL_RETRAIN_INTERVAL_SECONDS", "-60"),
+        ("PRECOMPUTE_NICENESS", "20"),
+        ("PRECOMPUTE_NICENESS", "-1"),
     ],
 )
 def test_bad_values_are_refused_by_name(name, value):
