@@ -22,8 +22,8 @@ feed the live state. That is how the live feed is compared with the feed before 
 compares settings, e.g. ``--other-env API_WORKERS=4 --other-env "GUNICORN_CMD_ARGS=--threads 1"`` (the bare
 endpoint keeps this checkout's settings). ``--other-redis unix`` has the other server read the same
 redis-server over its Unix socket instead of TCP loopback (the bare endpoint and this checkout keep TCP): what
-the transport costs a page; the table's header counts the clients redis-server saw on the socket. Usage, from
-the repository root::
+the transport costs a page; the report counts the clients redis-server has on the socket after the rounds.
+Usage, from the repository root::
 
     .venv/bin/python -m benchmarks.side_by_side --other /tmp/before [--other-publishes] [--other-env NAME=VALUE]
         [--other-redis unix] [--users 100000] [--live] [--rounds 8] [--duration 8] [--connections 32]
@@ -134,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     script = work / "load.lua"
     script.write_text(WRK_SCRIPT)
     redis_server = RedisServer("tcp+unix" if args.other_redis == "unix" else "tcp").start()
-    unix_clients = 0  # the most clients seen on the Unix socket after a round: the other server's, if any
     servers: list[GunicornServer] = []
     names = {
         "bare": "bare Flask endpoint (constant JSON)",
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             for name in ["bare", "floor", *(("other", "this") if round_ % 2 == 0 else ("this", "other"))]:
                 results[name].append(run(*measured[name]))
-            unix_clients = max(unix_clients, clients_on_unix_socket(cache))
+        unix_clients = clients_on_unix_socket(cache)  # the other server's connections, still open
     finally:
         for server in servers:
             server.stop()
