@@ -379,8 +379,10 @@ def unpack_list(blob: bytes, num_items: int | None = None) -> tuple[np.ndarray, 
         raise ValueError(f"packed list of {len(blob)} bytes is not a multiple of {_ENTRY_BYTES}")
     n = len(blob) // _ENTRY_BYTES
     items = np.frombuffer(blob, dtype=_INDEX_DTYPE, count=n)
-    # One reduction checks both bounds: read as unsigned, a negative index is larger than any post's.
-    if num_items is not None and n and items.view(_INDEX_AS_UNSIGNED).max() >= num_items:
+    # One maximum checks both bounds: read as unsigned, a negative index is larger than any post's. Python's max
+    # over the values, not numpy's: a reduction's machinery, cold on a page that reads Redis, cost it more
+    # (docs/PERFORMANCE.md, "The plain feed at a million users").
+    if num_items is not None and n and max(items.view(_INDEX_AS_UNSIGNED).tolist()) >= num_items:
         raise ValueError(f"packed list holds post indices outside 0..{num_items - 1}")
     scores = np.frombuffer(blob, dtype=_SCORE_DTYPE, count=n, offset=n * _INDEX_DTYPE.itemsize)
     return items, scores

@@ -24,12 +24,15 @@ _NO_IDS = np.zeros(0, dtype=np.int64)
 
 
 def isin(ids: np.ndarray, of: np.ndarray) -> np.ndarray:
-    """``np.isin(ids, of)``; for the few ids a page checks, comparing every pair is several times faster."""
+    """``np.isin(ids, of)``; for the few ids a page checks, a set of Python ints is cheaper on a page (numpy's
+    machinery, cold between pages, cost more than the comparisons: docs/PERFORMANCE.md, "The plain feed at a
+    million users")."""
     if not len(ids) or not len(of):
         return np.zeros(len(ids), dtype=bool)
     if len(ids) * len(of) > 65536:
         return np.isin(ids, of)
-    return (ids[:, None] == of).any(axis=1)
+    members = set(of.tolist())
+    return np.fromiter([i in members for i in ids.tolist()], dtype=bool, count=len(ids))
 
 
 _NO_SCORES = np.zeros(0, dtype=np.float32)
@@ -229,7 +232,7 @@ class Merged(_Remembered):
     def _merged(self, a_ids: np.ndarray, a_scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, int]:
         if 0 < n <= len(a_ids):
             # The walk takes all of a's first n before any entry of the second scoring below every one of them.
-            b_ids, b_scores = self._second.take_from(n, a_scores[:n].min())
+            b_ids, b_scores = self._second.take_from(n, min(a_scores[:n].tolist()))
         else:
             b_ids, b_scores = self._second.take(n)
         return _merge(a_ids, a_scores, b_ids, b_scores, n)

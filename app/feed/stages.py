@@ -21,7 +21,7 @@ is read into the scope first, in one Redis round trip.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,15 @@ class Feed:
     # The user's representation (embedding, bias) when the model can score posts for it, else None.
     vector: tuple[np.ndarray, float] | None = field(default=None)
 
+    def ranked(self, ranking: Ranked) -> Feed:
+        """This feed with ``ranking`` instead of its own, as a stage returns it.
+
+        Stages make their feeds with the constructor, not ``dataclasses.replace``: on a page that misses every
+        memory of the worker, ``replace`` (a loop over the fields, then the constructor) cost more than the
+        constructor alone (docs/PERFORMANCE.md, "The plain feed at a million users").
+        """
+        return Feed(self.request, self.scope, ranking, self.strategy, self.source, self.vector)
+
 
 class Candidates:
     """What the model ranks for the user, to ``depth`` entries (enough for every later stage's drops)."""
@@ -113,17 +122,16 @@ class Candidates:
                 return self._rankings.get_or_make(key, lambda: model.rank_representation(embedding, k, bias=bias))
 
             ranking = Extended((np.zeros(0), np.zeros(0)), rank, depth, model.num_items, _below(model.num_items))
-            return replace(feed, ranking=ranking, strategy="features", source="model", vector=vector)
+            return Feed(feed.request, scope, ranking, strategy="features", source="model", vector=vector)
         source = "cache" if scope.redis_answered else "model"
         ranking = Fixed(model.popular_items, model.popular_scores, _below(model.num_items))
-        return replace(feed, ranking=ranking, strategy="popular", source=source)
+        return Feed(feed.request, scope, ranking, strategy="popular", source=source)
 
     def _personalized(self, feed: Feed, user: int, depth: int) -> Feed:
         model = feed.scope.loaded.model
-        users = np.array([user], dtype=np.int64)
 
-        def compute(k: int) -> tuple[np.ndarray, np.ndarray]:
-            items, scores = model.top_k(users, max(k, 1))
+        def compute(k: int) -> tuple[np.ndarray, np.ndarray]:  # only for a page past the list, or without one
+            items, scores = model.top_k(np.array([user], dtype=np.int64), max(k, 1))
             valid = items[0] >= 0
             return items[0][valid], scores[0][valid]
 
@@ -145,7 +153,7 @@ class Candidates:
         size = model.num_items - len(excluded)
         ranking = Extended(head, rank, depth, size, universe)
         vector = (model.user_embeddings[user], float(model.user_biases[user]))
-        return replace(feed, ranking=ranking, strategy="personalized", source=source, vector=vector)
+        return Feed(feed.request, feed.scope, ranking, strategy="personalized", source=source, vector=vector)
 
 
 def _below(limit: int):
@@ -160,9 +168,9 @@ class FreshPosts:
         if not pool.size:
             return feed
         if feed.vector is None:
-            return replace(feed, ranking=Chained(feed.ranking, pool.unscored(everything=True)))
+            return feed.ranked(Chained(feed.ranking, pool.unscored(everything=True)))
         merged = Merged(feed.ranking, pool.scored(*feed.vector))
-        return replace(feed, ranking=Chained(merged, pool.unscored(everything=False)))
+        return feed.ranked(Chained(merged, pool.unscored(everything=False)))
 
 
 class Exclusions:
@@ -179,7 +187,7 @@ class Exclusions:
             removed, shown = removed + shown, []
         if not removed and not shown:
             return feed
-        return replace(feed, ranking=Filtered(feed.ranking, set(removed), shown))
+        return feed.ranked(Filtered(feed.ranking, set(removed), shown))
 
 
 def _feed_ids(scope: Scope, posts: Mapping[str, int]) -> list[int]:
