@@ -13,6 +13,7 @@ the pages of a pinned scroll fit together whichever pages were asked for.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
@@ -253,14 +254,15 @@ def _merge(
         return a_ids[:n], a_scores[:n], min(n, len(a_ids))
     if not len(a_ids):
         return b_ids[:n], b_scores[:n], 0
-    if len(a_scores) < 2 or bool((a_scores[1:] <= a_scores[:-1]).all()):
+    a = a_scores.tolist()  # Python's comparisons: a page's few scores cost less than numpy's reduction machinery
+    if all(map(operator.ge, a, a[1:])):
         if len(a_ids) >= n and b_scores[0] < a_scores[n - 1]:
             return a_ids[:n], a_scores[:n], n  # nothing of ``b`` reaches the first n
         # Both sorted: a stable sort by score is the walk (each keeps its order, a's entries first on ties).
         ids, scores = np.concatenate([a_ids, b_ids]), np.concatenate([a_scores, b_scores])
         picks = np.argsort(-scores, kind="stable")[:n]
         return ids[picks], scores[picks], int(np.count_nonzero(picks < len(a_ids)))
-    a, b = a_scores.tolist(), b_scores.tolist()  # near-ties out of order (a head continued): merge one by one
+    b = b_scores.tolist()  # near-ties out of order in ``a`` (a head continued): merge one by one
     order, i, j = [], 0, 0
     while len(order) < n and (i < len(a) or j < len(b)):
         if j >= len(b) or (i < len(a) and a[i] >= b[j]):
@@ -303,9 +305,9 @@ class Filtered(_Remembered):
     def __init__(self, base: Ranked, removed: Collection[int], demoted: Sequence[int]):
         self._base = base
         removed = set(removed)
-        self._removed = np.array(sorted(removed), dtype=np.int64)
-        self._demoted = np.array([i for i in demoted if i not in removed], dtype=np.int64)  # a page's few: no numpy
-        self._dropped = np.concatenate([self._removed, self._demoted])
+        demoted = [i for i in demoted if i not in removed]  # a page's few: one array made of them all
+        self._dropped = np.array([*removed, *demoted], dtype=np.int64)
+        self._removed, self._demoted = self._dropped[: len(removed)], self._dropped[len(removed) :]
         self.size_floor = max(0, base.size_floor - len(self._removed))
         self._size: int | None = None
 
