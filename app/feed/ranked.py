@@ -231,30 +231,32 @@ class Merged(_Remembered):
         return ids, scores
 
     def _merged(self, a_ids: np.ndarray, a_scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, int]:
-        if 0 < n <= len(a_ids):
+        a = a_scores.tolist()  # the floor below and _merge's order check take Python floats
+        if 0 < n <= len(a):
             # The walk takes all of a's first n before any entry of the second scoring below every one of them.
-            b_ids, b_scores = self._second.take_from(n, min(a_scores[:n].tolist()))
+            b_ids, b_scores = self._second.take_from(n, min(a[:n]))
         else:
             b_ids, b_scores = self._second.take(n)
-        return _merge(a_ids, a_scores, b_ids, b_scores, n)
+        return _merge(a_ids, a_scores, a, b_ids, b_scores, n)
 
     def contains(self, feed_ids: np.ndarray) -> np.ndarray:
         return self._first.contains(feed_ids) | self._second.contains(feed_ids)
 
 
 def _merge(
-    a_ids: np.ndarray, a_scores: np.ndarray, b_ids: np.ndarray, b_scores: np.ndarray, n: int
+    a_ids: np.ndarray, a_scores: np.ndarray, a: list[float], b_ids: np.ndarray, b_scores: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """The first ``n`` of ``a`` and ``b`` merged by score (ties to ``a``), and how many of them come from ``a``.
 
-    The result is that of walking both from their start and taking the better each time, so it does not
-    depend on how much of ``a`` is given beyond what the walk used.
+    ``a`` is ``a_scores`` as Python floats: its order is checked with Python's comparisons, which cost a page
+    less than numpy's reduction machinery (docs/PERFORMANCE.md, "The plain feed at a million users"). The result
+    is that of walking both from their start and taking the better each time, so it does not depend on how much
+    of ``a`` is given beyond what the walk used.
     """
     if not len(b_ids):
         return a_ids[:n], a_scores[:n], min(n, len(a_ids))
     if not len(a_ids):
         return b_ids[:n], b_scores[:n], 0
-    a = a_scores.tolist()  # Python's comparisons: a page's few scores cost less than numpy's reduction machinery
     if all(map(operator.ge, a, a[1:])):
         if len(a_ids) >= n and b_scores[0] < a_scores[n - 1]:
             return a_ids[:n], a_scores[:n], n  # nothing of ``b`` reaches the first n
