@@ -15,10 +15,13 @@ In one run, with the same gunicorn settings (``gunicorn.conf.py``, ``API_WORKERS
    medians are reported;
 5. the load of 2 while three new model versions are published, ``--rounds`` times (medians, as for every
    other run; until 2026-11-30 a single run): failed requests, latency, and how long each version took to
-   be held by every worker (read from the per-worker ``recsvc_model_info`` gauge). A forked process makes,
-   ranks, writes and publishes each version, as a Celery worker on this host would, its precompute at the
+   be held by every worker (read from the per-worker ``recsvc_model_info`` gauge). A forked process per
+   version makes its random model before the load starts (the stand-in for training, not measured), then
+   saves, ranks, writes and publishes it, as a Celery worker on this host would, its precompute at the
    configured ``PRECOMPUTE_NICENESS`` (:mod:`tasks.priority`); alternating with it (unless that is 0), the same
-   with ``PRECOMPUTE_NICENESS=0``, at the web's own priority, so that what the setting buys is measured;
+   with ``PRECOMPUTE_NICENESS=0``, at the web's own priority, so that what the setting buys is measured. The
+   load lasts until the third version is held everywhere (until 2026-12-01 it lasted ``--duration`` seconds,
+   which at a million users covered the making of the first model and a few seconds of its precompute);
 6. the memory of one web worker (RSS and PSS);
 7. the hit rate of the workers' list memo (``app.list_memo``) over the measured runs: with the default
    500 users it is about 100 % (no request reaches Redis); ``--users 100000`` measures the Redis path.
@@ -56,6 +59,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -84,6 +88,7 @@ from testing.service import publish
 
 PAGE_LIMIT = 20
 WARM_UP_SECONDS = 2
+PUBLISHING_LOAD_LIMIT = 1800  # seconds: the load while versions are published lasts until the third is held
 # wrk's Lua hooks: random known users and pages, and a JSON summary line at the end.
 WRK_SCRIPT = r"""
 local counter, mode, users, pages, items, communities = 0, "bare", 1, 1, 1, 1
@@ -137,13 +142,21 @@ def run_wrk(
     pages: int,
     items: int = 1,
     communities: int = 1,
+    until: threading.Event | None = None,
 ) -> dict:
-    """One wrk run; returns requests/s, p50/p99/max latency (ms) and the failed-request count."""
+    """One wrk run; returns requests/s, p50/p99/max latency (ms) and the failed-request count.
+
+    Given ``until``, the run ends when that event is set (wrk reports on SIGINT what it measured so far), or
+    after ``duration`` seconds at the latest.
+    """
     command = ["wrk", "-t2", f"-c{connections}", f"-d{duration:g}s", "-s", str(script), url, "--"]
     sizes = [str(users), str(pages), str(items), str(communities)]
-    output = subprocess.run(
-        [*command, mode, *sizes], capture_output=True, text=True, check=True, timeout=duration + 60
-    ).stdout
+    with subprocess.Popen([*command, mode, *sizes], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as wrk:
+        if until is not None and until.wait(duration):
+            wrk.send_signal(signal.SIGINT)
+        output, errors = wrk.communicate(timeout=duration + 60)
+    if wrk.returncode:
+        raise subprocess.CalledProcessError(wrk.returncode, command, output, errors)
     line = next(line for line in output.splitlines() if line.startswith("WRK "))
     result = json.loads(line[4:])
     result["rps"] = result["requests"] / result["seconds"]
@@ -244,56 +257,103 @@ def memo_lookups(server: GunicornServer) -> dict[str, float]:
 
 def reload_under_load(
     server: GunicornServer, redis_url: str, prefix: str, model_dir: Path, args, wrk, precompute_niceness: int
-) -> tuple[dict, list]:
-    """wrk load while three versions are published, their precompute at ``precompute_niceness``; returns wrk's
-    result and each version's visibility time."""
-    visible_after: list[float] = []
-    result: dict = {}
-    load = threading.Thread(target=lambda: result.update(wrk()))
-    load.start()
-    time.sleep(args.duration / 5)
-    for seed in (11, 12, 13):
-        version = publish_from_child(redis_url, prefix, model_dir, args, seed, precompute_niceness)
-        published = time.monotonic()
-        everywhere = poll(
-            lambda v=version: (
-                set(server.worker_versions().values()) == {v} and len(server.worker_versions()) == server.workers
-            ),
-            10,
-            0.01,
-        )
-        visible_after.append(time.monotonic() - published if everywhere else float("inf"))
-        time.sleep(args.duration / 5)
-    load.join()
-    return result, visible_after
+) -> tuple[dict, list, list]:
+    """wrk load over the publishing of three versions, their precompute at ``precompute_niceness``.
 
-
-def publish_from_child(redis_url: str, prefix: str, model_dir: Path, args, seed: int, precompute_niceness: int) -> str:
-    """Publish a random model of the benchmark's size from a forked process; return its version.
-
-    The process trains nothing: it makes the model, then saves, ranks, writes and publishes it through the
-    pipeline's stages (``testing.service.publish``), as a Celery worker sharing this host would, the ranking
-    and the writes at ``precompute_niceness`` (``PRECOMPUTE_NICENESS``).
+    Each version's model is made first, in a forked process of its own (a random model stands in for a
+    training run, which is not what this measures); then the load starts, and each version in turn is saved,
+    ranked, written and published, with ``args.duration / 5`` seconds of load before, between and after them.
+    ``wrk(until)`` runs the load until that event is set, so that it covers every publish at any size. Returns
+    wrk's result, each version's time from its publish to its being held by every worker, and each version's
+    time from its save to that.
     """
-    context = multiprocessing.get_context("fork")
-    reader, writer = context.Pipe(duplex=False)
-    child = context.Process(
-        target=_publish_child, args=(writer, redis_url, prefix, model_dir, args, seed, precompute_niceness)
-    )
-    child.start()
-    writer.close()
+    publishers = [Publisher(redis_url, prefix, model_dir, args, seed, precompute_niceness) for seed in (11, 12, 13)]
+    visible_after: list[float] = []
+    took: list[float] = []
+    result: dict = {}
+    finished = threading.Event()
     try:
-        if not reader.poll(300):
-            raise RuntimeError("the publishing process gave no version within 300 s")
-        return reader.recv()
+        for publisher in publishers:
+            publisher.wait_until_ready()
+        load = threading.Thread(target=lambda: result.update(wrk(finished)))
+        load.start()
+        try:
+            time.sleep(args.duration / 5)
+            for publisher in publishers:
+                started = time.monotonic()
+                version = publisher.publish()
+                published = time.monotonic()
+                everywhere = poll(
+                    lambda v=version: (
+                        set(server.worker_versions().values()) == {v}
+                        and len(server.worker_versions()) == server.workers
+                    ),
+                    10,
+                    0.01,
+                )
+                held = time.monotonic()
+                visible_after.append(held - published if everywhere else float("inf"))
+                took.append(held - started if everywhere else float("inf"))
+                time.sleep(args.duration / 5)
+        finally:
+            finished.set()
+            load.join()
     finally:
-        child.join(30)
+        for publisher in publishers:
+            publisher.close()
+    return result, visible_after, took
 
 
-def _publish_child(writer, url: str, prefix: str, model_dir: Path, args, seed: int, precompute_niceness: int) -> None:
-    cache = RecsCache(worker_client(url), prefix)  # connections of its own: none is shared across the fork
+class Publisher:
+    """A forked process that makes a random model of the benchmark's size, then, when told, publishes it.
+
+    It trains nothing: the model is made as soon as the process starts, and :meth:`publish` has it saved,
+    ranked, written and published through the pipeline's stages (``testing.service.publish``), as a Celery
+    worker sharing this host would, the ranking and the writes at ``precompute_niceness``
+    (``PRECOMPUTE_NICENESS``).
+    """
+
+    TIMEOUT = 300  # seconds for the model to be made, and again for it to be published
+
+    def __init__(self, redis_url: str, prefix: str, model_dir: Path, args, seed: int, precompute_niceness: int):
+        context = multiprocessing.get_context("fork")
+        self._pipe, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_publisher, args=(child_end, redis_url, prefix, model_dir, args, seed, precompute_niceness)
+        )
+        self._process.start()
+        child_end.close()
+
+    def wait_until_ready(self) -> None:
+        """Wait for the model to be made."""
+        self._receive("made no model")
+
+    def publish(self) -> str:
+        """Publish the model; return its version."""
+        self._pipe.send("publish")
+        version = self._receive("gave no version")
+        self._process.join(30)
+        return version
+
+    def close(self) -> None:
+        """End the process if it is still there (a run that failed)."""
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join(30)
+        self._pipe.close()
+
+    def _receive(self, failure: str):
+        if not self._pipe.poll(self.TIMEOUT):
+            raise RuntimeError(f"the publishing process {failure} within {self.TIMEOUT} s")
+        return self._pipe.recv()  # EOFError if the process died
+
+
+def _publisher(pipe, url: str, prefix: str, model_dir: Path, args, seed: int, precompute_niceness: int) -> None:
     model = random_model(args.users, args.items, args.components, seed=seed)
-    writer.send(publish(cache, model_dir, model, precompute_niceness=precompute_niceness))
+    pipe.send("ready")
+    pipe.recv()
+    cache = RecsCache(worker_client(url), prefix)  # connections of its own: none is shared across the fork
+    pipe.send(publish(cache, model_dir, model, precompute_niceness=precompute_niceness))
 
 
 def server_envs(redis_url: str, work: Path, live_prefix: str, args: argparse.Namespace) -> tuple[dict, dict]:
@@ -366,10 +426,10 @@ def main(argv: list[str] | None = None) -> int:
         env, live_env = server_envs(private_redis.url, work, live_prefix, args)
         workers = settings.api_workers
 
-        def wrk_on(server, mode, duration=args.duration):
+        def wrk_on(server, mode, duration=args.duration, until=None):
             sizes = (args.users, pages, args.items, args.communities)
             return lambda: with_worker_cpu(
-                server, lambda: run_wrk(server.url, script, duration, args.connections, mode, *sizes)
+                server, lambda: run_wrk(server.url, script, duration, args.connections, mode, *sizes, until=until)
             )
 
         bare = GunicornServer(
@@ -427,8 +487,11 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         bare.stop()
         live.stop()
+
+        def load(until):  # as long as the three versions take, at most PUBLISHING_LOAD_LIMIT seconds
+            return wrk_on(app, "recs", PUBLISHING_LOAD_LIMIT, until)()
+
         # Alternating: the precompute at the configured niceness, then (unless that is 0) at the web's priority.
-        load = wrk_on(app, "recs")
         nicenesses = (settings.precompute_niceness, 0) if settings.precompute_niceness else (0,)
         reloads = [
             [
@@ -439,7 +502,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         during_reload = median_run([run[0][0] for run in reloads])
         during_unlowered = median_run([run[-1][0] for run in reloads]) if len(nicenesses) > 1 else None
-        visible_after = [seconds for run in reloads for _, times in run for seconds in times]
+        visible_after = [seconds for run in reloads for _, times, _ in run for seconds in times]
+        publish_seconds = [seconds for run in reloads for _, _, times in run for seconds in times]
+        load_seconds = [result["seconds"] for run in reloads for result, _, _ in run]
         memory = [memory_mb(pid) for pid in app.worker_pids()]
         app.stop()
     finally:
@@ -513,6 +578,12 @@ def main(argv: list[str] | None = None) -> int:
         publishing += f" ({during_unlowered['p99_ms'] / baseline['p99_ms']:.2f}x with PRECOMPUTE_NICENESS=0)"
     print(publishing + " (target 2x)")
     print("new version held by every worker after: " + ", ".join(f"{1000 * s:.0f} ms" for s in visible_after))
+    print(
+        "each version from its save to held by every worker: "
+        + ", ".join(f"{s:.1f} s" for s in publish_seconds)
+        + "; the load around each three: "
+        + ", ".join(f"{s:.1f} s" for s in load_seconds)
+    )
     rss = max(m[0] for m in memory)
     pss = max(m[1] for m in memory)
     print(f"memory of one web worker: {rss:.0f} MB RSS, {pss:.0f} MB PSS (largest of {len(memory)} workers)")
