@@ -28,6 +28,7 @@ arrays are read into memory as before.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import json
@@ -62,6 +63,7 @@ VERSION_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 STALE_TEMP_SECONDS = 3600
 _TEMP_PREFIX = ".tmp-"
 _SEPARATOR = "\x00"
+UTF8_CHECK_BYTES = 1 << 20  # the user ids are checked as UTF-8 a mebibyte at a time (about a millisecond each)
 # Members' data start on this boundary (the .npy header pads the array itself to 64 bytes from there), so a
 # mapped float32 array is aligned as BLAS wants; arrays smaller than _MAP_BYTES are read, not mapped.
 _ALIGN = 64
@@ -573,8 +575,20 @@ def _user_ids(arrays: Mapping[str, np.ndarray], count: int) -> list[str] | Packe
         check_sorted(blob, offsets, order)
     except ValueError as exc:
         raise ValueError(f"user_id_order {exc}") from exc
-    blob.tobytes().decode("utf-8")  # every id is UTF-8 (a transient copy)
+    _check_utf8(blob)
     return PackedStrings(blob, stored, order)
+
+
+def _check_utf8(blob: np.ndarray) -> None:
+    """Raise ``UnicodeDecodeError`` unless ``blob`` is UTF-8.
+
+    Decoded :data:`UTF8_CHECK_BYTES` at a time: a web worker checks a new version's ids while it serves, and
+    one decode of a million ids (tens of MB) held the GIL for tens of milliseconds, its requests waiting.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for start in range(0, len(blob), UTF8_CHECK_BYTES):
+        decoder.decode(blob[start : start + UTF8_CHECK_BYTES].tobytes())
+    decoder.decode(b"", final=True)
 
 
 def _from_arrays(arrays: Mapping[str, np.ndarray]) -> RecModel:

@@ -339,6 +339,21 @@ def test_a_forged_user_id_order_is_refused(tmp_path, change, reason):
         artifact.load(tmp_path)
 
 
+@pytest.mark.parametrize("chunk", [artifact.UTF8_CHECK_BYTES, 3])
+def test_user_ids_that_are_not_utf8_are_refused_wherever_a_check_chunk_ends(tmp_path, monkeypatch, chunk):
+    """The user ids are checked as UTF-8 a chunk at a time: a character split by a chunk's end is still one."""
+    monkeypatch.setattr(artifact, "UTF8_CHECK_BYTES", chunk)
+    model = _with_strings(random_model(num_users=300), user_ids=[f"유저-{u}" for u in range(300)], tag="x")
+    version = artifact.save(model, tmp_path, {})
+    assert artifact.load(tmp_path)[0].user_ids == model.user_ids
+    with np.load(tmp_path / f"{version}.npz") as archive:
+        blob, offsets, order = archive["user_ids"].copy(), archive["user_id_offsets"], archive["user_id_order"]
+    blob[offsets[order[-1] + 1] - 2] = 0xFF  # the greatest id's last byte: it stays the greatest
+    _rewrite_arrays(tmp_path, version, user_ids=blob)
+    with pytest.raises(ArtifactError, match="inconsistent model: 'utf-8' codec can't decode byte 0xff"):
+        artifact.load(tmp_path)
+
+
 def test_a_file_saved_beside_a_version_replaces_the_other_versions_of_its_kind_only(tmp_path):
     artifact.save_beside(tmp_path, "v1", ".a.npz", {"x": np.arange(3)})
     artifact.save_beside(tmp_path, "v1", ".b.npz", {"x": np.arange(3)})

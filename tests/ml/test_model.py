@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ml.model
-from ml.model import FENCE_STRIDE, RecModel, pack_strings
+from ml.model import FENCE_STRIDE, RecModel, check_sorted, pack_strings
 from testing.factories import brute_force_top_k, random_model
 
 FLOAT32_ROUNDING = 1e-6  # a few float32 ulps, relative
@@ -227,6 +227,27 @@ def test_packed_strings_find_every_string_of_a_long_list_and_nothing_between_the
     ordered = sorted(values, key=lambda v: v.encode())
     probes = ["", "\x01", ordered[0][:-1], "\uffff", *(v + "\x01" for v in ordered[:: FENCE_STRIDE - 1])]
     assert [packed.index_of(p) for p in probes] == [None] * len(probes)
+
+
+def test_the_sorted_order_check_reads_every_byte_of_strings_that_share_long_prefixes():
+    """``check_sorted`` compares the strings a word of 8 bytes at a time: a pair tied over its first words, a
+    string that is a prefix of the next, bytes above 0x7f and any adjacent swap or repeat are told apart."""
+    rng = np.random.default_rng(5)
+    prefix = "user-0000000-"  # the first word and more are the same in every string
+    values = list(dict.fromkeys(prefix + str(rng.integers(0, 10**6)) * int(rng.integers(1, 4)) for _ in range(400)))
+    values += [prefix, prefix + "유저", prefix + "유저x", "", "\x7f", "\x80"]
+    packed = pack_strings(values)
+    ranked = sorted(range(len(values)), key=lambda i: values[i].encode())
+    assert packed.order.tolist() == ranked
+    check_sorted(packed.blob, packed.offsets, np.array(ranked, np.int32))
+    for position in range(len(ranked) - 1):
+        swapped = list(ranked)
+        swapped[position], swapped[position + 1] = swapped[position + 1], swapped[position]
+        with pytest.raises(ValueError, match="duplicates or is not sorted"):
+            check_sorted(packed.blob, packed.offsets, np.array(swapped, np.int32))
+        repeated = [*ranked[: position + 1], ranked[position], *ranked[position + 2 :]]
+        with pytest.raises(ValueError):
+            check_sorted(packed.blob, packed.offsets, np.array(repeated, np.int32))
 
 
 def test_packed_strings_keep_their_recent_lookups_without_keeping_themselves_alive():
