@@ -580,9 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     print("new version held by every worker after: " + ", ".join(f"{1000 * s:.0f} ms" for s in visible_after))
     print(
         "each version from its save to held by every worker: "
-        + ", ".join(f"{s:.1f} s" for s in publish_seconds)
+        + ", ".join(f"{s:.2f} s" for s in publish_seconds)
         + "; the load around each three: "
-        + ", ".join(f"{s:.1f} s" for s in load_seconds)
+        + ", ".join(f"{s:.2f} s" for s in load_seconds)
     )
     rss = max(m[0] for m in memory)
     pss = max(m[1] for m in memory)

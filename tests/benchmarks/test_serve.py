@@ -40,13 +40,13 @@ def test_serve_benchmark_reports_throughput_latency_reloads_memory_and_memo_hits
     # three versions published with the precompute lowered, then three at the web's priority
     assert re.search(r"new version held by every worker after: (\d+ ms, ){5}\d+ ms$", out, re.MULTILINE)
     # the load while publishing lasts from before the first version's save to after the third is held, with a
-    # fifth of --duration's load before, between and after the versions
+    # fifth of --duration's load before, between and after the versions (less the moment wrk takes to start)
     took, loads = re.search(
         r"each version from its save to held by every worker: (.*); the load around each three: (.*)", out
     ).groups()
     took, loads = [float(s.rstrip(" s")) for s in took.split(", ")], [float(s.rstrip(" s")) for s in loads.split(", ")]
     assert len(took) == 6 and len(loads) == 2
-    assert loads[0] > sum(took[:3]) + 4 * 0.2 and loads[1] > sum(took[3:]) + 4 * 0.2
+    assert loads[0] > sum(took[:3]) + 4 * 0.2 - 0.1 and loads[1] > sum(took[3:]) + 4 * 0.2 - 0.1
     assert re.search(r"impressions recorded: /recommendations at \d+% of the throughput without them", out)
     assert re.search(r"garbage collector: /recommendations at \d+% of the throughput with Python's threshold", out)
     assert re.search(r"memory of one web worker: \d+ MB RSS", out)
