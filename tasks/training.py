@@ -42,12 +42,14 @@ from tasks.celery import app, settings
 log = logging.getLogger(__name__)
 
 # Outages worth waiting out. The retries are short on purpose: beat starts a fresh run every interval,
-# which is the long-term retry.
+# which is the long-term retry. Without jitter: Celery's full jitter draws each wait from 0 to its backoff, so a
+# run could spend its three retries within a second of an outage; 2, 4 and 8 s wait out a restart.
 RETRY_ON = (psycopg2.OperationalError, redis.ConnectionError, redis.TimeoutError)
 RETRY_OPTIONS: dict[str, Any] = {
     "autoretry_for": RETRY_ON,
     "retry_backoff": 2,
     "retry_backoff_max": 60,
+    "retry_jitter": False,
     "max_retries": 3,
 }
 
