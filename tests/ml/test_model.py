@@ -216,6 +216,8 @@ def test_packed_strings_find_every_string_and_refuse_duplicates():
     with pytest.raises(ValueError, match="duplicates"):
         pack_strings(["x", "y", "x"])
     assert len(pack_strings([])) == 0 and pack_strings([]).index_of("x") is None
+    only_empty = pack_strings([""])  # a blob of no bytes at all
+    assert only_empty.index_of("") == 0 and only_empty.index_of("x") is None and list(only_empty) == [""]
 
 
 def test_packed_strings_find_every_string_of_a_long_list_and_nothing_between_them():
