@@ -258,6 +258,11 @@ class GunicornServer:
         """pid -> model version held, for every live worker (from the multiprocess model_info gauge)."""
         return {s.labels["pid"]: s.labels["version"] for s in self.metric_samples("recsvc_model_info") if s.value == 1}
 
+    def holds(self, version: str) -> bool:
+        """Whether each of the server's workers is up and holds ``version`` (none is missing, none holds another)."""
+        held = self.worker_versions()
+        return len(held) == self.workers and set(held.values()) == {version}
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -160,7 +160,7 @@ def test_a_bad_artifact_is_refused_while_serving_and_the_next_good_one_is_loaded
     assert not marker.exists(), "the artifact was unpickled"
 
     good = publish(cache, model_dir, random_model(num_users=50, num_items=80, seed=3), top_k=TOP_K)
-    assert poll(lambda: set(server.worker_versions().values()) == {good}, 10, 0.1), server.worker_versions()
+    assert poll(lambda: server.holds(good), 10, 0.1), server.worker_versions()
     assert {a["model_version"] for a in pages(server)} == {good}
     assert not marker.exists()
 
@@ -178,7 +178,7 @@ def test_a_lost_update_message_is_caught_by_polling_the_pointer(cache, gunicorn,
         assert cache.parse_update(subscriber.get_message(timeout=0.5)) is None  # nothing was announced
     finally:
         subscriber.close()
-    assert poll(lambda: set(server.worker_versions().values()) == {version}, 6, 0.1), server.worker_versions()
+    assert poll(lambda: server.holds(version), 6, 0.1), server.worker_versions()
     assert time.monotonic() - flipped < 5  # the reloaders poll the pointer every 2 s
     assert {a["model_version"] for a in pages(server)} == {version}
 
@@ -213,7 +213,7 @@ def test_a_pointer_to_a_version_without_lists_is_served_from_the_model(missing, 
     version = publish(cache, model_dir, newer, top_k=TOP_K, skip_users=tuple(USERS))
     if missing == "user lists and item metadata":
         cache.client.delete(cache.meta_key(version), *cache.recs_keys(version))
-    assert poll(lambda: set(server.worker_versions().values()) == {version}, 5, 0.05)
+    assert poll(lambda: server.holds(version), 5, 0.05)
 
     answers = pages(server, 30)
     assert {(a["model_version"], a["source"], a["strategy"]) for a in answers} == {(version, "model", "personalized")}
