@@ -18,7 +18,8 @@ In one run, with the same gunicorn settings (``gunicorn.conf.py``, ``API_WORKERS
    be held by every worker (read from the per-worker ``recsvc_model_info`` gauge). A forked process per
    version makes its random model before the load starts (the stand-in for training, not measured), then
    saves, ranks, writes and publishes it, as a Celery worker on this host would, its precompute at the
-   configured ``PRECOMPUTE_NICENESS`` (:mod:`tasks.priority`); alternating with it (unless that is 0), the same
+   configured ``PRECOMPUTE_NICENESS`` (:mod:`tasks.priority`), its writes paced at the configured
+   ``PUBLISH_WRITE_RATE``; alternating with it (unless that is 0), the same
    with ``PRECOMPUTE_NICENESS=0``, at the web's own priority, so that what the setting buys is measured. The
    load lasts until the third version is held everywhere (until 2026-12-01 it lasted ``--duration`` seconds,
    which at a million users covered the making of the first model and a few seconds of its precompute);
@@ -303,7 +304,7 @@ class Publisher:
     It trains nothing: the model is made as soon as the process starts, and :meth:`publish` has it saved,
     ranked, written and published through the pipeline's stages (``testing.service.publish``), as a Celery
     worker sharing this host would, the ranking and the writes at ``precompute_niceness``
-    (``PRECOMPUTE_NICENESS``).
+    (``PRECOMPUTE_NICENESS``), the writes paced at ``PUBLISH_WRITE_RATE``.
     """
 
     TIMEOUT = 300  # seconds for the model to be made, and again for it to be published
@@ -346,7 +347,8 @@ def _publisher(pipe, url: str, prefix: str, model_dir: Path, args, seed: int, pr
     pipe.send("ready")
     pipe.recv()
     cache = RecsCache(worker_client(url), prefix)  # connections of its own: none is shared across the fork
-    pipe.send(publish(cache, model_dir, model, precompute_niceness=precompute_niceness))
+    rate = load_settings().publish_write_rate  # PUBLISH_WRITE_RATE, as a Celery worker would read it
+    pipe.send(publish(cache, model_dir, model, precompute_niceness=precompute_niceness, publish_write_rate=rate))
 
 
 def server_envs(redis_url: str, work: Path, live_prefix: str, args: argparse.Namespace) -> tuple[dict, dict]:

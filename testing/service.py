@@ -76,20 +76,23 @@ def publish(
     before_publish: Callable[[str], None] | None = None,
     metadata: dict | None = None,
     precompute_niceness: int = Settings.precompute_niceness,
+    publish_write_rate: int = Settings.publish_write_rate,
 ) -> str:
     """Publish an already-fitted ``model`` through the training pipeline's own stages; return its version.
 
     Saves the artifact, stages the version, writes every user's list (at ``precompute_niceness``, as
-    ``PRECOMPUTE_NICENESS``), then flips the Redis pointer and the on-disk one (:func:`tasks.pipeline.publish`,
-    under the training lock). ``skip_users`` are left without a list (as if a write had been lost);
-    ``before_publish`` is called with the version once its artifact is saved (e.g. to damage it); ``metadata``
-    is added to the artifact's (e.g. the model family).
+    ``PRECOMPUTE_NICENESS``, paced at ``publish_write_rate`` users a second, as ``PUBLISH_WRITE_RATE``), then
+    flips the Redis pointer and the on-disk one (:func:`tasks.pipeline.publish`, under the training lock).
+    ``skip_users`` are left without a list (as if a write had been lost); ``before_publish`` is called with the
+    version once its artifact is saved (e.g. to damage it); ``metadata`` is added to the artifact's (e.g. the
+    model family).
     """
     settings = Settings(
         model_dir=str(model_dir),
         top_k=top_k,
         recs_retain_seconds=retain_seconds,
         precompute_niceness=precompute_niceness,
+        publish_write_rate=publish_write_rate,
     )
     version = ml.artifact.save(model, model_dir, {"metrics": {"ndcg@10": 0.25}, **(metadata or {})}, make_current=False)
     created_at = ml.artifact.read_metadata(model_dir, version)["created_at"]
