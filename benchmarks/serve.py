@@ -257,9 +257,17 @@ def memo_lookups(server: GunicornServer) -> dict[str, float]:
 
 
 def reload_under_load(
-    server: GunicornServer, redis_url: str, prefix: str, model_dir: Path, args, wrk, precompute_niceness: int
+    server: GunicornServer,
+    redis_url: str,
+    prefix: str,
+    model_dir: Path,
+    args,
+    wrk,
+    precompute_niceness: int,
+    publish_write_rate: int,
 ) -> tuple[dict, list, list]:
-    """wrk load over the publishing of three versions, their precompute at ``precompute_niceness``.
+    """wrk load over the publishing of three versions, their precompute at ``precompute_niceness``, their writes
+    paced at ``publish_write_rate``.
 
     Each version's model is made first, in a forked process of its own (a random model stands in for a
     training run, which is not what this measures); then the load starts, and each version in turn is saved,
@@ -268,7 +276,10 @@ def reload_under_load(
     wrk's result, each version's time from its publish to its being held by every worker, and each version's
     time from its save to that.
     """
-    publishers = [Publisher(redis_url, prefix, model_dir, args, seed, precompute_niceness) for seed in (11, 12, 13)]
+    publishers = [
+        Publisher(redis_url, prefix, model_dir, args, seed, precompute_niceness, publish_write_rate)
+        for seed in (11, 12, 13)
+    ]
     visible_after: list[float] = []
     took: list[float] = []
     result: dict = {}
@@ -304,16 +315,26 @@ class Publisher:
     It trains nothing: the model is made as soon as the process starts, and :meth:`publish` has it saved,
     ranked, written and published through the pipeline's stages (``testing.service.publish``), as a Celery
     worker sharing this host would, the ranking and the writes at ``precompute_niceness``
-    (``PRECOMPUTE_NICENESS``), the writes paced at ``PUBLISH_WRITE_RATE``.
+    (``PRECOMPUTE_NICENESS``), the writes paced at ``publish_write_rate`` (``PUBLISH_WRITE_RATE``).
     """
 
     TIMEOUT = 300  # seconds for the model to be made, and again for it to be published
 
-    def __init__(self, redis_url: str, prefix: str, model_dir: Path, args, seed: int, precompute_niceness: int):
+    def __init__(
+        self,
+        redis_url: str,
+        prefix: str,
+        model_dir: Path,
+        args,
+        seed: int,
+        precompute_niceness: int,
+        publish_write_rate: int,
+    ):
         context = multiprocessing.get_context("fork")
         self._pipe, child_end = context.Pipe()
         self._process = context.Process(
-            target=_publisher, args=(child_end, redis_url, prefix, model_dir, args, seed, precompute_niceness)
+            target=_publisher,
+            args=(child_end, redis_url, prefix, model_dir, args, seed, precompute_niceness, publish_write_rate),
         )
         self._process.start()
         child_end.close()
@@ -342,13 +363,16 @@ class Publisher:
         return self._pipe.recv()  # EOFError if the process died
 
 
-def _publisher(pipe, url: str, prefix: str, model_dir: Path, args, seed: int, precompute_niceness: int) -> None:
+def _publisher(
+    pipe, url: str, prefix: str, model_dir: Path, args, seed: int, precompute_niceness: int, publish_write_rate: int
+) -> None:
     model = random_model(args.users, args.items, args.components, seed=seed)
     pipe.send("ready")
     pipe.recv()
     cache = RecsCache(worker_client(url), prefix)  # connections of its own: none is shared across the fork
-    rate = load_settings().publish_write_rate  # PUBLISH_WRITE_RATE, as a Celery worker would read it
-    pipe.send(publish(cache, model_dir, model, precompute_niceness=precompute_niceness, publish_write_rate=rate))
+    pipe.send(
+        publish(cache, model_dir, model, precompute_niceness=precompute_niceness, publish_write_rate=publish_write_rate)
+    )
 
 
 def server_envs(redis_url: str, work: Path, live_prefix: str, args: argparse.Namespace) -> tuple[dict, dict]:
@@ -490,7 +514,9 @@ def main(argv: list[str] | None = None) -> int:
         nicenesses = (settings.precompute_niceness, 0) if settings.precompute_niceness else (0,)
         reloads = [
             [
-                reload_under_load(app, private_redis.url, cache.prefix, work / "models", args, load, n)
+                reload_under_load(
+                    app, private_redis.url, cache.prefix, work / "models", args, load, n, settings.publish_write_rate
+                )
                 for n in nicenesses
             ]
             for _ in range(args.rounds)
