@@ -9,8 +9,11 @@ honoured), non-string keys become strings as with the standard library, and the 
 library cannot encode (dates, decimals, dataclasses, ``__html__`` objects) go through Flask's own
 ``default`` hook, so they come out as before (a date as an HTTP date). Differences are of form only:
 non-ASCII characters are sent as UTF-8 rather than ``\\u`` escapes, exponents are spelled ``1e-7`` rather
-than ``1e-07``, and a NaN or infinite float is ``null`` rather than the invalid ``NaN``. Decoding
-(``request.get_json``) and ``flask.json.dumps`` (e.g. ``/openapi.json``) are left to the standard library.
+than ``1e-07``, and a NaN or infinite float is ``null`` rather than the invalid ``NaN``. A feed entry's
+``metadata`` object is encoded once per post and version (an ``orjson.Fragment``: ``app.feed.version_view``)
+and sent as it is: indented output (debug mode) leaves it on one line, and ``sort_keys`` does not reach it.
+Decoding (``request.get_json``) and ``flask.json.dumps`` (e.g. ``/openapi.json``) are left to the standard
+library.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from app.feed.live import LivePool
+from app.feed.live import LivePool, PostLabels
 from app.feed.lru import Lru
 from app.feed.ranked import EMPTY, Extended
 from app.feed.stages import Feed
@@ -81,11 +81,12 @@ class CatalogueIndex:
         return _NO_ITEMS if found is None else found
 
 
-def post_matches(metadata: Mapping, communities: Collection[str], tags: Collection[str]) -> bool:
-    """Whether a post's response ``metadata`` passes the filter (the same rule as :meth:`CatalogueIndex.matching`)."""
-    if communities and metadata["communityId"] not in communities:
+def post_matches(labels: PostLabels, communities: Collection[str], tags: Collection[str]) -> bool:
+    """Whether a post of these ``labels`` passes the filter (the same rule as :meth:`CatalogueIndex.matching`)."""
+    post_tags, community = labels
+    if communities and community not in communities:
         return False
-    return not tags or any(tag in tags for tag in metadata["tags"])
+    return not tags or any(tag in tags for tag in post_tags)
 
 
 def _members(items: np.ndarray):
@@ -151,7 +152,7 @@ class CommunityTagFilter:
 
 
 def _restricted(pool: LivePool, communities: Collection[str], tags: Collection[str]) -> LivePool:
-    kept = np.fromiter((post_matches(meta, communities, tags) for _, meta in pool.entries), bool, count=pool.size)
+    kept = np.fromiter((post_matches(labels, communities, tags) for labels in pool.labels), bool, count=pool.size)
     return pool.restricted(kept)
 
 

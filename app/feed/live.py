@@ -21,6 +21,8 @@ from common.recs_cache import PoolPost
 from ml.model import RecModel
 from ml.similar import unit_rows
 
+PostLabels = tuple[tuple[str, ...], str]  # a post's tags and community: what a filter matches
+
 
 @dataclass(frozen=True, eq=False)
 class LivePool:
@@ -28,7 +30,8 @@ class LivePool:
 
     generation: int
     offset: int  # the model's number of items
-    entries: Sequence[ItemEntry]
+    entries: Sequence[ItemEntry]  # what a page shows of post j
+    labels: Sequence[PostLabels]  # post j's tags and community
     index: Mapping[str, int]  # post id -> j
     known: np.ndarray  # (m,) bool: the model knows some feature of the post, so it can score it
     scorable: np.ndarray  # the rows (j) of the known posts
@@ -119,6 +122,7 @@ def build_pool(model: RecModel, item_index: Mapping[str, int], generation: int, 
         generation=generation,
         offset=model.num_items,
         entries=[item_entry(post_id, tags, community) for post_id, tags, community, _ in fresh],
+        labels=[(tuple(tags), community) for _, tags, community, _ in fresh],
         index={post[0]: j for j, post in enumerate(fresh)},
         known=known,
         scorable=scorable,

@@ -109,7 +109,7 @@ class Neighbours:
         """The post's community: the model's posts by popularity, then its fresh posts newest first."""
         scope = feed.scope
         model, pool = scope.loaded.model, scope.pool
-        community = scope.entry(post)[1]["communityId"]
+        community = scope.community(post)
         catalogue = CatalogueIndex.kept(self._catalogues, scope.loaded.version, model)
         members = np.zeros(model.num_items, dtype=bool)
         members[catalogue.matching((community,), ())] = True
@@ -117,7 +117,7 @@ class Neighbours:
             members[post] = False
         popular = model.popular_items[members[model.popular_items]]
         ranking: Ranked = Fixed(popular, model.popular_scores[members[model.popular_items]])
-        kept = np.fromiter((post_matches(meta, (community,), ()) for _, meta in pool.entries), bool, count=pool.size)
+        kept = np.fromiter((post_matches(labels, (community,), ()) for labels in pool.labels), bool, count=pool.size)
         if pool.size and post >= pool.offset:
             kept[post - pool.offset] = False
         if kept.any():

@@ -69,6 +69,12 @@ class Scope:
         offset = self.pool.offset
         return self.view.entry(feed_id) if feed_id < offset else self.pool.entries[feed_id - offset]
 
+    def community(self, feed_id: int) -> str:
+        offset = self.pool.offset
+        if feed_id < offset:
+            return self.loaded.model.item_community_ids[feed_id]
+        return self.pool.labels[feed_id - offset][1]
+
     def feed_id(self, post_id: str) -> int | None:
         index = self.view.item_index.get(post_id)
         return index if index is not None else self.pool.feed_id(post_id)

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+
+import orjson
 
 from ml.model import RecModel
 
-# An item as a page shows it: its post id and its ``metadata`` object. Pages share the metadata objects (one per
-# item and version), so nothing may modify a page's ``metadata`` objects.
-ItemEntry = tuple[str, dict[str, Any]]
+# An item as a page shows it: its post id and its ``metadata`` object, encoded once per item and version (an
+# ``orjson.Fragment``, which the response's encoder copies as it is). Encoded, it costs a page no encoding, and
+# a page's entries hold nothing the garbage collector tracks: a dict that holds a dict stays tracked as long
+# as it lives, and a worker keeps the entries of every kept feed's pages, so each collection walked twenty
+# of them per kept feed, a collection of tens of milliseconds after every model swap (docs/PERFORMANCE.md,
+# "Page entries the collector does not walk").
+ItemEntry = tuple[str, orjson.Fragment]
 
 
-def item_metadata(tags: Iterable[str], community_id: str) -> dict[str, Any]:
-    """The response's ``metadata`` object of an item (its tags a tuple: sent as a JSON array all the same)."""
-    return {"tags": tuple(tags), "communityId": community_id}
+def item_metadata(tags: Iterable[str], community_id: str) -> orjson.Fragment:
+    """The response's ``metadata`` object of an item (``{"tags": [...], "communityId": ...}``), encoded."""
+    return orjson.Fragment(orjson.dumps({"tags": list(tags), "communityId": community_id}))
 
 
 def item_entry(post_id: str, tags: Iterable[str], community_id: str) -> ItemEntry:
@@ -30,11 +35,11 @@ class VersionView:
     The post ids and metadata objects are kept in two lists rather than as (post id, metadata) pairs: a
     version's view is built after the worker froze its heap at start (``gc.freeze()``), and the garbage
     collector keeps such pairs tracked for good, so every full collection scanned one per post (about 100 ms
-    at 200,000 posts). Metadata objects of strings and tuples are untracked by the first full collection.
+    at 200,000 posts). Encoded metadata objects are never tracked.
     """
 
     post_ids: Sequence[str]  # item index -> post id
-    metadata: Sequence[dict[str, Any]]  # item index -> the response's metadata object
+    metadata: Sequence[orjson.Fragment]  # item index -> the response's metadata object, encoded
     item_index: Mapping[str, int]  # post id -> item index
 
     def entry(self, index: int) -> ItemEntry:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 
+import orjson
+
 from app.feed.version_view import VersionView
 from testing.factories import random_model
 
@@ -17,5 +19,7 @@ def test_a_versions_view_leaves_the_garbage_collector_nothing_per_item():
     view = VersionView.of(model)
     gc.collect()
     assert len(gc.get_objects()) - before < 50
-    assert view.entry(7) == ("post-7", {"tags": ("tag0",), "communityId": "community-1"})
+    post_id, metadata = view.entry(7)
+    assert post_id == "post-7"
+    assert orjson.loads(orjson.dumps(metadata)) == {"tags": ["tag0"], "communityId": "community-1"}
     assert view.item_index["post-7"] == 7
