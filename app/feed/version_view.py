@@ -20,7 +20,10 @@ ItemEntry = tuple[str, orjson.Fragment]
 
 def item_metadata(tags: Iterable[str], community_id: str) -> orjson.Fragment:
     """The response's ``metadata`` object of an item (``{"tags": [...], "communityId": ...}``), encoded."""
-    return orjson.Fragment(orjson.dumps({"tags": list(tags), "communityId": community_id}))
+    encoded = orjson.dumps({"tags": list(tags), "communityId": community_id})
+    # orjson's result keeps the whole buffer it wrote into (kilobytes, for a few dozen bytes of JSON): a copy of
+    # exactly the JSON is what a worker keeps per post and version.
+    return orjson.Fragment(bytes(memoryview(encoded)))
 
 
 def item_entry(post_id: str, tags: Iterable[str], community_id: str) -> ItemEntry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import tracemalloc
 
 import orjson
 
@@ -23,3 +24,17 @@ def test_a_versions_view_leaves_the_garbage_collector_nothing_per_item():
     assert post_id == "post-7"
     assert orjson.loads(orjson.dumps(metadata)) == {"tags": ["tag0"], "communityId": "community-1"}
     assert view.item_index["post-7"] == 7
+
+
+def test_a_versions_view_holds_its_encoded_metadata_at_their_length():
+    """orjson's result keeps the whole buffer it wrote into (kilobytes): kept as is for every post of every
+    version a worker holds, a view of 2,016 posts took 8 MB more of each worker (measured under gunicorn)."""
+    model = random_model(num_items=2000, seed=1)
+    tracemalloc.start()
+    try:
+        view = VersionView.of(model)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(view.metadata) == 2000
+    assert held < 2000 * 300  # the post's JSON, the bytes object's header and the fragment, per post
