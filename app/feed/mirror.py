@@ -6,7 +6,8 @@ cost each page a round trip that the precomputed feed did without (its lists are
 (``RecsCache.subscribe(live=True)``) and keeps this mirror up to date:
 
 - ``live-updates`` carries each new generation (and the live users may have changed with it);
-- ``events`` names the users whose exclusions changed: their entries are dropped, and the next page reads them.
+- ``events`` names the users whose exclusions changed: their entries are dropped, and the next page reads them
+  (the worker that recorded the events drops them itself first: :meth:`LiveMirror.forget_users`).
 
 An entry read from Redis at Redis time ``as_of`` holds every exclusion that arrived by then, and stays true
 until an ``events`` message names the user, so a page answered from it is pinned with cutoff ``as_of``:
@@ -22,7 +23,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,10 +76,7 @@ class LiveMirror:
             if users is None:
                 log.warning("ignoring malformed events message %r", message.get("data"))
                 return True
-            with self._lock:
-                self.epoch += 1
-                for user_id in users:
-                    self._exclusions.pop(user_id, None)
+            self.forget_users(users)
             return True
         if channel == cache.live_channel:
             try:
@@ -93,6 +91,14 @@ class LiveMirror:
                     self._generation = max(self._generation, generation)
             return True
         return False
+
+    def forget_users(self, users: Iterable[str]) -> None:
+        """Drop these users' exclusions: an ``events`` message named them, or this worker recorded their events
+        (``POST /events`` does before it answers, so the client's next page on the same worker reads Redis)."""
+        with self._lock:
+            self.epoch += 1
+            for user_id in users:
+                self._exclusions.pop(user_id, None)
 
     # --- the pages' side ---
 

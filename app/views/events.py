@@ -66,5 +66,8 @@ class Events(MethodView):
             arrival = runtime.guard.call(record)
         except CacheUnavailable:
             abort(503, "Redis is unavailable: nothing was recorded; send the batch again", code="cache_unavailable")
+        # The other workers hear of it on the events channel; this one, which the client's next page on the same
+        # connection reaches, must not wait for its reloader thread to.
+        runtime.feed.mirror.forget_users({user_id for user_id, _, _ in events})
         arrived_at = datetime.fromtimestamp(arrival / 1e6, UTC).isoformat(timespec="microseconds")
         return {"recorded": len(events), "arrived_at": arrived_at}

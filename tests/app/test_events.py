@@ -45,6 +45,23 @@ def test_a_batch_is_recorded_and_the_feed_reflects_it_at_once(client, cache, mod
     assert top[0] not in after and top[1] not in after and after[0] == top[2]
 
 
+def test_the_worker_that_recorded_a_batch_forgets_its_users_exclusions_at_once(make_app, events_env, cache, model_dir):
+    """A client's next page usually comes on the same keep-alive connection, so to the same worker: it must not
+    wait for the events message to reach that worker's reloader thread. Under load it once did not arrive in
+    time, and the NestJS client's next page still showed the post it had just liked (CI, 2026-12-01)."""
+    app = make_app(events_env)
+    client = app.test_client()
+    publish(cache, model_dir, random_model(num_users=5, num_items=20, seed=1), top_k=10)
+    mirror = app.extensions["recsvc"].feed.mirror
+    mirror.connected(0)  # as the reloader does once subscribed; none runs here, so no events message arrives
+    top = [r["post_id"] for r in client.get("/recommendations/user-1?limit=3").get_json()["recommendations"]]
+    assert mirror.exclusions("user-1") is not None
+    assert client.post("/events", json={"events": [event(post=top[0])]}, headers=auth()).status_code == 200
+    assert mirror.exclusions("user-1") is None
+    after = [r["post_id"] for r in client.get("/recommendations/user-1?limit=3").get_json()["recommendations"]]
+    assert top[0] not in after and after[0] == top[1]
+
+
 @pytest.mark.parametrize(
     ("events", "path"),
     [
