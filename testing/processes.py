@@ -180,6 +180,10 @@ def access_statuses(log_path: Path) -> list[tuple[str, int]]:
 BARE_GUNICORN_CONFIG = "benchmarks/bare.gunicorn.conf.py"
 
 
+PORT_ATTEMPTS = 3
+PORT_TAKEN = "Address already in use"  # in the master's refusal of a port it cannot listen on
+
+
 class GunicornServer:
     """gunicorn on a free port: ``wsgi:app`` with the repository's gunicorn.conf.py, or ``app`` with ``config``.
 
@@ -196,8 +200,6 @@ class GunicornServer:
         config: str = "gunicorn.conf.py",
         repo: Path = REPO,
     ):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         self.app = app
         self.config = config
@@ -206,31 +208,47 @@ class GunicornServer:
             **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
             **env,
             "API_HOST": "127.0.0.1",
-            "API_PORT": str(self.port),
             "API_WORKERS": str(workers),
         }
+        self._choose_port()
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="recsvc-gunicorn-", suffix=".log")[1])
         self._process: subprocess.Popen | None = None
 
+    def _choose_port(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._env["API_PORT"] = str(self.port)
+
     def start(self, ready_timeout: float = 60) -> GunicornServer:
-        """Start, and wait until every worker is up (for the recsvc app: holds a model and its reloader listens)."""
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                [str(GUNICORN), "-c", self.config, self.app],
-                cwd=self.repo,
-                env=self._env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            ready = poll(self._ready, ready_timeout, 0.2)
-        except BaseException:  # a readiness check that failed outright leaves no gunicorn behind either
+        """Start, and wait until every worker is up (for the recsvc app: holds a model and its reloader listens).
+
+        :func:`free_port` only finds a port free at that moment: another process may take it before gunicorn
+        binds it (an outgoing connection's ephemeral port, another test's server), and the master then exits
+        refusing it (``app.gunicorn_hooks.refuse_taken_ports``). The server then starts again on another port,
+        up to :data:`PORT_ATTEMPTS` times.
+        """
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            with self.log_path.open("wb") as log:
+                self._process = subprocess.Popen(
+                    [str(GUNICORN), "-c", self.config, self.app],
+                    cwd=self.repo,
+                    env=self._env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                ready = poll(lambda: self._process.poll() is not None or self._ready(), ready_timeout, 0.2)
+            except BaseException:  # a readiness check that failed outright leaves no gunicorn behind either
+                self.stop()
+                raise
+            if ready and self._process.poll() is None:
+                return self
             self.stop()
-            raise
-        if not ready:
-            self.stop()
-            raise RuntimeError(f"gunicorn did not start {self.workers} workers:\n{self.log()}")
-        return self
+            if attempt < PORT_ATTEMPTS and PORT_TAKEN in self.log():
+                self._choose_port()
+                continue
+            break
+        raise RuntimeError(f"gunicorn did not start {self.workers} workers:\n{self.log()}")
 
     def _ready(self) -> bool:
         if self.app == "wsgi:app":

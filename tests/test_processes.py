@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
+import requests
 
 from testing.processes import BARE_GUNICORN_CONFIG, GunicornServer, running
 
@@ -21,3 +24,20 @@ def test_a_readiness_check_that_raises_stops_the_gunicorn_it_started(tmp_path):
     with pytest.raises(ValueError, match="unreadable /metrics"):
         server.start()
     assert not running(server.started_pid)
+
+
+def test_a_port_taken_after_it_was_chosen_is_chosen_again(tmp_path):
+    """free_port only finds a port free at that moment; CI once saw another process take it before gunicorn
+    bound it, and the server refused to start."""
+    server = GunicornServer({}, workers=1, log_path=tmp_path / "gunicorn.log", app="benchmarks.bare_app:app",
+                            config=BARE_GUNICORN_CONFIG)  # fmt: skip
+    taken = server.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        server.start()
+        try:
+            assert server.port != taken and server.url.endswith(f":{server.port}")
+            assert requests.get(f"{server.url}/bare", timeout=5).status_code == 200
+        finally:
+            assert server.stop() == 0
