@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -29,11 +30,29 @@ REPO = Path(__file__).resolve().parents[1]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 
 
+# Ports for the servers tests start come from below the kernel's range for outgoing connections' local ports
+# (its low end is read from here, 32768 by default): a port from that range, as binding port 0 gives, can be taken
+# by any client's connection between its choice and the server's bind (CI, 2026-12-01).
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10_000
+_choices = random.Random()  # its own generator: a test that seeds the module's cannot make workers collide
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now (bound to port 0 and released), for servers a test starts."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port nobody listens on right now, below the ephemeral range, for servers a test starts."""
+    try:
+        highest = int(_EPHEMERAL_RANGE.read_text().split()[0]) - 1
+    except (OSError, ValueError, IndexError):
+        highest = 32_767
+    for _ in range(100):
+        port = _choices.randrange(_LOWEST_PORT, max(highest, _LOWEST_PORT + 1000))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port between {_LOWEST_PORT} and {highest}")
 
 
 def child_pids(pid: int) -> list[int]:
@@ -222,10 +241,10 @@ class GunicornServer:
     def start(self, ready_timeout: float = 60) -> GunicornServer:
         """Start, and wait until every worker is up (for the recsvc app: holds a model and its reloader listens).
 
-        :func:`free_port` only finds a port free at that moment: another process may take it before gunicorn
-        binds it (an outgoing connection's ephemeral port, another test's server), and the master then exits
-        refusing it (``app.gunicorn_hooks.refuse_taken_ports``). The server then starts again on another port,
-        up to :data:`PORT_ATTEMPTS` times.
+        :func:`free_port` only finds a port free at that moment: another process may still take it before
+        gunicorn binds it (another test's server), and the master then exits refusing it
+        (``app.gunicorn_hooks.refuse_taken_ports``). The server then starts again on another port, up to
+        :data:`PORT_ATTEMPTS` times.
         """
         for attempt in range(1, PORT_ATTEMPTS + 1):
             with self.log_path.open("wb") as log:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 import requests
 
-from testing.processes import BARE_GUNICORN_CONFIG, GunicornServer, running
+from testing.processes import BARE_GUNICORN_CONFIG, GunicornServer, free_port, running
 
 
 class FailingCheck(GunicornServer):
@@ -41,3 +42,11 @@ def test_a_port_taken_after_it_was_chosen_is_chosen_again(tmp_path):
             assert requests.get(f"{server.url}/bare", timeout=5).status_code == 200
         finally:
             assert server.stop() == 0
+
+
+def test_a_free_port_is_below_the_range_outgoing_connections_take_theirs_from():
+    """A port from that range can be taken by any client's connection before the server binds it."""
+    lowest_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(50)]
+    assert all(10_000 <= port < lowest_ephemeral for port in ports)
+    assert len(set(ports)) > 40  # chosen at random, not one port over and over
