@@ -32,26 +32,11 @@ from pathlib import Path
 
 # Before anything imports prometheus_client: per-process metric files, as under gunicorn.
 from benchmarks.page_cost import add_feed_arguments, call, clean_up, publish_feeds, requests_for, worker_app
+from benchmarks.side_by_side import PUBLISH_RANDOM_MODEL
 from common.redis_clients import worker_client
-from testing.processes import RedisServer, poll
+from testing.processes import REPO, RedisServer, poll
 
 SWAP_TIMEOUT = 60  # seconds for the worker's reloader to swap the new version in
-
-# Run in another process, so that making and publishing the new version adds nothing to this one's heap.
-PUBLISH = """
-import sys
-from pathlib import Path
-
-import redis
-
-from common.recs_cache import RecsCache
-from testing.factories import random_model
-from testing.service import publish
-
-url, prefix, model_dir, users, items, components = sys.argv[1:]
-cache = RecsCache(redis.Redis.from_url(url), prefix)
-print(publish(cache, Path(model_dir), random_model(int(users), int(items), int(components), seed=11)))
-"""
 
 
 class Collections:
@@ -104,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             call(app, environ)
         collections.ask()
         published = time.perf_counter() - collections.started
+        # In another process, so that making and publishing the new version adds nothing to this one's heap.
         sizes = [str(args.users), str(args.items), str(args.components)]
-        command = [sys.executable, "-c", PUBLISH, redis_server.url, settings.redis_prefix, settings.model_dir, *sizes]
-        version = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+        where = [redis_server.url, settings.redis_prefix, settings.model_dir, "11"]
+        command = [sys.executable, "-c", PUBLISH_RANDOM_MODEL, *sizes, *where]
+        version = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
         if not poll(lambda: holder.current.version == version, SWAP_TIMEOUT, 0.01):  # the reloader swaps it in
             sys.exit(f"the worker did not swap version {version} in within {SWAP_TIMEOUT} s")
         swapped = time.perf_counter() - collections.started

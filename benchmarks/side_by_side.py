@@ -52,9 +52,11 @@ from testing.service import publish
 
 WARM_UP_SECONDS = 3
 OTHER_PREFIX = "recsvc-other:"
-# Run in the other checkout (--other-publishes): its own code publishes a random model of the given size. The
-# test helpers moved from tests/ to testing/ on 2026-11-29; older trees have them where they were.
-OTHER_PUBLISH = """
+# Run in a checkout (``python -c``, with the checkout as its directory and path): its own code publishes a random
+# model of the given size and seed and prints its version. Here for --other-publishes, in the other checkout;
+# benchmarks/collector.py runs it in this one. The test helpers moved from tests/ to testing/ on 2026-11-29;
+# older trees have them where they were.
+PUBLISH_RANDOM_MODEL = """
 import sys
 from pathlib import Path
 
@@ -69,9 +71,9 @@ except ImportError:
     from tests.app.helpers import publish
     from tests.ml.factories import random_model
 
-users, items, components, url, prefix, model_dir = sys.argv[1:]
+users, items, components, url, prefix, model_dir, seed = sys.argv[1:]
 cache = RecsCache(redis.Redis.from_url(url), prefix)
-publish(cache, Path(model_dir), random_model(int(users), int(items), int(components), seed=1))
+print(publish(cache, Path(model_dir), random_model(int(users), int(items), int(components), seed=int(seed))))
 """
 
 
@@ -157,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             other_env = {**env, "REDIS_PREFIX": OTHER_PREFIX, "MODEL_DIR": str(work / "models-other")}
             sizes = [str(args.users), "2016", str(components)]
             subprocess.run(
-                [sys.executable, "-c", OTHER_PUBLISH, *sizes, redis_server.url, OTHER_PREFIX, other_env["MODEL_DIR"]],
+                [sys.executable, "-c", PUBLISH_RANDOM_MODEL, *sizes, redis_server.url, OTHER_PREFIX,
+                 other_env["MODEL_DIR"], "1"],
                 cwd=args.other, env={**os.environ, "PYTHONPATH": str(args.other.resolve())}, check=True,
+                stdout=subprocess.DEVNULL,
             )  # fmt: skip
         other_env = {**other_env, **dict(setting.split("=", 1) for setting in args.other_env)}
         if redis_server.unix_url is not None:
