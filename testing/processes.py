@@ -175,7 +175,7 @@ class RedisServer:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-# The access log's format (gunicorn.conf.py): '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=...'.
+# The access log's format (app.access_log.ACCESS_LOG_FORMAT): '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=...'.
 _ACCESS = re.compile(r'^\S+ "(?P<request>.*)" (?P<status>\d{3}) ')
 
 
