@@ -12,13 +12,16 @@ one gunicorn would write (a test holds the two equal for every atom gunicorn doc
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from typing import Any
 
 from gunicorn.glogging import Logger
 
+from app.request_id import HEADER
+
 # gunicorn.conf.py's access_log_format: who asked, what for, how it went, and the request id to find the rest.
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+
+_REQUEST_ID = HEADER.lower()
 
 # The atoms that are an environ variable as it is, and what stands for it when it is not there.
 _FROM_ENVIRON = {
@@ -32,10 +35,11 @@ _FROM_ENVIRON = {
 }
 
 
-def _last(pairs: Iterable[tuple[str, Any]], name: str) -> Any:
-    """The value of the last pair whose lower-cased name is ``name`` (gunicorn's dict of them keeps the last)."""
+def _last(headers: Any, name: str) -> Any:
+    """The value of the last header (a pair, or a mapping's item) whose lower-cased name is ``name``, or "-"
+    (gunicorn's dict of them keeps the last)."""
     found = "-"
-    for key, value in pairs:
+    for key, value in headers.items() if hasattr(headers, "items") else headers:
         if key.lower() == name:
             found = value
     return found
@@ -70,13 +74,11 @@ class _Atoms(dict):
         """``{name}i``, ``{name}o``, ``{name}e``: a request or response header, an environ variable."""
         name, kind = key[1:-2], key[-2:]
         if kind == "}i":
-            headers = getattr(self._req, "headers", self._req)
-            return _last(headers.items() if hasattr(headers, "items") else headers, name)
+            return _last(getattr(self._req, "headers", self._req), name)
         if kind == "}o":
-            headers = self._resp.headers
-            return _last(headers.items() if hasattr(headers, "items") else headers, name)
+            return _last(self._resp.headers, name)
         if kind == "}e":
-            return _last(self._environ.items(), name)
+            return _last(self._environ, name)
         return "-"
 
     def _base(self, key: str) -> Any:
@@ -112,9 +114,17 @@ class _Atoms(dict):
 
 
 class AccessLogger(Logger):
-    """gunicorn's logger, whose access lines make only the atoms ``access_log_format`` names."""
+    """gunicorn's logger, whose access lines make only the atoms ``access_log_format`` names.
+
+    A line's record also carries the response's request id (``app.request_id.RequestIdFilter`` keeps it): the
+    request is over when gunicorn logs it, so without it the JSON line's ``request_id`` would be "-".
+    """
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
         # The line is formatted by the handler, which reports a format that fails as logging does (on stderr).
         if self.access_log_enabled:
-            self.access_log.info(self.cfg.access_log_format, _Atoms(self, resp, req, environ, request_time))
+            self.access_log.info(
+                self.cfg.access_log_format,
+                _Atoms(self, resp, req, environ, request_time),
+                extra={"request_id": _last(resp.headers, _REQUEST_ID)},
+            )

@@ -4,7 +4,8 @@ A made-up id is 32 random hex digits (128 bits, the shape of ``uuid4().hex``), m
 directly: building a ``UUID`` object on every request would only cost time.
 
 It is echoed in the response, attached to every log record written while the request is handled (see
-:class:`RequestIdFilter`), and gunicorn's access log prints it from the response header. Requests that Flask
+:class:`RequestIdFilter`), and gunicorn's access line takes it from the response header
+(:mod:`app.access_log`). Requests that Flask
 handles keep it in ``g``; the feed's shortcut (:mod:`app.feed_shortcut`), which answers without Flask's
 request context, binds it to :data:`CURRENT` while it works.
 """
@@ -51,9 +52,12 @@ def init_app(app: Flask) -> None:
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds ``request_id`` to log records (``-`` outside a request)."""
+    """Adds ``request_id`` to log records (``-`` outside a request) that do not bring their own (the access
+    log's, :mod:`app.access_log`, written after its request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if hasattr(record, "request_id"):
+            return True
         bound = CURRENT.get()
         if bound is not None:
             record.request_id = bound

@@ -12,6 +12,7 @@ from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
 from app.access_log import ACCESS_LOG_FORMAT, AccessLogger
+from app.request_id import RequestIdFilter
 from testing.processes import REPO
 
 # Every atom gunicorn documents, headers and environ variables in either case, a repeated header, and names
@@ -46,8 +47,8 @@ def environ(**extra):
     }
 
 
-def written_line(logger_class, access_log_format, resp, env):
-    """The message ``logger_class`` logs for one request in ``access_log_format``."""
+def written_record(logger_class, access_log_format, resp, env):
+    """The record ``logger_class`` logs for one request in ``access_log_format``."""
     config = Config()
     config.set("accesslog", "-")
     config.set("access_log_format", access_log_format)
@@ -59,7 +60,12 @@ def written_line(logger_class, access_log_format, resp, env):
     logger.access_log.handlers[0].emit = records.append
     logger.access(resp, Request, env, datetime.timedelta(seconds=2, microseconds=345678))
     [record] = records
-    return record.getMessage()
+    return record
+
+
+def written_line(logger_class, access_log_format, resp, env):
+    """The message ``logger_class`` logs for one request in ``access_log_format``."""
+    return written_record(logger_class, access_log_format, resp, env).getMessage()
 
 
 RESPONSES = {
@@ -87,6 +93,18 @@ def test_the_services_line():
     assert line == (
         '127.0.0.1 "GET /recommendations/u\\"1?limit=20&offset=40 HTTP/1.1" 200 1234 2345ms request_id=r\\"42'
     )
+
+
+@pytest.mark.parametrize(
+    ("response", "request_id"),
+    [(RESPONSES["answered"], 'r"42'), (RESPONSES["nothing sent"], "-"), (RESPONSES["status as a number"], "b")],
+    ids=RESPONSES.keys(),
+)
+def test_a_lines_record_carries_the_responses_request_id_as_sent(response, request_id):
+    record = written_record(AccessLogger, ACCESS_LOG_FORMAT, response, environ())
+    assert record.request_id == request_id
+    RequestIdFilter().filter(record)  # the handlers' filter keeps it
+    assert record.request_id == request_id
 
 
 def test_the_service_logs_access_with_them():

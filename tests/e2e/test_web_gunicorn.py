@@ -107,8 +107,9 @@ def test_errors_are_json_and_access_log_has_the_request_id(server):
     misspelt = requests.get(f"{server.url}/recommendations/user-1?limt=5").json()["error"]
     assert misspelt["code"] == "invalid_arguments" and "limt" in misspelt["message"]
     assert poll(lambda: "request_id=e2e-42" in server.log(), 5)
-    for line in server.log().splitlines():
-        json.loads(line)  # every log line is one JSON object
+    entries = [json.loads(line) for line in server.log().splitlines()]  # every log line is one JSON object
+    access = [e for e in entries if e["logger"] == "gunicorn.access" and e["message"].endswith("request_id=e2e-42")]
+    assert [entry["request_id"] for entry in access] == ["e2e-42"]  # the field, as on the app's own lines
 
 
 def sources_of(answers: list[dict]) -> set[tuple[str, str]]:
