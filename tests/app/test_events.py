@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from testing.environment import ADMIN_TOKEN
@@ -97,6 +99,18 @@ def test_the_body_is_bounded(client):
     )
     assert response.status_code == 413
     assert response.get_json()["error"]["code"]
+
+
+def padded_batch(size):
+    """A valid batch of one event, padded with trailing spaces to ``size`` bytes."""
+    body = json.dumps({"events": [event()]}).encode()
+    return body + b" " * (size - len(body))
+
+
+@pytest.mark.parametrize(("size", "status"), [(1024 * 1024, 200), (1024 * 1024 + 1, 413)])
+def test_the_bound_is_one_mebibyte(client, size, status):
+    response = client.post("/events", data=padded_batch(size), content_type="application/json", headers=auth())
+    assert response.status_code == status, response.get_json()
 
 
 def test_not_json_is_a_400(client):

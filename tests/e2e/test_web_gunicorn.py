@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -110,6 +111,22 @@ def test_errors_are_json_and_access_log_has_the_request_id(server):
     entries = [json.loads(line) for line in server.log().splitlines()]  # every log line is one JSON object
     access = [e for e in entries if e["logger"] == "gunicorn.access" and e["message"].endswith("request_id=e2e-42")]
     assert [entry["request_id"] for entry in access] == ["e2e-42"]  # the field, as on the app's own lines
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["with its length", "chunked"])
+def test_an_events_body_over_one_mebibyte_is_a_413_however_it_is_sent(server, chunked):
+    """Trailing spaces keep the batch valid JSON wherever it is cut: a body cut at the bound must not pass."""
+    one = {"user_id": "user-1", "post_id": "post-1", "type": "view", "created_at": "2026-12-01T12:00:00Z"}
+    body = json.dumps({"events": [one]}).encode() + b" " * (2 * 1024 * 1024)
+    parts = [body[start : start + 65536] for start in range(0, len(body), 65536)]
+    connection = http.client.HTTPConnection(*server.url.removeprefix("http://").split(":"), timeout=10)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    sent = iter(parts) if chunked else body
+    connection.request("POST", "/events", body=sent, headers=headers, encode_chunked=chunked)
+    response = connection.getresponse()
+    assert response.status == 413, response.read()
+    assert json.loads(response.read())["error"]["code"] == "payload_too_large"
+    connection.close()
 
 
 def sources_of(answers: list[dict]) -> set[tuple[str, str]]:
