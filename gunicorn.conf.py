@@ -51,6 +51,9 @@ threads = 2
 # upgrades fail, the old master keeps serving) and ignores systemd's sockets. API_REUSE_PORT=0 gives both
 # back, with one socket shared by the workers (docs/OPERATIONS.md, "Sizing the web tier").
 reuse_port = _settings.api_reuse_port
+# The longest request line gunicorn takes short of none at all (its default is 4,094): DESIGN's 200 excluded
+# post ids fit when they are UUIDs; a longer line is a 414 request_uri_too_long.
+limit_request_line = 8190
 keepalive = 5
 timeout = 30
 # On SIGTERM a worker stops accepting and finishes the requests it has for up to this long.

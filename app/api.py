@@ -88,6 +88,14 @@ class Blueprint(flask_smorest.Blueprint):
 
     ARGUMENTS_PARSER = ArgumentsParser()
 
+    def error_response(self, status: int, description: str):
+        """Document an error ``status`` of the DESIGN shape that no named response covers (413, 414, 429)."""
+        return self.alt_response(status, schema=ErrorResponseSchema, description=description)
+
+
+# gunicorn's bound (gunicorn.conf.py's limit_request_line), answered before the app sees the request.
+REQUEST_LINE_TOO_LONG = "The request line is over 8,190 bytes (e.g. a long `exclude`): gunicorn's answer"
+
 
 class Api(flask_smorest.Api):
     """The flask-smorest API: documents and answers every error in the DESIGN shape."""

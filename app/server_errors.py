@@ -1,6 +1,6 @@
 """JSON answers for the requests gunicorn refuses itself, before they reach the app.
 
-A request line over ``limit_request_line`` (4,094 bytes), a header over ``limit_request_field_size`` (8,190
+A request line over ``limit_request_line`` (8,190 bytes), a header over ``limit_request_field_size`` (8,190
 bytes), too many headers, or malformed HTTP is answered by gunicorn's worker, which writes an HTML page
 through ``gunicorn.util.write_error``. DESIGN section 7 promises JSON for every error, so
 ``gunicorn.conf.py`` calls :func:`install` to replace that one function with :func:`write_json_error`: same

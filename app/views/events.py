@@ -60,8 +60,8 @@ class Events(MethodView):
     @blp.response(200, EventsRecordedSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(403, response="FORBIDDEN")
-    @blp.alt_response(413, description="The body is larger than 1 MiB")
-    @blp.alt_response(429, description="Over EVENTS_RATE_LIMIT")
+    @blp.error_response(413, "The body is larger than 1 MiB")
+    @blp.error_response(429, "Over EVENTS_RATE_LIMIT")
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     def post(self, batch):
         """Report what users did with posts

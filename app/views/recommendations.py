@@ -7,7 +7,7 @@ from flask.views import MethodView
 from marshmallow import ValidationError
 from werkzeug.routing import PathConverter
 
-from app.api import Blueprint, abort, invalid_arguments_message
+from app.api import REQUEST_LINE_TOO_LONG, Blueprint, abort, invalid_arguments_message
 from app.feed import FeedRequest, FeedService, NoModel, Pin
 from app.runtime import get_runtime
 from app.schemas import RecommendationsQuerySchema, RecommendationsSchema, check_user_id
@@ -41,6 +41,7 @@ class Recommendations(MethodView):
     # A schema instance, not the class: webargs would otherwise build a schema object on every request.
     @blp.arguments(RecommendationsQuerySchema(), location="query")
     @blp.response(200, RecommendationsSchema)
+    @blp.error_response(414, REQUEST_LINE_TOO_LONG)
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     def get(self, query, user_id):
         """A page of the user's feed

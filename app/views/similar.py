@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import jsonify
 from flask.views import MethodView
 
-from app.api import Blueprint, abort
+from app.api import REQUEST_LINE_TOO_LONG, Blueprint, abort
 from app.feed import FeedRequest, FeedService, NoModel, Pin
 from app.feed.pin import UNPINNED
 from app.feed.similar import ANONYMOUS, UnknownPost
@@ -32,6 +32,7 @@ class SimilarPosts(MethodView):
     @blp.arguments(SimilarQuerySchema(), location="query")
     @blp.response(200, SimilarPostsSchema)
     @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error_response(414, REQUEST_LINE_TOO_LONG)
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     def get(self, query, post_id):
         """A page of the posts most similar to this one

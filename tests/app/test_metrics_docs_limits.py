@@ -112,6 +112,28 @@ def test_openapi_document_describes_every_endpoint_and_the_error_shape(client):
     assert spec["paths"]["/admin/reload-model"]["post"]["security"] == [{"adminToken": []}]
 
 
+# A failed reload answers its outcome and an unready worker its health checks (DESIGN section 7), not an error.
+ANSWERED_WITH_THEIR_OWN_BODY = {("/admin/reload-model", "500"), ("/health", "503")}
+
+
+def test_every_documented_error_has_the_error_shape_and_the_pages_document_gunicorns_414(client):
+    spec = client.get("/openapi.json").get_json()
+    named = spec["components"]["responses"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            for status, response in operation["responses"].items():
+                if status == "default" or int(status) < 400 or (path, status) in ANSWERED_WITH_THEIR_OWN_BODY:
+                    continue
+                if "$ref" in response:
+                    response = named[response["$ref"].rsplit("/", 1)[1]]
+                schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+                assert schema.get("$ref", "").endswith("/ErrorResponse"), (path, method, status)
+    for path in ("/recommendations/{user_id}", "/posts/{post_id}/similar"):
+        assert "8,190 bytes" in spec["paths"][path]["get"]["responses"]["414"]["description"]
+
+
 def test_openapi_document_says_what_a_score_means_and_what_a_client_may_do_with_it(client):
     """Personalised pages carry LightFM's raw scores (-44.3), popular ones user counts (114.0): say so."""
     spec = client.get("/openapi.json").get_json()

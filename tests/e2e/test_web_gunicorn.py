@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 
 import pytest
 import redis
@@ -127,6 +128,15 @@ def test_an_events_body_over_one_mebibyte_is_a_413_however_it_is_sent(server, ch
     assert response.status == 413, response.read()
     assert json.loads(response.read())["error"]["code"] == "payload_too_large"
     connection.close()
+
+
+def test_a_page_excluding_200_uuids_fits_the_request_line_and_a_longer_line_is_a_414(server):
+    """DESIGN's 200 excluded post ids fit gunicorn's request line when they are UUIDs (8,190 bytes at most)."""
+    exclude = ",".join(str(uuid.UUID(int=n)) for n in range(200))
+    page = requests.get(f"{server.url}/recommendations/user-1", params={"limit": 5, "exclude": exclude})
+    assert page.status_code == 200, page.text
+    refused = requests.get(f"{server.url}/recommendations/user-1", params={"exclude": "p" * 8200})
+    assert refused.status_code == 414 and refused.json()["error"]["code"] == "request_uri_too_long"
 
 
 def sources_of(answers: list[dict]) -> set[tuple[str, str]]:

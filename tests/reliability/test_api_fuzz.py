@@ -101,7 +101,7 @@ LONG = "x" * 129
 HOSTILE = [
     ("user id of 129 characters", get(f"/recommendations/{LONG}"), {400}),
     ("user id of 4,000 characters", get(f"/recommendations/{'x' * 4000}"), {400}),
-    ("request line over gunicorn's 4,094 bytes", get(f"/recommendations/{'x' * 5000}"), {414}),
+    ("request line over gunicorn.conf.py's 8,190 bytes", get(f"/recommendations/{'x' * 9000}"), {414}),
     ("non-ASCII user id, UTF-8 percent-encoded", get("/recommendations/%E3%83%A6%E3%83%BC%E3%82%B6%E3%83%BC"), {200}),
     ("non-ASCII user id, raw UTF-8 bytes", get("/recommendations/ユーザー-ü"), {200, 400}),
     ("user id of invalid UTF-8", get("/recommendations/%FF%FE%FD"), {200, 400}),
