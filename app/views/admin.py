@@ -15,7 +15,7 @@ import time
 from flask.views import MethodView
 
 from app.api import Blueprint, abort
-from app.auth import require_bearer
+from app.auth import is_preflight, require_bearer
 from app.cache_guard import CacheUnavailable
 from app.model_holder import iso_time
 from app.runtime import get_runtime
@@ -29,6 +29,8 @@ _AUTH_DOC = {"security": [{"adminToken": []}]}
 
 @blp.before_request
 def _require_admin_token() -> None:
+    if is_preflight():
+        return
     token = get_runtime().settings.admin_token
     if token is None:
         abort(403, "admin endpoints are disabled: set ADMIN_TOKEN to enable them", code="admin_disabled")

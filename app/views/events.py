@@ -19,7 +19,7 @@ from flask.views import MethodView
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.api import Blueprint, abort
-from app.auth import require_bearer
+from app.auth import is_preflight, require_bearer
 from app.cache_guard import CacheUnavailable
 from app.runtime import get_runtime
 from app.schemas import EventBatchSchema, EventsRecordedSchema
@@ -32,6 +32,8 @@ MAX_BODY_BYTES = 1024 * 1024
 
 @blp.before_request
 def _bound_and_authorise() -> None:
+    if is_preflight():
+        return
     current_app.extensions["recsvc-events-limit"].check()  # first: wrong tokens count too
     settings = get_runtime().settings
     token = settings.events_token or settings.admin_token

@@ -155,3 +155,22 @@ def test_cors_allows_the_configured_origins_only(make_app, settings_env):
     assert "Access-Control-Allow-Origin" not in other.headers
     server_to_server = client.get("/health")  # no Origin: not a CORS request, no CORS headers
     assert not [name for name in server_to_server.headers.keys() if name.startswith("Access-Control-")]
+
+
+@pytest.mark.parametrize(
+    ("path", "method"), [("/events", "POST"), ("/admin/reload-model", "POST"), ("/admin/model-status", "GET")]
+)
+def test_a_browsers_preflight_of_a_token_endpoint_is_answered_without_the_token(make_app, settings_env, path, method):
+    """A preflight never carries credentials (the Fetch standard): refusing it would bar every browser."""
+    client = make_app({**settings_env, "CORS_ORIGINS": "https://app.example"}).test_client()
+    preflight = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": method,
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    response = client.options(path, headers=preflight)
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert method in response.headers["Access-Control-Allow-Methods"]
+    assert "authorization" in response.headers["Access-Control-Allow-Headers"].lower()
+    assert client.open(path, method=method, headers={"Origin": "https://app.example"}).status_code == 401
