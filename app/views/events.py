@@ -40,6 +40,8 @@ def _bound_and_authorise() -> None:
     if token is None:
         abort(403, "POST /events is disabled: set EVENTS_TOKEN (or ADMIN_TOKEN) to enable it", code="events_disabled")
     require_bearer(token, "recsvc events", "missing or wrong events token (Authorization: Bearer <EVENTS_TOKEN>)")
+    if not request.is_json:  # else the parser reads no batch and calls every field missing
+        abort(415, "send the batch as JSON, with Content-Type: application/json", code="unsupported_media_type")
     _read_bounded_body()
 
 
@@ -63,6 +65,7 @@ class Events(MethodView):
     @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(403, response="FORBIDDEN")
     @blp.error_response(413, "The body is larger than 1 MiB")
+    @blp.error_response(415, "The body is not sent as application/json")
     @blp.error_response(429, "Over EVENTS_RATE_LIMIT")
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     def post(self, batch):

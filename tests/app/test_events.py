@@ -113,6 +113,15 @@ def test_the_bound_is_one_mebibyte(client, size, status):
     assert response.status_code == status, response.get_json()
 
 
+def test_a_batch_not_sent_as_json_is_a_415_naming_the_content_type(client, cache):
+    body = json.dumps({"events": [event()]})
+    response = client.post("/events", data=body, content_type="text/plain", headers=auth())
+    assert response.status_code == 415
+    error = response.get_json()["error"]
+    assert error["code"] == "unsupported_media_type" and "application/json" in error["message"]
+    assert cache.exclusions("user-1") == ({}, {})
+
+
 def test_not_json_is_a_400(client):
     response = client.post("/events", data="nope", content_type="application/json", headers=auth())
     assert response.status_code == 400
