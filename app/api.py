@@ -74,6 +74,11 @@ class ArgumentsParser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
     DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None, "querystring": None}
 
+    def _handle_invalid_json_error(self, error, req, *args, **kwargs) -> NoReturn:
+        """A body that is not JSON: where parsing stopped, its field errors a map by name like any location's."""
+        reason = f"not valid JSON: {error}"
+        abort(400, f"the body is {reason}", code="invalid_arguments", details={"fields": {"json": {"body": [reason]}}})
+
     def parse(self, argmap, req=None, *, location=None, **kwargs):
         plain_load = getattr(argmap, "plain_load", None)
         if plain_load is not None and location == "query" and kwargs.get("validate") is None:

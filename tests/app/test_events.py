@@ -122,9 +122,12 @@ def test_a_batch_not_sent_as_json_is_a_415_naming_the_content_type(client, cache
     assert cache.exclusions("user-1") == ({}, {})
 
 
-def test_not_json_is_a_400(client):
+def test_not_json_is_a_400_saying_where_parsing_stopped(client):
     response = client.post("/events", data="nope", content_type="application/json", headers=auth())
     assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_arguments" and error["message"].startswith("the body is not valid JSON: ")
+    assert list(error["details"]["fields"]["json"]) == ["body"]  # a map by name, as for every other location
 
 
 @pytest.mark.parametrize("headers", [{}, auth("wrong-token-0123456789"), {"Authorization": EVENTS_TOKEN}])
