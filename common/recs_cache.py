@@ -46,6 +46,7 @@ channel ``model-updates``         ``{"version", "created_at", "num_users", "num_
 ``shown:{u<b>}:<user_id>`` zset    the same for impressions
 channel ``live-updates``          ``{"generation", "model_version"}`` after each live publish
 channel ``events``                JSON list of the users whose ``seen:``/``shown:`` a batch of events changed
+(The channels are named ``db<N>:model-updates`` and so on after the prefix on a database N other than 0.)
 ``served``                stream  one entry per page served (:class:`ServedEntry`), about ``maxlen`` entries at
                                   most (the oldest go first); consumer group ``mover`` (``tasks.move_impressions``)
                                   acknowledges and deletes an entry once PostgreSQL has it
@@ -407,6 +408,11 @@ class RecsCache:
         self.client = client
         self.prefix = prefix
         self.cluster = isinstance(client, RedisCluster)
+        # Pub/sub channels are the server's, not a database's: with the same prefix on another database of the
+        # server, another deployment would hear this one's announcements (and a worker would follow its live
+        # generations). So channels name a database other than 0 (a cluster has only 0).
+        database = 0 if self.cluster else int(client.connection_pool.connection_kwargs.get("db") or 0)
+        self._channel_prefix = prefix if database == 0 else f"{prefix}db{database}:"
         self._publish = client.register_script(_PUBLISH_SCRIPT)
         self._publish_live = client.register_script(_PUBLISH_LIVE_SCRIPT)
         self._record_events = client.register_script(_RECORD_EVENTS_SCRIPT)
@@ -467,7 +473,7 @@ class RecsCache:
 
     @property
     def channel(self) -> str:
-        return self.prefix + "model-updates"
+        return self._channel_prefix + "model-updates"
 
     # --- writer side (the training task) ---
 
@@ -746,11 +752,11 @@ class RecsCache:
 
     @property
     def live_channel(self) -> str:
-        return self.prefix + "live-updates"
+        return self._channel_prefix + "live-updates"
 
     @property
     def events_channel(self) -> str:
-        return self.prefix + "events"
+        return self._channel_prefix + "events"
 
     # --- the live feed: writer side (tasks.refresh, POST /events) ---
 

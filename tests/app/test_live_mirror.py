@@ -151,3 +151,23 @@ def test_a_first_page_takes_the_generation_from_the_mirror_without_reading_it(ap
     assert page["token"].split(".")[1] == "0" and runtime.feed.mirror.exclusions("user-1") is not None
     cache.publish_live([], {}, "v", {}, retain_seconds=60, max_posts=10, max_users=10)  # generation 8, announced
     assert poll(lambda: client.get("/recommendations/user-2?limit=5").get_json()["token"].split(".")[1] == "8", 1.0)
+
+
+def test_a_deployment_on_another_database_of_the_server_is_not_heard(private_redis, tmp_path, follow):
+    """Pub/sub channels are the server's, not a database's: one prefix on two databases is two deployments."""
+    ours_url, theirs_url = private_redis.url, private_redis.url.removesuffix("/0") + "/1"
+    ours, theirs = (RecsCache(redis.Redis.from_url(url), REDIS_PREFIX) for url in (ours_url, theirs_url))
+    model_dir = tmp_path / "models"
+    publish(ours, model_dir, random_model(seed=1), top_k=5)
+    mirror = LiveMirror(10)
+    follow(mirror, ModelHolder(str(model_dir), ours.current_version), url=ours_url)
+    mirror.remember(mirror.epoch, "u1", known(), (False, None))
+    for _ in range(3):
+        theirs.publish_live([], {}, "v", {}, retain_seconds=60, max_posts=10, max_users=10)
+    theirs.record_events([("u1", "p1", "view")], cap=10, ttl=60)
+    ours.publish_live([], {}, "v", {}, retain_seconds=60, max_posts=10, max_users=10)  # heard after theirs
+    assert poll(lambda: (mirror.generation or 0) >= 1, 2.0)
+    assert mirror.generation == 1  # not their 3: a page would look for a pool this database never had
+    assert mirror.exclusions("u1") is not None  # their user's event is not ours
+    for cache in (ours, theirs):
+        cache.client.close()
