@@ -60,6 +60,15 @@ class LiveMirror:
             self._forget()
             self._generation = generation
 
+    def correct_generation(self, generation: int) -> None:
+        """A page found no pool for the held generation and read ``generation`` from Redis: Redis lost its live
+        state and began again below it, which the highest-wins rule of the messages would never take."""
+        with self._lock:
+            if self._generation is not None:
+                self.epoch += 1
+                self._live_users.clear()
+                self._generation = generation
+
     def disconnected(self) -> None:
         """The subscription is lost: messages may be missed from now on, so answer nothing until reconnected."""
         with self._lock:

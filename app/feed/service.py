@@ -294,6 +294,14 @@ class FeedService:
             generation = pin.generation
         cutoff = exclusions.as_of if pin.cutoff is None else pin.cutoff
         pool = self._pool(loaded, generation)
+        if pool is None and pin.generation is None:
+            # The current generation has no pool: Redis lost its live state (emptied, or restarted without it)
+            # and the mirror still holds the generation from before. Ask Redis which one is current now.
+            try:
+                generation = self._generation_again()
+            except CacheUnavailable:
+                return self._without_redis(user_id, loaded, pin)
+            pool = self._pool(loaded, generation)
         if pool is None:
             return None  # the pinned generation's pool expired
         return Scope(
@@ -310,6 +318,13 @@ class FeedService:
             redis_answered=True,
             version_fallback=False,
         )
+
+    def _generation_again(self) -> int:
+        """The live generation Redis holds now (0 before any), which the mirror holds from then on."""
+        state = self._guard.call(self._cache.live_state)
+        generation = 0 if state is None else state.generation
+        self.mirror.correct_generation(generation)
+        return generation
 
     def _without_redis(self, user_id: str, loaded: LoadedModel, pin: Pin) -> Scope:
         """The scope when Redis cannot be reached: the model alone, and what the worker already holds."""

@@ -271,3 +271,17 @@ def test_a_pinned_scroll_of_a_new_user_keeps_its_features_when_they_change(clien
         offset = body["pagination"]["next_offset"]
     assert again == expected
     assert get_page(client, "newbie", limit=5)["strategy"] == "popular"  # unpinned: not live any more
+
+
+def test_a_generation_the_mirror_holds_but_redis_lost_is_read_again_not_a_500(app, client, cache, model_dir, model):
+    """Redis lost the live state (emptied, or a generation heard from elsewhere): the page asks Redis again."""
+    version = publish(cache, model_dir, model, top_k=TOP_K)
+    for _ in range(3):
+        publish_live(cache, version, [("new-hot", ["x"], "hot")])
+    mirror = app.extensions["recsvc"].feed.mirror
+    mirror.connected(3)  # as the reloader leaves it
+    cache.client.delete(cache.live_state_key, *(cache.live_pool_key(g) for g in (1, 2, 3)))
+    publish_live(cache, version, [("newer", ["x"], "hot")])  # generation 1 again, on the emptied state
+    _, posts = whole_feed(client, FAN)
+    assert "newer" in posts and "new-hot" not in posts
+    assert mirror.generation == 1  # corrected: the next pages need no second read
