@@ -32,7 +32,11 @@ def refuse_taken_ports(server) -> None:
         if not isinstance(address, tuple):  # a Unix socket path: gunicorn itself refuses one in use
             continue
         host, port = address[0], address[1]
-        for family, kind, proto, _, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            sys.exit(f"recsvc web: invalid configuration: API_HOST={host!r} is invalid: {exc.strerror}")
+        for family, kind, proto, _, sockaddr in found:
             with socket.socket(family, kind, proto) as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:

@@ -202,13 +202,43 @@ def _experiment(env: Mapping[str, str]) -> Experiment | None:
 _CELERY_REDIS_SCHEMES = ("redis", "rediss", "redis+socket")
 
 
+def _key_prefix(raw: str) -> str:
+    """REDIS_PREFIX: not blank, and no brace (it would change the keys' hash tags, common.recs_cache)."""
+    if "{" in raw or "}" in raw:
+        raise ValueError("must not hold { or }: they would change the keys' hash tags")
+    return nonempty(raw)
+
+
+def _redis_database(url: str) -> str:
+    """``url`` (one Redis server) if the database it names, by its path or ``?db=``, is a number: redis-py takes
+    database 0 for any other without a word, Celery's transport fails at its first connection."""
+    parts = urlsplit(url)
+    named = [] if parts.scheme in ("unix", "redis+socket") else [parts.path.strip("/")]  # a socket's path is a file
+    for database in named + parse_qs(parts.query).get("db", []):
+        if database and not re.fullmatch(r"[0-9]+", database):
+            raise ValueError(f"the database {database!r} is not a number")
+    return url
+
+
 def _redis_url(raw: str) -> str:
     """One Redis server (redis, rediss, unix) or a Redis Cluster (redis+cluster://host:port,host:port...)."""
     url = url_with("redis", "rediss", "unix", *CLUSTER_SCHEMES)(raw)
     if is_cluster_url(url):
         cluster_nodes(url)
         cluster_tls(url)
-    return url
+        return url
+    return _redis_database(url)
+
+
+def _celery_url_parser(*schemes: str):
+    """A parser of Celery's broker or result backend URL: one of ``schemes``, a Redis one naming a database number."""
+    scheme_and_port = url_with(*schemes)
+
+    def parse(raw: str) -> str:
+        url = scheme_and_port(raw)
+        return _redis_database(url) if urlsplit(url).scheme in _CELERY_REDIS_SCHEMES else url
+
+    return parse
 
 
 def _celery_default(redis_url: str) -> str:
@@ -261,12 +291,15 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         database_url=database_url_from(env),
         sql_queries=sql_queries_from(env),
         redis_url=redis_url,
-        redis_prefix=read_var(env, "REDIS_PREFIX", nonempty, d.redis_prefix),
+        redis_prefix=read_var(env, "REDIS_PREFIX", _key_prefix, d.redis_prefix),
         celery_broker_url=read_var(
-            env, "CELERY_BROKER_URL", url_with(*_CELERY_REDIS_SCHEMES, "amqp", "pyamqp"), _celery_default(redis_url)
+            env,
+            "CELERY_BROKER_URL",
+            _celery_url_parser(*_CELERY_REDIS_SCHEMES, "amqp", "pyamqp"),
+            _celery_default(redis_url),
         ),
         celery_result_backend=read_var(
-            env, "CELERY_RESULT_BACKEND", url_with(*_CELERY_REDIS_SCHEMES), _celery_default(redis_url)
+            env, "CELERY_RESULT_BACKEND", _celery_url_parser(*_CELERY_REDIS_SCHEMES), _celery_default(redis_url)
         ),
         model_dir=read_var(env, "MODEL_DIR", nonempty, d.model_dir),
         model_backups=read_var(env, "MODEL_BACKUPS", int_in(0, 1000), d.model_backups),

@@ -105,13 +105,16 @@ def _check_range(value: float, lo: float | None, hi: float | None) -> None:
 
 
 def url_with(*schemes: str) -> Callable[[str], str]:
-    """A parser of URLs with one of ``schemes``."""
+    """A parser of URLs with one of ``schemes`` and, naming one host, a port of 1 to 65535 if any (a URL of several
+    hosts, ``h1:p1,h2:p2``, is its scheme's own to check)."""
 
     def parse(raw: str) -> str:
         raw = raw.strip()
         parts = urlsplit(raw)
         if parts.scheme not in schemes:
             raise ValueError(f"must be a URL with scheme {' or '.join(schemes)}")
+        if "," not in parts.netloc and parts.port == 0:  # .port raises for a port not a number up to 65535
+            raise ValueError("port 0 is no port")
         return raw
 
     return parse
@@ -155,7 +158,7 @@ def read_var(env: Mapping[str, str], name: str, parse: Callable[[str], Any], def
 
 def database_url_from(env: Mapping[str, str]) -> str:
     """DATABASE_URL, or one assembled from DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD."""
-    if env.get("DATABASE_URL"):
+    if (env.get("DATABASE_URL") or "").strip():  # blank is unset, as for every variable (read_var)
         return read_var(env, "DATABASE_URL", url_with("postgresql", "postgres"))
     parts = {name: env.get(name) for name in ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")}
     if not any(parts.values()):

@@ -50,6 +50,25 @@ def test_values_are_parsed():
     assert s.sql_queries["posts"] == "SELECT 1"
 
 
+def test_redis_and_database_urls_with_ports_databases_and_options_are_taken():
+    s = load_settings(
+        {
+            "REDIS_URL": "rediss://:secret@cache:6380/3?ssl_cert_reqs=required",
+            "CELERY_BROKER_URL": "amqp://guest:guest@mq:5672/some-vhost",
+            "CELERY_RESULT_BACKEND": "redis+socket:///run/redis.sock?virtual_host=2",
+            "DATABASE_URL": "postgresql://u@db1:5432,db2:5433/app?target_session_attrs=read-write",
+        }
+    )
+    assert s.redis_url.startswith("rediss://") and s.celery_broker_url.startswith("amqp://")
+    assert load_settings({"REDIS_URL": "unix:///tmp/redis.sock?db=4"}).redis_url.endswith("db=4")
+    assert load_settings({"REDIS_URL": "redis://cache"}).redis_url == "redis://cache"
+
+
+def test_a_blank_database_url_is_unset_like_any_blank_value():
+    assert load_settings({"DATABASE_URL": "   "}).database_url == "postgresql://localhost:5432/recsvc"
+    assert load_settings({"DATABASE_URL": " ", "DB_HOST": "db"}).database_url == "postgresql://db:5432/recsvc"
+
+
 def test_database_url_from_parts():
     s = load_settings({"DB_HOST": "db", "DB_PORT": "6543", "DB_NAME": "app", "DB_USER": "u", "DB_PASSWORD": "p@ss"})
     assert s.database_url == "postgresql://u:p%40ss@db:6543/app"
@@ -86,6 +105,16 @@ def test_database_url_from_parts():
         ("FULL_RETRAIN_INTERVAL_SECONDS", "-60"),
         ("PRECOMPUTE_NICENESS", "20"),
         ("PRECOMPUTE_NICENESS", "-1"),
+        ("REDIS_PREFIX", "a{b}"),  # a brace would change the keys' hash tags
+        ("REDIS_URL", "redis://127.0.0.1:6379/x"),  # redis-py would quietly use database 0
+        ("REDIS_URL", "redis://127.0.0.1:abc/6"),
+        ("REDIS_URL", "redis://127.0.0.1:0/6"),
+        ("REDIS_URL", "unix:///tmp/redis.sock?db=abc"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/\uff15"),  # a full-width digit is not a database number
+        ("CELERY_BROKER_URL", "redis://127.0.0.1:abc/1"),
+        ("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/x"),
+        ("DATABASE_URL", "postgresql://127.0.0.1:99999/x"),
+        ("DATABASE_URL", "postgresql://127.0.0.1:port/x"),
     ],
 )
 def test_bad_values_are_refused_by_name(name, value):

@@ -304,6 +304,19 @@ def test_a_bad_setting_stops_gunicorn_at_start_naming_the_variable():
     assert "API_WORKERS" in result.stderr and "invalid" in result.stderr
 
 
+def test_a_host_that_does_not_resolve_stops_gunicorn_at_start_naming_api_host():
+    result = subprocess.run(
+        [str(GUNICORN), "wsgi:app"],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "API_HOST": "not a host!", "API_PORT": "8000"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "API_HOST='not a host!'" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("reuse_port", ["1", "0"])
 def test_the_master_logs_the_address_it_serves(redis_url, model_dir, cache, tmp_path, reuse_port):
     """With reuse_port the master opens no socket itself, and gunicorn logged ``Listening at:  (pid)``."""
