@@ -19,6 +19,11 @@ from collections.abc import Sequence
 import numpy as np
 
 MAX_TIMESTAMP_LENGTH = 40
+# How far ahead of now a row's created_at may be (writers' clocks, a zone mistaken for UTC): past it the row is
+# refused by the dataset checks (ml.validate) and left unread by the live refresh until its time comes. One row
+# from the far future would otherwise weigh every other interaction down to nothing (ml.training's half-life
+# from the newest) and hold the refresh's watermark there.
+FUTURE_TOLERANCE_SECONDS = 86_400
 
 # Offsets beyond +-15:59 are refused because PostgreSQL refuses them.
 _MAX_OFFSET_HOURS = 15

@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import islice, repeat
@@ -21,7 +22,7 @@ import numpy as np
 from ml.dataset import CHUNK_ROWS, COLUMNS, INTERACTION_TYPES, Dataset, Table, parse_tags
 from ml.errors import DatasetError
 from ml.ids import MAX_ID_LENGTH
-from ml.timestamps import parse_timestamps
+from ml.timestamps import FUTURE_TOLERANCE_SECONDS, parse_timestamps
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +223,8 @@ class _Rows:
     def check_times(self, values: Sequence[Any]) -> np.ndarray:
         seconds, valid = _timestamps(values)
         self.problems(~valid, lambda k: f"bad timestamp {_shown(values[k])} in created_at (expected ISO 8601)")
+        ahead = valid & (seconds > time.time() + FUTURE_TOLERANCE_SECONDS)
+        self.problems(ahead, lambda k: f"timestamp {_shown(values[k])} in created_at is more than a day ahead of now")
         return seconds
 
     def check_unique_pairs(self, first: np.ndarray, second: np.ndarray, second_count: int) -> None:

@@ -38,6 +38,7 @@ from common.config import Settings
 from common.recs_cache import PoolPost, RecsCache, live_user_at
 from ml.dataset import INTERACTION_TYPES, parse_tags
 from ml.db.read import read_snapshot
+from ml.timestamps import FUTURE_TOLERANCE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +184,16 @@ def _read_since(cur: extensions.cursor, query: str, table: str, watermark: datet
     )
     cur.execute(window, (watermark - lookback, watermark))
     rows = cur.fetchall()
+    # A row dated more than FUTURE_TOLERANCE_SECONDS ahead of the database's clock waits until it is not: taken
+    # now, it would move the watermark past every row written until then.
     beyond = source.format(
-        columns=columns, query=sql.SQL(_strip(query)), where=sql.SQL("q.created_at::timestamptz > %s")
+        columns=columns,
+        query=sql.SQL(_strip(query)),
+        where=sql.SQL(
+            "q.created_at::timestamptz > %s AND q.created_at::timestamptz <= now() + make_interval(secs => %s)"
+        ),
     )
-    cur.execute(sql.SQL("{} LIMIT %s").format(beyond), (watermark, MAX_ROWS_PER_TABLE))
+    cur.execute(sql.SQL("{} LIMIT %s").format(beyond), (watermark, FUTURE_TOLERANCE_SECONDS, MAX_ROWS_PER_TABLE))
     rows += cur.fetchall()
     if table == "posts":
         return [(post_id, community, author, parse_tags(tags), at) for post_id, community, author, tags, at in rows]

@@ -129,6 +129,11 @@ def _add(table: str, row: list[str]):
             "interactions.csv:6: bad timestamp '2026-13-01T00:00:00Z'",
         ),
         (_set("interactions", 4, 3, ""), "interactions.csv:6: bad timestamp ''"),
+        (
+            _set("interactions", 4, 3, "9999-12-31T23:59:59Z"),
+            "interactions.csv:6: timestamp '9999-12-31T23:59:59Z' in created_at is more than a day ahead of now",
+        ),
+        (_set("posts", 1, 4, "2999-01-01"), "posts.csv:3: timestamp '2999-01-01' in created_at is more than a day"),
         (lambda t: t["interactions"][6].append("extra"), "interactions.csv:8: expected 4 columns, found 5"),
         (_add("users", ["u9", "fan"]), "users.csv:6: expected 3 columns, found 2"),
     ],

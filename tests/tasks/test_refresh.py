@@ -86,6 +86,19 @@ def test_a_new_post_enters_the_pool_and_its_author_has_seen_it(settings, cache, 
     assert len(cache.live_pool(cache.live_state().generation)) == 1
 
 
+def test_a_row_dated_far_ahead_waits_for_its_time_and_holds_no_watermark(settings, cache, published, loaded_db):
+    """A writer's clock in the year 9999 must not move the watermark there: nothing after it would be read."""
+    run(settings, cache)
+    community, author = a_community(loaded_db), published.user_ids[0]
+    insert = "INSERT INTO posts (id, community_id, author_id, tags, created_at) VALUES (%s, %s, %s, %s, {})"
+    execute(loaded_db, insert.format("'9999-12-31T23:59:59Z'"), "from-9999", community, author, [])
+    assert run(settings, cache)["new_posts"] == 0
+    execute(loaded_db, insert.format("now()"), "fresh-2", community, author, ["dance"])
+    result = run(settings, cache)
+    assert result["new_posts"] == 1 and [p[0] for p in cache.live_pool(result["generation"])] == ["fresh-2"]
+    assert not cache.live_state().watermarks["posts"].startswith("9999")
+
+
 def test_new_user_and_its_later_follows_become_live(settings, cache, published, loaded_db):
     run(settings, cache)
     community = a_community(loaded_db)
