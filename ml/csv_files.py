@@ -87,6 +87,7 @@ class _CsvRows:
     """The data rows of a CSV file, read lazily in chunks, remembering on which line each row starts."""
 
     def __init__(self, file: TextIO, source: str):
+        self._file = file
         self._reader = csv.reader(file, strict=True)
         self._source = source
         # Rows usually sit on consecutive lines; only where that breaks (blank lines, quoted newlines)
@@ -107,7 +108,13 @@ class _CsvRows:
     def _next_chunk(self, size: int) -> list[list[str]]:
         try:
             return list(islice(self._reader, size))
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
+            # The decoder reads blocks ahead of the CSV reader: the line is found again in the file's bytes.
+            line = _undecodable_line(self._file) or self._reader.line_num + 1
+            byte = exc.object[exc.start : exc.start + 1].hex()
+            problem = f"{self._source}:{line}: not UTF-8 (byte 0x{byte}: {exc.reason})"
+            raise DatasetError(f"{self._source} cannot be read", [problem]) from None
+        except csv.Error as exc:
             line = self._reader.line_num + 1
             raise DatasetError(f"{self._source} cannot be read", [f"{self._source}:{line}: {exc}"]) from None
 
@@ -141,3 +148,20 @@ class _CsvRows:
         if not self._break_offsets or self._break_offsets[-1] != offset:
             self._break_rows.append(index)
             self._break_offsets.append(offset)
+
+
+def _undecodable_line(file: TextIO) -> int | None:
+    """The number of the first line of ``file`` that is not UTF-8, read again from disk; None if it has no path.
+
+    Only on the error path: a UTF-8 sequence never holds a newline byte, so lines split cleanly.
+    """
+    name = getattr(file, "name", None)
+    if not isinstance(name, str) or not Path(name).is_file():
+        return None
+    with open(name, "rb") as raw:
+        for number, line in enumerate(raw, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None

@@ -144,6 +144,20 @@ def test_each_bad_row_is_reported_with_file_and_line(tmp_path, edit, expected):
     assert problems[0].startswith(expected), problems
 
 
+@pytest.mark.parametrize("line", [3, 50, 302])
+def test_a_byte_that_is_not_utf8_is_reported_on_its_own_line(tmp_path, line):
+    """The decoder reads ahead in blocks, so the reader's line count alone named the wrong line (or line 1)."""
+    tables = tiny_tables()
+    tables["users"] += [[f"extra-{n}", "fan", "2026-01-01"] for n in range(400)]
+    users = write_dataset_dir(tmp_path / "d", tables) / "users.csv"
+    lines = users.read_bytes().split(b"\n")
+    lines[line - 1] = lines[line - 1].replace(b"fan", b"f\xe9n", 1)
+    users.write_bytes(b"\n".join(lines))
+    with pytest.raises(DatasetError) as info:
+        read_dataset_dir(users.parent)
+    assert info.value.problems[0].startswith(f"users.csv:{line}: not UTF-8"), info.value.problems
+
+
 def test_every_problem_is_reported_at_once(tmp_path):
     def edit(tables):
         tables["users"][0][2] = "bad"
@@ -202,7 +216,7 @@ def test_missing_file_and_missing_directory(tiny_dataset_dir, tmp_path):
 
 def test_invalid_utf8_is_reported_with_its_file(tiny_dataset_dir):
     (tiny_dataset_dir / "communities.csv").write_bytes(b"id,name\nbts,BTS\nexo,\xff\xfe\n")
-    with pytest.raises(DatasetError, match=r"communities.csv:\d+: 'utf-8' codec can't decode"):
+    with pytest.raises(DatasetError, match=r"communities.csv:3: not UTF-8 \(byte 0xff: invalid start byte\)"):
         read_dataset_dir(tiny_dataset_dir)
 
 
