@@ -229,22 +229,30 @@ def ensure_published(verify: bool = False) -> dict[str, Any] | None:
         return None
 
 
-class QuietChecks(logging.Filter):
-    """Drops the INFO lines of ``tasks.ensure_published`` checks that found all well.
+# The tasks beat sends every 10 s, and how a run that found nothing to do starts its result's repr.
+QUIET_WHEN_IDLE = {
+    "tasks.ensure_published": "{'status': 'ok'",
+    "tasks.move_impressions": "{'status': 'moved', 'pages': 0,",
+}
 
-    Beat sends one every 10 s: Celery's "Sending due task", "received" and "succeeded" lines would fill the
-    logs (18 lines a minute under ``make run``) with nothing to say. A check that acts logs what it did, and
-    its "succeeded" line (the ``republished`` outcome) and any failure stay.
+
+class QuietChecks(logging.Filter):
+    """Drops the INFO lines of ``tasks.ensure_published`` checks that found all well, and of
+    ``tasks.move_impressions`` runs that found no page to move.
+
+    Beat sends each every 10 s: Celery's "Sending due task", "received" and "succeeded" lines would fill the
+    logs (36 lines a minute under ``make run``) with nothing to say. A run that acts logs what it did, and
+    its "succeeded" line (the ``republished`` outcome, the pages moved) and any failure stay.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if record.name == "celery.beat":  # "Scheduler: Sending due task %s (%s)", entry name, task name
-            return not (isinstance(args, tuple) and args[-1:] == (ensure_published.name,))
-        if isinstance(args, dict) and args.get("name") == ensure_published.name:
+            return not (isinstance(args, tuple) and bool(args) and args[-1] in QUIET_WHEN_IDLE)
+        if isinstance(args, dict) and args.get("name") in QUIET_WHEN_IDLE:
             if record.name == "celery.worker.strategy":  # "received"
                 return False
-            return not str(args.get("return_value", "")).startswith("{'status': 'ok'")
+            return not str(args.get("return_value", "")).startswith(QUIET_WHEN_IDLE[args["name"]])
         return True
 
 

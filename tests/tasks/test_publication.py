@@ -196,10 +196,17 @@ def test_a_redis_restarted_empty_is_refilled_from_disk_within_30_s(
         stats = celery_client.control.inspect(timeout=2).stats() or {}
         return sum(worker.get("total", {}).get("tasks.ensure_published", 0) for worker in stats.values())
 
+    def moves_run() -> int:
+        stats = celery_client.control.inspect(timeout=2).stats() or {}
+        return sum(worker.get("total", {}).get("tasks.move_impressions", 0) for worker in stats.values())
+
     wait_until(lambda: checks_run() >= 2, 30, "a check after the refill", interval=1.0)
     assert f"republished version {version}: Redis holds no current version" in worker.log()
     assert worker.log().count("tasks.ensure_published[") == 1  # the succeeded line of the refill
     assert "'status': 'ok'" not in worker.log() and "ensure-published" not in beat.log()
+    # Likewise the moves of served pages that found none (beat sends one every 10 s too).
+    wait_until(lambda: moves_run() >= 2, 30, "two moves of served pages", interval=1.0)
+    assert "tasks.move_impressions[" not in worker.log() and "move-impressions" not in beat.log()
 
 
 def test_bootstrap_waits_for_a_training_run_holding_the_lock(loaded_db, cache, service_env):
