@@ -6,12 +6,19 @@ retries, locks) and call plain functions that are given ``settings``. See docs/O
 monitoring them.
 """
 
+import sys
+
 from celery import Celery
 
 from celeryconfig import celery_settings
-from common.config import load_settings
+from common.config import ConfigError, load_settings
 
-settings = load_settings()
+try:
+    settings = load_settings()
+except ConfigError as exc:
+    # One line naming the variable, as the web says it (gunicorn.conf.py), rather than Celery's "Unable to load
+    # celery application" over a traceback.
+    sys.exit(f"recsvc tasks: invalid configuration: {exc}")
 
 app = Celery("tasks", include=["tasks.training", "tasks.refresh", "tasks.online", "tasks.search"])
 app.config_from_object(celery_settings(settings))
