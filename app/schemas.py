@@ -67,7 +67,8 @@ def _filter_field(what: str) -> fields.String:
 
 
 def check_user_id(value: str) -> None:
-    """User ids are 1 to 128 characters, without ``/``, control characters, separators or bidi controls.
+    """User ids are 1 to 128 characters, not ``.`` or ``..``, without ``/``, control characters, separators or bidi
+    controls.
 
     The rule is ``ml.ids.USER_ID_PATTERN``, which the OpenAPI document publishes as the path
     parameter's ``pattern``.
@@ -75,7 +76,9 @@ def check_user_id(value: str) -> None:
     if not 1 <= len(value) <= MAX_ID_LENGTH:
         raise ValidationError(f"must be 1 to {MAX_ID_LENGTH} characters long")
     if not is_requestable_user_id(value):
-        raise ValidationError("must not contain '/', control characters, line separators or bidi controls")
+        raise ValidationError(
+            "must not be . or .., nor contain '/', control characters, line separators or bidi controls"
+        )
 
 
 # --- errors ---

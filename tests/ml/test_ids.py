@@ -18,12 +18,25 @@ def test_a_user_id_with_a_refused_character_is_not_requestable(character):
 
 
 @pytest.mark.parametrize(
-    "user_id", ["user-1", "a", "x" * MAX_ID_LENGTH, "ユーザー", "사용자-42", "مستخدم", "user@example.com", "a b"]
+    "user_id",
+    [
+        "user-1",
+        "a",
+        "x" * MAX_ID_LENGTH,
+        "ユーザー",
+        "사용자-42",
+        "مستخدم",
+        "user@example.com",
+        "a b",
+        "...",
+        ".a",
+        "a.",
+    ],
 )
 def test_plain_ids_in_any_script_are_requestable(user_id):
     assert is_requestable_user_id(user_id)
 
 
-@pytest.mark.parametrize("user_id", ["", "x" * (MAX_ID_LENGTH + 1), "user-1\n"])
-def test_empty_too_long_and_trailing_newline_ids_are_not(user_id):
+@pytest.mark.parametrize("user_id", ["", "x" * (MAX_ID_LENGTH + 1), "user-1\n", ".", ".."])
+def test_empty_too_long_dot_segment_and_trailing_newline_ids_are_not(user_id):
     assert not is_requestable_user_id(user_id)

@@ -144,13 +144,7 @@ export class RecommendationsService {
    * An unknown post is a typed 404 (`post_not_found`).
    */
   async getSimilarPosts(postId: string, query: SimilarQuery = {}, call?: CallOptions): Promise<SimilarPostsPage> {
-    if (postId.length < 1 || postId.length > MAX_USER_ID_LENGTH || postId.includes('/')) {
-      throw new RecsvcBadRequestError(`recsvc: post id must be 1 to ${MAX_USER_ID_LENGTH} characters without '/'`, {
-        code: 'invalid_arguments',
-        details: { fields: { path: { post_id: ['must be 1 to 128 characters without /'] } } },
-        attempts: 0,
-      });
-    }
+    checkPathId('post_id', postId);
     if (query.user_id !== undefined) {
       checkUserId(query.user_id);
     }
@@ -372,11 +366,21 @@ function isObject(value: unknown): value is Record<string, any> {
 }
 
 function checkUserId(userId: string): void {
-  // The service answers 400 for these too, except `/`, which never reaches its route (it would be a 404).
-  if (userId.length < 1 || userId.length > MAX_USER_ID_LENGTH || userId.includes('/')) {
-    throw new RecsvcBadRequestError(`recsvc: user id must be 1 to ${MAX_USER_ID_LENGTH} characters without '/'`, {
+  checkPathId('user_id', userId);
+}
+
+/**
+ * Refuses, before any request, an id a URL path cannot carry: `/` (a path separator), `.` and `..` (URL parsers
+ * resolve them away, `%2E` too, so another path would be asked for) and a lone surrogate (it has no UTF-8), and
+ * one of more than 128 characters, counted as the service counts them (code points, not UTF-16 units).
+ */
+function checkPathId(name: 'user_id' | 'post_id', id: string): void {
+  const length = [...id].length;
+  if (length < 1 || length > MAX_USER_ID_LENGTH || id.includes('/') || id === '.' || id === '..' || /\p{Cs}/u.test(id)) {
+    const rule = `must be 1 to ${MAX_USER_ID_LENGTH} characters, not . or .., without / or a lone surrogate`;
+    throw new RecsvcBadRequestError(`recsvc: ${name.replace('_', ' ')} ${rule}`, {
       code: 'invalid_arguments',
-      details: { fields: { path: { user_id: ['must be 1 to 128 characters without /'] } } },
+      details: { fields: { path: { [name]: [rule] } } },
       attempts: 0,
     });
   }

@@ -308,6 +308,23 @@ describe('feeds', () => {
     // '/' never reaches the service's route: the client refuses it with the same error.
     await assert.rejects(service.getRecommendations('a/b'), RecsvcBadRequestError);
   });
+
+  test('ids a URL path cannot carry are refused before any request, lengths counted as the service counts', async () => {
+    const { service } = await client();
+    // URL parsers resolve '.' and '..' (and %2E) away: '..' asked for the service's home document.
+    for (const id of ['.', '..', 'a/b', 'x'.repeat(129), 'a\uD800']) {
+      for (const call of [() => service.getRecommendations(id), () => service.getSimilarPosts(id)]) {
+        await assert.rejects(call(), (error) => {
+          assert.ok(error instanceof RecsvcBadRequestError, String(error));
+          assert.equal(error.attempts, 0);
+          return true;
+        });
+      }
+    }
+    // 128 emoji are 128 characters to the service, 256 UTF-16 units to JavaScript.
+    const emoji = '\u{1F600}'.repeat(128);
+    assert.equal((await service.getRecommendations(emoji, { limit: 1 })).user_id, emoji);
+  });
 });
 
 describe('events', () => {
