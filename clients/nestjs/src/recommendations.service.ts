@@ -86,6 +86,14 @@ export interface Feed {
   /** The token of the last page: pass it as `token` to continue this scroll later. */
   token: string;
   strategy: RecommendationsPage['strategy'];
+  /** The last page's model family and source. */
+  model_family: RecommendationsPage['model_family'];
+  source: RecommendationsPage['source'];
+  /** The running experiment and the user's variant (null when none): log them with the user's clicks. */
+  experiment: string | null;
+  variant: string | null;
+  /** true if any page was served by the production model instead of the variant's own. */
+  variant_fallback: boolean;
   /** true if the pin expired mid-scroll and later pages came from a fresh scroll. */
   version_fallback: boolean;
   /** Every post once, in feed order (a post met again after a version fallback is skipped). */
@@ -213,18 +221,12 @@ export class RecommendationsService {
     const seen = new Set<string>();
     let feed: Feed | undefined;
     for await (const page of this.scrollFeed(userId, options)) {
-      feed ??= {
-        user_id: page.user_id,
-        model_version: page.model_version,
-        token: page.token,
-        strategy: page.strategy,
-        version_fallback: false,
-        recommendations: [],
-      };
-      feed.model_version = page.model_version;
-      feed.token = page.token;
-      feed.strategy = page.strategy;
+      const { model_version, token, strategy, model_family, source, experiment, variant } = page;
+      const last = { model_version, token, strategy, model_family, source, experiment, variant };
+      feed ??= { user_id: page.user_id, ...last, version_fallback: false, variant_fallback: false, recommendations: [] };
+      Object.assign(feed, last);
       feed.version_fallback ||= page.version_fallback;
+      feed.variant_fallback ||= page.variant_fallback;
       for (const item of page.recommendations) {
         if (!seen.has(item.post_id)) {
           seen.add(item.post_id);

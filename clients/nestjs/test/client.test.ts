@@ -284,6 +284,14 @@ describe('feeds', () => {
     assert.equal(whole.recommendations.length, FEED_POSTS);
     assert.match(whole.token, /\.\d+\.\d+$/);
     assert.deepEqual(whole.recommendations.slice(0, 10), feed.recommendations);
+    // What a click log needs of the feed, as its pages say it.
+    const first = await service.getRecommendations('user-2', { limit: 1 });
+    const { model_family, source, experiment, variant, variant_fallback } = first;
+    assert.deepEqual(
+      { model_family: feed.model_family, source: feed.source, experiment: feed.experiment, variant: feed.variant },
+      { model_family, source, experiment, variant },
+    );
+    assert.equal(feed.variant_fallback, variant_fallback);
   });
 
   test('a user the model does not know gets the popular feed', async () => {
