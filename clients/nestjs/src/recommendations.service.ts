@@ -58,6 +58,8 @@ export interface ScrollOptions extends CallOptions {
   maxItems?: number;
   /** Continue the scroll of this token (default: a new scroll, pinned by its first page's token). */
   token?: string;
+  /** Where to start: with `token`, the `next_offset` the scroll stopped at (a Feed's `next_offset`); default 0. */
+  offset?: number;
   /** Posts the client already shows: left out of every page (positions kept). */
   exclude?: string[];
   /** Only posts of these communities (a community's feed). */
@@ -74,6 +76,8 @@ export interface SimilarScrollOptions extends CallOptions {
   maxItems?: number;
   /** Continue the list of this token (default: a new one, pinned by its first page's token). */
   token?: string;
+  /** Where to start: with `token`, the `next_offset` the list stopped at; default 0. */
+  offset?: number;
   /** Re-rank the neighbours for this user and leave out what it interacted with. */
   userId?: string;
 }
@@ -83,8 +87,10 @@ export interface Feed {
   user_id: string;
   /** The version of the last page (the first page's, unless its pin expired mid-scroll). */
   model_version: string;
-  /** The token of the last page: pass it as `token` to continue this scroll later. */
+  /** The token of the last page: pass it as `token`, with `next_offset` as `offset`, to continue this scroll later. */
   token: string;
+  /** Where the scroll goes on (the last page's `pagination.next_offset`; null at the feed's end). */
+  next_offset: number | null;
   strategy: RecommendationsPage['strategy'];
   /** The last page's model family and source. */
   model_family: RecommendationsPage['model_family'];
@@ -196,12 +202,12 @@ export class RecommendationsService {
    */
   private async *scrollPages<P extends RecommendationsPage | SimilarPostsPage>(
     fetchPage: (page: { limit: number; offset: number; token?: string }) => Promise<P>,
-    options: { pageSize?: number; maxItems?: number; token?: string },
+    options: { pageSize?: number; maxItems?: number; token?: string; offset?: number },
   ): AsyncGenerator<P, void, undefined> {
     const pageSize = options.pageSize ?? this.options.pageSize;
     const maxItems = options.maxItems ?? Number.POSITIVE_INFINITY;
     let token = options.token;
-    let offset = 0;
+    let offset = options.offset ?? 0;
     let items = 0;
     while (items < maxItems) {
       const page = await fetchPage({ limit: Math.min(pageSize, maxItems - items), offset, token });
@@ -222,7 +228,8 @@ export class RecommendationsService {
     let feed: Feed | undefined;
     for await (const page of this.scrollFeed(userId, options)) {
       const { model_version, token, strategy, model_family, source, experiment, variant } = page;
-      const last = { model_version, token, strategy, model_family, source, experiment, variant };
+      const next_offset = page.pagination.has_more ? page.pagination.next_offset : null;
+      const last = { model_version, token, next_offset, strategy, model_family, source, experiment, variant };
       feed ??= { user_id: page.user_id, ...last, version_fallback: false, variant_fallback: false, recommendations: [] };
       Object.assign(feed, last);
       feed.version_fallback ||= page.version_fallback;

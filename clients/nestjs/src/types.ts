@@ -256,7 +256,7 @@ export interface PageQuery {
   offset?: number;
   /** Keep paging on the scroll of an earlier page (its `token`). */
   token?: string;
-  /** Keep paging on this model version only (earlier clients; `token` pins more). Not with `token`. */
+  /** Keep paging on this model version only (earlier clients; `token` pins more). With `token`, the same version. */
   version?: string;
   /**
    * Posts the client already shows (up to 200 ids, none holding a comma): skipped, their positions kept, so

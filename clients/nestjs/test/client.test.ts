@@ -292,6 +292,12 @@ describe('feeds', () => {
       { model_family, source, experiment, variant },
     );
     assert.equal(feed.variant_fallback, variant_fallback);
+    // Continued later where it stopped: the same scroll, from its next_offset.
+    assert.equal(feed.next_offset, 10);
+    const rest = service.scrollFeed('user-2', { token: feed.token, offset: feed.next_offset ?? 0, maxItems: 4 });
+    const next = (await rest.next()).value;
+    assert.deepEqual(next?.recommendations.map((r) => r.post_id), whole.recommendations.slice(10, 14).map((r) => r.post_id));
+    assert.equal(whole.next_offset, null);
   });
 
   test('a user the model does not know gets the popular feed', async () => {
