@@ -301,7 +301,8 @@ class FeedService:
                 generation = self._generation_again()
             except CacheUnavailable:
                 return self._without_redis(user_id, loaded, pin)
-            pool = self._pool(loaded, generation)
+            # An unpinned page is always possible: without that generation's pool too, then no fresh posts.
+            pool = self._pool(loaded, generation) or empty_pool(loaded.model, generation)
         if pool is None:
             return None  # the pinned generation's pool expired
         return Scope(

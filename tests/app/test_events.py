@@ -176,3 +176,11 @@ def test_the_openapi_document_describes_the_batch_and_its_token(client):
     assert (batch["minItems"], batch["maxItems"]) == (1, 1000)
     kinds = spec["components"]["schemas"]["Event"]["properties"]["type"]["enum"]
     assert kinds == ["view", "like", "comment", "impression"]
+
+
+def test_another_method_is_a_405_naming_post(client):
+    response = client.get("/events", headers=auth())
+    assert response.status_code == 405 and response.get_json()["error"]["details"]["allowed_methods"] == [
+        "OPTIONS",
+        "POST",
+    ]

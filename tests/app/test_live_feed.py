@@ -285,3 +285,12 @@ def test_a_generation_the_mirror_holds_but_redis_lost_is_read_again_not_a_500(ap
     _, posts = whole_feed(client, FAN)
     assert "newer" in posts and "new-hot" not in posts
     assert mirror.generation == 1  # corrected: the next pages need no second read
+
+
+def test_a_current_generation_whose_pool_is_gone_serves_without_fresh_posts(app, client, cache, model_dir, model):
+    version = publish(cache, model_dir, model, top_k=TOP_K)
+    for _ in range(3):
+        publish_live(cache, version, [("new-hot", ["x"], "hot")])
+    cache.client.delete(*(cache.live_pool_key(g) for g in (1, 2, 3)))  # the state still says 3
+    _, posts = whole_feed(client, FAN)
+    assert posts and "new-hot" not in posts
