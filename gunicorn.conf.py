@@ -27,6 +27,7 @@ if _OWN_METRICS_DIR:
 
 from app import gunicorn_hooks  # noqa: E402  (after PROMETHEUS_MULTIPROC_DIR is set)
 from app.access_log import ACCESS_LOG_FORMAT  # noqa: E402
+from app.api import REQUEST_LINE_LIMIT  # noqa: E402
 from app.logs import logging_config  # noqa: E402
 from app.server_errors import install as install_json_server_errors  # noqa: E402
 
@@ -51,9 +52,8 @@ threads = 2
 # upgrades fail, the old master keeps serving) and ignores systemd's sockets. API_REUSE_PORT=0 gives both
 # back, with one socket shared by the workers (docs/OPERATIONS.md, "Sizing the web tier").
 reuse_port = _settings.api_reuse_port
-# The longest request line gunicorn takes short of none at all (its default is 4,094): DESIGN's 200 excluded
-# post ids fit when they are UUIDs; a longer line is a 414 request_uri_too_long.
-limit_request_line = 8190
+# A longer request line is a 414 request_uri_too_long (app.api.REQUEST_LINE_LIMIT says why this long).
+limit_request_line = REQUEST_LINE_LIMIT
 keepalive = 5
 timeout = 30
 # On SIGTERM a worker stops accepting and finishes the requests it has for up to this long.

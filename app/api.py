@@ -98,8 +98,13 @@ class Blueprint(flask_smorest.Blueprint):
         return self.alt_response(status, schema=ErrorResponseSchema, description=description)
 
 
-# gunicorn's bound (gunicorn.conf.py's limit_request_line), answered before the app sees the request.
-REQUEST_LINE_TOO_LONG = "The request line is over 8,190 bytes (e.g. a long `exclude`): gunicorn's answer"
+# The longest request line the web takes (gunicorn.conf.py's limit_request_line): gunicorn's largest bound short of
+# none (its default is 4,094), so that DESIGN's 200 excluded post ids fit when they are UUIDs.
+REQUEST_LINE_LIMIT = 8190
+# A longer one is answered by gunicorn, before the app sees the request.
+REQUEST_LINE_TOO_LONG = (
+    f"The request line is over {REQUEST_LINE_LIMIT:,} bytes (e.g. a long `exclude`): gunicorn's answer"
+)
 
 
 class Api(flask_smorest.Api):
