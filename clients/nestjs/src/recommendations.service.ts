@@ -106,7 +106,7 @@ export interface Feed {
   recommendations: Recommendation[];
 }
 
-const MAX_USER_ID_LENGTH = 128; // DESIGN section 3
+const MAX_ID_LENGTH = 128; // DESIGN section 3
 
 interface RequestSpec {
   method: Method;
@@ -135,7 +135,7 @@ export class RecommendationsService {
    * its community or tag feed with `community` / `tag` (`[&community=C1,C2][&tag=T1,T2]`).
    */
   async getRecommendations(userId: string, query: PageQuery = {}, call?: CallOptions): Promise<RecommendationsPage> {
-    checkUserId(userId);
+    checkPathId('user_id', userId);
     const response = await this.request<RecommendationsPage>({
       method: 'GET',
       path: `/recommendations/${encodeURIComponent(userId)}`,
@@ -160,7 +160,7 @@ export class RecommendationsService {
   async getSimilarPosts(postId: string, query: SimilarQuery = {}, call?: CallOptions): Promise<SimilarPostsPage> {
     checkPathId('post_id', postId);
     if (query.user_id !== undefined) {
-      checkUserId(query.user_id);
+      checkPathId('user_id', query.user_id);
     }
     const response = await this.request<SimilarPostsPage>({
       method: 'GET',
@@ -374,10 +374,6 @@ function isObject(value: unknown): value is Record<string, any> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function checkUserId(userId: string): void {
-  checkPathId('user_id', userId);
-}
-
 /**
  * Refuses, before any request, an id a URL path cannot carry: `/` (a path separator), `.` and `..` (URL parsers
  * resolve them away, `%2E` too, so another path would be asked for) and a lone surrogate (it has no UTF-8), and
@@ -385,8 +381,8 @@ function checkUserId(userId: string): void {
  */
 function checkPathId(name: 'user_id' | 'post_id', id: string): void {
   const length = [...id].length;
-  if (length < 1 || length > MAX_USER_ID_LENGTH || id.includes('/') || id === '.' || id === '..' || /\p{Cs}/u.test(id)) {
-    const rule = `must be 1 to ${MAX_USER_ID_LENGTH} characters, not . or .., without / or a lone surrogate`;
+  if (length < 1 || length > MAX_ID_LENGTH || id.includes('/') || id === '.' || id === '..' || /\p{Cs}/u.test(id)) {
+    const rule = `must be 1 to ${MAX_ID_LENGTH} characters, not . or .., without / or a lone surrogate`;
     throw new RecsvcBadRequestError(`recsvc: ${name.replace('_', ' ')} ${rule}`, {
       code: 'invalid_arguments',
       details: { fields: { path: { [name]: [rule] } } },
